@@ -1,0 +1,30 @@
+/**
+ * Every default limit of the daemon, in one place, with its unit in its name.
+ * Operators override some with flags (see src/cli/sandboxd.ts); policies may
+ * lower them or, within operator ceilings, raise them.
+ */
+
+/** Wall-clock run time of one execution when the policy does not say. */
+export const DEFAULT_TIMEOUT_MS = 10_000;
+/** Guest linear memory when the policy does not say. */
+export const DEFAULT_MEMORY_LIMIT_BYTES = 256 * 1024 * 1024;
+/** Bytes of stdout, and separately of stderr, kept when the policy does not say. */
+export const DEFAULT_MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
+/** Largest stdin a request may carry. */
+export const MAX_STDIN_BYTES = 16 * 1024 * 1024;
+/** Largest Rust source a request may carry. */
+export const MAX_SOURCE_BYTES = 1024 * 1024;
+/** Largest precompiled module a request may carry. */
+export const MAX_WASM_BYTES = 64 * 1024 * 1024;
+/** Denials recorded per execution; later ones are counted, not kept. */
+export const MAX_DENIALS = 64;
+/** Largest gRPC message the server accepts (requests carry wasm and stdin). */
+export const MAX_GRPC_MESSAGE_BYTES = 128 * 1024 * 1024;
+/** Executions waiting for a worker beyond which new ones are refused. */
+export const MAX_QUEUED_EXECUTIONS = 1024;
+/** Buffered guest output is flushed to a streaming client at least this often. */
+export const STREAM_FLUSH_INTERVAL_MS = 5;
+/** ...or as soon as this many bytes are buffered. */
+export const STREAM_FLUSH_BYTES = 64 * 1024;
+/** Grace period for in-flight calls when the daemon is asked to stop. */
+export const SHUTDOWN_GRACE_MS = 5_000;
