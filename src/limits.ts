@@ -28,3 +28,5 @@ export const STREAM_FLUSH_INTERVAL_MS = 5;
 export const STREAM_FLUSH_BYTES = 64 * 1024;
 /** Grace period for in-flight calls when the daemon is asked to stop. */
 export const SHUTDOWN_GRACE_MS = 5_000;
+/** How far the daemon's clock may disagree with the policy signer's when checking not_before/expires_at. */
+export const POLICY_CLOCK_SKEW_SECONDS = 60;
