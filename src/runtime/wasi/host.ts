@@ -1,0 +1,417 @@
+import { randomFillSync } from "node:crypto";
+import {
+  Clock, Errno, EVENT_SIZE, EVENTRW_HANGUP, EventType, Filetype, Rights, STDIO_RIGHTS, SUBCLOCK_ABSTIME,
+  SUBSCRIPTION_SIZE, WASI_MODULE,
+} from "./abi.js";
+import { FD_REGISTRY_SLOTS, releaseHostFds } from "./fd-registry.js";
+import { WasiFs } from "./fs.js";
+
+export { FD_REGISTRY_SLOTS, releaseHostFds };
+
+/** A host directory the guest sees at `guestPath`. */
+export interface WasiMount { readonly hostPath: string; readonly guestPath: string; readonly writable: boolean }
+/** One operation the host refused, reported so an agent learns which grant it lacked. */
+export interface WasiDenial { readonly operation: string; readonly path: string; readonly reason: string }
+/** Everything one execution of a command module needs. */
+export interface WasiHostOptions {
+  readonly args: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+  readonly stdin: Uint8Array;
+  readonly mounts: readonly WasiMount[];
+  readonly memoryLimitBytes: number;
+  readonly maxOutputBytes: number;
+  onStdout(bytes: Uint8Array): void;
+  onStderr(bytes: Uint8Array): void;
+  onDenial(denial: WasiDenial): void;
+  flush?(): void;
+  readonly fdRegistry?: Int32Array;
+}
+/** How one run ended. */
+export type WasiRunResult =
+  | { readonly outcome: "exited"; readonly exitCode: number }
+  | { readonly outcome: "trap"; readonly message: string }
+  | { readonly outcome: "memory_limit"; readonly message: string }
+  | { readonly outcome: "output_limit"; readonly message: string };
+
+/** Thrown by proc_exit to unwind the guest's stack; never escapes run(). */
+class ProcExit {
+  constructor(readonly code: number) {}
+}
+/** Thrown when a stream reaches its cap; never escapes run(). */
+class OutputLimit {
+  constructor(readonly message: string) {}
+}
+
+/** Shared cell that nobody ever notifies: Atomics.wait on it is a precise, CPU-free sleep. */
+const SLEEP_CELL = new Int32Array(new SharedArrayBuffer(4));
+/** Nanoseconds between the monotonic clock's origin and the Unix epoch, fixed once per thread. */
+const REALTIME_OFFSET_NS = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
+/** Rust's std prints this to stderr right before aborting on a failed allocation. */
+const ALLOC_FAILURE_MARKER = "memory allocation of ";
+const NS_PER_MS = 1_000_000;
+const U64_MAX = (1n << 64n) - 1n;
+
+const encoder = new TextEncoder();
+
+function encodeStrings(strings: readonly string[]): { offsets: number[]; bytes: Uint8Array } {
+  const parts = strings.map((s) => encoder.encode(s));
+  const total = parts.reduce((n, p) => n + p.length + 1, 0);
+  const bytes = new Uint8Array(total);
+  const offsets: number[] = [];
+  let pos = 0;
+  for (const p of parts) {
+    offsets.push(pos);
+    bytes.set(p, pos);
+    pos += p.length + 1; // NUL terminator is already 0
+  }
+  return { offsets, bytes };
+}
+
+function monotonicNs(): bigint {
+  return process.hrtime.bigint();
+}
+
+/** Guest-memory accessors; the host refreshes them when memory grows (the old ArrayBuffer detaches). */
+export interface GuestMemory {
+  view: DataView;
+  u8: Uint8Array;
+}
+
+/**
+ * Our own `wasi_snapshot_preview1` host. One instance serves one run: the worker
+ * builds it with the run's options and calls run() synchronously.
+ */
+export class WasiHost {
+  private readonly options: WasiHostOptions;
+  private memory: WebAssembly.Memory | undefined;
+  private buffer: ArrayBuffer | undefined;
+  private readonly mem: GuestMemory = { view: new DataView(new ArrayBuffer(0)), u8: new Uint8Array(0) };
+  private readonly argv: { offsets: number[]; bytes: Uint8Array };
+  private readonly environ: { offsets: number[]; bytes: Uint8Array };
+  private stdinPos = 0;
+  private stdoutBytes = 0;
+  private stderrBytes = 0;
+  private sawAllocFailure = false;
+  private readonly fs: WasiFs;
+
+  constructor(options: WasiHostOptions) {
+    this.options = options;
+    this.argv = encodeStrings(options.args);
+    this.environ = encodeStrings(Object.entries(options.env).map(([k, v]) => `${k}=${v}`));
+    this.fs = new WasiFs(options, () => this.refresh());
+  }
+
+  /** Instantiates the module with our imports and runs `_start`. Never throws for anything the guest does;
+   *  closes every host fd it opened before returning, however the run ended. */
+  run(module: WebAssembly.Module): WasiRunResult {
+    try {
+      const fsError = this.fs.openPreopens();
+      if (fsError !== undefined) return { outcome: "trap", message: fsError };
+      const instance = new WebAssembly.Instance(module, { [WASI_MODULE]: this.imports() });
+      const memory = instance.exports["memory"];
+      const start = instance.exports["_start"];
+      if (!(memory instanceof WebAssembly.Memory) || typeof start !== "function") {
+        return { outcome: "trap", message: "the module must export `memory` and a `_start` function" };
+      }
+      this.memory = memory;
+      this.refresh();
+      (start as () => void)();
+      return { outcome: "exited", exitCode: 0 };
+    } catch (e: unknown) {
+      return this.classify(e);
+    } finally {
+      this.fs.closeAll();
+    }
+  }
+
+  private classify(e: unknown): WasiRunResult {
+    if (e instanceof ProcExit) return { outcome: "exited", exitCode: e.code };
+    if (e instanceof OutputLimit) return { outcome: "output_limit", message: e.message };
+    const message = e instanceof Error ? e.message : String(e);
+    if (this.sawAllocFailure) {
+      return { outcome: "memory_limit", message: `guest memory allocation failed at the ${this.options.memoryLimitBytes}-byte memory limit (${message})` };
+    }
+    if (e instanceof RangeError && /out of memory|allocat/i.test(message)) {
+      return { outcome: "memory_limit", message: `guest memory could not be allocated within the ${this.options.memoryLimitBytes}-byte memory limit (${message})` };
+    }
+    if (e instanceof WebAssembly.RuntimeError || e instanceof RangeError) return { outcome: "trap", message };
+    // A host bug must not take the worker down either; report it as a trap with its text.
+    return { outcome: "trap", message: `host error: ${message}` };
+  }
+
+  /** Refreshes the cached views after memory.grow replaced the buffer; cheap identity check otherwise. */
+  private refresh(): GuestMemory {
+    const memory = this.memory;
+    if (memory !== undefined && memory.buffer !== this.buffer) {
+      const buffer = memory.buffer;
+      this.buffer = buffer;
+      this.mem.view = new DataView(buffer);
+      this.mem.u8 = new Uint8Array(buffer);
+    }
+    return this.mem;
+  }
+
+  private writeStrings(data: { offsets: number[]; bytes: Uint8Array }, ptrs: number, buf: number): number {
+    const { view, u8 } = this.refresh();
+    u8.set(data.bytes, buf);
+    for (let i = 0; i < data.offsets.length; i++) view.setUint32(ptrs + i * 4, buf + (data.offsets[i] as number), true);
+    return Errno.SUCCESS;
+  }
+
+  private writeOut(fd: 1 | 2, iovs: number, iovsLen: number, nwritten: number): number {
+    const { view, u8 } = this.refresh();
+    let total = 0;
+    for (let i = 0; i < iovsLen; i++) total += view.getUint32(iovs + i * 8 + 4, true);
+    let chunk: Uint8Array;
+    if (iovsLen === 1) {
+      const ptr = view.getUint32(iovs, true);
+      chunk = u8.slice(ptr, ptr + total);
+    } else {
+      chunk = new Uint8Array(total);
+      let pos = 0;
+      for (let i = 0; i < iovsLen; i++) {
+        const ptr = view.getUint32(iovs + i * 8, true);
+        const len = view.getUint32(iovs + i * 8 + 4, true);
+        chunk.set(u8.subarray(ptr, ptr + len), pos);
+        pos += len;
+      }
+    }
+    const cap = this.options.maxOutputBytes;
+    const used = fd === 1 ? this.stdoutBytes : this.stderrBytes;
+    const room = cap - used;
+    const deliver = total > room ? chunk.subarray(0, Math.max(0, room)) : chunk;
+    if (fd === 1) {
+      this.stdoutBytes += deliver.length;
+      if (deliver.length > 0) this.options.onStdout(deliver);
+    } else {
+      this.stderrBytes += deliver.length;
+      if (deliver.length > 0) this.options.onStderr(deliver);
+      if (total < 512 && !this.sawAllocFailure && Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length).includes(ALLOC_FAILURE_MARKER)) {
+        this.sawAllocFailure = true;
+      }
+    }
+    if (total > room) {
+      throw new OutputLimit(`${fd === 1 ? "stdout" : "stderr"} exceeded its limit of ${cap} bytes`);
+    }
+    view.setUint32(nwritten, total, true);
+    return Errno.SUCCESS;
+  }
+
+  private readStdin(iovs: number, iovsLen: number, nread: number): number {
+    const { view, u8 } = this.refresh();
+    const stdin = this.options.stdin;
+    let n = 0;
+    for (let i = 0; i < iovsLen && this.stdinPos < stdin.length; i++) {
+      const ptr = view.getUint32(iovs + i * 8, true);
+      const len = view.getUint32(iovs + i * 8 + 4, true);
+      const take = Math.min(len, stdin.length - this.stdinPos);
+      u8.set(stdin.subarray(this.stdinPos, this.stdinPos + take), ptr);
+      this.stdinPos += take;
+      n += take;
+    }
+    view.setUint32(nread, n, true);
+    return Errno.SUCCESS;
+  }
+
+  private clockNow(id: number): bigint | undefined {
+    switch (id) {
+      case Clock.REALTIME:
+        return REALTIME_OFFSET_NS + monotonicNs();
+      case Clock.MONOTONIC:
+        return monotonicNs();
+      case Clock.PROCESS_CPUTIME:
+      case Clock.THREAD_CPUTIME: {
+        // Node 20 has no per-thread CPU clock; the process clock is monotonic and real, which is what guests rely on.
+        const u = process.cpuUsage();
+        return BigInt(u.user + u.system) * 1000n;
+      }
+      default:
+        return undefined;
+    }
+  }
+
+  private pollOneoff(inPtr: number, outPtr: number, nsubs: number, neventsPtr: number): number {
+    if (nsubs === 0) return Errno.INVAL;
+    let { view } = this.refresh();
+    let events = 0;
+    let earliest: bigint | undefined;
+    const now = monotonicNs();
+    const writeEvent = (userdata: bigint, error: number, type: number, nbytes: bigint, flags: number): void => {
+      const e = outPtr + events * EVENT_SIZE;
+      view.setBigUint64(e, userdata, true);
+      view.setUint16(e + 8, error, true);
+      view.setUint8(e + 10, type);
+      view.setBigUint64(e + 16, nbytes, true);
+      view.setUint16(e + 24, flags, true);
+      events++;
+    };
+    // First pass: fd readiness and expired clocks.
+    const deadlines: { userdata: bigint; deadline: bigint }[] = [];
+    for (let i = 0; i < nsubs; i++) {
+      const s = inPtr + i * SUBSCRIPTION_SIZE;
+      const userdata = view.getBigUint64(s, true);
+      const tag = view.getUint8(s + 8);
+      if (tag === EventType.CLOCK) {
+        const id = view.getUint32(s + 16, true);
+        const timeout = view.getBigUint64(s + 24, true);
+        const flags = view.getUint16(s + 40, true);
+        const clockNow = this.clockNow(id);
+        if (clockNow === undefined) {
+          writeEvent(userdata, Errno.INVAL, EventType.CLOCK, 0n, 0);
+          continue;
+        }
+        const relative = (flags & SUBCLOCK_ABSTIME) !== 0 ? timeout - clockNow : timeout;
+        const deadline = now + (relative > 0n ? relative : 0n);
+        deadlines.push({ userdata, deadline });
+        if (earliest === undefined || deadline < earliest) earliest = deadline;
+      } else if (tag === EventType.FD_READ || tag === EventType.FD_WRITE) {
+        const fd = view.getUint32(s + 16, true);
+        const r = this.fdReadiness(fd, tag);
+        writeEvent(userdata, r.error, tag, r.nbytes, r.flags);
+      } else {
+        return Errno.INVAL;
+      }
+    }
+    if (events === 0 && earliest !== undefined) {
+      let remaining = earliest - monotonicNs();
+      if (remaining > 0n) this.options.flush?.();
+      while (remaining > 0n) {
+        Atomics.wait(SLEEP_CELL, 0, 0, Number(remaining) / NS_PER_MS);
+        remaining = earliest - monotonicNs();
+      }
+      view = this.refresh().view;
+    }
+    if (events === 0) {
+      const t = monotonicNs();
+      for (const d of deadlines) if (d.deadline <= t) writeEvent(d.userdata, Errno.SUCCESS, EventType.CLOCK, 0n, 0);
+    }
+    view.setUint32(neventsPtr, events, true);
+    return Errno.SUCCESS;
+  }
+
+  private fdReadiness(fd: number, type: number): { error: number; nbytes: bigint; flags: number } {
+    if (fd === 0) {
+      if (type !== EventType.FD_READ) return { error: Errno.BADF, nbytes: 0n, flags: 0 };
+      const left = this.options.stdin.length - this.stdinPos;
+      // All of stdin is known up front, so it is always ready; at the end it reads as hang-up (EOF).
+      return { error: Errno.SUCCESS, nbytes: BigInt(left), flags: left === 0 ? EVENTRW_HANGUP : 0 };
+    }
+    if (fd === 1 || fd === 2) {
+      if (type !== EventType.FD_WRITE) return { error: Errno.BADF, nbytes: 0n, flags: 0 };
+      const used = fd === 1 ? this.stdoutBytes : this.stderrBytes;
+      return { error: Errno.SUCCESS, nbytes: BigInt(Math.max(0, this.options.maxOutputBytes - used)), flags: 0 };
+    }
+    return this.fs.readiness(fd, type);
+  }
+
+  private imports(): WebAssembly.ModuleImports {
+    const fs = this.fs;
+    const stdioFdstat = (fd: number, out: number): number => {
+      const { view } = this.refresh();
+      view.setUint8(out, Filetype.CHARACTER_DEVICE);
+      view.setUint16(out + 2, 0, true);
+      const base = fd === 0 ? STDIO_RIGHTS & ~Rights.FD_WRITE : STDIO_RIGHTS & ~Rights.FD_READ;
+      view.setBigUint64(out + 8, base, true);
+      view.setBigUint64(out + 16, 0n, true);
+      return Errno.SUCCESS;
+    };
+    return {
+      args_get: (argv: number, buf: number) => this.writeStrings(this.argv, argv, buf),
+      args_sizes_get: (argc: number, size: number) => {
+        const { view } = this.refresh();
+        view.setUint32(argc, this.argv.offsets.length, true);
+        view.setUint32(size, this.argv.bytes.length, true);
+        return Errno.SUCCESS;
+      },
+      environ_get: (env: number, buf: number) => this.writeStrings(this.environ, env, buf),
+      environ_sizes_get: (count: number, size: number) => {
+        const { view } = this.refresh();
+        view.setUint32(count, this.environ.offsets.length, true);
+        view.setUint32(size, this.environ.bytes.length, true);
+        return Errno.SUCCESS;
+      },
+      clock_res_get: (id: number, out: number) => {
+        if (id < 0 || id > Clock.THREAD_CPUTIME) return Errno.INVAL;
+        const res = id === Clock.PROCESS_CPUTIME || id === Clock.THREAD_CPUTIME ? 1000n : 1n;
+        this.refresh().view.setBigUint64(out, res, true);
+        return Errno.SUCCESS;
+      },
+      clock_time_get: (id: number, _precision: bigint, out: number) => {
+        const t = this.clockNow(id);
+        if (t === undefined) return Errno.INVAL;
+        this.refresh().view.setBigUint64(out, t & U64_MAX, true);
+        return Errno.SUCCESS;
+      },
+      random_get: (buf: number, len: number) => {
+        const { u8 } = this.refresh();
+        if (buf + len > u8.length) return Errno.FAULT;
+        // randomFillSync refuses more than 2^31-1 bytes at once; guests ask for far less, but stay correct.
+        for (let off = 0; off < len; off += 65_536) randomFillSync(u8, buf + off, Math.min(65_536, len - off));
+        return Errno.SUCCESS;
+      },
+      proc_exit: (code: number) => {
+        throw new ProcExit(code >>> 0);
+      },
+      proc_raise: (_sig: number) => Errno.NOSYS,
+      sched_yield: () => Errno.SUCCESS,
+      poll_oneoff: (inPtr: number, outPtr: number, nsubs: number, nevents: number) => this.pollOneoff(inPtr, outPtr, nsubs, nevents),
+
+      fd_write: (fd: number, iovs: number, iovsLen: number, nwritten: number) => {
+        if (fd === 1 || fd === 2) return this.writeOut(fd, iovs, iovsLen, nwritten);
+        if (fd === 0) return Errno.BADF;
+        return fs.fd_write(fd, iovs, iovsLen, nwritten);
+      },
+      fd_read: (fd: number, iovs: number, iovsLen: number, nread: number) => {
+        if (fd === 0) return this.readStdin(iovs, iovsLen, nread);
+        if (fd === 1 || fd === 2) return Errno.BADF;
+        return fs.fd_read(fd, iovs, iovsLen, nread);
+      },
+      fd_fdstat_get: (fd: number, out: number) => (fd <= 2 ? stdioFdstat(fd, out) : fs.fd_fdstat_get(fd, out)),
+      fd_fdstat_set_flags: (fd: number, flags: number) => (fd <= 2 ? (flags === 0 ? Errno.SUCCESS : Errno.NOTSUP) : fs.fd_fdstat_set_flags(fd, flags)),
+      fd_fdstat_set_rights: (fd: number, base: bigint, inh: bigint) => (fd <= 2 ? Errno.SUCCESS : fs.fd_fdstat_set_rights(fd, base, inh)),
+      fd_filestat_get: (fd: number, out: number) => {
+        if (fd > 2) return fs.fd_filestat_get(fd, out);
+        const { u8, view } = this.refresh();
+        u8.fill(0, out, out + 64);
+        view.setUint8(out + 16, Filetype.CHARACTER_DEVICE);
+        return Errno.SUCCESS;
+      },
+      fd_close: (fd: number) => (fd <= 2 ? Errno.SUCCESS : fs.fd_close(fd)),
+      fd_seek: (fd: number, offset: bigint, whence: number, out: number) => (fd <= 2 ? Errno.SPIPE : fs.fd_seek(fd, offset, whence, out)),
+      fd_tell: (fd: number, out: number) => (fd <= 2 ? Errno.SPIPE : fs.fd_tell(fd, out)),
+      fd_advise: (fd: number, offset: bigint, len: bigint, advice: number) => (fd <= 2 ? Errno.SPIPE : fs.fd_advise(fd, offset, len, advice)),
+      fd_allocate: (fd: number, offset: bigint, len: bigint) => (fd <= 2 ? Errno.NOTSUP : fs.fd_allocate(fd, offset, len)),
+      fd_datasync: (fd: number) => (fd <= 2 ? Errno.INVAL : fs.fd_datasync(fd)),
+      fd_sync: (fd: number) => (fd <= 2 ? Errno.INVAL : fs.fd_sync(fd)),
+      fd_filestat_set_size: (fd: number, size: bigint) => (fd <= 2 ? Errno.INVAL : fs.fd_filestat_set_size(fd, size)),
+      fd_filestat_set_times: (fd: number, atim: bigint, mtim: bigint, flags: number) => (fd <= 2 ? Errno.NOTCAPABLE : fs.fd_filestat_set_times(fd, atim, mtim, flags)),
+      fd_pread: (fd: number, iovs: number, iovsLen: number, offset: bigint, nread: number) => (fd <= 2 ? Errno.SPIPE : fs.fd_pread(fd, iovs, iovsLen, offset, nread)),
+      fd_pwrite: (fd: number, iovs: number, iovsLen: number, offset: bigint, nwritten: number) => (fd <= 2 ? Errno.SPIPE : fs.fd_pwrite(fd, iovs, iovsLen, offset, nwritten)),
+      fd_prestat_get: (fd: number, out: number) => (fd <= 2 ? Errno.BADF : fs.fd_prestat_get(fd, out)),
+      fd_prestat_dir_name: (fd: number, path: number, len: number) => (fd <= 2 ? Errno.BADF : fs.fd_prestat_dir_name(fd, path, len)),
+      fd_readdir: (fd: number, buf: number, len: number, cookie: bigint, out: number) => (fd <= 2 ? Errno.NOTDIR : fs.fd_readdir(fd, buf, len, cookie, out)),
+      fd_renumber: (from: number, to: number) => fs.fd_renumber(from, to),
+      path_create_directory: (fd: number, p: number, l: number) => fs.path_create_directory(fd, p, l),
+      path_filestat_get: (fd: number, flags: number, p: number, l: number, out: number) => fs.path_filestat_get(fd, flags, p, l, out),
+      path_filestat_set_times: (fd: number, flags: number, p: number, l: number, atim: bigint, mtim: bigint, fst: number) =>
+        fs.path_filestat_set_times(fd, flags, p, l, atim, mtim, fst),
+      path_link: (ofd: number, oflags: number, op: number, ol: number, nfd: number, np: number, nl: number) => fs.path_link(ofd, oflags, op, ol, nfd, np, nl),
+      path_open: (fd: number, dirflags: number, p: number, l: number, oflags: number, base: bigint, inh: bigint, fdflags: number, out: number) =>
+        fs.path_open(fd, dirflags, p, l, oflags, base, inh, fdflags, out),
+      path_readlink: (fd: number, p: number, l: number, buf: number, bufLen: number, out: number) => fs.path_readlink(fd, p, l, buf, bufLen, out),
+      path_remove_directory: (fd: number, p: number, l: number) => fs.path_remove_directory(fd, p, l),
+      path_rename: (fd: number, op: number, ol: number, nfd: number, np: number, nl: number) => fs.path_rename(fd, op, ol, nfd, np, nl),
+      path_symlink: (op: number, ol: number, fd: number, np: number, nl: number) => fs.path_symlink(op, ol, fd, np, nl),
+      path_unlink_file: (fd: number, p: number, l: number) => fs.path_unlink_file(fd, p, l),
+      sock_accept: (fd: number, _flags: number, _out: number) => (fs.isOpen(fd) ? Errno.NOTCAPABLE : Errno.BADF),
+      sock_recv: (fd: number, _a: number, _b: number, _c: number, _d: number, _e: number) => (fs.isOpen(fd) ? Errno.NOTCAPABLE : Errno.BADF),
+      sock_send: (fd: number, _a: number, _b: number, _c: number, _d: number) => (fs.isOpen(fd) ? Errno.NOTCAPABLE : Errno.BADF),
+      sock_shutdown: (fd: number, _how: number) => (fs.isOpen(fd) ? Errno.NOTCAPABLE : Errno.BADF),
+    };
+  }
+}
+
+/** Convenience for tests and the pool: a fresh registry of the right size. */
+export function createFdRegistry(): Int32Array {
+  return new Int32Array(new SharedArrayBuffer(FD_REGISTRY_SLOTS * Int32Array.BYTES_PER_ELEMENT));
+}
