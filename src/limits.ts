@@ -30,3 +30,5 @@ export const STREAM_FLUSH_BYTES = 64 * 1024;
 export const SHUTDOWN_GRACE_MS = 5_000;
 /** How far the daemon's clock may disagree with the policy signer's when checking not_before/expires_at. */
 export const POLICY_CLOCK_SKEW_SECONDS = 60;
+/** Guest file descriptors (beyond stdio, preopens included) one execution may hold open at once. */
+export const MAX_OPEN_FDS = 256;

@@ -42,7 +42,7 @@ function writeU32(value: number): number[] {
 
 /** Rewrites the module's own (defined, not imported) memory maximum to at most maxBytes (rounded down to 64 KiB pages).
  *  Returns an error (not throw) if the module's initial memory already exceeds it or the binary is malformed. */
-export function capMemory(wasm: Uint8Array, maxBytes: number): { ok: true; wasm: Uint8Array } | { ok: false; error: string } {
+export function capMemory(wasm: Uint8Array, maxBytes: number): { ok: true; wasm: Uint8Array<ArrayBuffer> } | { ok: false; error: string } {
   if (wasm.length < 8 || wasm[0] !== 0 || wasm[1] !== 0x61 || wasm[2] !== 0x73 || wasm[3] !== 0x6d) {
     return { ok: false, error: "not a wasm binary (bad magic)" };
   }
@@ -72,7 +72,7 @@ export function capMemory(wasm: Uint8Array, maxBytes: number): { ok: true; wasm:
     pos = end;
   }
   // No defined memory: nothing to cap (validation rejects modules without an exported memory).
-  return { ok: true, wasm };
+  return { ok: true, wasm: new Uint8Array(wasm) };
 }
 
 function rewriteMemorySection(body: Uint8Array, capPages: number): { ok: true; body: Uint8Array } | { ok: false; error: string } {
