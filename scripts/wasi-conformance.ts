@@ -90,8 +90,10 @@ function findTests(suite: string): string[] {
   for (const lang of readdirSync(testsDir).sort()) {
     const dir = join(testsDir, lang, "testsuite", "wasm32-wasip1");
     if (!existsSync(dir)) continue;
-    for (const f of readdirSync(dir).sort()) {
-      if (f.endsWith(".cleanup")) rmSync(join(dir, f), { recursive: true, force: true });
+    // Leftovers of earlier (failed) runs make tests fail with EEXIST; the suite names them *.cleanup.
+    for (const sub of [dir, join(dir, "fs-tests.dir")]) {
+      if (!existsSync(sub)) continue;
+      for (const f of readdirSync(sub)) if (f.endsWith(".cleanup")) rmSync(join(sub, f), { recursive: true, force: true });
     }
     for (const f of readdirSync(dir).sort()) if (f.endsWith(".wasm")) found.push(join(dir, f));
   }

@@ -34,6 +34,7 @@ export const Errno = {
   NOSYS: 52,
   NOTDIR: 54,
   NOTEMPTY: 55,
+  NOTSOCK: 57,
   NOTSUP: 58,
   NOTTY: 59,
   NXIO: 60,
@@ -86,20 +87,24 @@ export const Rights = {
   FD_FILESTAT_GET: 1n << 21n,
   FD_FILESTAT_SET_SIZE: 1n << 22n,
   FD_FILESTAT_SET_TIMES: 1n << 23n,
-  POLL_FD_READWRITE: 1n << 24n,
-  SOCK_SHUTDOWN: 1n << 25n,
-  SOCK_ACCEPT: 1n << 26n,
+  PATH_SYMLINK: 1n << 24n,
+  PATH_REMOVE_DIRECTORY: 1n << 25n,
+  PATH_UNLINK_FILE: 1n << 26n,
+  POLL_FD_READWRITE: 1n << 27n,
+  SOCK_SHUTDOWN: 1n << 28n,
+  SOCK_ACCEPT: 1n << 29n,
 } as const;
 
 /** Every right defined by preview1. */
-export const ALL_RIGHTS = (1n << 29n) - 1n;
+export const ALL_RIGHTS = (1n << 30n) - 1n;
 
 /** Rights that change the filesystem; stripped from every descriptor of a read-only mount. */
 export const MUTATING_RIGHTS =
   Rights.FD_DATASYNC | Rights.FD_WRITE | Rights.FD_ALLOCATE | Rights.PATH_CREATE_DIRECTORY |
   Rights.PATH_CREATE_FILE | Rights.PATH_LINK_SOURCE | Rights.PATH_LINK_TARGET |
   Rights.PATH_RENAME_SOURCE | Rights.PATH_RENAME_TARGET | Rights.PATH_FILESTAT_SET_SIZE |
-  Rights.PATH_FILESTAT_SET_TIMES | Rights.FD_FILESTAT_SET_SIZE | Rights.FD_FILESTAT_SET_TIMES | Rights.FD_SYNC;
+  Rights.PATH_FILESTAT_SET_TIMES | Rights.FD_FILESTAT_SET_SIZE | Rights.FD_FILESTAT_SET_TIMES | Rights.FD_SYNC |
+  Rights.PATH_SYMLINK | Rights.PATH_REMOVE_DIRECTORY | Rights.PATH_UNLINK_FILE;
 
 /** Rights that make sense on a regular file descriptor. */
 export const FILE_RIGHTS =
@@ -113,7 +118,8 @@ export const DIR_RIGHTS =
   Rights.PATH_CREATE_FILE | Rights.PATH_LINK_SOURCE | Rights.PATH_LINK_TARGET | Rights.PATH_OPEN |
   Rights.FD_READDIR | Rights.PATH_READLINK | Rights.PATH_RENAME_SOURCE | Rights.PATH_RENAME_TARGET |
   Rights.PATH_FILESTAT_GET | Rights.PATH_FILESTAT_SET_SIZE | Rights.PATH_FILESTAT_SET_TIMES |
-  Rights.FD_FILESTAT_GET | Rights.FD_FILESTAT_SET_TIMES;
+  Rights.FD_FILESTAT_GET | Rights.FD_FILESTAT_SET_TIMES | Rights.PATH_SYMLINK | Rights.PATH_REMOVE_DIRECTORY |
+  Rights.PATH_UNLINK_FILE;
 
 /** Rights of the stdio descriptors. */
 export const STDIO_RIGHTS = Rights.FD_READ | Rights.FD_WRITE | Rights.FD_FDSTAT_SET_FLAGS |

@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import * as nodeFs from "node:fs";
 import { MAX_OPEN_FDS } from "../../limits.js";
 import {
@@ -36,8 +37,8 @@ interface Descriptor {
   rightsBase: bigint;
   rightsInheriting: bigint;
   fdflags: number;
-  /** Whether the host fd itself has O_APPEND (so the kernel appends atomically). */
-  readonly hostAppend: boolean;
+  /** O_RDONLY / O_WRONLY / O_RDWR the host fd was opened with, to reopen it when APPEND is toggled. */
+  readonly access: number;
   position: number;
   readonly preopenName: Uint8Array | undefined;
   dirents: Dirent[] | undefined;
@@ -98,6 +99,8 @@ class GuestErrno {
  */
 export class WasiFs {
   private readonly fds: (Descriptor | undefined)[] = [];
+  /** Which standard stream (0, 1, 2) a guest fd currently names; fd_renumber and fd_close can move or drop them. */
+  private readonly stdioAt: (number | undefined)[] = [0, 1, 2];
   private openCount = 0;
 
   constructor(
@@ -126,7 +129,7 @@ export class WasiFs {
       const inheriting = m.writable ? DIR_RIGHTS | FILE_RIGHTS : (DIR_RIGHTS | FILE_RIGHTS) & ~MUTATING_RIGHTS;
       this.install({
         hostFd: fd, slot, isDir: true, mount, guestPath: m.guestPath, rightsBase: rights, rightsInheriting: inheriting,
-        fdflags: 0, hostAppend: false, position: 0, preopenName: encoder.encode(m.guestPath), dirents: undefined,
+        fdflags: 0, access: O_RDONLY, position: 0, preopenName: encoder.encode(m.guestPath), dirents: undefined,
       });
     }
     return undefined;
@@ -144,7 +147,12 @@ export class WasiFs {
 
   /** Whether `fd` names an open descriptor (stdio included). */
   isOpen(fd: number): boolean {
-    return (fd >= 0 && fd <= 2) || this.fds[fd] !== undefined;
+    return this.stdioAt[fd] !== undefined || this.fds[fd] !== undefined;
+  }
+
+  /** The standard stream (0 stdin, 1 stdout, 2 stderr) guest `fd` names, or -1. */
+  stdioOf(fd: number): number {
+    return this.stdioAt[fd] ?? -1;
   }
 
   /** poll_oneoff readiness of a file descriptor: regular files never block. */
@@ -168,7 +176,7 @@ export class WasiFs {
 
   private install(d: Descriptor): number {
     let fd = 3;
-    while (this.fds[fd] !== undefined) fd++;
+    while (this.fds[fd] !== undefined || this.stdioAt[fd] !== undefined) fd++;
     this.fds[fd] = d;
     this.openCount++;
     return fd;
@@ -386,6 +394,15 @@ export class WasiFs {
     }
   }
 
+  private exists(r: Resolved): boolean {
+    try {
+      nodeFs.lstatSync(at(r.dirFd, r.name));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   private writeFilestat(out: number, st: nodeFs.BigIntStats): void {
     const { view, u8 } = this.memory();
     u8.fill(0, out, out + FILESTAT_SIZE);
@@ -399,21 +416,46 @@ export class WasiFs {
     view.setBigUint64(out + 56, st.ctimeNs, true);
   }
 
-  /** Computes the (atime, mtime) pair for utimes from fstflags, keeping the current value where not asked to change. */
-  private times(st: () => nodeFs.BigIntStats, atim: bigint, mtim: bigint, flags: number): [number, number] {
+  /**
+   * Sets timestamps per fstflags on `target` (a /proc/self/fd path). Node's utimes goes through a double of
+   * seconds and libuv rounds to microseconds, so nanosecond values, and "leave this one unchanged", are
+   * delegated to coreutils touch (utimensat with UTIME_OMIT) on the same /proc path; that costs a process
+   * spawn, which only guests setting sub-microsecond times or a single timestamp pay.
+   */
+  private setTimes(target: string, noFollow: boolean, current: () => nodeFs.BigIntStats, atim: bigint, mtim: bigint,
+    flags: number): void {
     if (((flags & Fstflags.ATIM) !== 0 && (flags & Fstflags.ATIM_NOW) !== 0) ||
-        ((flags & Fstflags.MTIM) !== 0 && (flags & Fstflags.MTIM_NOW) !== 0) || flags > 15) {
+        ((flags & Fstflags.MTIM) !== 0 && (flags & Fstflags.MTIM_NOW) !== 0) || (flags & ~15) !== 0) {
       throw new GuestErrno(Errno.INVAL);
     }
-    const now = Date.now() / 1000;
-    let current: nodeFs.BigIntStats | undefined;
-    const pick = (set: number, setNow: number, value: bigint, which: "atimeNs" | "mtimeNs"): number => {
-      if ((flags & setNow) !== 0) return now;
-      if ((flags & set) !== 0) return Number(value) / 1e9;
-      current ??= st();
-      return Number(current[which]) / 1e9;
+    const setA = (flags & (Fstflags.ATIM | Fstflags.ATIM_NOW)) !== 0;
+    const setM = (flags & (Fstflags.MTIM | Fstflags.MTIM_NOW)) !== 0;
+    if (!setA && !setM) return;
+    const coarse = (flags & Fstflags.ATIM) !== 0 && atim % 1000n !== 0n || (flags & Fstflags.MTIM) !== 0 && mtim % 1000n !== 0n;
+    if (setA && setM && !coarse) {
+      const now = Date.now() / 1000;
+      const a = (flags & Fstflags.ATIM_NOW) !== 0 ? now : Number(atim / 1000n) / 1e6;
+      const m = (flags & Fstflags.MTIM_NOW) !== 0 ? now : Number(mtim / 1000n) / 1e6;
+      try {
+        if (noFollow) nodeFs.lutimesSync(target, a, m);
+        else nodeFs.utimesSync(target, a, m);
+      } catch (e: unknown) {
+        throw new GuestErrno(errnoOf(e));
+      }
+      return;
+    }
+    current(); // surfaces ENOENT and friends with the right errno before spawning anything
+    const stamp = (ns: bigint): string => `@${ns / 1_000_000_000n}.${(ns % 1_000_000_000n).toString().padStart(9, "0")}`;
+    const touch = (which: "-a" | "-m", now: boolean, ns: bigint): void => {
+      const args = ["-c", which, ...(noFollow ? ["-h"] : []), ...(now ? [] : ["-d", stamp(ns)]), "--", target.replace("/proc/self/", `/proc/${process.pid}/`)];
+      try {
+        execFileSync("touch", args, { stdio: "ignore" });
+      } catch {
+        throw new GuestErrno(Errno.ACCES);
+      }
     };
-    return [pick(Fstflags.ATIM, Fstflags.ATIM_NOW, atim, "atimeNs"), pick(Fstflags.MTIM, Fstflags.MTIM_NOW, mtim, "mtimeNs")];
+    if (setA) touch("-a", (flags & Fstflags.ATIM_NOW) !== 0, atim);
+    if (setM) touch("-m", (flags & Fstflags.MTIM_NOW) !== 0, mtim);
   }
 
   // ---- fd_* ---------------------------------------------------------------------------------------
@@ -463,11 +505,9 @@ export class WasiFs {
         return Errno.BADF;
       }
       let n: number;
-      if (d.hostAppend) {
+      if ((d.fdflags & Fdflags.APPEND) !== 0) {
+        // The host fd has O_APPEND, so concurrent appenders (another execution on the same mount) never interleave.
         n = this.writeFrom(d, iovs, iovsLen, null);
-        d.position = nodeFs.fstatSync(d.hostFd).size;
-      } else if ((d.fdflags & Fdflags.APPEND) !== 0) {
-        n = this.writeFrom(d, iovs, iovsLen, nodeFs.fstatSync(d.hostFd).size);
         d.position = nodeFs.fstatSync(d.hostFd).size;
       } else {
         n = this.writeFrom(d, iovs, iovsLen, d.position);
@@ -514,8 +554,7 @@ export class WasiFs {
         return Errno.BADF;
       }
       if (offset > BigInt(Number.MAX_SAFE_INTEGER)) return Errno.INVAL;
-      // With O_APPEND Linux pwrite appends anyway; say so rather than writing somewhere unexpected.
-      if (d.hostAppend || (d.fdflags & Fdflags.APPEND) !== 0) return Errno.NOTSUP;
+      // With O_APPEND, Linux pwrite appends regardless of the offset; POSIX allows either.
       const n = this.writeFrom(d, iovs, iovsLen, Number(offset));
       this.memory().view.setUint32(out, n, true);
       return Errno.SUCCESS;
@@ -570,10 +609,29 @@ export class WasiFs {
     return this.guard(() => {
       const d = this.get(fd);
       if (flags & ~(Fdflags.APPEND | Fdflags.NONBLOCK | Fdflags.DSYNC | Fdflags.RSYNC | Fdflags.SYNC)) return Errno.INVAL;
-      if (d.hostAppend && (flags & Fdflags.APPEND) === 0) return Errno.NOTSUP;
-      d.fdflags = flags;
+      this.requireRights(d, Rights.FD_FDSTAT_SET_FLAGS);
+      if (!d.isDir && ((flags ^ d.fdflags) & Fdflags.APPEND) !== 0) this.reopen(d, (flags & Fdflags.APPEND) !== 0);
+      d.fdflags = flags & ~Fdflags.NONBLOCK;
       return Errno.SUCCESS;
     });
+  }
+
+  /** Node has no fcntl(F_SETFL): toggle O_APPEND by reopening the very file we hold through its /proc magic link. */
+  private reopen(d: Descriptor, append: boolean): void {
+    let fd: number;
+    try {
+      fd = nodeFs.openSync(`/proc/self/fd/${d.hostFd}`, d.access | O_NONBLOCK | (append ? O_APPEND : 0));
+    } catch (e: unknown) {
+      throw new GuestErrno(errnoOf(e));
+    }
+    const slot = registerHostFd(this.options.fdRegistry, fd);
+    if (!this.insideMount(fd, d.mount)) {
+      this.closeHost(fd, slot);
+      throw new GuestErrno(Errno.NOTCAPABLE);
+    }
+    this.closeHost(d.hostFd, d.slot);
+    d.hostFd = fd;
+    d.slot = slot;
   }
 
   /** fd_fdstat_set_rights: rights may only shrink. */
@@ -620,8 +678,8 @@ export class WasiFs {
         if (!d.mount.writable) this.deny("fd_filestat_set_times", d, "", `mount ${d.mount.guestPath} is read-only`);
         return Errno.BADF;
       }
-      const [a, m] = this.times(() => nodeFs.fstatSync(d.hostFd, { bigint: true }), atim, mtim, flags);
-      nodeFs.futimesSync(d.hostFd, a, m);
+      // The magic link, followed, is exactly the file we hold.
+      this.setTimes(`/proc/self/fd/${d.hostFd}`, false, () => nodeFs.fstatSync(d.hostFd, { bigint: true }), atim, mtim, flags);
       return Errno.SUCCESS;
     });
   }
@@ -672,8 +730,12 @@ export class WasiFs {
     });
   }
 
-  /** fd_close (preopens included, as wasmtime allows). */
+  /** fd_close (preopens and stdio included, as wasmtime allows). */
   fd_close(fd: number): number {
+    if (this.stdioAt[fd] !== undefined) {
+      this.stdioAt[fd] = undefined;
+      return Errno.SUCCESS;
+    }
     const d = this.fds[fd];
     if (d === undefined) return Errno.BADF;
     this.fds[fd] = undefined;
@@ -684,15 +746,16 @@ export class WasiFs {
 
   /** fd_renumber: `to` must be open; it is closed and replaced by `from`. */
   fd_renumber(from: number, to: number): number {
-    if (from <= 2 || to <= 2) return from === to && this.isOpen(from) ? Errno.SUCCESS : Errno.NOTSUP;
-    const d = this.fds[from];
-    const old = this.fds[to];
-    if (d === undefined || old === undefined) return Errno.BADF;
+    if (!this.isOpen(from) || !this.isOpen(to)) return Errno.BADF;
     if (from === to) return Errno.SUCCESS;
-    this.closeHost(old.hostFd, old.slot);
-    this.fds[to] = d;
-    this.fds[from] = undefined;
-    this.openCount--;
+    this.fd_close(to);
+    this.stdioAt[to] = this.stdioAt[from];
+    this.stdioAt[from] = undefined;
+    const d = this.fds[from];
+    if (d !== undefined) {
+      this.fds[to] = d;
+      this.fds[from] = undefined;
+    }
     return Errno.SUCCESS;
   }
 
@@ -786,6 +849,7 @@ export class WasiFs {
         this.requireWritable("path_open", d, path);
       }
       if ((oflags & Oflags.CREAT) !== 0) this.requireRights(d, Rights.PATH_CREATE_FILE);
+      if ((oflags & Oflags.TRUNC) !== 0) this.requireRights(d, Rights.PATH_FILESTAT_SET_SIZE);
       if (this.openCount >= MAX_OPEN_FDS) {
         this.deny("path_open", d, path, `open descriptor limit of ${MAX_OPEN_FDS} reached`);
         return Errno.MFILE;
@@ -801,8 +865,8 @@ export class WasiFs {
         if ((fdflags & Fdflags.DSYNC) !== 0) flags |= O_DSYNC;
         if ((fdflags & (Fdflags.SYNC | Fdflags.RSYNC)) !== 0) flags |= O_SYNC;
         const wantRead = (base & (Rights.FD_READ | Rights.FD_READDIR)) !== 0n;
-        if ((oflags & Oflags.DIRECTORY) !== 0) flags |= O_RDONLY;
-        else if (wantWrite || (oflags & Oflags.TRUNC) !== 0) flags |= wantRead ? O_RDWR : O_WRONLY;
+        // A directory asked for with write rights gets EISDIR from the kernel, as POSIX wants.
+        if (wantWrite || (oflags & Oflags.TRUNC) !== 0) flags |= wantRead ? O_RDWR : O_WRONLY;
         else flags |= O_RDONLY;
         if (r.trailingSlash && (oflags & Oflags.CREAT) !== 0) return Errno.ISDIR;
         if (r.trailingSlash) flags |= O_DIRECTORY;
@@ -834,7 +898,7 @@ export class WasiFs {
           const newFd = this.install({
             hostFd: opened.fd, slot: opened.slot, isDir, mount: d.mount, guestPath: joined,
             rightsBase: base & d.rightsInheriting & mask, rightsInheriting: inheriting & d.rightsInheriting,
-            fdflags: fdflags & ~Fdflags.NONBLOCK, hostAppend: (flags & O_APPEND) !== 0, position: 0,
+            fdflags: fdflags & ~Fdflags.NONBLOCK, access: flags & (O_WRONLY | O_RDWR), position: 0,
             preopenName: undefined, dirents: undefined,
           });
           keep = true;
@@ -886,8 +950,7 @@ export class WasiFs {
       this.requireWritable("path_filestat_set_times", d, path);
       this.requireRights(d, Rights.PATH_FILESTAT_SET_TIMES);
       return this.withPath("path_filestat_set_times", d, path, (flags & LOOKUP_SYMLINK_FOLLOW) !== 0, (r) => {
-        const [a, m] = this.times(() => this.lstatAt(r), atim, mtim, fst);
-        nodeFs.lutimesSync(at(r.dirFd, r.name), a, m);
+        this.setTimes(at(r.dirFd, r.name), true, () => this.lstatAt(r), atim, mtim, fst);
         return Errno.SUCCESS;
       });
     });
@@ -907,10 +970,10 @@ export class WasiFs {
       this.requireRights(nd, Rights.PATH_LINK_TARGET);
       return this.withPath("path_link", od, oldPath, (oldFlags & LOOKUP_SYMLINK_FOLLOW) !== 0, (ro) =>
         this.withPath("path_link", nd, newPath, false, (rn) => {
-          if (ro.trailingSlash || rn.trailingSlash) {
-            const st = this.lstatAt(ro);
-            return st.isDirectory() ? Errno.PERM : Errno.NOTDIR;
-          }
+          const st = this.lstatAt(ro);
+          if (st.isDirectory()) return Errno.PERM;
+          if (ro.trailingSlash) return Errno.NOTDIR;
+          if (rn.trailingSlash) return this.exists(rn) ? Errno.EXIST : Errno.NOENT;
           nodeFs.linkSync(at(ro.dirFd, ro.name), at(rn.dirFd, rn.name));
           return Errno.SUCCESS;
         }));
@@ -940,6 +1003,7 @@ export class WasiFs {
       const d = this.get(fd);
       const path = this.readPath(pathPtr, pathLen);
       this.requireWritable("path_remove_directory", d, path);
+      this.requireRights(d, Rights.PATH_REMOVE_DIRECTORY);
       return this.withPath("path_remove_directory", d, path, false, (r) => {
         if (r.name === ".") return Errno.INVAL;
         const st = this.lstatAt(r);
@@ -981,22 +1045,14 @@ export class WasiFs {
       const target = this.readPath(oldPtr, oldLen);
       const path = this.readPath(newPtr, newLen);
       this.requireWritable("path_symlink", d, path);
-      this.requireRights(d, Rights.PATH_CREATE_FILE);
+      this.requireRights(d, Rights.PATH_SYMLINK);
       if (target.startsWith("/")) {
         this.deny("path_symlink", d, path, `symlink target ${target} is absolute, outside the mount`);
         return Errno.PERM;
       }
       return this.withPath("path_symlink", d, path, false, (r) => {
         if (r.name === ".") return Errno.EXIST;
-        if (r.trailingSlash) {
-          let exists = true;
-          try {
-            this.lstatAt(r);
-          } catch {
-            exists = false;
-          }
-          return exists ? Errno.EXIST : Errno.NOENT;
-        }
+        if (r.trailingSlash) return this.exists(r) ? Errno.EXIST : Errno.NOENT;
         nodeFs.symlinkSync(target, at(r.dirFd, r.name));
         return Errno.SUCCESS;
       });
@@ -1009,6 +1065,7 @@ export class WasiFs {
       const d = this.get(fd);
       const path = this.readPath(pathPtr, pathLen);
       this.requireWritable("path_unlink_file", d, path);
+      this.requireRights(d, Rights.PATH_UNLINK_FILE);
       return this.withPath("path_unlink_file", d, path, false, (r) => {
         if (r.name === ".") return Errno.ISDIR;
         const st = this.lstatAt(r);
