@@ -30,5 +30,11 @@ export const STREAM_FLUSH_BYTES = 64 * 1024;
 export const SHUTDOWN_GRACE_MS = 5_000;
 /** How far the daemon's clock may disagree with the policy signer's when checking not_before/expires_at. */
 export const POLICY_CLOCK_SKEW_SECONDS = 60;
+/** Operator ceiling on a policy's memory_limit_bytes unless --max-memory-bytes says otherwise (wasm32's whole address space). */
+export const DEFAULT_CEILING_MEMORY_BYTES = 4 * 1024 * 1024 * 1024;
+/** Operator ceiling on a policy's timeout_ms unless --max-timeout-ms says otherwise. */
+export const DEFAULT_CEILING_TIMEOUT_MS = 5 * 60 * 1000;
+/** Operator ceiling on a policy's max_output_bytes unless --max-output-bytes says otherwise. */
+export const DEFAULT_CEILING_OUTPUT_BYTES = 256 * 1024 * 1024;
 /** Guest file descriptors (beyond stdio, preopens included) one execution may hold open at once. */
 export const MAX_OPEN_FDS = 256;

@@ -1,0 +1,116 @@
+/**
+ * Wires the core and the gRPC server from a configuration, and owns their
+ * lifetime. The CLI (src/cli/sandboxd.ts) and the tests both start daemons here.
+ */
+import { homedir } from "node:os";
+import path from "node:path";
+import type { Logger } from "./logger.js";
+import {
+  DEFAULT_CEILING_MEMORY_BYTES,
+  DEFAULT_CEILING_OUTPUT_BYTES,
+  DEFAULT_CEILING_TIMEOUT_MS,
+  DEFAULT_MAX_OUTPUT_BYTES,
+  DEFAULT_MEMORY_LIMIT_BYTES,
+  DEFAULT_TIMEOUT_MS,
+  SHUTDOWN_GRACE_MS,
+} from "./limits.js";
+import { detectToolchain, TOOLCHAIN_INSTALL_HINT } from "./compiler/toolchain.js";
+import { TrustedKeys } from "./policy/trusted-keys.js";
+import type { PolicyCeilings, PolicyDefaults } from "./policy/authorize.js";
+import { DEFAULT_WORKERS, Sandbox } from "./sandbox.js";
+import { SandboxServer, type ListenAddress } from "./grpc/server.js";
+
+/** Everything a daemon is started with; the CLI fills it from flags. */
+export interface DaemonConfig {
+  readonly listen: ListenAddress;
+  readonly cacheDir: string;
+  readonly trustedKeysDir: string | undefined;
+  readonly allowUnsigned: boolean;
+  readonly rustc: string | undefined;
+  readonly workers: number;
+  readonly ceilings: PolicyCeilings;
+  readonly defaults: PolicyDefaults;
+}
+
+/** Defaults for every setting but the listen address. */
+export function defaultConfig(listen: ListenAddress = { kind: "unix", path: defaultSocketPath() }): DaemonConfig {
+  return {
+    listen,
+    cacheDir: defaultCacheDir(),
+    trustedKeysDir: undefined,
+    allowUnsigned: false,
+    rustc: undefined,
+    workers: DEFAULT_WORKERS,
+    ceilings: {
+      maxMemoryBytes: DEFAULT_CEILING_MEMORY_BYTES,
+      maxTimeoutMs: DEFAULT_CEILING_TIMEOUT_MS,
+      maxOutputBytes: DEFAULT_CEILING_OUTPUT_BYTES,
+      allowedRoots: [],
+    },
+    defaults: {
+      memoryLimitBytes: DEFAULT_MEMORY_LIMIT_BYTES,
+      timeoutMs: DEFAULT_TIMEOUT_MS,
+      maxOutputBytes: DEFAULT_MAX_OUTPUT_BYTES,
+    },
+  };
+}
+
+/** `$XDG_RUNTIME_DIR/sandboxd/sandboxd.sock`, or `/run/sandboxd/sandboxd.sock` without a runtime dir. */
+export function defaultSocketPath(): string {
+  const runtimeDir = process.env["XDG_RUNTIME_DIR"];
+  return path.join(runtimeDir ? path.join(runtimeDir, "sandboxd") : "/run/sandboxd", "sandboxd.sock");
+}
+
+/** systemd's `$CACHE_DIRECTORY`, else `$XDG_CACHE_HOME/sandboxd`, else `~/.cache/sandboxd`. */
+export function defaultCacheDir(): string {
+  const systemd = process.env["CACHE_DIRECTORY"];
+  if (systemd) return systemd.split(":")[0]!;
+  return path.join(process.env["XDG_CACHE_HOME"] ?? path.join(homedir(), ".cache"), "sandboxd");
+}
+
+/** A running daemon: the core plus its server. */
+export class Daemon {
+  private constructor(
+    readonly sandbox: Sandbox,
+    private readonly server: SandboxServer,
+    /** The address clients dial (grpc-js target syntax). */
+    readonly address: string,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Detects the toolchain, loads keys, starts workers and binds the listen address. */
+  static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
+    const toolchain = await detectToolchain(config.rustc);
+    if (toolchain) logger.info("toolchain", { rustc: toolchain.rustc, target: toolchain.target });
+    else logger.warn(`Compile is unavailable: ${TOOLCHAIN_INSTALL_HINT}`);
+    const keys = await TrustedKeys.load(config.trustedKeysDir, (message) => logger.warn(message));
+    if (config.allowUnsigned) logger.warn("--allow-unsigned: requests without a policy run with default limits and no mounts");
+    const sandbox = await Sandbox.create({
+      toolchain,
+      cacheDir: config.cacheDir,
+      workers: config.workers,
+      keys,
+      allowUnsigned: config.allowUnsigned,
+      ceilings: config.ceilings,
+      defaults: config.defaults,
+      logger,
+    });
+    const server = new SandboxServer(sandbox, logger);
+    try {
+      const address = await server.listen(config.listen);
+      logger.info(`sandboxd listening on ${address}`, { address, workers: config.workers, cacheDir: config.cacheDir });
+      return new Daemon(sandbox, server, address, logger);
+    } catch (e: unknown) {
+      await sandbox.close();
+      throw e;
+    }
+  }
+
+  /** Graceful stop: in-flight calls get a grace period, then are cancelled; the socket file is removed. */
+  async stop(graceMs = SHUTDOWN_GRACE_MS): Promise<void> {
+    this.logger.info("sandboxd stopping");
+    await this.server.close(graceMs);
+    await this.sandbox.close();
+    this.logger.info("sandboxd stopped");
+  }
+}

@@ -1,0 +1,125 @@
+import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { loadSync } from "@grpc/proto-loader";
+import { ReflectionService } from "@grpc/reflection";
+import { HealthImplementation } from "grpc-health-check";
+import { fileURLToPath } from "node:url";
+import { createConnection } from "node:net";
+import { lstat, mkdir, unlink } from "node:fs/promises";
+import path from "node:path";
+import { SandboxError } from "../errors/sandbox-error.js";
+import type { Logger } from "../logger.js";
+import { MAX_GRPC_MESSAGE_BYTES } from "../limits.js";
+import { SandboxServiceService } from "../gen/grpc/sandbox/v1/sandbox.js";
+import type { Sandbox } from "../sandbox.js";
+import { sandboxService } from "./service.js";
+
+/** Fully qualified name of our service, as health checks and reflection know it. */
+export const SERVICE_NAME = "sandbox.v1.SandboxService";
+
+/** The contract, loaded at run time for server reflection (grpcurl, Postman, ...). */
+const PROTO_ROOT = fileURLToPath(new URL("../../../proto/", import.meta.url));
+
+/** How long to wait when probing whether a socket file has a live listener. */
+const SOCKET_PROBE_TIMEOUT_MS = 500;
+
+/** A parsed --listen address. */
+export type ListenAddress = { readonly kind: "unix"; readonly path: string } | { readonly kind: "tcp"; readonly hostPort: string };
+
+/** Parses `unix:///abs/path.sock`, `unix:/abs/path`, or `HOST:PORT`; parsers return errors, callers throw. */
+export function parseListenAddress(text: string): ListenAddress | Error {
+  if (text.startsWith("unix:")) {
+    const p = text.replace(/^unix:(\/\/)?/, "");
+    if (!path.isAbsolute(p)) return new Error(`unix socket path must be absolute: ${text}`);
+    return { kind: "unix", path: p };
+  }
+  if (/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(text)) return { kind: "tcp", hostPort: text };
+  return new Error(`--listen takes unix:///path/to.sock or HOST:PORT, got ${JSON.stringify(text)}`);
+}
+
+/** The gRPC address string grpc-js binds or dials for a listen address. */
+export function grpcTarget(address: ListenAddress): string {
+  return address.kind === "unix" ? `unix://${address.path}` : address.hostPort;
+}
+
+/** A running gRPC server for a core. */
+export class SandboxServer {
+  private readonly server: Server;
+  private readonly health: HealthImplementation;
+  private readonly shutdown = new AbortController();
+  private bound: ListenAddress | undefined;
+
+  constructor(
+    sandbox: Sandbox,
+    private readonly logger: Logger,
+  ) {
+    this.server = new Server({
+      "grpc.max_receive_message_length": MAX_GRPC_MESSAGE_BYTES,
+      "grpc.max_send_message_length": MAX_GRPC_MESSAGE_BYTES,
+    });
+    this.server.addService(SandboxServiceService, sandboxService(sandbox, logger, this.shutdown.signal));
+    this.health = new HealthImplementation({ "": "NOT_SERVING", [SERVICE_NAME]: "NOT_SERVING" });
+    this.health.addToServer(this.server);
+    // Reflection lets generic clients discover the service without a copy of the proto.
+    new ReflectionService(loadSync("sandbox/v1/sandbox.proto", { includeDirs: [PROTO_ROOT] })).addToServer(this.server);
+  }
+
+  /** Binds and starts serving; returns the bound address (with the real port for HOST:0). */
+  async listen(address: ListenAddress): Promise<string> {
+    if (address.kind === "unix") await prepareSocketPath(address.path);
+    const port = await new Promise<number>((resolve, reject) => {
+      this.server.bindAsync(grpcTarget(address), ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p)));
+    });
+    this.bound = address;
+    this.health.setStatus("", "SERVING");
+    this.health.setStatus(SERVICE_NAME, "SERVING");
+    return address.kind === "unix" ? grpcTarget(address) : address.hostPort.replace(/:\d+$/, `:${port}`);
+  }
+
+  /**
+   * Stops accepting calls, gives in-flight ones `graceMs` to finish, then
+   * cancels the rest (their guests end as OUTCOME_CANCELLED) and removes the socket.
+   */
+  async close(graceMs: number): Promise<void> {
+    this.health.setStatus("", "NOT_SERVING");
+    this.health.setStatus(SERVICE_NAME, "NOT_SERVING");
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.logger.warn(`grace period of ${graceMs} ms elapsed; cancelling the calls still running`);
+        this.shutdown.abort(new SandboxError("SHUTTING_DOWN", "the daemon is shutting down"));
+        this.server.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    if (this.bound?.kind === "unix") await unlink(this.bound.path).catch(() => undefined);
+  }
+}
+
+/**
+ * Makes sure the socket's directory exists and no stale socket file is in the
+ * way, but never steals the socket of a live daemon.
+ */
+async function prepareSocketPath(socketPath: string): Promise<void> {
+  await mkdir(path.dirname(socketPath), { recursive: true, mode: 0o755 });
+  const stat = await lstat(socketPath).catch(() => undefined);
+  if (!stat) return;
+  if (!stat.isSocket()) throw new Error(`${socketPath} exists and is not a socket; refusing to replace it`);
+  if (await isListening(socketPath)) throw new Error(`another process is already listening on ${socketPath}`);
+  await unlink(socketPath);
+}
+
+function isListening(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection(socketPath);
+    const done = (live: boolean): void => {
+      socket.destroy();
+      resolve(live);
+    };
+    socket.setTimeout(SOCKET_PROBE_TIMEOUT_MS, () => done(false));
+    socket.once("connect", () => done(true));
+    socket.once("error", () => done(false));
+  });
+}

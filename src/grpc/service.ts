@@ -1,0 +1,90 @@
+/**
+ * SandboxService handlers: decode the request, call the core, encode the
+ * result. Errors of any kind go through toServiceError; nothing a client sends
+ * can throw past a handler.
+ */
+import type { ServerUnaryCall, ServerWritableStream, sendUnaryData, ServiceError } from "@grpc/grpc-js";
+import { performance } from "node:perf_hooks";
+import { SandboxError } from "../errors/sandbox-error.js";
+import type { Logger } from "../logger.js";
+import type {
+  CompileRequest,
+  CompileResponse,
+  ExecuteEvent,
+  ExecuteRequest,
+  ExecuteResponse,
+  SandboxServiceServer,
+} from "../gen/grpc/sandbox/v1/sandbox.js";
+import type { Sandbox } from "../sandbox.js";
+import { toServiceError } from "./status.js";
+import { compileInputFrom, compileResponseFrom, executeInputFrom, executeResponseFrom } from "./translate.js";
+
+/**
+ * One AbortSignal per call, fired by client cancellation, deadline, or daemon
+ * shutdown; the core hands it to rustc and to the worker running the guest.
+ */
+function callSignal(call: { on(event: "cancelled", listener: () => void): unknown }, shutdown: AbortSignal): AbortSignal {
+  const cancelled = new AbortController();
+  call.on("cancelled", () => cancelled.abort(new SandboxError("CANCELLED", "cancelled by the client")));
+  return AbortSignal.any([cancelled.signal, shutdown]);
+}
+
+/** Builds the SandboxService implementation around a core. */
+export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: AbortSignal): SandboxServiceServer {
+  const fail = (method: string, e: unknown): Partial<ServiceError> => {
+    const status = toServiceError(e);
+    const error = SandboxError.from(e);
+    if (error.reason === "INTERNAL") logger.error(`${method} failed`, { error: String(error.cause), stack: (error.cause as Error | undefined)?.stack });
+    else logger.debug(`${method} refused`, { reason: error.reason, message: error.message });
+    return status;
+  };
+
+  return {
+    async compile(call: ServerUnaryCall<CompileRequest, CompileResponse>, callback: sendUnaryData<CompileResponse>) {
+      const started = performance.now();
+      try {
+        const result = await sandbox.compile(compileInputFrom(call.request), callSignal(call, shutdown));
+        const durationUs = Math.round((performance.now() - started) * 1000);
+        logger.info("compile", { moduleId: result.moduleId, ok: result.ok, cacheHit: result.cacheHit, durationUs });
+        callback(null, compileResponseFrom(result, durationUs));
+      } catch (e: unknown) {
+        callback(fail("compile", e) as ServiceError, null);
+      }
+    },
+
+    async execute(call: ServerUnaryCall<ExecuteRequest, ExecuteResponse>, callback: sendUnaryData<ExecuteResponse>) {
+      try {
+        const result = await sandbox.execute(executeInputFrom(call.request), callSignal(call, shutdown));
+        logger.info("execute", { moduleId: result.moduleId, outcome: result.outcome, durationUs: result.durationUs });
+        callback(null, executeResponseFrom(result));
+      } catch (e: unknown) {
+        callback(fail("execute", e) as ServiceError, null);
+      }
+    },
+
+    async streamOutput(call: ServerWritableStream<ExecuteRequest, ExecuteEvent>) {
+      let started = false;
+      const send = (event: ExecuteEvent["event"]): void => {
+        if (!call.cancelled) call.write({ event });
+      };
+      try {
+        const result = await sandbox.execute(executeInputFrom(call.request), callSignal(call, shutdown), {
+          onStarted: (executionId, moduleId) => {
+            started = true;
+            send({ $case: "started", value: { executionId, moduleId } });
+          },
+          onStdout: (chunk) => send({ $case: "stdout", value: Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength) }),
+          onStderr: (chunk) => send({ $case: "stderr", value: Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength) }),
+          onDenial: (denial) => send({ $case: "denial", value: { ...denial } }),
+        });
+        logger.info("stream", { moduleId: result.moduleId, outcome: result.outcome, durationUs: result.durationUs });
+        // Every stream opens with `started`, even when the source never compiled.
+        if (!started) send({ $case: "started", value: { executionId: "", moduleId: result.moduleId } });
+        send({ $case: "finished", value: executeResponseFrom(result) });
+        call.end();
+      } catch (e: unknown) {
+        call.emit("error", fail("streamOutput", e));
+      }
+    },
+  };
+}

@@ -1,0 +1,99 @@
+/** Conversions between wire messages and the core's plain types. */
+import { SandboxError } from "../errors/sandbox-error.js";
+import type { Diagnostic as CoreDiagnostic } from "../compiler/diagnostics.js";
+import type { CompileResult } from "../compiler/compiler.js";
+import {
+  type CompileRequest,
+  type CompileResponse,
+  type Diagnostic,
+  type ExecuteRequest,
+  type ExecuteResponse,
+  Outcome,
+  Severity,
+} from "../gen/grpc/sandbox/v1/sandbox.js";
+import type { CompileInput, ExecuteInput, ExecuteResult } from "../sandbox.js";
+
+const SEVERITIES: Record<CoreDiagnostic["severity"], Severity> = {
+  error: Severity.SEVERITY_ERROR,
+  warning: Severity.SEVERITY_WARNING,
+  note: Severity.SEVERITY_NOTE,
+  help: Severity.SEVERITY_HELP,
+};
+
+const OUTCOMES: Record<ExecuteResult["outcome"], Outcome> = {
+  exited: Outcome.OUTCOME_EXITED,
+  trap: Outcome.OUTCOME_TRAP,
+  timeout: Outcome.OUTCOME_TIMEOUT,
+  memory_limit: Outcome.OUTCOME_MEMORY_LIMIT,
+  output_limit: Outcome.OUTCOME_OUTPUT_LIMIT,
+  cancelled: Outcome.OUTCOME_CANCELLED,
+  compile_error: Outcome.OUTCOME_COMPILE_ERROR,
+};
+
+const EMPTY = Buffer.alloc(0);
+
+/** CompileRequest → core input; exactly one oneof member must be set. */
+export function compileInputFrom(request: CompileRequest): CompileInput {
+  const input = request.input;
+  if (!input) throw new SandboxError("INVALID_REQUEST", "CompileRequest needs exactly one of `source` or `wasm`");
+  if (input.$case === "source") return { source: input.value };
+  if (input.value.byteLength === 0) throw new SandboxError("INVALID_WASM", "wasm is empty");
+  return { wasm: input.value };
+}
+
+/** ExecuteRequest → core input; exactly one target must be set. */
+export function executeInputFrom(request: ExecuteRequest): ExecuteInput {
+  const target = request.target;
+  if (!target) throw new SandboxError("INVALID_REQUEST", "ExecuteRequest needs exactly one of `module_id` or `source`");
+  if (target.$case === "source" && target.value.trim() === "") throw new SandboxError("EMPTY_SOURCE", "source is empty");
+  return {
+    target: target.$case === "source" ? { source: target.value } : { moduleId: target.value },
+    stdin: request.stdin,
+    args: request.args,
+    env: request.env,
+    policy: request.policy,
+  };
+}
+
+/** Core compile result → CompileResponse. */
+export function compileResponseFrom(result: CompileResult, durationUs: number): CompileResponse {
+  return {
+    ok: result.ok,
+    moduleId: result.moduleId,
+    cacheHit: result.cacheHit,
+    diagnostics: result.diagnostics.map(diagnosticFrom),
+    durationUs,
+  };
+}
+
+/** Core execution result → ExecuteResponse. */
+export function executeResponseFrom(result: ExecuteResult): ExecuteResponse {
+  const base = {
+    outcome: OUTCOMES[result.outcome],
+    diagnostics: result.diagnostics.map(diagnosticFrom),
+    moduleId: result.moduleId,
+    durationUs: result.durationUs,
+  };
+  if (result.outcome === "compile_error") {
+    return { ...base, exitCode: 0, stdout: EMPTY, stderr: EMPTY, message: "source did not compile", denials: [] };
+  }
+  return {
+    ...base,
+    exitCode: result.exitCode,
+    stdout: Buffer.from(result.stdout.buffer, result.stdout.byteOffset, result.stdout.byteLength),
+    stderr: Buffer.from(result.stderr.buffer, result.stderr.byteOffset, result.stderr.byteLength),
+    message: result.message,
+    denials: result.denials.map((d) => ({ ...d })),
+  };
+}
+
+function diagnosticFrom(d: CoreDiagnostic): Diagnostic {
+  return {
+    severity: SEVERITIES[d.severity],
+    code: d.code,
+    message: d.message,
+    spans: d.spans.map((s) => ({ ...s })),
+    rendered: d.rendered,
+    children: d.children.map(diagnosticFrom),
+  };
+}

@@ -1,0 +1,47 @@
+/** How a run ended, as the core reports it (the gRPC layer maps these to the Outcome enum). */
+export type Outcome = "exited" | "trap" | "timeout" | "memory_limit" | "output_limit" | "cancelled";
+
+/** A directory the guest may see, already verified against the policy and the operator's roots. */
+export interface RunMount {
+  readonly hostPath: string;
+  readonly guestPath: string;
+  readonly writable: boolean;
+}
+
+/** A guest operation the policy refused. */
+export interface Denial {
+  readonly operation: string;
+  readonly path: string;
+  readonly reason: string;
+}
+
+/** Everything one execution needs, with every limit resolved. */
+export interface RunSpec {
+  readonly moduleId: string;
+  readonly stdin: Uint8Array;
+  /** Arguments after argv[0]. */
+  readonly args: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+  readonly mounts: readonly RunMount[];
+  readonly memoryLimitBytes: number;
+  readonly timeoutMs: number;
+  readonly maxOutputBytes: number;
+}
+
+/** Live events of a streaming run, in the order the guest produced them. */
+export interface RunListener {
+  onStdout?(chunk: Uint8Array): void;
+  onStderr?(chunk: Uint8Array): void;
+  onDenial?(denial: Denial): void;
+}
+
+/** The result of one execution. With a listener, stdout/stderr are empty: they went to it. */
+export interface RunResult {
+  readonly outcome: Outcome;
+  readonly exitCode: number;
+  readonly stdout: Uint8Array;
+  readonly stderr: Uint8Array;
+  readonly message: string;
+  readonly denials: readonly Denial[];
+  readonly durationUs: number;
+}

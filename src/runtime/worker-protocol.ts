@@ -1,0 +1,44 @@
+import type { Denial, RunMount } from "./execution.js";
+import type { WasiRunResult } from "./wasi/host.js";
+
+/** Main thread → worker: run one module. */
+export interface RunMessage {
+  readonly type: "run";
+  readonly runId: number;
+  readonly moduleKey: string;
+  /** Sent only the first time this worker sees moduleKey; the worker keeps it. */
+  readonly module?: WebAssembly.Module;
+  readonly argv: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+  readonly stdin: Uint8Array;
+  readonly mounts: readonly RunMount[];
+  readonly memoryLimitBytes: number;
+  readonly maxOutputBytes: number;
+  /** Stream output as it is written (StreamOutput) instead of returning it at the end (Execute). */
+  readonly stream: boolean;
+}
+
+/** Main thread → worker: forget a module the main thread evicted. */
+export interface EvictMessage {
+  readonly type: "evict";
+  readonly moduleKey: string;
+}
+
+/** Main thread → worker. */
+export type ToWorker = RunMessage | EvictMessage;
+
+/** Worker → main thread. */
+export type FromWorker =
+  | { readonly type: "ready" }
+  | { readonly type: "output"; readonly runId: number; readonly fd: 1 | 2; readonly data: Uint8Array }
+  | { readonly type: "denial"; readonly runId: number; readonly denial: Denial }
+  | {
+      readonly type: "done";
+      readonly runId: number;
+      readonly result: WasiRunResult;
+      readonly stdout: Uint8Array;
+      readonly stderr: Uint8Array;
+      readonly denials: readonly Denial[];
+      readonly deniedBeyondCap: number;
+      readonly durationUs: number;
+    };

@@ -1,0 +1,146 @@
+/**
+ * Entry point of a pool worker thread. It keeps compiled modules it was sent,
+ * runs one guest at a time through our WASI host, and reports back. Everything
+ * the guest can do happens synchronously here; the main thread enforces time by
+ * terminating this thread.
+ */
+import { parentPort, workerData } from "node:worker_threads";
+import { performance } from "node:perf_hooks";
+import { MAX_DENIALS, STREAM_FLUSH_BYTES, STREAM_FLUSH_INTERVAL_MS } from "../limits.js";
+import type { Denial } from "./execution.js";
+import { WasiHost } from "./wasi/host.js";
+import type { FromWorker, RunMessage, ToWorker } from "./worker-protocol.js";
+
+/** Data the pool gives each worker at start. */
+export interface WorkerInit {
+  /** Shared table of host fds held by the running guest, closed by the pool if it kills us mid-run. */
+  readonly fdRegistry: Int32Array;
+}
+
+const port = parentPort;
+if (!port) throw new Error("worker.ts must run in a worker thread");
+const init = workerData as WorkerInit;
+const modules = new Map<string, WebAssembly.Module>();
+
+function post(message: FromWorker): void {
+  port!.postMessage(message);
+}
+
+/**
+ * How Rust's std announces a panic on stderr (1.63: "thread 'main' panicked at 'msg', file:line";
+ * newer: "thread 'main' panicked at file:line:"). On WASI a panic then aborts, which is a wasm trap.
+ */
+const RUST_PANIC_PATTERN = /thread '[^']*' panicked at /;
+
+/** How much of the end of stderr is kept to find a panic message split across writes. */
+const PANIC_SCAN_CHARS = 256;
+
+/** The exit code native Rust gives a panicking main; we report WASI panics the same way. */
+export const RUST_PANIC_EXIT_CODE = 101;
+
+/** Collects one stream's output: all of it for Execute, or flushed in batches for StreamOutput. */
+class OutputSink {
+  private chunks: Uint8Array[] = [];
+  private buffered = 0;
+  private lastFlushMs = Number.NEGATIVE_INFINITY;
+  /** Set once the guest printed a Rust panic message here. */
+  panicked = false;
+  private tail = "";
+
+  constructor(
+    private readonly runId: number,
+    private readonly fd: 1 | 2,
+    private readonly stream: boolean,
+  ) {}
+
+  write(bytes: Uint8Array): void {
+    if (this.fd === 2 && !this.panicked) {
+      // std writes its panic message in many small unbuffered writes: match across them.
+      this.tail = (this.tail + Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1")).slice(-PANIC_SCAN_CHARS);
+      this.panicked = RUST_PANIC_PATTERN.test(this.tail);
+    }
+    this.chunks.push(bytes);
+    this.buffered += bytes.byteLength;
+    if (!this.stream) return;
+    // Batch bursts of small writes, but let a write after a quiet spell out at once,
+    // so a consumer sees the first line of a slow script as soon as it is written.
+    const now = performance.now();
+    if (this.buffered >= STREAM_FLUSH_BYTES || now - this.lastFlushMs >= STREAM_FLUSH_INTERVAL_MS) this.flush(now);
+  }
+
+  flush(now = performance.now()): void {
+    this.lastFlushMs = now;
+    if (this.buffered === 0) return;
+    const data = this.take();
+    post({ type: "output", runId: this.runId, fd: this.fd, data });
+  }
+
+  /** Everything not yet flushed, as one buffer. */
+  take(): Uint8Array {
+    const data = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
+    this.chunks = [];
+    this.buffered = 0;
+    return data;
+  }
+}
+
+function run(message: RunMessage): void {
+  if (message.module) modules.set(message.moduleKey, message.module);
+  const module = modules.get(message.moduleKey);
+  const stdout = new OutputSink(message.runId, 1, message.stream);
+  const stderr = new OutputSink(message.runId, 2, message.stream);
+  const denials: Denial[] = [];
+  let deniedBeyondCap = 0;
+  const started = performance.now();
+  const hostResult = module
+    ? new WasiHost({
+        args: message.argv,
+        env: message.env,
+        stdin: message.stdin,
+        mounts: message.mounts,
+        memoryLimitBytes: message.memoryLimitBytes,
+        maxOutputBytes: message.maxOutputBytes,
+        fdRegistry: init.fdRegistry,
+        onStdout: (bytes) => stdout.write(bytes),
+        onStderr: (bytes) => stderr.write(bytes),
+        onDenial: (denial) => {
+          if (denials.length >= MAX_DENIALS) {
+            deniedBeyondCap++;
+            return;
+          }
+          denials.push(denial);
+          if (message.stream) post({ type: "denial", runId: message.runId, denial });
+        },
+        flush: () => {
+          stdout.flush();
+          stderr.flush();
+        },
+      }).run(module)
+    : ({ outcome: "trap", message: `internal: module ${message.moduleKey} was never sent to this worker` } as const);
+  const durationUs = Math.round((performance.now() - started) * 1000);
+  // A panic is a program's failure, not the sandbox's: report it as native Rust would (exit 101).
+  const result =
+    hostResult.outcome === "trap" && stderr.panicked
+      ? ({ outcome: "exited", exitCode: RUST_PANIC_EXIT_CODE } as const)
+      : hostResult;
+  if (message.stream) {
+    stdout.flush();
+    stderr.flush();
+  }
+  post({
+    type: "done",
+    runId: message.runId,
+    result,
+    stdout: message.stream ? new Uint8Array(0) : stdout.take(),
+    stderr: message.stream ? new Uint8Array(0) : stderr.take(),
+    denials,
+    deniedBeyondCap,
+    durationUs,
+  });
+}
+
+port.on("message", (message: ToWorker) => {
+  if (message.type === "evict") modules.delete(message.moduleKey);
+  else run(message);
+});
+post({ type: "ready" });

@@ -1,0 +1,161 @@
+/**
+ * The core facade: compile, then run under a verified grant. It knows nothing
+ * of gRPC; src/grpc/ translates requests and results to and from it.
+ */
+import { randomUUID } from "node:crypto";
+import { availableParallelism } from "node:os";
+import { performance } from "node:perf_hooks";
+import { SandboxError } from "./errors/sandbox-error.js";
+import type { Logger } from "./logger.js";
+import { MAX_STDIN_BYTES } from "./limits.js";
+import { MODULE_ID_PATTERN, ModuleStore } from "./cache/module-store.js";
+import { Compiler, type CompileResult } from "./compiler/compiler.js";
+import type { Diagnostic } from "./compiler/diagnostics.js";
+import type { Toolchain } from "./compiler/toolchain.js";
+import { authorize, bindToModule, type PolicyCeilings, type PolicyDefaults, type SignedPolicyInput } from "./policy/authorize.js";
+import type { TrustedKeys } from "./policy/trusted-keys.js";
+import type { RunListener, RunResult } from "./runtime/execution.js";
+import { ModuleRegistry } from "./runtime/module-registry.js";
+import { WorkerPool } from "./runtime/pool.js";
+
+/** Warm workers when the operator does not say: enough for the cores plus guests that sleep. */
+export const DEFAULT_WORKERS = Math.max(4, availableParallelism());
+
+/** What the core is built from. */
+export interface SandboxOptions {
+  readonly toolchain: Toolchain | undefined;
+  readonly cacheDir: string;
+  readonly workers: number;
+  readonly keys: TrustedKeys;
+  readonly allowUnsigned: boolean;
+  readonly ceilings: PolicyCeilings;
+  readonly defaults: PolicyDefaults;
+  readonly logger: Logger;
+}
+
+/** Input of a Compile: Rust source or a precompiled module. */
+export type CompileInput = { readonly source: string } | { readonly wasm: Uint8Array };
+
+/** Input of an Execute, already decoded from the wire. */
+export interface ExecuteInput {
+  readonly target: { readonly moduleId: string } | { readonly source: string };
+  readonly stdin: Uint8Array;
+  readonly args: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+  readonly policy: SignedPolicyInput | undefined;
+}
+
+/** Hooks of a streaming execution. */
+export interface ExecuteHooks extends RunListener {
+  /** Called once the module is known and the run is about to start. */
+  onStarted?(executionId: string, moduleId: string): void;
+}
+
+/** Result of an Execute: a run result, or a compile error for source targets. */
+export type ExecuteResult =
+  | (RunResult & { readonly moduleId: string; readonly diagnostics: readonly Diagnostic[] })
+  | {
+      readonly outcome: "compile_error";
+      readonly moduleId: "";
+      readonly diagnostics: readonly Diagnostic[];
+      readonly durationUs: number;
+    };
+
+/** The daemon's core: compiler, module cache, policy checks and the worker pool. */
+export class Sandbox {
+  private constructor(
+    private readonly options: SandboxOptions,
+    readonly compiler: Compiler,
+    private readonly registry: ModuleRegistry,
+    private readonly pool: WorkerPool,
+  ) {}
+
+  /** Builds the core and starts its workers. */
+  static async create(options: SandboxOptions): Promise<Sandbox> {
+    const store = await ModuleStore.open(options.cacheDir);
+    const compiler = new Compiler(options.toolchain, store, options.logger);
+    const pool = new WorkerPool(options.workers, options.logger);
+    const registry = new ModuleRegistry((key) => pool.evict(key));
+    await pool.start();
+    return new Sandbox(options, compiler, registry, pool);
+  }
+
+  /** Compiles source or registers a precompiled module. */
+  compile(input: CompileInput, signal?: AbortSignal): Promise<CompileResult> {
+    return "source" in input ? this.compiler.compile(input.source, signal) : this.compiler.register(input.wasm);
+  }
+
+  /** Checks the policy, resolves the module (compiling source first) and runs it. */
+  async execute(input: ExecuteInput, signal?: AbortSignal, hooks?: ExecuteHooks): Promise<ExecuteResult> {
+    const started = performance.now();
+    validateExecuteInput(input);
+    const grant = await authorize(input.policy, {
+      keys: this.options.keys,
+      allowUnsigned: this.options.allowUnsigned,
+      ceilings: this.options.ceilings,
+      defaults: this.options.defaults,
+      nowMs: Date.now(),
+    });
+    let moduleId: string;
+    let diagnostics: readonly Diagnostic[] = [];
+    if ("source" in input.target) {
+      const compiled = await this.compiler.compile(input.target.source, signal);
+      if (!compiled.ok) {
+        return { outcome: "compile_error", moduleId: "", diagnostics: compiled.diagnostics, durationUs: elapsedUs(started) };
+      }
+      moduleId = compiled.moduleId;
+      diagnostics = compiled.diagnostics;
+    } else {
+      moduleId = input.target.moduleId;
+    }
+    bindToModule(grant, moduleId);
+    const compiled = await this.registry.get(moduleId, grant.memoryLimitBytes, () => this.compiler.load(moduleId));
+    hooks?.onStarted?.(randomUUID(), moduleId);
+    const result = await this.pool.run({
+      moduleKey: compiled.key,
+      module: compiled.module,
+      argv: [`${moduleId}.wasm`, ...input.args],
+      env: input.env,
+      stdin: input.stdin,
+      mounts: grant.mounts,
+      memoryLimitBytes: grant.memoryLimitBytes,
+      maxOutputBytes: grant.maxOutputBytes,
+      timeoutMs: grant.timeoutMs,
+      ...(hooks ? { listener: hooks } : {}),
+      ...(signal ? { signal } : {}),
+    });
+    return { ...result, moduleId, diagnostics };
+  }
+
+  /** Replaces the trusted keys' contents from disk (SIGHUP). */
+  reloadKeys(): Promise<void> {
+    return this.options.keys.reload();
+  }
+
+  /** Stops the workers; running guests end as cancelled. */
+  close(): Promise<void> {
+    return this.pool.close();
+  }
+}
+
+function validateExecuteInput(input: ExecuteInput): void {
+  if ("moduleId" in input.target && !MODULE_ID_PATTERN.test(input.target.moduleId)) {
+    throw new SandboxError("INVALID_MODULE_ID", "module_id must be 64 lowercase hex characters (a SHA-256)");
+  }
+  if (input.stdin.byteLength > MAX_STDIN_BYTES) {
+    throw new SandboxError("STDIN_TOO_LARGE", `stdin exceeds ${MAX_STDIN_BYTES} bytes`);
+  }
+  // WASI passes args and env as NUL-terminated strings, and env entries as KEY=VALUE.
+  for (const arg of input.args) {
+    if (arg.includes("\0")) throw new SandboxError("INVALID_REQUEST", "args must not contain NUL characters");
+  }
+  for (const [key, value] of Object.entries(input.env)) {
+    if (key === "" || key.includes("=") || key.includes("\0") || value.includes("\0")) {
+      throw new SandboxError("INVALID_REQUEST", `env key ${JSON.stringify(key)} is invalid: keys must be non-empty with no '=' or NUL, values no NUL`);
+    }
+  }
+}
+
+function elapsedUs(startedMs: number): number {
+  return Math.round((performance.now() - startedMs) * 1000);
+}
