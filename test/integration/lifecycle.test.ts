@@ -5,6 +5,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { credentials, makeGenericClientConstructor, type ServiceError } from "@grpc/grpc-js";
+import { service as healthService } from "grpc-health-check";
 import { SANDBOXD_BIN, startDaemon } from "../helpers/daemon.js";
 
 describe("daemon lifecycle", function () {
@@ -19,6 +21,23 @@ describe("daemon lifecycle", function () {
     expect(code).to.equal(0);
     expect(existsSync(socketPath)).to.equal(false);
     await daemon.stop();
+  });
+
+  it("reports SERVING on grpc.health.v1 for the server and for sandbox.v1.SandboxService", async function () {
+    const daemon = await startDaemon();
+    const Health = makeGenericClientConstructor(healthService, "Health");
+    const health = new Health(`unix://${daemon.socketPath}`, credentials.createInsecure());
+    try {
+      for (const name of ["", "sandbox.v1.SandboxService"]) {
+        const reply = await new Promise<{ status: string }>((resolve, reject) =>
+          health.check({ service: name }, (e: ServiceError | null, v: { status: string }) => (e ? reject(e) : resolve(v))),
+        );
+        expect(reply.status).to.equal("SERVING");
+      }
+    } finally {
+      health.close();
+      await daemon.stop();
+    }
   });
 
   it("replaces a stale socket file left by a crashed daemon", async function () {
@@ -64,5 +83,18 @@ describe("daemon lifecycle", function () {
     const code = await new Promise((resolve) => child.once("exit", resolve));
     expect(code).to.equal(2);
     expect(stderr).to.contain("usage: sandboxd");
+  });
+});
+
+describe("daemon configuration", function () {
+  it("refuses to start when a default limit exceeds its ceiling", async function () {
+    const child = spawn(process.execPath, [SANDBOXD_BIN, "--allow-unsigned", "--max-timeout-ms", "1000", "--default-timeout-ms", "5000", "--listen", "127.0.0.1:0"], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise((resolve) => child.once("exit", resolve));
+    expect(code).to.equal(1);
+    expect(stderr).to.contain("the default timeout limit (5000) exceeds its ceiling (1000)");
   });
 });

@@ -1,0 +1,89 @@
+/**
+ * The daemon's flags: parsing them into a DaemonConfig is kept apart from the
+ * entry point so tests (and the systemd unit's check) can use it without
+ * starting a daemon.
+ */
+import { parseArgs } from "node:util";
+import path from "node:path";
+import { defaultConfig, defaultSocketPath, type DaemonConfig } from "../daemon.js";
+import { parseListenAddress } from "../grpc/server.js";
+
+/** The --help text. */
+export const USAGE = `usage: sandboxd [options]
+
+  --listen ADDR            unix:///path/to.sock or HOST:PORT (default unix://${defaultSocketPath()})
+  --cache-dir DIR          compiled module cache (default $CACHE_DIRECTORY, $XDG_CACHE_HOME/sandboxd or ~/.cache/sandboxd)
+  --trusted-keys DIR       directory of <key_id>.pub Ed25519 public keys (PEM SPKI); SIGHUP reloads it
+  --allow-unsigned         run requests without a policy (no mounts, default limits): development only
+  --allow-mount-root DIR   host directory under which policies may mount (repeatable; none by default)
+  --max-memory-bytes N     ceiling on a policy's memory_limit_bytes
+  --max-timeout-ms N       ceiling on a policy's timeout_ms
+  --max-output-bytes N     ceiling on a policy's max_output_bytes
+  --default-timeout-ms N   wall-clock limit of runs whose policy does not set one (and of unsigned runs)
+  --rustc PATH             rustc to use (default: the first of PATH's rustc and /usr/bin/rustc with a WASI target)
+  --workers N              warm worker threads running guests
+  --log-level LEVEL        error, warn, info (default) or debug
+  -h, --help               this text
+`;
+
+/** Parses argv into a config; returns an Error (with the usage) on bad flags. */
+export function parseFlags(argv: readonly string[]): { config: DaemonConfig; logLevel: string } | { help: true } | Error {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        listen: { type: "string" },
+        "cache-dir": { type: "string" },
+        "trusted-keys": { type: "string" },
+        "allow-unsigned": { type: "boolean", default: false },
+        "allow-mount-root": { type: "string", multiple: true, default: [] },
+        "max-memory-bytes": { type: "string" },
+        "max-timeout-ms": { type: "string" },
+        "max-output-bytes": { type: "string" },
+        "default-timeout-ms": { type: "string" },
+        rustc: { type: "string" },
+        workers: { type: "string" },
+        "log-level": { type: "string", default: "info" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+  } catch (e: unknown) {
+    return new Error(e instanceof Error ? e.message : String(e));
+  }
+  const v = parsed.values;
+  if (v.help) return { help: true };
+  const base = defaultConfig();
+  const listen = v.listen === undefined ? base.listen : parseListenAddress(v.listen);
+  if (listen instanceof Error) return listen;
+  const numbers: Record<string, number | undefined> = {};
+  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "default-timeout-ms", "workers"] as const) {
+    const text = v[flag];
+    if (text === undefined) continue;
+    const n = Number(text);
+    if (!Number.isSafeInteger(n) || n <= 0) return new Error(`--${flag} takes a positive integer, got ${JSON.stringify(text)}`);
+    numbers[flag] = n;
+  }
+  if (!["error", "warn", "info", "debug"].includes(v["log-level"])) return new Error(`--log-level takes error, warn, info or debug`);
+  return {
+    logLevel: v["log-level"],
+    config: {
+      ...base,
+      listen,
+      cacheDir: v["cache-dir"] ? path.resolve(v["cache-dir"]) : base.cacheDir,
+      trustedKeysDir: v["trusted-keys"] ? path.resolve(v["trusted-keys"]) : undefined,
+      allowUnsigned: v["allow-unsigned"],
+      rustc: v.rustc,
+      workers: numbers["workers"] ?? base.workers,
+      ceilings: {
+        maxMemoryBytes: numbers["max-memory-bytes"] ?? base.ceilings.maxMemoryBytes,
+        maxTimeoutMs: numbers["max-timeout-ms"] ?? base.ceilings.maxTimeoutMs,
+        maxOutputBytes: numbers["max-output-bytes"] ?? base.ceilings.maxOutputBytes,
+        allowedRoots: v["allow-mount-root"].map((root) => path.resolve(root)),
+      },
+      defaults: { ...base.defaults, timeoutMs: numbers["default-timeout-ms"] ?? base.defaults.timeoutMs },
+    },
+  };
+}

@@ -1,0 +1,33 @@
+import { expect } from "chai";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { parseFlags } from "../../src/cli/daemon-flags.js";
+
+const UNIT = readFileSync(fileURLToPath(new URL("../../../systemd/sandboxd.service", import.meta.url)), "utf8");
+
+/** The unit's value for a key, with systemd's backslash line continuations joined. */
+function directive(key: string): string {
+  const joined = UNIT.replace(/\\\n/g, " ");
+  const line = joined.split("\n").find((l) => l.startsWith(`${key}=`));
+  if (!line) throw new Error(`no ${key}= in the unit`);
+  return line.slice(key.length + 1).trim();
+}
+
+describe("systemd/sandboxd.service", function () {
+  it("starts the daemon with flags the daemon accepts, on the socket under its RuntimeDirectory", function () {
+    const [node, entry, ...args] = directive("ExecStart").split(/\s+/);
+    expect(node).to.match(/\/node$/);
+    expect(entry).to.equal("/opt/sandboxd/dist/src/cli/sandboxd.js");
+    const flags = parseFlags(args);
+    if (flags instanceof Error || "help" in flags) throw new Error(`the unit's flags are rejected: ${String(flags)}`);
+    expect(flags.config.listen).to.deep.equal({ kind: "unix", path: `/run/${directive("RuntimeDirectory")}/sandboxd.sock` });
+    // Production never runs unsigned requests.
+    expect(flags.config.allowUnsigned).to.equal(false);
+    expect(flags.config.trustedKeysDir).to.equal("/etc/sandboxd/keys");
+  });
+
+  it("stops with SIGTERM (the clean path) and reloads keys with SIGHUP", function () {
+    expect(directive("KillSignal")).to.equal("SIGTERM");
+    expect(directive("ExecReload")).to.contain("kill -HUP $MAINPID");
+  });
+});
