@@ -68,6 +68,24 @@ export function defaultCacheDir(): string {
   return path.join(process.env["XDG_CACHE_HOME"] ?? path.join(homedir(), ".cache"), "sandboxd");
 }
 
+/**
+ * Checks a config for contradictions an operator should hear about at start,
+ * not at the first request: a default above its ceiling would make every
+ * policy that leaves that limit at 0 get more than the operator allows.
+ */
+export function validateConfig(config: DaemonConfig): Error | undefined {
+  const pairs = [
+    ["timeout", config.defaults.timeoutMs, config.ceilings.maxTimeoutMs],
+    ["memory", config.defaults.memoryLimitBytes, config.ceilings.maxMemoryBytes],
+    ["output", config.defaults.maxOutputBytes, config.ceilings.maxOutputBytes],
+  ] as const;
+  for (const [name, value, ceiling] of pairs) {
+    if (value > ceiling) return new Error(`the default ${name} limit (${value}) exceeds its ceiling (${ceiling})`);
+  }
+  if (config.workers < 1) return new Error("at least one worker is needed");
+  return undefined;
+}
+
 /** A running daemon: the core plus its server. */
 export class Daemon {
   private constructor(
@@ -80,6 +98,8 @@ export class Daemon {
 
   /** Detects the toolchain, loads keys, starts workers and binds the listen address. */
   static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
+    const invalid = validateConfig(config);
+    if (invalid) throw invalid;
     const toolchain = await detectToolchain(config.rustc);
     if (toolchain) logger.info("toolchain", { rustc: toolchain.rustc, target: toolchain.target });
     else logger.warn(`Compile is unavailable: ${TOOLCHAIN_INSTALL_HINT}`);
