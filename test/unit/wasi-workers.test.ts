@@ -1,0 +1,72 @@
+import { expect } from "chai";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
+import { createFdRegistry, releaseHostFds, type WasiMount } from "../../src/runtime/wasi/host.js";
+import type { GuestJob, GuestReply } from "../fixtures/wasi/worker-entry.js";
+import { guestWasmPath, openFdCount } from "../fixtures/wasi/guest.js";
+
+const WORKER_ENTRY = fileURLToPath(new URL("../fixtures/wasi/worker-entry.js", import.meta.url));
+
+function startGuest(job: GuestJob): { worker: Worker; done: Promise<GuestReply>; spoke: Promise<void> } {
+  const worker = new Worker(WORKER_ENTRY, { workerData: job });
+  let spoke!: () => void;
+  const spokePromise = new Promise<void>((r) => { spoke = r; });
+  const done = new Promise<GuestReply>((resolve, reject) => {
+    worker.on("message", (m: GuestReply | { progress: string }) => {
+      if ("progress" in m) spoke();
+      else resolve(m);
+    });
+    worker.once("error", reject);
+  });
+  return { worker, done, spoke: spokePromise };
+}
+
+describe("WASI host in worker threads", function () {
+  this.timeout(120_000);
+  let dir: string;
+  let wasmPath: string;
+
+  before(() => {
+    wasmPath = guestWasmPath("probe");
+  });
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "sandboxd-wasi-workers-"));
+    writeFileSync(join(dir, "f"), "content");
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("two concurrent executions share a writable mount without losing or tearing appends", async () => {
+    const mounts: WasiMount[] = [{ hostPath: dir, guestPath: "/shared", writable: true }];
+    const lines = 300;
+    const a = startGuest({ wasmPath, args: ["append-many", "/shared/log", "A", String(lines)], mounts });
+    const b = startGuest({ wasmPath, args: ["append-many", "/shared/log", "B", String(lines)], mounts });
+    const [ra, rb] = await Promise.all([a.done, b.done]);
+    await Promise.all([a.worker.terminate(), b.worker.terminate()]);
+    expect(ra).to.deep.equal({ outcome: "exited", stdout: "ok\n" });
+    expect(rb).to.deep.equal({ outcome: "exited", stdout: "ok\n" });
+    const log = readFileSync(join(dir, "log"), "utf8").split("\n").filter((l) => l !== "");
+    expect(log).to.have.length(2 * lines);
+    for (const tag of ["A", "B"]) {
+      expect(log.filter((l) => l.startsWith(`${tag} `))).to.deep.equal(Array.from({ length: lines }, (_, i) => `${tag} ${i}`));
+    }
+  });
+
+  it("releaseHostFds closes what a worker terminated mid-run still held", async () => {
+    const registry = createFdRegistry();
+    const before = openFdCount();
+    const g = startGuest({
+      wasmPath, args: ["open-and-sleep", "/data/f", "25", "60000"],
+      mounts: [{ hostPath: dir, guestPath: "/data", writable: false }], fdRegistry: registry,
+    });
+    await g.spoke; // the guest holds 25 files plus its preopen and is asleep
+    expect(Array.from(registry).filter((v) => v !== 0)).to.have.length(26);
+    expect(openFdCount()).to.be.at.least(before + 26);
+    await g.worker.terminate();
+    releaseHostFds(registry);
+    expect(Array.from(registry).every((v) => v === 0)).to.equal(true);
+    expect(openFdCount()).to.be.at.most(before);
+  });
+});
