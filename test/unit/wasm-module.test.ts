@@ -1,0 +1,125 @@
+import { expect } from "chai";
+import { capMemory, WASM_PAGE_BYTES } from "../../src/runtime/wasm/memory-cap.js";
+import { validateCommandModule } from "../../src/runtime/wasm/validate.js";
+
+/** Hand-assembled modules, so each test controls exactly the section it is about. */
+function leb(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let b = n & 0x7f;
+    n = Math.floor(n / 128);
+    if (n !== 0) b |= 0x80;
+    out.push(b);
+  } while (n !== 0);
+  return out;
+}
+function str(s: string): number[] {
+  const b = [...new TextEncoder().encode(s)];
+  return [...leb(b.length), ...b];
+}
+function section(id: number, body: number[]): number[] {
+  return [id, ...leb(body.length), ...body];
+}
+const HEADER = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+
+interface Shape {
+  readonly memory?: { min: number; max?: number };
+  readonly imports?: { module: string; name: string }[];
+  readonly exportStart?: boolean;
+  readonly exportMemory?: boolean;
+}
+
+/** A module with a `() -> ()` type, the given function imports, one local function, optional memory and exports. */
+function buildModule(shape: Shape): Uint8Array<ArrayBuffer> {
+  const imports = shape.imports ?? [];
+  const bytes = [...HEADER, ...section(1, [1, 0x60, 0, 0])];
+  if (imports.length > 0) {
+    bytes.push(...section(2, [...leb(imports.length), ...imports.flatMap((i) => [...str(i.module), ...str(i.name), 0x00, 0])]));
+  }
+  bytes.push(...section(3, [1, 0]));
+  if (shape.memory !== undefined) {
+    const { min, max } = shape.memory;
+    bytes.push(...section(5, [1, ...(max === undefined ? [0, ...leb(min)] : [1, ...leb(min), ...leb(max)])]));
+  }
+  const exports: number[][] = [];
+  if (shape.exportStart ?? true) exports.push([...str("_start"), 0x00, ...leb(imports.length)]);
+  if ((shape.exportMemory ?? true) && shape.memory !== undefined) exports.push([...str("memory"), 0x02, 0]);
+  bytes.push(...section(7, [...leb(exports.length), ...exports.flat()]));
+  bytes.push(...section(10, [1, 2, 0, 0x0b]));
+  return Uint8Array.from(bytes);
+}
+
+function maxPagesAfterGrowth(wasm: Uint8Array<ArrayBuffer>): number {
+  const instance = new WebAssembly.Instance(new WebAssembly.Module(wasm), {
+    wasi_snapshot_preview1: { fd_write: () => 0 },
+  });
+  const memory = instance.exports["memory"] as WebAssembly.Memory;
+  // Grow one page at a time until the engine refuses: that is the effective maximum.
+  for (;;) {
+    try {
+      memory.grow(1);
+    } catch {
+      return memory.buffer.byteLength / WASM_PAGE_BYTES;
+    }
+  }
+}
+
+describe("wasm: capMemory", () => {
+  it("adds a maximum to a memory that had none", () => {
+    const r = capMemory(buildModule({ memory: { min: 1 } }), 4 * WASM_PAGE_BYTES);
+    expect(r.ok).to.equal(true);
+    if (r.ok) expect(maxPagesAfterGrowth(r.wasm)).to.equal(4);
+  });
+
+  it("lowers a larger maximum and keeps a smaller one", () => {
+    const lowered = capMemory(buildModule({ memory: { min: 1, max: 1000 } }), 3 * WASM_PAGE_BYTES);
+    if (!lowered.ok) throw new Error(lowered.error);
+    expect(maxPagesAfterGrowth(lowered.wasm)).to.equal(3);
+    const kept = capMemory(buildModule({ memory: { min: 1, max: 2 } }), 10 * WASM_PAGE_BYTES);
+    if (!kept.ok) throw new Error(kept.error);
+    expect(maxPagesAfterGrowth(kept.wasm)).to.equal(2);
+  });
+
+  it("rounds the limit down to whole pages", () => {
+    const r = capMemory(buildModule({ memory: { min: 1 } }), 2 * WASM_PAGE_BYTES + 100);
+    if (!r.ok) throw new Error(r.error);
+    expect(maxPagesAfterGrowth(r.wasm)).to.equal(2);
+  });
+
+  it("returns an error when the initial memory already exceeds the limit", () => {
+    const r = capMemory(buildModule({ memory: { min: 10 } }), 4 * WASM_PAGE_BYTES);
+    expect(r).to.deep.equal({ ok: false, error: `the module's initial memory (${10 * WASM_PAGE_BYTES} bytes) exceeds the memory limit (${4 * WASM_PAGE_BYTES} bytes)` });
+  });
+
+  it("returns errors for malformed binaries instead of throwing", () => {
+    expect(capMemory(Uint8Array.from([1, 2, 3]), 1 << 20).ok).to.equal(false);
+    const truncated = buildModule({ memory: { min: 1 } }).slice(0, 20);
+    expect(capMemory(truncated, 1 << 20).ok).to.equal(false);
+  });
+});
+
+describe("wasm: validateCommandModule", () => {
+  const compile = (shape: Shape): WebAssembly.Module => new WebAssembly.Module(buildModule(shape));
+
+  it("accepts a command with _start, memory and preview1 function imports", () => {
+    expect(validateCommandModule(compile({ memory: { min: 1 }, imports: [{ module: "wasi_snapshot_preview1", name: "fd_write" }] }))).to.deep.equal([]);
+  });
+
+  it("reports a missing _start and a missing memory export", () => {
+    const problems = validateCommandModule(compile({ exportStart: false }));
+    expect(problems).to.have.length(2);
+    expect(problems[0]).to.match(/_start/);
+    expect(problems[1]).to.match(/memory/);
+  });
+
+  it("reports imports from other modules and names preview1 does not have", () => {
+    const problems = validateCommandModule(compile({
+      memory: { min: 1 },
+      imports: [{ module: "env", name: "f" }, { module: "wasi_snapshot_preview1", name: "no_such_call" }],
+    }));
+    expect(problems).to.deep.equal([
+      "import env.f: only wasi_snapshot_preview1 imports are provided",
+      "import wasi_snapshot_preview1.no_such_call: not a wasi_snapshot_preview1 function",
+    ]);
+  });
+});
