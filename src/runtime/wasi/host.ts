@@ -309,7 +309,9 @@ export class WasiHost {
     const fs = this.fs;
     const stdioFdstat = (fd: number, out: number): number => {
       const { view } = this.refresh();
-      view.setUint8(out, Filetype.CHARACTER_DEVICE);
+      // Our stdio are captured streams, never terminals: UNKNOWN (like a pipe) keeps isatty() false, so
+      // guests do not write colour codes into output an agent will parse.
+      view.setUint8(out, Filetype.UNKNOWN);
       view.setUint16(out + 2, 0, true);
       const base = fd === 0 ? STDIO_RIGHTS & ~Rights.FD_WRITE : STDIO_RIGHTS & ~Rights.FD_READ;
       view.setBigUint64(out + 8, base, true);
@@ -376,7 +378,7 @@ export class WasiHost {
         if (fs.stdioOf(fd) < 0) return fs.fd_filestat_get(fd, out);
         const { u8, view } = this.refresh();
         u8.fill(0, out, out + 64);
-        view.setUint8(out + 16, Filetype.CHARACTER_DEVICE);
+        view.setUint8(out + 16, Filetype.UNKNOWN);
         return Errno.SUCCESS;
       },
       fd_close: (fd: number) => fs.fd_close(fd),
