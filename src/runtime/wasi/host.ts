@@ -44,8 +44,6 @@ class OutputLimit {
 
 /** Shared cell that nobody ever notifies: Atomics.wait on it is a precise, CPU-free sleep. */
 const SLEEP_CELL = new Int32Array(new SharedArrayBuffer(4));
-/** Nanoseconds between the monotonic clock's origin and the Unix epoch, fixed once per thread. */
-const REALTIME_OFFSET_NS = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
 /** Rust's std prints this to stderr right before aborting on a failed allocation. */
 const ALLOC_FAILURE_MARKER = "memory allocation of ";
 const NS_PER_MS = 1_000_000;
@@ -93,6 +91,8 @@ export class WasiHost {
   private stderrBytes = 0;
   private sawAllocFailure = false;
   private readonly fs: WasiFs;
+  /** Unix epoch minus the monotonic origin, taken per run so a stepped system clock is picked up by the next run. */
+  private readonly realtimeOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
 
   constructor(options: WasiHostOptions) {
     this.options = options;
@@ -216,7 +216,7 @@ export class WasiHost {
   private clockNow(id: number): bigint | undefined {
     switch (id) {
       case Clock.REALTIME:
-        return REALTIME_OFFSET_NS + monotonicNs();
+        return this.realtimeOffsetNs + monotonicNs();
       case Clock.MONOTONIC:
         return monotonicNs();
       case Clock.PROCESS_CPUTIME:
