@@ -15,6 +15,7 @@ import {
   SHUTDOWN_GRACE_MS,
 } from "./limits.js";
 import { detectToolchain, TOOLCHAIN_INSTALL_HINT } from "./compiler/toolchain.js";
+import type { CompilerSettings } from "./compiler/compiler.js";
 import { TrustedKeys } from "./policy/trusted-keys.js";
 import type { PolicyCeilings, PolicyDefaults } from "./policy/authorize.js";
 import { DEFAULT_WORKERS, Sandbox } from "./sandbox.js";
@@ -30,6 +31,10 @@ export interface DaemonConfig {
   readonly workers: number;
   readonly ceilings: PolicyCeilings;
   readonly defaults: PolicyDefaults;
+  /** Compiler settings: --insecure-compile, --bwrap, --compile-timeout-ms, --compile-memory-bytes. */
+  readonly compile?: CompilerSettings;
+  /** --cache-max-bytes: size cap of the on-disk module cache. */
+  readonly cacheMaxBytes?: number;
 }
 
 /** Defaults for every setting but the listen address. */
@@ -114,6 +119,8 @@ export class Daemon {
       ceilings: config.ceilings,
       defaults: config.defaults,
       logger,
+      ...(config.compile ? { compile: config.compile } : {}),
+      ...(config.cacheMaxBytes ? { cacheMaxBytes: config.cacheMaxBytes } : {}),
     });
     const server = new SandboxServer(sandbox, logger);
     try {

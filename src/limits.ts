@@ -38,3 +38,15 @@ export const DEFAULT_CEILING_TIMEOUT_MS = 5 * 60 * 1000;
 export const DEFAULT_CEILING_OUTPUT_BYTES = 256 * 1024 * 1024;
 /** Guest file descriptors (beyond stdio, preopens included) one execution may hold open at once. */
 export const MAX_OPEN_FDS = 256;
+/** Wall-clock budget of one rustc run; a macro or const-eval bomb ends here (`--compile-timeout-ms`). */
+export const COMPILE_TIMEOUT_MS = 60_000;
+/** Address-space cap (RLIMIT_AS) of one rustc run (`--compile-memory-bytes`); linking the SDK needs ~1 GiB of address space. */
+export const COMPILE_MEMORY_LIMIT_BYTES = 2 * 1024 * 1024 * 1024;
+/** Largest file rustc may write (RLIMIT_FSIZE): bounds a module bloated by a huge const array. */
+export const COMPILE_MAX_FILE_BYTES = 256 * 1024 * 1024;
+/** Size of the private memory-backed /tmp rustc gets inside its sandbox. */
+export const COMPILE_TMPFS_BYTES = 256 * 1024 * 1024;
+/** Compiles waiting for a rustc slot beyond which new ones are refused (COMPILE_QUEUE_FULL). */
+export const COMPILE_MAX_QUEUED = 64;
+/** Size cap of the on-disk module cache unless `--cache-max-bytes` says otherwise. */
+export const DEFAULT_CACHE_MAX_BYTES = 2 * 1024 * 1024 * 1024;

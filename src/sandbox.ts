@@ -9,7 +9,7 @@ import { SandboxError } from "./errors/sandbox-error.js";
 import type { Logger } from "./logger.js";
 import { MAX_STDIN_BYTES } from "./limits.js";
 import { MODULE_ID_PATTERN, ModuleStore } from "./cache/module-store.js";
-import { Compiler, type CompileResult } from "./compiler/compiler.js";
+import { Compiler, type CompileResult, type CompilerSettings } from "./compiler/compiler.js";
 import type { Diagnostic } from "./compiler/diagnostics.js";
 import type { Toolchain } from "./compiler/toolchain.js";
 import { authorize, bindToModule, type PolicyCeilings, type PolicyDefaults, type SignedPolicyInput } from "./policy/authorize.js";
@@ -31,6 +31,10 @@ export interface SandboxOptions {
   readonly ceilings: PolicyCeilings;
   readonly defaults: PolicyDefaults;
   readonly logger: Logger;
+  /** Compiler settings (hermetic/insecure, rustc budgets, queue); defaults when absent. */
+  readonly compile?: CompilerSettings;
+  /** Size cap of the on-disk module cache. */
+  readonly cacheMaxBytes?: number;
 }
 
 /** Input of a Compile: Rust source or a precompiled module. */
@@ -72,8 +76,11 @@ export class Sandbox {
 
   /** Builds the core and starts its workers. */
   static async create(options: SandboxOptions): Promise<Sandbox> {
-    const store = await ModuleStore.open(options.cacheDir);
-    const compiler = new Compiler(options.toolchain, store, options.logger);
+    const store = await ModuleStore.open(options.cacheDir, {
+      ...(options.cacheMaxBytes ? { maxBytes: options.cacheMaxBytes } : {}),
+      warn: (message, fields) => options.logger.warn(message, fields),
+    });
+    const compiler = await Compiler.create(options.toolchain, store, options.logger, options.compile ?? {});
     const pool = new WorkerPool(options.workers, options.logger);
     const registry = new ModuleRegistry((key) => pool.evict(key));
     await pool.start();

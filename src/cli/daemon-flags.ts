@@ -20,6 +20,11 @@ export const USAGE = `usage: sandboxd [options]
   --max-timeout-ms N       ceiling on a policy's timeout_ms
   --max-output-bytes N     ceiling on a policy's max_output_bytes
   --default-timeout-ms N   wall-clock limit of runs whose policy does not set one (and of unsigned runs)
+  --cache-max-bytes N      size cap of the on-disk module cache (least recently used entries are evicted)
+  --insecure-compile       compile even without bubblewrap (scripts can then read host files at compile time)
+  --bwrap PATH             bubblewrap binary (default: bwrap on PATH, /usr/bin/bwrap)
+  --compile-timeout-ms N   wall-clock budget of one rustc run
+  --compile-memory-bytes N address-space cap of one rustc run
   --rustc PATH             rustc to use (default: the first of PATH's rustc and /usr/bin/rustc with a WASI target)
   --workers N              warm worker threads running guests
   --log-level LEVEL        error, warn, info (default) or debug
@@ -45,6 +50,11 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         "max-output-bytes": { type: "string" },
         "default-timeout-ms": { type: "string" },
         rustc: { type: "string" },
+        "cache-max-bytes": { type: "string" },
+        "insecure-compile": { type: "boolean", default: false },
+        bwrap: { type: "string" },
+        "compile-timeout-ms": { type: "string" },
+        "compile-memory-bytes": { type: "string" },
         workers: { type: "string" },
         "log-level": { type: "string", default: "info" },
         help: { type: "boolean", short: "h", default: false },
@@ -59,7 +69,7 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
   const listen = v.listen === undefined ? base.listen : parseListenAddress(v.listen);
   if (listen instanceof Error) return listen;
   const numbers: Record<string, number | undefined> = {};
-  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "default-timeout-ms", "workers"] as const) {
+  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "default-timeout-ms", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes"] as const) {
     const text = v[flag];
     if (text === undefined) continue;
     const n = Number(text);
@@ -83,7 +93,20 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         maxOutputBytes: numbers["max-output-bytes"] ?? base.ceilings.maxOutputBytes,
         allowedRoots: v["allow-mount-root"].map((root) => path.resolve(root)),
       },
-      defaults: { ...base.defaults, timeoutMs: numbers["default-timeout-ms"] ?? base.defaults.timeoutMs },
+      // A lowered ceiling lowers the built-in default with it; only an explicit
+      // default above its ceiling is a contradiction (refused at start).
+      defaults: {
+        memoryLimitBytes: Math.min(base.defaults.memoryLimitBytes, numbers["max-memory-bytes"] ?? Infinity),
+        timeoutMs: numbers["default-timeout-ms"] ?? Math.min(base.defaults.timeoutMs, numbers["max-timeout-ms"] ?? Infinity),
+        maxOutputBytes: Math.min(base.defaults.maxOutputBytes, numbers["max-output-bytes"] ?? Infinity),
+      },
+      ...(numbers["cache-max-bytes"] ? { cacheMaxBytes: numbers["cache-max-bytes"] } : {}),
+      compile: {
+        insecureCompile: v["insecure-compile"],
+        ...(v.bwrap ? { bwrapPath: path.resolve(v.bwrap) } : {}),
+        ...(numbers["compile-timeout-ms"] ? { timeoutMs: numbers["compile-timeout-ms"] } : {}),
+        ...(numbers["compile-memory-bytes"] ? { memoryLimitBytes: numbers["compile-memory-bytes"] } : {}),
+      },
     },
   };
 }

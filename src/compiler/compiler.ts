@@ -1,24 +1,33 @@
+import { createHash } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
-import { createHash } from "node:crypto";
 import { SandboxError } from "../errors/sandbox-error.js";
 import type { Logger } from "../logger.js";
-import { MAX_SOURCE_BYTES, MAX_WASM_BYTES } from "../limits.js";
+import { COMPILE_MAX_QUEUED, COMPILE_MEMORY_LIMIT_BYTES, COMPILE_TIMEOUT_MS, MAX_SOURCE_BYTES, MAX_WASM_BYTES } from "../limits.js";
 import { ModuleStore, sha256Hex } from "../cache/module-store.js";
 import { validateCommandModule } from "../runtime/wasm/validate.js";
-import { parseRustcDiagnostics, type Diagnostic } from "./diagnostics.js";
+import { CompileQueue } from "./compile-queue.js";
+import { hasErrors, parseRustcDiagnostics, type Diagnostic } from "./diagnostics.js";
+import { detectBubblewrap, hermeticCommand, insecureCommand, type HermeticCommand } from "./hermetic.js";
+import { DEFAULT_SDK_DIR, loadSdk, type SdkArtifacts } from "./sdk.js";
+import { Singleflight } from "./singleflight.js";
 import { TOOLCHAIN_INSTALL_HINT, type Toolchain } from "./toolchain.js";
 
-/** Wall-clock budget of one rustc run. */
-export const COMPILE_TIMEOUT_MS = 60_000;
+export { COMPILE_TIMEOUT_MS };
 
 /** Flags every script is compiled with; part of the cache key. */
 export const RUSTC_FLAGS = ["--edition", "2021", "--crate-type", "bin", "-O", "-C", "strip=symbols", "--error-format=json"] as const;
 
+/** Bumped when anything about how a module is built changes without its inputs changing. */
+const CACHE_KEY_VERSION = "sandboxd-compile-v1";
+
 /** Name of the user's source inside the compile dir; diagnostics are filtered to it. */
 const SOURCE_FILE = "main.rs";
+
+/** What rustc prints when its RLIMIT_AS is hit (allocation failure, or the dynamic loader unable to map a library). */
+const OUT_OF_MEMORY_RE = /memory allocation of \d+ bytes failed|failed to map segment|Cannot allocate memory|out of memory/i;
 
 /** The result of a Compile. A compile error is a result, not an exception. */
 export interface CompileResult {
@@ -28,15 +37,93 @@ export interface CompileResult {
   readonly diagnostics: readonly Diagnostic[];
 }
 
+/** Operator settings of the compiler; every field has a default. */
+export interface CompilerSettings {
+  /** Compile without bubblewrap when it is unavailable (logged loudly); otherwise Compile is refused. */
+  readonly insecureCompile?: boolean;
+  /** Wall-clock budget of one rustc run. */
+  readonly timeoutMs?: number;
+  /** Address-space cap of one rustc run. */
+  readonly memoryLimitBytes?: number;
+  /** rustc runs at once (default: the number of cores). */
+  readonly concurrency?: number;
+  /** Compiles waiting for a slot beyond which new ones get COMPILE_QUEUE_FULL. */
+  readonly maxQueued?: number;
+  /** Where scripts/build-sdk put the SDK (default: build/sdk in the package). */
+  readonly sdkDir?: string;
+  /** bubblewrap binary to use instead of looking on PATH and in /usr/bin. */
+  readonly bwrapPath?: string;
+}
+
+/** Everything {@link Compiler} is built from, already detected. */
+export interface CompilerOptions extends CompilerSettings {
+  /** bubblewrap to run rustc in, or undefined when there is none. */
+  readonly bwrap: string | undefined;
+  /** The script SDK linked into every script, or undefined to compile plain Rust. */
+  readonly sdk: SdkArtifacts | undefined;
+}
+
+/** build/sdk of this package (dist/src/compiler/compiler.js → repo root). */
+function packageSdkDir(): string {
+  return path.resolve(path.dirname(new URL(import.meta.url).pathname), "../../..", DEFAULT_SDK_DIR);
+}
+
+/** The metadata stored next to a compiled module: the warnings of its successful compile. */
+interface StoredMeta {
+  diagnostics: readonly Diagnostic[];
+}
+
+function encodeMeta(diagnostics: readonly Diagnostic[]): Uint8Array {
+  return Buffer.from(JSON.stringify({ diagnostics } satisfies StoredMeta));
+}
+
+function decodeMeta(meta: Uint8Array | undefined): readonly Diagnostic[] {
+  if (!meta || meta.byteLength === 0) return [];
+  try {
+    const parsed = JSON.parse(Buffer.from(meta).toString("utf8")) as Partial<StoredMeta>;
+    return Array.isArray(parsed.diagnostics) ? parsed.diagnostics : [];
+  } catch {
+    return []; // the module is verified; lost warnings are not worth a recompile
+  }
+}
+
 /** Compiles Rust source to WASI preview1 modules and registers precompiled ones, through the module store. */
 export class Compiler {
+  private readonly queue: CompileQueue;
+  private readonly flights = new Singleflight<CompileResult>();
+
   constructor(
     private readonly toolchain: Toolchain | undefined,
     private readonly store: ModuleStore,
     private readonly logger: Logger,
-  ) {}
+    private readonly options: CompilerOptions,
+  ) {
+    this.queue = new CompileQueue(options.concurrency ?? availableParallelism(), options.maxQueued ?? COMPILE_MAX_QUEUED);
+  }
 
-  /** Compiles source (or finds it in the cache). */
+  /** Detects bubblewrap and loads the SDK, says loudly what is missing, and builds the compiler. */
+  static async create(toolchain: Toolchain | undefined, store: ModuleStore, logger: Logger, settings: CompilerSettings = {}): Promise<Compiler> {
+    const bwrap = await detectBubblewrap(...(settings.bwrapPath ? [[settings.bwrapPath]] : []));
+    if (bwrap) logger.info("rustc runs hermetically under bubblewrap", { bwrap });
+    else if (settings.insecureCompile) {
+      logger.warn("INSECURE: bubblewrap is unavailable and --insecure-compile was given; scripts can read this host's files at compile time");
+    } else {
+      logger.warn("Compile is refused: bubblewrap is unavailable (apt-get install bubblewrap), or pass --insecure-compile");
+    }
+    let sdk: SdkArtifacts | undefined;
+    if (toolchain) {
+      sdk = await loadSdk(settings.sdkDir ?? packageSdkDir(), { rustcVersion: toolchain.version, target: toolchain.target }, (m) => logger.warn(m));
+      if (sdk) logger.info("script SDK loaded", { sdkHash: sdk.sdkHash, dir: sdk.dir });
+    }
+    return new Compiler(toolchain, store, logger, { ...settings, bwrap, sdk });
+  }
+
+  /** The SDK linked into scripts, if any. */
+  get sdk(): SdkArtifacts | undefined {
+    return this.options.sdk;
+  }
+
+  /** Compiles source (or finds it in the cache). Identical concurrent compiles run rustc once. */
   async compile(source: string, signal?: AbortSignal): Promise<CompileResult> {
     if (source.trim() === "") throw new SandboxError("EMPTY_SOURCE", "source is empty");
     if (Buffer.byteLength(source) > MAX_SOURCE_BYTES) {
@@ -44,27 +131,81 @@ export class Compiler {
     }
     const toolchain = this.toolchain;
     if (!toolchain) throw new SandboxError("TOOLCHAIN_MISSING", TOOLCHAIN_INSTALL_HINT);
-    const moduleId = sha256Hex(source, toolchain.version, toolchain.target, RUSTC_FLAGS.join(" "));
-    if (await this.store.get(moduleId)) return { ok: true, moduleId, cacheHit: true, diagnostics: [] };
+    if (!this.options.bwrap && !this.options.insecureCompile) {
+      throw new SandboxError(
+        "COMPILE_SANDBOX_MISSING",
+        "bubblewrap is not available to isolate rustc; install it (apt-get install bubblewrap) or start sandboxd with --insecure-compile",
+      );
+    }
+    const moduleId = this.moduleIdFor(source, toolchain);
+    const hit = await this.store.lookup(moduleId);
+    if (hit) return { ok: true, moduleId, cacheHit: true, diagnostics: decodeMeta(hit.meta) };
+    return this.flights.do(moduleId, (flightSignal) => this.queue.run(() => this.build(source, moduleId, toolchain, flightSignal), flightSignal), signal);
+  }
 
+  /** module_id of a source: SHA-256 over everything that determines the module. */
+  moduleIdFor(source: string, toolchain: Toolchain): string {
+    return sha256Hex(CACHE_KEY_VERSION, source, toolchain.version, toolchain.target, RUSTC_FLAGS.join(" "), this.options.sdk?.sdkHash ?? "no-sdk");
+  }
+
+  private async build(source: string, moduleId: string, toolchain: Toolchain, signal: AbortSignal): Promise<CompileResult> {
+    // Another flight (or a daemon sharing the cache) may have finished it while we queued.
+    const hit = await this.store.lookup(moduleId);
+    if (hit) return { ok: true, moduleId, cacheHit: true, diagnostics: decodeMeta(hit.meta) };
     const dir = await mkdtemp(path.join(tmpdir(), "sandboxd-compile-"));
     try {
       await writeFile(path.join(dir, SOURCE_FILE), source);
-      const out = path.join(dir, "main.wasm");
-      const result = await execa(toolchain.rustc, [...RUSTC_FLAGS, "--target", toolchain.target, "-o", out, SOURCE_FILE], {
+      const args = [...RUSTC_FLAGS, "--target", toolchain.target, ...(this.options.sdk?.rustcArgs ?? []), "-o", "main.wasm", SOURCE_FILE];
+      const timeoutMs = this.options.timeoutMs ?? COMPILE_TIMEOUT_MS;
+      const memoryLimitBytes = this.options.memoryLimitBytes ?? COMPILE_MEMORY_LIMIT_BYTES;
+      const cmd: HermeticCommand = this.options.bwrap
+        ? hermeticCommand({
+            bwrap: this.options.bwrap,
+            rustc: toolchain.rustc,
+            sysroot: toolchain.sysroot,
+            workDir: dir,
+            readOnlyPaths: this.options.sdk?.readOnlyPaths ?? [],
+            args,
+            memoryLimitBytes,
+          })
+        : insecureCommand({ rustc: toolchain.rustc, args });
+      const started = performance.now();
+      const result = await execa(cmd.file, cmd.args, {
         cwd: dir,
+        env: cmd.env,
+        extendEnv: false,
         reject: false,
-        timeout: COMPILE_TIMEOUT_MS,
-        ...(signal ? { cancelSignal: signal } : {}),
+        timeout: timeoutMs,
+        cancelSignal: signal,
+        forceKillAfterDelay: 1_000,
+        stdin: "ignore",
+        maxBuffer: 16 * 1024 * 1024,
       });
+      const rustcMs = performance.now() - started;
       if (result.isCanceled) throw new SandboxError("CANCELLED", "compile cancelled");
-      if (result.timedOut) throw new SandboxError("COMPILE_TIMEOUT", `rustc exceeded ${COMPILE_TIMEOUT_MS} ms`);
-      const diagnostics = parseRustcDiagnostics(result.stderr, { userFile: SOURCE_FILE, lineOffset: 0 });
+      if (result.timedOut) {
+        throw new SandboxError("COMPILE_TIMEOUT", `rustc exceeded its wall-clock budget of ${timeoutMs} ms (a macro or const-eval bomb?)`, {
+          metadata: { limit: "wall_clock", limit_ms: String(timeoutMs) },
+        });
+      }
+      const diagnostics = parseRustcDiagnostics(result.stderr, { userFile: SOURCE_FILE, lineOffset: 0, displayName: SOURCE_FILE });
       if (result.exitCode !== 0) {
-        this.logger.debug("compile failed", { moduleId, diagnostics: diagnostics.length });
+        if (OUT_OF_MEMORY_RE.test(result.stderr) && !hasErrors(diagnostics)) {
+          throw new SandboxError("COMPILE_TIMEOUT", `rustc exceeded its memory budget of ${memoryLimitBytes} bytes`, {
+            metadata: { limit: "memory", limit_bytes: String(memoryLimitBytes) },
+          });
+        }
+        if (!hasErrors(diagnostics)) {
+          // Not a verdict on the source: the sandbox or rustc itself broke. Never blame the user's code.
+          this.logger.error("rustc failed without diagnostics", { exitCode: result.exitCode, signal: result.signal, stderr: result.stderr.slice(-4096) });
+          throw new SandboxError("INTERNAL", "rustc failed without reporting a diagnostic; the daemon log has its output");
+        }
+        this.logger.debug("compile failed", { errors: diagnostics.length, rustcMs });
         return { ok: false, moduleId: "", cacheHit: false, diagnostics };
       }
-      await this.store.put(moduleId, await readFile(out));
+      const wasm = await readFile(path.join(dir, "main.wasm"));
+      await this.store.put(moduleId, wasm, encodeMeta(diagnostics));
+      this.logger.debug("compiled", { moduleId, bytes: wasm.byteLength, rustcMs });
       return { ok: true, moduleId, cacheHit: false, diagnostics };
     } finally {
       await rm(dir, { recursive: true, force: true });
@@ -73,7 +214,10 @@ export class Compiler {
 
   /** Registers a precompiled WASI preview1 command module; its id is the SHA-256 of its bytes. */
   async register(wasm: Uint8Array): Promise<CompileResult> {
-    if (wasm.byteLength > MAX_WASM_BYTES) throw new SandboxError("WASM_TOO_LARGE", `module exceeds ${MAX_WASM_BYTES} bytes`);
+    if (wasm.byteLength === 0) throw new SandboxError("INVALID_WASM", "wasm is empty");
+    if (wasm.byteLength > MAX_WASM_BYTES) throw new SandboxError("WASM_TOO_LARGE", `module is ${wasm.byteLength} bytes; the limit is ${MAX_WASM_BYTES}`);
+    const moduleId = createHash("sha256").update(wasm).digest("hex");
+    if (await this.store.lookup(moduleId)) return { ok: true, moduleId, cacheHit: true, diagnostics: [] };
     let module: WebAssembly.Module;
     try {
       module = await WebAssembly.compile(wasm as Uint8Array<ArrayBuffer>);
@@ -82,13 +226,11 @@ export class Compiler {
     }
     const problems = validateCommandModule(module);
     if (problems.length > 0) throw new SandboxError("INVALID_WASM", `not a WASI preview1 command: ${problems.join("; ")}`);
-    const moduleId = createHash("sha256").update(wasm).digest("hex");
-    const cacheHit = (await this.store.get(moduleId)) !== undefined;
-    if (!cacheHit) await this.store.put(moduleId, wasm);
-    return { ok: true, moduleId, cacheHit, diagnostics: [] };
+    await this.store.put(moduleId, wasm);
+    return { ok: true, moduleId, cacheHit: false, diagnostics: [] };
   }
 
-  /** The bytes of a stored module, or NOT_FOUND. */
+  /** The verified bytes of a stored module, or NOT_FOUND (a corrupt entry is evicted and reported as not found). */
   async load(moduleId: string): Promise<Uint8Array> {
     const bytes = await this.store.get(moduleId);
     if (!bytes) throw new SandboxError("MODULE_NOT_FOUND", `no module ${moduleId} in the cache; compile it first`);

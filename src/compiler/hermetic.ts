@@ -7,13 +7,7 @@
 import { accessSync, constants, existsSync, lstatSync, realpathSync } from "node:fs";
 import path from "node:path";
 import { execa } from "execa";
-
-/** Address-space cap of rustc (RLIMIT_AS). A const-eval or macro bomb dies with "memory allocation failed". */
-export const COMPILE_MEMORY_LIMIT_BYTES = 2 * 1024 * 1024 * 1024;
-/** Largest file rustc may write (RLIMIT_FSIZE): bounds a module bloated by a huge const array. */
-export const COMPILE_MAX_FILE_BYTES = 256 * 1024 * 1024;
-/** Size of the private /tmp tmpfs rustc gets for its own temp files (memory-backed, so capped). */
-export const COMPILE_TMPFS_BYTES = 256 * 1024 * 1024;
+import { COMPILE_MAX_FILE_BYTES, COMPILE_MEMORY_LIMIT_BYTES, COMPILE_TMPFS_BYTES } from "../limits.js";
 
 /** Where bwrap is looked for when not on PATH. */
 const BWRAP_CANDIDATES = ["/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap"];
