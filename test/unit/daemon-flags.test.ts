@@ -31,3 +31,22 @@ describe("systemd/sandboxd.service", function () {
     expect(directive("ExecReload")).to.contain("kill -HUP $MAINPID");
   });
 });
+
+describe("daemon flags", function () {
+  it("a lowered ceiling lowers the built-in default with it", function () {
+    const flags = parseFlags(["--max-timeout-ms", "5000", "--max-output-bytes", "1024"]);
+    if (flags instanceof Error || "help" in flags) throw new Error(String(flags));
+    expect(flags.config.defaults.timeoutMs).to.equal(5000);
+    expect(flags.config.defaults.maxOutputBytes).to.equal(1024);
+  });
+
+  it("keeps an explicit default (validated against its ceiling at start)", function () {
+    const flags = parseFlags(["--max-timeout-ms", "5000", "--default-timeout-ms", "9000"]);
+    if (flags instanceof Error || "help" in flags) throw new Error(String(flags));
+    expect(flags.config.defaults.timeoutMs).to.equal(9000);
+  });
+
+  it("rejects a non-numeric limit", function () {
+    expect(parseFlags(["--max-timeout-ms", "soon"])).to.be.instanceOf(Error);
+  });
+});
