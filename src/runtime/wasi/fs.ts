@@ -845,9 +845,7 @@ export class WasiFs {
       const wantWrite = (base & (Rights.FD_WRITE | Rights.FD_ALLOCATE | Rights.FD_FILESTAT_SET_SIZE)) !== 0n ||
         (fdflags & Fdflags.APPEND) !== 0;
       const creates = (oflags & (Oflags.CREAT | Oflags.TRUNC)) !== 0;
-      if ((wantWrite || creates) && !d.mount.writable) {
-        this.requireWritable("path_open", d, path);
-      }
+      if (wantWrite || creates) this.requireWritable("path_open", d, path);
       if ((oflags & Oflags.CREAT) !== 0) this.requireRights(d, Rights.PATH_CREATE_FILE);
       if ((oflags & Oflags.TRUNC) !== 0) this.requireRights(d, Rights.PATH_FILESTAT_SET_SIZE);
       if (this.openCount >= MAX_OPEN_FDS) {
@@ -874,10 +872,7 @@ export class WasiFs {
         try {
           opened = this.openHost(at(r.dirFd, r.name), flags, 0o666);
         } catch (e: unknown) {
-          if (e instanceof GuestErrno && e.errno === Errno.ISDIR && (flags & (O_WRONLY | O_RDWR)) !== 0 && !creates) {
-            // Opening a directory for writing: POSIX says EISDIR; keep it.
-            return Errno.ISDIR;
-          }
+          // O_NOFOLLOW on a symlink says ELOOP; for a directory lookup, "not a directory" is the POSIX answer.
           if (e instanceof GuestErrno && e.errno === Errno.LOOP && (oflags & Oflags.DIRECTORY) !== 0) return Errno.NOTDIR;
           throw e;
         }
