@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
@@ -22,6 +22,12 @@ export const RUSTC_FLAGS = ["--edition", "2021", "--crate-type", "bin", "-O", "-
 
 /** Bumped when anything about how a module is built changes without its inputs changing. */
 const CACHE_KEY_VERSION = "sandboxd-compile-v1";
+
+/** Prefix of the private temp dir of each compile (under the OS temp dir). */
+const WORK_DIR_PREFIX = "sandboxd-compile-";
+
+/** A work dir older than this (and twice the rustc budget) was left by a killed daemon and is removed at start. */
+const STALE_WORK_DIR_MS = 60 * 60 * 1000;
 
 /** Name of the user's source inside the compile dir; diagnostics are filtered to it. */
 const SOURCE_FILE = "main.rs";
@@ -61,6 +67,31 @@ export interface CompilerOptions extends CompilerSettings {
   readonly bwrap: string | undefined;
   /** The script SDK linked into every script, or undefined to compile plain Rust. */
   readonly sdk: SdkArtifacts | undefined;
+}
+
+/**
+ * Removes compile dirs a SIGKILLed daemon left behind. Only old ones: another daemon on this host
+ * may be compiling in a young one, and no compile outlives its budget.
+ */
+async function removeStaleWorkDirs(olderThanMs: number, logger: Logger): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(tmpdir());
+  } catch {
+    return;
+  }
+  const cutoff = Date.now() - olderThanMs;
+  for (const name of names.filter((n) => n.startsWith(WORK_DIR_PREFIX))) {
+    const dir = path.join(tmpdir(), name);
+    try {
+      if ((await stat(dir)).mtimeMs < cutoff) {
+        await rm(dir, { recursive: true, force: true });
+        logger.info("removed a stale compile dir", { dir });
+      }
+    } catch {
+      // gone already, or not ours to remove
+    }
+  }
 }
 
 /** build/sdk of this package (dist/src/compiler/compiler.js → repo root). */
@@ -115,6 +146,7 @@ export class Compiler {
       sdk = await loadSdk(settings.sdkDir ?? packageSdkDir(), { rustcVersion: toolchain.version, target: toolchain.target }, (m) => logger.warn(m));
       if (sdk) logger.info("script SDK loaded", { sdkHash: sdk.sdkHash, dir: sdk.dir });
     }
+    await removeStaleWorkDirs(Math.max(STALE_WORK_DIR_MS, 2 * (settings.timeoutMs ?? COMPILE_TIMEOUT_MS)), logger);
     return new Compiler(toolchain, store, logger, { ...settings, bwrap, sdk });
   }
 
@@ -152,7 +184,7 @@ export class Compiler {
     // Another flight (or a daemon sharing the cache) may have finished it while we queued.
     const hit = await this.store.lookup(moduleId);
     if (hit) return { ok: true, moduleId, cacheHit: true, diagnostics: decodeMeta(hit.meta) };
-    const dir = await mkdtemp(path.join(tmpdir(), "sandboxd-compile-"));
+    const dir = await mkdtemp(path.join(tmpdir(), WORK_DIR_PREFIX));
     try {
       await writeFile(path.join(dir, SOURCE_FILE), source);
       const args = [...RUSTC_FLAGS, "--target", toolchain.target, ...(this.options.sdk?.rustcArgs ?? []), "-o", "main.wasm", SOURCE_FILE];

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { expect } from "chai";
 import { execa } from "execa";
+import { MAX_WASM_BYTES } from "../../src/limits.js";
 import { Outcome, Severity, type CompileResponse } from "../../src/gen/grpc/sandbox/v1/sandbox.js";
 import { moduleTarget, rejection, startDaemon, type TestDaemon } from "../helpers/daemon.js";
 
@@ -309,6 +310,13 @@ describe("Compile: precompiled wasm uploads", function () {
     expect(noStart).to.include({ code: status.INVALID_ARGUMENT, reason: "INVALID_WASM" });
     expect(noStart.details).to.contain("_start");
     expect(await rejection(daemon.compile(wasmInput(Buffer.alloc(0))))).to.include({ code: status.INVALID_ARGUMENT });
+  });
+
+  it("an upload over the size cap is INVALID_ARGUMENT/WASM_TOO_LARGE", async function () {
+    const tooBig = Buffer.alloc(MAX_WASM_BYTES + 1);
+    Buffer.from([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]).copy(tooBig);
+    const r = await rejection(daemon.compile(wasmInput(tooBig)));
+    expect(r).to.include({ code: status.INVALID_ARGUMENT, reason: "WASM_TOO_LARGE" });
   });
 });
 
