@@ -231,7 +231,8 @@ export class WorkerPool {
       const r = m.result;
       const result: RunResult = {
         outcome: r.outcome,
-        exitCode: r.outcome === "exited" ? r.exitCode : 0,
+        // proc_exit takes a u32; the contract's exit_code is an int32, so exit(-1) reads back as -1.
+        exitCode: r.outcome === "exited" ? r.exitCode | 0 : 0,
         stdout: m.stdout,
         stderr: m.stderr,
         message: r.outcome === "exited" ? "" : r.message,

@@ -51,6 +51,12 @@ describe("Execute (real daemon, real rustc, our WASI host)", function () {
     expect(response.stdout.toString()).to.equal("about to exit\n");
   });
 
+  it("reports exit(-1) as -1, not as the u32 proc_exit carries", async function () {
+    const response = await daemon.execute({ target: sourceTarget("fn main() { std::process::exit(-1); }\n") });
+    expect(response.outcome).to.equal(Outcome.OUTCOME_EXITED);
+    expect(response.exitCode).to.equal(-1);
+  });
+
   it("reports a panic as exit code 101 (as native Rust) with the panic message on stderr", async function () {
     const response = await daemon.execute({ target: moduleTarget(await compiled("panic")) });
     expect(response.outcome).to.equal(Outcome.OUTCOME_EXITED);
