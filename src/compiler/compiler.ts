@@ -15,6 +15,7 @@ import { DEFAULT_SDK_DIR, loadSdk, type SdkArtifacts } from "./sdk.js";
 import { Singleflight } from "./singleflight.js";
 import { TOOLCHAIN_INSTALL_HINT, type Toolchain } from "./toolchain.js";
 
+/** Re-exported from src/limits.ts for callers that knew it here (the wall-clock budget of one rustc run). */
 export { COMPILE_TIMEOUT_MS };
 
 /** Flags every script is compiled with; part of the cache key. */
@@ -22,6 +23,12 @@ export const RUSTC_FLAGS = ["--edition", "2021", "--crate-type", "bin", "-O", "-
 
 /** Bumped when anything about how a module is built changes without its inputs changing. */
 const CACHE_KEY_VERSION = "sandboxd-compile-v1";
+
+/** After the wall-clock budget, SIGTERM; if bwrap/rustc is still there this much later, SIGKILL. */
+const RUSTC_KILL_GRACE_MS = 1_000;
+
+/** rustc's JSON diagnostics kept in memory; a source producing more is pathological and gets truncated. */
+const RUSTC_MAX_STDERR_BYTES = 16 * 1024 * 1024;
 
 /** Prefix of the private temp dir of each compile (under the OS temp dir). */
 const WORK_DIR_PREFIX = "sandboxd-compile-";
@@ -209,9 +216,9 @@ export class Compiler {
         reject: false,
         timeout: timeoutMs,
         cancelSignal: signal,
-        forceKillAfterDelay: 1_000,
+        forceKillAfterDelay: RUSTC_KILL_GRACE_MS,
         stdin: "ignore",
-        maxBuffer: 16 * 1024 * 1024,
+        maxBuffer: RUSTC_MAX_STDERR_BYTES,
       });
       const rustcMs = performance.now() - started;
       if (result.isCanceled) throw new SandboxError("CANCELLED", "compile cancelled");

@@ -12,6 +12,9 @@ import { COMPILE_MAX_FILE_BYTES, COMPILE_MEMORY_LIMIT_BYTES, COMPILE_TMPFS_BYTES
 /** Where bwrap is looked for when not on PATH. */
 const BWRAP_CANDIDATES = ["/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap"];
 
+/** Time allowed for the probe run that checks bwrap can create its namespaces here. */
+const BWRAP_PROBE_TIMEOUT_MS = 10_000;
+
 /** Shell used inside the sandbox only to set rlimits before exec'ing rustc (bwrap 0.8 has no --rlimit). */
 const SANDBOX_SHELL = "/bin/sh";
 
@@ -63,7 +66,7 @@ export async function detectBubblewrap(candidates: readonly string[] = defaultCa
     if (!isExecutable(bwrap)) continue;
     const probe = await execa(bwrap, ["--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/", "--", "/bin/true"], {
       reject: false,
-      timeout: 10_000,
+      timeout: BWRAP_PROBE_TIMEOUT_MS,
       env: {},
       extendEnv: false,
     });
@@ -129,6 +132,9 @@ export function hermeticCommand(opts: HermeticOptions): HermeticCommand {
   const fileBlocks = Math.floor((opts.maxFileBytes ?? COMPILE_MAX_FILE_BYTES) / 512);
   const sysroot = path.resolve(opts.sysroot);
   const workDir = path.resolve(opts.workDir);
+  // A rustup proxy (~/.cargo/bin/rustc) would need ~/.rustup inside; the sysroot's own binary does not.
+  const sysrootRustc = path.join(sysroot, "bin", "rustc");
+  const rustc = existsSync(sysrootRustc) ? sysrootRustc : path.resolve(opts.rustc);
 
   const args: string[] = [
     "--unshare-all", // no network, own pid/ipc/uts/user/cgroup namespaces
@@ -147,9 +153,9 @@ export function hermeticCommand(opts: HermeticOptions): HermeticCommand {
   // The sysroot's lib dir (std rlibs for the target, rustc's libs); on Debian it is /usr/lib, already bound.
   const sysrootLib = path.join(sysroot, "lib");
   if (!within(sysrootLib, "/usr/lib") && existsSync(sysrootLib)) args.push("--ro-bind", sysrootLib, sysrootLib);
-  roBindWithTarget(path.resolve(opts.rustc), args);
+  roBindWithTarget(rustc, args);
   // rustc links wasm with rust-lld, found next to rustc, in the sysroot's bin, or on PATH.
-  for (const lld of new Set([path.join(path.dirname(path.resolve(opts.rustc)), "rust-lld"), path.join(sysroot, "bin", "rust-lld"), "/usr/bin/rust-lld"])) {
+  for (const lld of new Set([path.join(path.dirname(rustc), "rust-lld"), path.join(sysroot, "bin", "rust-lld"), "/usr/bin/rust-lld"])) {
     if (existsSync(lld)) roBindWithTarget(lld, args);
   }
   roBindWithTarget(SANDBOX_SHELL, args);
@@ -158,7 +164,7 @@ export function hermeticCommand(opts: HermeticOptions): HermeticCommand {
 
   // `sh -c 'ulimit ...; exec "$@"' name rustc args...`: the rustc args are never parsed by the shell.
   const script = `ulimit -v ${memoryKiB} && ulimit -f ${fileBlocks} && exec "$@"`;
-  args.push("--", SANDBOX_SHELL, "-c", script, "sandboxd-rustc", path.resolve(opts.rustc), ...opts.args);
+  args.push("--", SANDBOX_SHELL, "-c", script, "sandboxd-rustc", rustc, ...opts.args);
   return { file: opts.bwrap, args, env: { ...SANDBOX_ENV } };
 }
 
