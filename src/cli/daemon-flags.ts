@@ -25,6 +25,8 @@ export const USAGE = `usage: sandboxd [options]
   --bwrap PATH             bubblewrap binary (default: bwrap on PATH, /usr/bin/bwrap)
   --compile-timeout-ms N   wall-clock budget of one rustc run
   --compile-memory-bytes N address-space cap of one rustc run
+  --compile-concurrency N  rustc runs at once (default: the number of cores)
+  --compile-max-queued N   compiles waiting for a slot beyond which Compile is RESOURCE_EXHAUSTED
   --rustc PATH             rustc to use (default: the first of PATH's rustc and /usr/bin/rustc with a WASI target)
   --workers N              warm worker threads running guests
   --log-level LEVEL        error, warn, info (default) or debug
@@ -55,6 +57,8 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         bwrap: { type: "string" },
         "compile-timeout-ms": { type: "string" },
         "compile-memory-bytes": { type: "string" },
+        "compile-concurrency": { type: "string" },
+        "compile-max-queued": { type: "string" },
         workers: { type: "string" },
         "log-level": { type: "string", default: "info" },
         help: { type: "boolean", short: "h", default: false },
@@ -69,7 +73,7 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
   const listen = v.listen === undefined ? base.listen : parseListenAddress(v.listen);
   if (listen instanceof Error) return listen;
   const numbers: Record<string, number | undefined> = {};
-  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "default-timeout-ms", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes"] as const) {
+  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "default-timeout-ms", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes", "compile-concurrency", "compile-max-queued"] as const) {
     const text = v[flag];
     if (text === undefined) continue;
     const n = Number(text);
@@ -106,6 +110,8 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         ...(v.bwrap ? { bwrapPath: path.resolve(v.bwrap) } : {}),
         ...(numbers["compile-timeout-ms"] ? { timeoutMs: numbers["compile-timeout-ms"] } : {}),
         ...(numbers["compile-memory-bytes"] ? { memoryLimitBytes: numbers["compile-memory-bytes"] } : {}),
+        ...(numbers["compile-concurrency"] ? { concurrency: numbers["compile-concurrency"] } : {}),
+        ...(numbers["compile-max-queued"] ? { maxQueued: numbers["compile-max-queued"] } : {}),
       },
     },
   };

@@ -320,6 +320,23 @@ describe("Compile: precompiled wasm uploads", function () {
   });
 });
 
+describe("Compile queue", function () {
+  it("beyond concurrency + queue limit, Compile is RESOURCE_EXHAUSTED/COMPILE_QUEUE_FULL; admitted ones still succeed", async function () {
+    const daemon = await startDaemon({ args: ["--allow-unsigned", "--compile-concurrency", "1", "--compile-max-queued", "1"] });
+    try {
+      const calls = [0, 1, 2, 3].map((i) => daemon.compile(src(fresh(`println!("{}", ${i});`))).then((r) => r, (e: unknown) => e));
+      const outcomes = await Promise.all(calls);
+      const ok = outcomes.filter((o) => (o as CompileResponse).ok === true);
+      const refused = await Promise.all(outcomes.filter((o) => o instanceof Error).map((e) => rejection(Promise.reject(e))));
+      expect(ok).to.have.length(2);
+      expect(refused).to.have.length(2);
+      for (const r of refused) expect(r).to.include({ code: status.RESOURCE_EXHAUSTED, reason: "COMPILE_QUEUE_FULL" });
+    } finally {
+      await daemon.stop();
+    }
+  });
+});
+
 describe("Compile without bubblewrap", function () {
   it("is refused with FAILED_PRECONDITION unless --insecure-compile is given", async function () {
     const refusing = await startDaemon({ args: ["--allow-unsigned", "--bwrap", "/nonexistent/bwrap"] });
