@@ -1,4 +1,4 @@
-import { status } from "@grpc/grpc-js";
+import { Metadata, status } from "@grpc/grpc-js";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -369,6 +369,30 @@ describe("Compile budgets", function () {
       expect(r.details).to.contain("3000 ms");
       expect(Date.now() - started).to.be.below(15_000);
       expect((await daemon.compile(src(fresh()))).ok).to.equal(true);
+    } finally {
+      await daemon.stop();
+    }
+  });
+
+  it("a client that gives up (deadline) stops its rustc: the daemon is left with no child processes", async function () {
+    const daemon = await startDaemon({ args: ["--allow-unsigned", "--compile-timeout-ms", "60000"] });
+    try {
+      const bomb = `// ${randomBytes(6).toString("hex")}\nmacro_rules! b { ($($t:tt)*) => { b!($($t)* $($t)*) } }\nfn main() { b!(x); }\n`;
+      const children = async (): Promise<string> => (await execa("pgrep", ["-P", String(daemon.process.pid)], { reject: false })).stdout.trim();
+      const call = rejection(
+        new Promise((resolve, reject) =>
+          daemon.client.compile({ input: { $case: "source", value: bomb } }, new Metadata(), { deadline: Date.now() + 2_000 }, (e, v) => (e ? reject(e) : resolve(v))),
+        ),
+      );
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(await children(), "rustc (under bwrap) should be running").to.not.equal("");
+      expect((await call).code).to.equal(status.DEADLINE_EXCEEDED);
+      let left = await children();
+      for (let i = 0; i < 30 && left !== ""; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        left = await children();
+      }
+      expect(left, "processes still running under the daemon").to.equal("");
     } finally {
       await daemon.stop();
     }
