@@ -207,7 +207,7 @@ export class Compiler {
             args,
             memoryLimitBytes,
           })
-        : insecureCommand({ rustc: toolchain.rustc, args });
+        : insecureCommand({ rustc: toolchain.rustc, args, memoryLimitBytes });
       const started = performance.now();
       const result = await execa(cmd.file, cmd.args, {
         cwd: dir,

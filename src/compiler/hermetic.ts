@@ -127,9 +127,6 @@ function within(child: string, parent: string): boolean {
  * `execa(cmd.file, cmd.args, { env: cmd.env, extendEnv: false, timeout, cancelSignal })`.
  */
 export function hermeticCommand(opts: HermeticOptions): HermeticCommand {
-  const memoryKiB = Math.floor((opts.memoryLimitBytes ?? COMPILE_MEMORY_LIMIT_BYTES) / 1024);
-  // dash's `ulimit -f` counts 512-byte blocks
-  const fileBlocks = Math.floor((opts.maxFileBytes ?? COMPILE_MAX_FILE_BYTES) / 512);
   const sysroot = path.resolve(opts.sysroot);
   const workDir = path.resolve(opts.workDir);
   // A rustup proxy (~/.cargo/bin/rustc) would need ~/.rustup inside; the sysroot's own binary does not.
@@ -162,16 +159,27 @@ export function hermeticCommand(opts: HermeticOptions): HermeticCommand {
   for (const p of opts.readOnlyPaths) args.push("--ro-bind", path.resolve(p), path.resolve(p));
   args.push("--bind", workDir, workDir, "--chdir", workDir);
 
-  // `sh -c 'ulimit ...; exec "$@"' name rustc args...`: the rustc args are never parsed by the shell.
-  const script = `ulimit -v ${memoryKiB} && ulimit -f ${fileBlocks} && exec "$@"`;
-  args.push("--", SANDBOX_SHELL, "-c", script, "sandboxd-rustc", rustc, ...opts.args);
+  args.push("--", ...withRlimits(rustc, opts));
   return { file: opts.bwrap, args, env: { ...SANDBOX_ENV } };
 }
 
 /**
- * The same rustc invocation without a sandbox, for `--insecure-compile`: the environment is still
- * cleared, but the source can read any file the daemon can.
+ * `sh -c 'ulimit ...; exec "$@"' name rustc args...`: sets RLIMIT_AS and RLIMIT_FSIZE, then becomes
+ * rustc. The rustc args are never parsed by the shell.
  */
-export function insecureCommand(opts: { rustc: string; args: string[] }): HermeticCommand {
-  return { file: opts.rustc, args: [...opts.args], env: { ...SANDBOX_ENV } };
+function withRlimits(rustc: string, opts: { args: string[]; memoryLimitBytes?: number; maxFileBytes?: number }): string[] {
+  const memoryKiB = Math.floor((opts.memoryLimitBytes ?? COMPILE_MEMORY_LIMIT_BYTES) / 1024);
+  // dash's `ulimit -f` counts 512-byte blocks
+  const fileBlocks = Math.floor((opts.maxFileBytes ?? COMPILE_MAX_FILE_BYTES) / 512);
+  const script = `ulimit -v ${memoryKiB} && ulimit -f ${fileBlocks} && exec "$@"`;
+  return [SANDBOX_SHELL, "-c", script, "sandboxd-rustc", rustc, ...opts.args];
+}
+
+/**
+ * The same rustc invocation without a sandbox, for `--insecure-compile`: the environment is still
+ * cleared and the rlimits still apply, but the source can read any file the daemon can.
+ */
+export function insecureCommand(opts: { rustc: string; args: string[]; memoryLimitBytes?: number; maxFileBytes?: number }): HermeticCommand {
+  const [file, ...args] = withRlimits(path.resolve(opts.rustc), opts) as [string, ...string[]];
+  return { file, args, env: { ...SANDBOX_ENV } };
 }

@@ -154,6 +154,14 @@ describe("hermetic rustc (bubblewrap)", function () {
     expect(o.wasm).to.equal(undefined);
   });
 
+  it("--insecure-compile's command still clears the environment and caps memory", async function () {
+    const capped = await compileWith((_w, args) => insecureCommand({ rustc: RUSTC, args, memoryLimitBytes: 64 * 1024 * 1024 }), `fn main() {}`);
+    expect(capped.exitCode).to.not.equal(0);
+    const cmd = insecureCommand({ rustc: RUSTC, args: ["x.rs"] });
+    expect(Object.keys(cmd.env).sort()).to.deep.equal(["LC_ALL", "PATH"]);
+    expect(cmd.args.slice(-2)).to.deep.equal([RUSTC, "x.rs"]);
+  });
+
   it("passes no environment of the daemon and asks for every namespace", function () {
     const cmd = hermeticCommand({ bwrap, rustc: RUSTC, sysroot: "/usr", workDir: "/tmp/w", readOnlyPaths: ["/opt/sdk"], args: ["x.rs"] });
     expect(cmd.env).to.not.have.property(SECRET_ENV);
