@@ -4,8 +4,8 @@
  */
 import { parseArgs } from "node:util";
 
-/** What `--profile` can profile (the daemon under one workload). */
-export const PROFILE_SCENARIOS = ["execute", "stream", "cpu", "compile"] as const;
+/** What `--profile` can profile: the daemon under one workload, or ("start") just its start-up. */
+export const PROFILE_SCENARIOS = ["execute", "stream", "cpu", "compile", "start"] as const;
 /** One of {@link PROFILE_SCENARIOS}. */
 export type ProfileScenario = (typeof PROFILE_SCENARIOS)[number];
 
@@ -21,6 +21,8 @@ export interface Sizes {
   readonly throughputRunsPerRound: number;
   /** Serial runs of each in-process floor/peer and of Health/Check. */
   readonly floorRuns: number;
+  /** Wall-clock cap of one serial measurement; it reports fewer samples rather than overrun. */
+  readonly serialBudgetMs: number;
   /** Runs of the jco peer (slower per run). */
   readonly jcoRuns: number;
   /** Runs of the CPU-bound script, in sandboxd and in raw V8 each. */
@@ -36,7 +38,7 @@ export interface Sizes {
   readonly streamMiB: number;
   /** Daemon starts timed to SERVING. */
   readonly startRuns: number;
-  /** RSS is read idle, after this many runs, and after twice as many (the drift). */
+  /** RSS is read idle, after half this many runs and after all of them (the drift is the second half's growth). */
   readonly rssRuns: number;
 }
 
@@ -45,8 +47,9 @@ export const FULL_SIZES: Sizes = {
   warmupRuns: 200,
   latencyRuns: 2000,
   throughputRounds: 5,
-  throughputRunsPerRound: 1000,
+  throughputRunsPerRound: 500,
   floorRuns: 2000,
+  serialBudgetMs: 15_000,
   jcoRuns: 200,
   cpuRuns: 10,
   coldCompileRuns: 3,
@@ -65,6 +68,7 @@ export const QUICK_SIZES: Sizes = {
   throughputRounds: 1,
   throughputRunsPerRound: 16,
   floorRuns: 10,
+  serialBudgetMs: 5_000,
   jcoRuns: 3,
   cpuRuns: 1,
   coldCompileRuns: 1,
@@ -73,7 +77,7 @@ export const QUICK_SIZES: Sizes = {
   streamRuns: 1,
   streamMiB: 2,
   startRuns: 1,
-  rssRuns: 50,
+  rssRuns: 100,
 };
 
 /** Parsed command line. */

@@ -106,6 +106,10 @@ async function runProfile(options: BenchOptions, scenario: ProfileScenario): Pro
   const nodeArgs = ["--cpu-prof", "--cpu-prof-dir", profileDir];
   log(`profiling the daemon under the ${scenario} workload; profiles go to ${profileDir}`);
   await withContext(options.sizes, nodeArgs, async (ctx) => {
+    if (scenario === "start") {
+      log(`spawn to SERVING under --cpu-prof: ${ctx.daemon.startMs.toFixed(0)} ms`);
+      return;
+    }
     const modules = await prepareModules(ctx);
     if (scenario === "execute") await measureExecuteAndFloors(ctx, modules);
     else if (scenario === "cpu") await measureCpuBound(ctx, modules);
