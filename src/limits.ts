@@ -50,3 +50,5 @@ export const COMPILE_TMPFS_BYTES = 256 * 1024 * 1024;
 export const COMPILE_MAX_QUEUED = 64;
 /** Size cap of the on-disk module cache unless `--cache-max-bytes` says otherwise. */
 export const DEFAULT_CACHE_MAX_BYTES = 2 * 1024 * 1024 * 1024;
+/** Elements of all of a guest's wasm tables together (they live on the worker's V8 heap, not in the memory cap). */
+export const MAX_WASM_TABLE_ELEMENTS = 1_000_000;

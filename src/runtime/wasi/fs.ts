@@ -238,7 +238,11 @@ export class WasiFs {
     if ((d.rightsBase & rights) !== rights) throw new GuestErrno(errno);
   }
 
-  private readPath(ptr: number, len: number): string {
+  private readPath(ptrArg: number, lenArg: number): string {
+    // Wasm hands i32s to JS signed: as -1, a "4 GiB" length would pass the checks below and subarray() would
+    // count from the end of memory. Take both as the u32s they are.
+    const ptr = ptrArg >>> 0;
+    const len = lenArg >>> 0;
     if (len > MAX_PATH_BYTES) throw new GuestErrno(Errno.NAMETOOLONG);
     const { u8 } = this.memory();
     if (ptr + len > u8.length) throw new GuestErrno(Errno.FAULT);
@@ -815,7 +819,9 @@ export class WasiFs {
       let used = 0;
       const header = new Uint8Array(DIRENT_SIZE);
       const hv = new DataView(header.buffer);
-      for (let i = Number(cookie); i < entries.length && used < bufLen; i++) {
+      // The cookie is a u64 that arrives as a signed i64: -1n would index entries[-1] and crash the host.
+      const first = BigInt.asUintN(64, cookie) >= BigInt(entries.length) ? entries.length : Number(cookie);
+      for (let i = first; i < entries.length && used < bufLen; i++) {
         const e = entries[i] as Dirent;
         hv.setBigUint64(0, BigInt(i + 1), true);
         hv.setBigUint64(8, e.ino, true);

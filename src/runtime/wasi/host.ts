@@ -65,6 +65,14 @@ function encodeStrings(strings: readonly string[]): { offsets: number[]; bytes: 
   return { offsets, bytes };
 }
 
+/**
+ * Whether [ptr, ptr + len) lies inside guest memory. Wasm passes i32 arguments to JS as *signed* numbers, so
+ * callers first take them as u32 (`>>> 0`): otherwise a "4 GiB" length arrives as -1 and slips past the check.
+ */
+function inBounds(u8: Uint8Array, ptr: number, len: number): boolean {
+  return ptr + len <= u8.length;
+}
+
 function monotonicNs(): bigint {
   return process.hrtime.bigint();
 }
@@ -151,42 +159,49 @@ export class WasiHost {
     return this.mem;
   }
 
-  private writeStrings(data: { offsets: number[]; bytes: Uint8Array }, ptrs: number, buf: number): number {
+  private writeStrings(data: { offsets: number[]; bytes: Uint8Array }, ptrsArg: number, bufArg: number): number {
     const { view, u8 } = this.refresh();
+    const ptrs = ptrsArg >>> 0;
+    const buf = bufArg >>> 0;
+    if (!inBounds(u8, ptrs, data.offsets.length * 4) || !inBounds(u8, buf, data.bytes.length)) return Errno.FAULT;
     u8.set(data.bytes, buf);
     for (let i = 0; i < data.offsets.length; i++) view.setUint32(ptrs + i * 4, buf + (data.offsets[i] as number), true);
     return Errno.SUCCESS;
   }
 
-  private writeOut(fd: 1 | 2, iovs: number, iovsLen: number, nwritten: number): number {
+  private writeOut(fd: 1 | 2, iovsArg: number, iovsLenArg: number, nwritten: number): number {
     const { view, u8 } = this.refresh();
+    const iovs = iovsArg >>> 0;
+    const iovsLen = iovsLenArg >>> 0;
+    // Check the iovec array and every buffer it names before copying anything, and copy only what the cap
+    // keeps: a guest may claim far more than its memory holds (red-team: 15 iovecs of 256 MiB from a 64 KiB
+    // memory once made the worker allocate, and post to the daemon, a 3.75 GiB buffer).
+    if (!inBounds(u8, iovs, iovsLen * 8)) return Errno.FAULT;
     let total = 0;
-    for (let i = 0; i < iovsLen; i++) total += view.getUint32(iovs + i * 8 + 4, true);
-    let chunk: Uint8Array;
-    if (iovsLen === 1) {
-      const ptr = view.getUint32(iovs, true);
-      chunk = u8.slice(ptr, ptr + total);
-    } else {
-      chunk = new Uint8Array(total);
-      let pos = 0;
-      for (let i = 0; i < iovsLen; i++) {
-        const ptr = view.getUint32(iovs + i * 8, true);
-        const len = view.getUint32(iovs + i * 8 + 4, true);
-        chunk.set(u8.subarray(ptr, ptr + len), pos);
-        pos += len;
-      }
+    for (let i = 0; i < iovsLen; i++) {
+      const ptr = view.getUint32(iovs + i * 8, true);
+      const len = view.getUint32(iovs + i * 8 + 4, true);
+      if (!inBounds(u8, ptr, len)) return Errno.FAULT;
+      total += len;
     }
     const cap = this.options.maxOutputBytes;
     const used = fd === 1 ? this.stdoutBytes : this.stderrBytes;
-    const room = cap - used;
-    const deliver = total > room ? chunk.subarray(0, Math.max(0, room)) : chunk;
+    const room = Math.max(0, cap - used);
+    // A fresh buffer of exactly the kept bytes: posting a view of a larger buffer would copy all of it.
+    const deliver = new Uint8Array(Math.min(total, room));
+    for (let i = 0, pos = 0; i < iovsLen && pos < deliver.length; i++) {
+      const ptr = view.getUint32(iovs + i * 8, true);
+      const len = Math.min(view.getUint32(iovs + i * 8 + 4, true), deliver.length - pos);
+      deliver.set(u8.subarray(ptr, ptr + len), pos);
+      pos += len;
+    }
     if (fd === 1) {
       this.stdoutBytes += deliver.length;
       if (deliver.length > 0) this.options.onStdout(deliver);
     } else {
       this.stderrBytes += deliver.length;
       if (deliver.length > 0) this.options.onStderr(deliver);
-      if (total < 512 && !this.sawAllocFailure && Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length).includes(ALLOC_FAILURE_MARKER)) {
+      if (total < 512 && !this.sawAllocFailure && Buffer.from(deliver.buffer, deliver.byteOffset, deliver.length).includes(ALLOC_FAILURE_MARKER)) {
         this.sawAllocFailure = true;
       }
     }
@@ -197,9 +212,16 @@ export class WasiHost {
     return Errno.SUCCESS;
   }
 
-  private readStdin(iovs: number, iovsLen: number, nread: number): number {
+  private readStdin(iovsArg: number, iovsLenArg: number, nread: number): number {
     const { view, u8 } = this.refresh();
+    const iovs = iovsArg >>> 0;
+    const iovsLen = iovsLenArg >>> 0;
     const stdin = this.options.stdin;
+    // Refuse bad buffers before consuming any input, so a failed read loses nothing.
+    if (!inBounds(u8, iovs, iovsLen * 8)) return Errno.FAULT;
+    for (let i = 0; i < iovsLen; i++) {
+      if (!inBounds(u8, view.getUint32(iovs + i * 8, true), view.getUint32(iovs + i * 8 + 4, true))) return Errno.FAULT;
+    }
     let n = 0;
     for (let i = 0; i < iovsLen && this.stdinPos < stdin.length; i++) {
       const ptr = view.getUint32(iovs + i * 8, true);
@@ -230,9 +252,14 @@ export class WasiHost {
     }
   }
 
-  private pollOneoff(inPtr: number, outPtr: number, nsubs: number, neventsPtr: number): number {
+  private pollOneoff(inArg: number, outArg: number, nsubsArg: number, neventsPtr: number): number {
+    const inPtr = inArg >>> 0;
+    const outPtr = outArg >>> 0;
+    const nsubs = nsubsArg >>> 0;
     if (nsubs === 0) return Errno.INVAL;
     let { view } = this.refresh();
+    const { u8 } = this.refresh();
+    if (!inBounds(u8, inPtr, nsubs * SUBSCRIPTION_SIZE) || !inBounds(u8, outPtr, nsubs * EVENT_SIZE)) return Errno.FAULT;
     let events = 0;
     let earliest: bigint | undefined;
     const now = monotonicNs();
@@ -345,9 +372,11 @@ export class WasiHost {
         this.refresh().view.setBigUint64(out, t & U64_MAX, true);
         return Errno.SUCCESS;
       },
-      random_get: (buf: number, len: number) => {
+      random_get: (bufArg: number, lenArg: number) => {
         const { u8 } = this.refresh();
-        if (buf + len > u8.length) return Errno.FAULT;
+        const buf = bufArg >>> 0;
+        const len = lenArg >>> 0;
+        if (!inBounds(u8, buf, len)) return Errno.FAULT;
         // randomFillSync refuses more than 2^31-1 bytes at once; guests ask for far less, but stay correct.
         for (let off = 0; off < len; off += 65_536) randomFillSync(u8, buf + off, Math.min(65_536, len - off));
         return Errno.SUCCESS;
