@@ -19,13 +19,18 @@ import type { Sandbox } from "../sandbox.js";
 import { toServiceError } from "./status.js";
 import { compileInputFrom, compileResponseFrom, executeInputFrom, executeResponseFrom } from "./translate.js";
 
+/** The abort reason of every call the client cancelled. */
+const CLIENT_CANCELLED = new SandboxError("CANCELLED", "cancelled by the client");
+
 /**
  * One AbortSignal per call, fired by client cancellation, deadline, or daemon
  * shutdown; the core hands it to rustc and to the worker running the guest.
  */
 function callSignal(call: { on(event: "cancelled", listener: () => void): unknown }, shutdown: AbortSignal): AbortSignal {
   const cancelled = new AbortController();
-  call.on("cancelled", () => cancelled.abort(new SandboxError("CANCELLED", "cancelled by the client")));
+  // grpc-js emits "cancelled" at the end of every call, finished or not: a
+  // shared reason keeps that from costing an Error (and its stack) per call.
+  call.on("cancelled", () => cancelled.abort(CLIENT_CANCELLED));
   return AbortSignal.any([cancelled.signal, shutdown]);
 }
 

@@ -205,7 +205,7 @@ export class WorkerPool {
       ...(hasModule ? {} : { module: job.module }),
       argv: job.argv,
       env: job.env,
-      stdin: job.stdin,
+      stdin: exactCopy(job.stdin),
       mounts: job.mounts,
       memoryLimitBytes: job.memoryLimitBytes,
       maxOutputBytes: job.maxOutputBytes,
@@ -288,6 +288,15 @@ export class WorkerPool {
   private elapsedUs(slot: Slot): number {
     return slot.job ? Math.round((performance.now() - slot.job.startedMs) * 1000) : 0;
   }
+}
+
+/**
+ * Structured clone copies a typed array's whole underlying ArrayBuffer, and a
+ * request's stdin is a view into grpc-js's receive buffer: posting the view
+ * cost more than the guest's whole run. Copy just the viewed bytes.
+ */
+function exactCopy(bytes: Uint8Array): Uint8Array {
+  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice();
 }
 
 function ended(outcome: RunResult["outcome"], message: string, durationUs: number): RunResult {

@@ -77,7 +77,17 @@ class OutputSink {
 
   /** Everything not yet flushed, as one buffer. */
   take(): Uint8Array {
-    const data = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
+    // One exact-size buffer (the host's chunks are exact already): Buffer.concat would
+    // hand out a slice of its shared pool, and posting that copies the whole pool.
+    let data = this.chunks[0] ?? new Uint8Array(0);
+    if (this.chunks.length > 1) {
+      data = new Uint8Array(this.buffered);
+      let offset = 0;
+      for (const chunk of this.chunks) {
+        data.set(chunk, offset);
+        offset += chunk.byteLength;
+      }
+    }
     this.chunks = [];
     this.buffered = 0;
     return data;
