@@ -15,6 +15,19 @@ const wasmInput = (value: Uint8Array): { input: { $case: "wasm"; value: Buffer }
 /** A source nobody compiled before, so the test sees a cold compile. */
 const fresh = (body = 'println!("hi");'): string => `// ${randomBytes(8).toString("hex")}\nfn main() { ${body} }\n`;
 
+/** Pids whose parent is `pid`, from /proc (no procps needed), joined by spaces. */
+async function childPids(pid: number): Promise<string> {
+  const found: string[] = [];
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => "");
+    // field 4 is the parent pid; the command name (field 2) may contain spaces, so split after its ")"
+    const ppid = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1];
+    if (ppid === String(pid)) found.push(entry);
+  }
+  return found.join(" ");
+}
+
 function primary(r: CompileResponse, code: string): { lineStart: number; columnStart: number; lineEnd: number; columnEnd: number } {
   const d = r.diagnostics.find((x) => x.code === code);
   expect(d, JSON.stringify(r.diagnostics, null, 1)).to.not.equal(undefined);
@@ -378,7 +391,7 @@ describe("Compile budgets", function () {
     const daemon = await startDaemon({ args: ["--allow-unsigned", "--compile-timeout-ms", "60000"] });
     try {
       const bomb = `// ${randomBytes(6).toString("hex")}\nmacro_rules! b { ($($t:tt)*) => { b!($($t)* $($t)*) } }\nfn main() { b!(x); }\n`;
-      const children = async (): Promise<string> => (await execa("pgrep", ["-P", String(daemon.process.pid)], { reject: false })).stdout.trim();
+      const children = (): Promise<string> => childPids(daemon.process.pid!);
       const call = rejection(
         new Promise((resolve, reject) =>
           daemon.client.compile({ input: { $case: "source", value: bomb } }, new Metadata(), { deadline: Date.now() + 2_000 }, (e, v) => (e ? reject(e) : resolve(v))),
