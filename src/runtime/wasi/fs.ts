@@ -265,6 +265,13 @@ export class WasiFs {
   private resolve(operation: string, d: Descriptor, path: string, followFinal: boolean): Resolved {
     if (!d.isDir) throw new GuestErrno(Errno.NOTDIR);
     if (path === "") throw new GuestErrno(Errno.NOENT);
+    // The starting directory is re-checked too: a held directory moved out of the mount (by another process,
+    // or by the guest into another mount) would otherwise still take creates, truncates and unlinks of names
+    // directly in it, since those act before the check on the opened file (red-team finding).
+    if (!this.insideMount(d.hostFd, d.mount)) {
+      this.deny(operation, d, path, "the directory descriptor was moved outside the mount");
+      throw new GuestErrno(Errno.NOTCAPABLE);
+    }
     if (path.startsWith("/")) {
       this.deny(operation, d, path, "absolute paths are not relative to any granted directory");
       throw new GuestErrno(Errno.NOTCAPABLE);
