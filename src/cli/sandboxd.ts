@@ -18,6 +18,10 @@ async function main(): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
+  // If whoever reads our log goes away (a closed pipe), keep serving: a failed
+  // log write must never turn into an exception loop or a dead daemon.
+  process.stderr.on("error", () => undefined);
+  process.stdout.on("error", () => undefined);
   const logger = createLogger(flags.logLevel);
   // A bug must be logged loudly, but one failing call must not take everyone's work down with it.
   process.on("uncaughtException", (e) => logger.error("uncaught exception", { error: e.message, stack: e.stack }));

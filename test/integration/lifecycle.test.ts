@@ -76,6 +76,20 @@ describe("daemon lifecycle", function () {
     }
   });
 
+  it("keeps serving, and stops cleanly, after whoever read its log went away (closed stderr pipe)", async function () {
+    const daemon = await startDaemon();
+    // The log reader disappears: every later log line hits a broken pipe.
+    daemon.process.stderr!.destroy();
+    for (let i = 0; i < 3; i++) {
+      const r = await daemon.compile({ input: { $case: "source", value: "fn main() {}" } });
+      expect(r.ok).to.equal(true);
+    }
+    const pid = daemon.process.pid;
+    expect(daemon.process.exitCode).to.equal(null);
+    expect(await daemon.stop()).to.equal(0);
+    expect(pid).to.be.a("number");
+  });
+
   it("rejects unknown flags with usage and exit code 2", async function () {
     const child = spawn(process.execPath, [SANDBOXD_BIN, "--no-such-flag"], { stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
