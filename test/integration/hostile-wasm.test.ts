@@ -2,7 +2,7 @@ import { expect } from "chai";
 import { readFileSync } from "node:fs";
 import { Outcome, type ExecuteResponse } from "../../src/gen/grpc/sandbox/v1/sandbox.js";
 import {
-  buildModule, call, DROP, exitWithResult, forever, i32, i64, I32, I64, store32, store64, uleb, WASI, type ModuleShape,
+  buildModule, call, DROP, exitWithResult, forever, i32, i64, I32, I64, store32, store64, tryCatchAll, uleb, WASI, type ModuleShape,
 } from "../fixtures/hostile/wasm-builder.js";
 import { moduleTarget, rejection, startDaemon, type TestDaemon } from "../helpers/daemon.js";
 import { expectStillServing, helloWasm, register } from "../helpers/hostile.js";
@@ -128,6 +128,29 @@ describe("hostile hand-made wasm against a real daemon", function () {
     });
     expect(r.outcome).to.equal(Outcome.OUTCOME_EXITED);
     expect(r.exitCode).to.equal(7);
+  });
+
+  describe("guests that catch the host's unwinding with wasm exception handling (catch_all)", function () {
+    const afterText = { offset: 16, bytes: [...Buffer.from("after\n")] };
+    const writeAfter = [...store32(0, 16), ...store32(4, 6), ...i32(1), ...i32(0), ...i32(1), ...i32(8), ...call(0), ...DROP];
+
+    it("regression: catching proc_exit(3) and printing on still exits 3 with nothing printed after", async function () {
+      const r = await run({
+        imports: [WASI.fd_write, WASI.proc_exit], memory: { min: 1 }, data: [afterText],
+        funcs: [{ params: [], results: [], body: [...tryCatchAll([...i32(3), ...call(1)]), ...writeAfter] }],
+      });
+      expect(r.outcome).to.equal(Outcome.OUTCOME_EXITED);
+      expect(r.exitCode).to.equal(3);
+      expect(r.stdout.toString()).to.equal("");
+    });
+
+    it("regression: catching the output-limit unwind and returning normally is still OUTCOME_OUTPUT_LIMIT, output exactly the cap", async function () {
+      // block { loop { try { write "after\n" } catch_all { br 2 (out of the block) } br 0 } } ; return
+      const body = [0x02, 0x40, 0x03, 0x40, 0x06, 0x40, ...writeAfter, 0x19, 0x0c, 0x02, 0x0b, 0x0c, 0x00, 0x0b, 0x0b];
+      const r = await run({ imports: [WASI.fd_write], memory: { min: 1 }, data: [afterText], funcs: [{ params: [], results: [], body }] });
+      expect(r.outcome).to.equal(Outcome.OUTCOME_OUTPUT_LIMIT);
+      expect(r.stdout.length).to.equal(MAX_OUTPUT_BYTES);
+    });
   });
 
   it("unbounded recursion is a trap", async function () {

@@ -98,6 +98,13 @@ export class WasiHost {
   private stdoutBytes = 0;
   private stderrBytes = 0;
   private sawAllocFailure = false;
+  /**
+   * How the run ended, once proc_exit or an output cap said so. Wasm exception handling (`catch_all`, on by
+   * default in Node 20) lets a guest catch what we throw to unwind it and carry on: it could then print past
+   * its exit, or return normally so that an exit code or an output_limit was reported as a clean exit 0
+   * (red-team finding). So the end is remembered, every later host call throws it again, and it wins.
+   */
+  private ended: ProcExit | OutputLimit | undefined;
   private readonly fs: WasiFs;
   /** Unix epoch minus the monotonic origin, taken per run so a stepped system clock is picked up by the next run. */
   private readonly realtimeOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
@@ -124,9 +131,9 @@ export class WasiHost {
       this.memory = memory;
       this.refresh();
       (start as () => void)();
-      return { outcome: "exited", exitCode: 0 };
+      return this.ended !== undefined ? this.classify(this.ended) : { outcome: "exited", exitCode: 0 };
     } catch (e: unknown) {
-      return this.classify(e);
+      return this.classify(this.ended ?? e);
     } finally {
       this.fs.closeAll();
     }
@@ -206,7 +213,8 @@ export class WasiHost {
       }
     }
     if (total > room) {
-      throw new OutputLimit(`${fd === 1 ? "stdout" : "stderr"} exceeded its limit of ${cap} bytes`);
+      this.ended = new OutputLimit(`${fd === 1 ? "stdout" : "stderr"} exceeded its limit of ${cap} bytes`);
+      throw this.ended;
     }
     view.setUint32(nwritten, total, true);
     return Errno.SUCCESS;
@@ -332,7 +340,20 @@ export class WasiHost {
     return this.fs.readiness(fd, type);
   }
 
+  /** The preview1 functions, each refusing to run once the guest has ended (see `ended`). */
   private imports(): WebAssembly.ModuleImports {
+    const guarded: WebAssembly.ModuleImports = {};
+    for (const [name, f] of Object.entries(this.functions())) {
+      const fn = f as (...args: unknown[]) => unknown;
+      guarded[name] = (...args: unknown[]): unknown => {
+        if (this.ended !== undefined) throw this.ended;
+        return fn(...args);
+      };
+    }
+    return guarded;
+  }
+
+  private functions(): WebAssembly.ModuleImports {
     const fs = this.fs;
     const stdioFdstat = (fd: number, out: number): number => {
       const { view } = this.refresh();
@@ -382,7 +403,8 @@ export class WasiHost {
         return Errno.SUCCESS;
       },
       proc_exit: (code: number) => {
-        throw new ProcExit(code >>> 0);
+        this.ended = new ProcExit(code >>> 0);
+        throw this.ended;
       },
       proc_raise: (_sig: number) => Errno.NOSYS,
       sched_yield: () => Errno.SUCCESS,
