@@ -50,3 +50,14 @@ describe("daemon flags", function () {
     expect(parseFlags(["--max-timeout-ms", "soon"])).to.be.instanceOf(Error);
   });
 });
+
+describe("the README's flag table", function () {
+  it("documents every flag of `sandboxd --help`, and no flag the daemon lacks", async function () {
+    const { USAGE } = await import("../../src/cli/daemon-flags.js");
+    const readme = readFileSync(fileURLToPath(new URL("../../../README.md", import.meta.url)), "utf8");
+    const table = readme.slice(readme.indexOf("## Running the daemon for real"), readme.indexOf("## Architecture"));
+    const flagsIn = (text: string): string[] => [...new Set([...text.matchAll(/--[a-z][a-z-]+/g)].map((m) => m[0]))].sort();
+    const usage = flagsIn(USAGE).filter((f) => f !== "--help");
+    expect(flagsIn(table.split("\n").filter((l) => l.startsWith("| `--")).join("\n"))).to.deep.equal(usage);
+  });
+});
