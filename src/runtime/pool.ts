@@ -3,10 +3,10 @@ import { performance } from "node:perf_hooks";
 import { SandboxError } from "../errors/sandbox-error.js";
 import type { Logger } from "../logger.js";
 import { MAX_QUEUED_EXECUTIONS } from "../limits.js";
-import type { Denial, RunListener, RunMount, RunResult } from "./execution.js";
+import type { Denial, RunListener, RunResult } from "./execution.js";
 import { FD_REGISTRY_SLOTS, releaseHostFds } from "./wasi/host.js";
 import type { WorkerInit } from "./worker.js";
-import type { FromWorker, RunMessage } from "./worker-protocol.js";
+import type { FromWorker, GuestParameters, RunMessage } from "./worker-protocol.js";
 
 /**
  * V8 heap ceiling of one worker. Guest linear memory is not on this heap (the
@@ -16,15 +16,8 @@ import type { FromWorker, RunMessage } from "./worker-protocol.js";
 const WORKER_MAX_OLD_GENERATION_MB = 512;
 
 /** One job for the pool: a compiled module plus everything its run needs. */
-export interface PoolJob {
-  readonly moduleKey: string;
+export interface PoolJob extends GuestParameters {
   readonly module: WebAssembly.Module;
-  readonly argv: readonly string[];
-  readonly env: Readonly<Record<string, string>>;
-  readonly stdin: Uint8Array;
-  readonly mounts: readonly RunMount[];
-  readonly memoryLimitBytes: number;
-  readonly maxOutputBytes: number;
   readonly timeoutMs: number;
   readonly listener?: RunListener;
   readonly signal?: AbortSignal;

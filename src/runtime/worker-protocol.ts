@@ -1,19 +1,24 @@
 import type { Denial, RunMount } from "./execution.js";
 import type { WasiRunResult } from "./wasi/host.js";
 
-/** Main thread → worker: run one module. */
-export interface RunMessage {
-  readonly type: "run";
-  readonly runId: number;
+/** What the guest's run is given, as the pool receives it and as the worker gets it. */
+export interface GuestParameters {
   readonly moduleKey: string;
-  /** Sent only the first time this worker sees moduleKey; the worker keeps it. */
-  readonly module?: WebAssembly.Module;
+  /** Full argv, argv[0] included. */
   readonly argv: readonly string[];
   readonly env: Readonly<Record<string, string>>;
   readonly stdin: Uint8Array;
   readonly mounts: readonly RunMount[];
   readonly memoryLimitBytes: number;
   readonly maxOutputBytes: number;
+}
+
+/** Main thread → worker: run one module. */
+export interface RunMessage extends GuestParameters {
+  readonly type: "run";
+  readonly runId: number;
+  /** Sent only the first time this worker sees moduleKey; the worker keeps it. */
+  readonly module?: WebAssembly.Module;
   /** Stream output as it is written (StreamOutput) instead of returning it at the end (Execute). */
   readonly stream: boolean;
 }
