@@ -471,23 +471,33 @@ export class WasiFs {
 
   // ---- fd_* ---------------------------------------------------------------------------------------
 
-  private gather(iovs: number, iovsLen: number): { bufs: Uint8Array[]; total: number } {
+  /**
+   * Checks every iovec lies in guest memory (EFAULT before any I/O) and returns a function giving the i-th
+   * buffer. Buffers are made one at a time: an array of them let 9*10^6 zero-length iovecs exhaust the
+   * worker's heap (red-team finding). Pointers and counts are u32s that wasm hands to JS signed.
+   */
+  private iovecs(iovsArg: number, iovsLenArg: number): { count: number; at: (i: number) => Uint8Array } {
     const { view, u8 } = this.memory();
-    const bufs: Uint8Array[] = [];
-    let total = 0;
-    for (let i = 0; i < iovsLen; i++) {
-      const ptr = view.getUint32(iovs + i * 8, true);
-      const len = view.getUint32(iovs + i * 8 + 4, true);
-      if (ptr + len > u8.length) throw new GuestErrno(Errno.FAULT);
-      bufs.push(u8.subarray(ptr, ptr + len));
-      total += len;
+    const iovs = iovsArg >>> 0;
+    const count = iovsLenArg >>> 0;
+    if (iovs + count * 8 > u8.length) throw new GuestErrno(Errno.FAULT);
+    for (let i = 0; i < count; i++) {
+      if (view.getUint32(iovs + i * 8, true) + view.getUint32(iovs + i * 8 + 4, true) > u8.length) throw new GuestErrno(Errno.FAULT);
     }
-    return { bufs, total };
+    return {
+      count,
+      at: (i) => {
+        const ptr = view.getUint32(iovs + i * 8, true);
+        return u8.subarray(ptr, ptr + view.getUint32(iovs + i * 8 + 4, true));
+      },
+    };
   }
 
   private readInto(d: Descriptor, iovs: number, iovsLen: number, position: number): number {
     let n = 0;
-    for (const buf of this.gather(iovs, iovsLen).bufs) {
+    const list = this.iovecs(iovs, iovsLen);
+    for (let i = 0; i < list.count; i++) {
+      const buf = list.at(i);
       if (buf.length === 0) continue;
       const got = nodeFs.readSync(d.hostFd, buf, 0, buf.length, position + n);
       n += got;
@@ -498,7 +508,9 @@ export class WasiFs {
 
   private writeFrom(d: Descriptor, iovs: number, iovsLen: number, position: number | null): number {
     let n = 0;
-    for (const buf of this.gather(iovs, iovsLen).bufs) {
+    const list = this.iovecs(iovs, iovsLen);
+    for (let i = 0; i < list.count; i++) {
+      const buf = list.at(i);
       let off = 0;
       while (off < buf.length) off += nodeFs.writeSync(d.hostFd, buf, off, buf.length - off, position === null ? null : position + n + off);
       n += buf.length;
