@@ -5,7 +5,7 @@ import { expect } from "chai";
 import type { Reason } from "../../src/errors/reasons.js";
 import { Outcome, type Policy, type SignedPolicy } from "../../src/gen/grpc/sandbox/v1/sandbox.js";
 import { moduleTarget, rejection, sourceTarget, startDaemon, type TestDaemon } from "../helpers/daemon.js";
-import { makeKey, signed, tempDir, writePublicKeys, type TestKey } from "../unit/policy-fixtures.js";
+import { makeKey, signed, tempDir, wire, writePublicKeys, type TestKey } from "../unit/policy-fixtures.js";
 
 /**
  * Reads /in/input.txt, writes /out/result.txt, tries to write into the read-only
@@ -90,10 +90,6 @@ describe("signed policies (real daemon, real rustc, our WASI host)", function ()
       ],
       ...extra,
     };
-  }
-
-  function wire(s: { policy: Uint8Array; keyId: string; signature: Uint8Array }): SignedPolicy {
-    return { policy: Buffer.from(s.policy), keyId: s.keyId, signature: Buffer.from(s.signature) };
   }
 
   async function ran(out: string): Promise<boolean> {

@@ -32,6 +32,11 @@ export function signed(policy: Partial<Policy>, key: TestKey, keyId = key.id): S
   return signPolicy(Policy.fromPartial(policy), key.privateKey, keyId);
 }
 
+/** A signed policy as the generated gRPC client's SignedPolicy (Buffers, not Uint8Arrays). */
+export function wire(s: SignedPolicyInput): { policy: Buffer; keyId: string; signature: Buffer } {
+  return { policy: Buffer.from(s.policy), keyId: s.keyId, signature: Buffer.from(s.signature) };
+}
+
 /** A mkdtemp directory under the OS temp dir, and its removal. */
 export async function tempDir(prefix: string): Promise<{ path: string; remove: () => Promise<void> }> {
   const path = await mkdtemp(join(tmpdir(), `sandboxd-${prefix}-`));
