@@ -1,5 +1,6 @@
 import { execFileSync } from "node:child_process";
 import * as nodeFs from "node:fs";
+import { resolve as resolvePath } from "node:path";
 import { MAX_OPEN_FDS } from "../../limits.js";
 import {
   DIR_RIGHTS, DIRENT_SIZE, Errno, EventType, FILE_RIGHTS, FILESTAT_SIZE, Fdflags, Filetype, Fstflags,
@@ -113,18 +114,28 @@ export class WasiFs {
     for (const m of this.options.mounts) {
       let realRoot: string;
       let fd: number;
+      // hostPath is the real path the policy check resolved and approved, maybe long ago (the run may have
+      // queued). Resolving it again would follow a symlink someone has since put on it, possibly to outside
+      // every allowed root (red-team finding): open it, and serve it only if the kernel says the directory we
+      // got is still at exactly that path.
+      realRoot = resolvePath(m.hostPath);
       try {
-        realRoot = nodeFs.realpathSync(m.hostPath);
         fd = nodeFs.openSync(realRoot, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
       } catch (e: unknown) {
         return `mount ${m.guestPath}: cannot open host directory ${m.hostPath}: ${e instanceof Error ? e.message : String(e)}`;
       }
       const slot = registerHostFd(this.options.fdRegistry, fd);
-      const mount: MountState = { guestPath: m.guestPath, realRoot, writable: m.writable };
-      if (!this.insideMount(fd, mount)) {
-        this.closeHost(fd, slot);
-        return `mount ${m.guestPath}: host directory ${m.hostPath} changed while it was being opened`;
+      let opened = "";
+      try {
+        opened = nodeFs.readlinkSync(`/proc/self/fd/${fd}`);
+      } catch {
+        // Unreadable: treated as changed below.
       }
+      if (opened !== realRoot) {
+        this.closeHost(fd, slot);
+        return `mount ${m.guestPath}: host directory ${m.hostPath} has changed since the policy was checked`;
+      }
+      const mount: MountState = { guestPath: m.guestPath, realRoot, writable: m.writable };
       const rights = m.writable ? DIR_RIGHTS : DIR_RIGHTS & ~MUTATING_RIGHTS;
       const inheriting = m.writable ? DIR_RIGHTS | FILE_RIGHTS : (DIR_RIGHTS | FILE_RIGHTS) & ~MUTATING_RIGHTS;
       this.install({
