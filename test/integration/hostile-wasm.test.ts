@@ -4,6 +4,7 @@ import { Outcome, type ExecuteResponse } from "../../src/gen/grpc/sandbox/v1/san
 import {
   buildModule, call, DROP, exitWithResult, forever, i32, i64, I32, I64, store32, store64, tryCatchAll, uleb, WASI, type ModuleShape,
 } from "../fixtures/hostile/wasm-builder.js";
+import { connect } from "../../src/grpc/client.js";
 import { moduleTarget, rejection, startDaemon, type TestDaemon } from "../helpers/daemon.js";
 import { expectStillServing, helloWasm, register } from "../helpers/hostile.js";
 
@@ -254,6 +255,25 @@ describe("hostile hand-made wasm against a real daemon", function () {
       const r = await daemon.execute({ target: moduleTarget(id) });
       expect(r.outcome).to.equal(Outcome.OUTCOME_TRAP);
     });
+  });
+
+  it("1,100 concurrent endless Executes: the excess is RESOURCE_EXHAUSTED at once, and deadlines free the queue", async function () {
+    const loopId = await register(daemon, buildModule({ memory: { min: 1 }, funcs: [{ params: [], results: [], body: forever([]) }] }));
+    const client = connect(`unix://${daemon.socketPath}`);
+    try {
+      const deadline = Date.now() + 4000;
+      const outcomes = await Promise.all(Array.from({ length: 1100 }, () =>
+        client.execute({ target: moduleTarget(loopId) }, { deadline }).then(
+          (r) => `outcome ${r.outcome}`,
+          (e: unknown) => `code ${(e as { code: number }).code}`,
+        )));
+      const count = (k: string): number => outcomes.filter((o) => o === k).length;
+      // 2 running + 1024 queued fit; at least the rest were refused as EXECUTION_QUEUE_FULL.
+      expect(count("code 8")).to.be.at.least(1100 - 2 - 1024);
+      expect(count("code 8") + count("code 4") + count(`outcome ${Outcome.OUTCOME_TIMEOUT}`)).to.equal(1100);
+    } finally {
+      client.close();
+    }
   });
 
   it("50 concurrent Executes, 10 of which loop forever: the other 40 all finish", async function () {
