@@ -135,6 +135,12 @@ describe("hostile hand-made wasm against a real daemon", function () {
     const afterText = { offset: 16, bytes: [...Buffer.from("after\n")] };
     const writeAfter = [...store32(0, 16), ...store32(4, 6), ...i32(1), ...i32(0), ...i32(1), ...i32(8), ...call(0), ...DROP];
 
+    it("regression: an uncaught exception the guest throws is a trap saying so, not a \"host error\"", async function () {
+      const r = await run({ memory: { min: 1 }, tags: 1, funcs: [{ params: [], results: [], body: [0x08, 0x00] }] });
+      expect(r.outcome).to.equal(Outcome.OUTCOME_TRAP);
+      expect(r.message).to.match(/guest threw a wasm exception/);
+    });
+
     it("regression: catching proc_exit(3) and printing on still exits 3 with nothing printed after", async function () {
       const r = await run({
         imports: [WASI.fd_write, WASI.proc_exit], memory: { min: 1 }, data: [afterText],

@@ -44,6 +44,8 @@ class OutputLimit {
 
 /** Shared cell that nobody ever notifies: Atomics.wait on it is a precise, CPU-free sleep. */
 const SLEEP_CELL = new Int32Array(new SharedArrayBuffer(4));
+/** Class of the exceptions a guest can `throw` (wasm exception handling is on by default in Node 20). */
+const WasmException = (WebAssembly as unknown as { Exception?: abstract new (...args: never[]) => object }).Exception;
 /** Rust's std prints this to stderr right before aborting on a failed allocation. */
 const ALLOC_FAILURE_MARKER = "memory allocation of ";
 const NS_PER_MS = 1_000_000;
@@ -150,6 +152,8 @@ export class WasiHost {
       return { outcome: "memory_limit", message: `guest memory could not be allocated within the ${this.options.memoryLimitBytes}-byte memory limit (${message})` };
     }
     if (e instanceof WebAssembly.RuntimeError || e instanceof RangeError) return { outcome: "trap", message };
+    // The guest's own uncaught exception is its failure, not ours (it was reported as "host error: [object ...]").
+    if (WasmException !== undefined && e instanceof WasmException) return { outcome: "trap", message: "the guest threw a wasm exception that nothing caught" };
     // A host bug must not take the worker down either; report it as a trap with its text.
     return { outcome: "trap", message: `host error: ${message}` };
   }
