@@ -1,14 +1,16 @@
 import { expect } from "chai";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Outcome, type SignedPolicy } from "../../src/gen/grpc/sandbox/v1/sandbox.js";
+import { MAX_OPEN_FDS } from "../../src/limits.js";
 import { buildModule, call, i32, i64, I32_STORE, WASI } from "../fixtures/hostile/wasm-builder.js";
 import { moduleTarget, startDaemon, type TestDaemon } from "../helpers/daemon.js";
 import { expectStillServing, helloWasm, register } from "../helpers/hostile.js";
 import { makeKey, signed, writePublicKeys } from "../unit/policy-fixtures.js";
 
 const EFAULT = 21;
+const EMFILE = 33;
 const PAGES = 1120;
 /** Where the guest keeps its path, the fd path_open gives, and the count fd_write reports (past the iovecs). */
 const PATH_AT = 73_000_000;
@@ -77,6 +79,24 @@ describe("hostile guests with mounts against a real daemon", function () {
       expect(await readFile(path.join(dir, "f"), "utf8")).to.equal("content");
     });
   }
+
+  it("a Rust guest opening 10,000 files is stopped at MAX_OPEN_FDS with EMFILE, and the daemon keeps no fd of it", async function () {
+    const dir = await mkdtemp(path.join(root, "m-"));
+    await writeFile(path.join(dir, "f"), "content");
+    const source = `fn main() {
+      let mut held = Vec::new();
+      for _ in 0..10_000 { match std::fs::File::open("/data/f") { Ok(f) => held.push(f), Err(e) => { println!("{} {:?}", held.len(), e.raw_os_error()); return; } } }
+      println!("{} none", held.len());
+    }`;
+    const compiled = await daemon.compile({ input: { $case: "source", value: source } });
+    expect(compiled.ok, JSON.stringify(compiled.diagnostics)).to.equal(true);
+    const fdsBefore = (await readdir(`/proc/${pid}/fd`)).length;
+    const r = await daemon.execute({ target: moduleTarget(compiled.moduleId), policy: policy(dir, false) });
+    expect(r.outcome, r.message).to.equal(Outcome.OUTCOME_EXITED);
+    expect(r.stdout.toString()).to.equal(`${MAX_OPEN_FDS - 1} Some(${EMFILE})\n`);
+    expect(r.denials.some((d) => /descriptor limit/.test(d.reason))).to.equal(true);
+    expect((await readdir(`/proc/${pid}/fd`)).length).to.be.at.most(fdsBefore + 2);
+  });
 
   it("fd_write on a mounted file with an iovec past the end of memory gets EFAULT and writes nothing", async function () {
     const dir = await mkdtemp(path.join(root, "m-"));
