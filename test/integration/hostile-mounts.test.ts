@@ -44,10 +44,10 @@ describe("hostile guests with mounts against a real daemon", function () {
     await rm(root, { recursive: true, force: true });
   });
 
-  function policy(mountDir: string, writable: boolean): SignedPolicy {
+  function policy(mountDir: string, writable: boolean, memoryLimitBytes = 128 * 1024 * 1024): SignedPolicy {
     const s = signed({
       expiresAtUnix: Math.floor(Date.now() / 1000) + 3600,
-      memoryLimitBytes: 128 * 1024 * 1024,
+      memoryLimitBytes,
       mounts: [{ hostPath: mountDir, guestPath: "/data", writable }],
     }, authority);
     return { policy: Buffer.from(s.policy), keyId: s.keyId, signature: Buffer.from(s.signature) };
@@ -96,6 +96,17 @@ describe("hostile guests with mounts against a real daemon", function () {
     expect(r.stdout.toString()).to.equal(`${MAX_OPEN_FDS - 1} Some(${EMFILE})\n`);
     expect(r.denials.some((d) => /descriptor limit/.test(d.reason))).to.equal(true);
     expect((await readdir(`/proc/${pid}/fd`)).length).to.be.at.most(fdsBefore + 2);
+  });
+
+  it("regression: poll_oneoff with 2*10^7 clock subscriptions in a 1 GiB memory does not exhaust the worker heap", async function () {
+    // 2*10^7 zeroed subscriptions (960 MB) are expired relative clocks; the host once kept an object per subscription.
+    const pages = 15_360;
+    const body = [...i32(0), ...i32(0), ...i32(20_000_000), ...i32(pages * 65_536 - 16), ...call(0), ...call(1)];
+    const wasm = buildModule({ imports: [WASI.poll_oneoff, WASI.proc_exit], memory: { min: pages }, funcs: [{ params: [], results: [], body }] });
+    const dir = await mkdtemp(path.join(root, "m-"));
+    const r = await daemon.execute({ target: moduleTarget(await register(daemon, wasm)), policy: policy(dir, false, pages * 65_536) });
+    expect(r.outcome, r.message).to.equal(Outcome.OUTCOME_EXITED);
+    expect(r.exitCode).to.equal(0);
   });
 
   it("fd_write on a mounted file with an iovec past the end of memory gets EFAULT and writes nothing", async function () {

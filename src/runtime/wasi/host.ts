@@ -270,7 +270,7 @@ export class WasiHost {
     const nsubs = nsubsArg >>> 0;
     if (nsubs === 0) return Errno.INVAL;
     let { view } = this.refresh();
-    const { u8 } = this.refresh();
+    const { u8 } = this.mem;
     if (!inBounds(u8, inPtr, nsubs * SUBSCRIPTION_SIZE) || !inBounds(u8, outPtr, nsubs * EVENT_SIZE)) return Errno.FAULT;
     let events = 0;
     let earliest: bigint | undefined;
@@ -284,24 +284,26 @@ export class WasiHost {
       view.setUint16(e + 24, flags, true);
       events++;
     };
-    // First pass: fd readiness and expired clocks.
-    const deadlines: { userdata: bigint; deadline: bigint }[] = [];
+    // A clock subscription's deadline on the monotonic clock, or undefined for an unknown clock.
+    const deadlineOf = (s: number): bigint | undefined => {
+      const clockNow = this.clockNow(view.getUint32(s + 16, true));
+      if (clockNow === undefined) return undefined;
+      const timeout = view.getBigUint64(s + 24, true);
+      const relative = (view.getUint16(s + 40, true) & SUBCLOCK_ABSTIME) !== 0 ? timeout - clockNow : timeout;
+      return now + (relative > 0n ? relative : 0n);
+    };
+    // First pass: fd readiness, unknown clocks, and the earliest deadline. Nothing is kept per subscription:
+    // an object each let 2*10^7 subscriptions exhaust the worker's heap (red-team finding).
     for (let i = 0; i < nsubs; i++) {
       const s = inPtr + i * SUBSCRIPTION_SIZE;
       const userdata = view.getBigUint64(s, true);
       const tag = view.getUint8(s + 8);
       if (tag === EventType.CLOCK) {
-        const id = view.getUint32(s + 16, true);
-        const timeout = view.getBigUint64(s + 24, true);
-        const flags = view.getUint16(s + 40, true);
-        const clockNow = this.clockNow(id);
-        if (clockNow === undefined) {
+        const deadline = deadlineOf(s);
+        if (deadline === undefined) {
           writeEvent(userdata, Errno.INVAL, EventType.CLOCK, 0n, 0);
           continue;
         }
-        const relative = (flags & SUBCLOCK_ABSTIME) !== 0 ? timeout - clockNow : timeout;
-        const deadline = now + (relative > 0n ? relative : 0n);
-        deadlines.push({ userdata, deadline });
         if (earliest === undefined || deadline < earliest) earliest = deadline;
       } else if (tag === EventType.FD_READ || tag === EventType.FD_WRITE) {
         const fd = view.getUint32(s + 16, true);
@@ -321,8 +323,18 @@ export class WasiHost {
       view = this.refresh().view;
     }
     if (events === 0) {
+      // Only clocks (all known) are left: read them again. An absolute one has expired when its clock has
+      // reached it (for CPU-time clocks, which a sleep does not advance, that can be later than before). Event k never lands past subscription k's start
+      // (events are smaller), so even an output array laid over the input one is read before it is written.
       const t = monotonicNs();
-      for (const d of deadlines) if (d.deadline <= t) writeEvent(d.userdata, Errno.SUCCESS, EventType.CLOCK, 0n, 0);
+      for (let i = 0; i < nsubs; i++) {
+        const s = inPtr + i * SUBSCRIPTION_SIZE;
+        const timeout = view.getBigUint64(s + 24, true);
+        const expired = (view.getUint16(s + 40, true) & SUBCLOCK_ABSTIME) !== 0
+          ? (this.clockNow(view.getUint32(s + 16, true)) ?? 0n) >= timeout
+          : now + timeout <= t;
+        if (expired) writeEvent(view.getBigUint64(s, true), Errno.SUCCESS, EventType.CLOCK, 0n, 0);
+      }
     }
     view.setUint32(neventsPtr, events, true);
     return Errno.SUCCESS;
