@@ -38,9 +38,20 @@ const PANIC_SCAN_CHARS = 256;
 /** The exit code native Rust gives a panicking main; we report WASI panics the same way. */
 export const RUST_PANIC_EXIT_CODE = 101;
 
+/**
+ * Writes smaller than this are copied into a shared block rather than kept one by one: 16 Mi one-byte
+ * writes kept as 16 Mi typed arrays exhausted the worker's heap, so the run died as a trap with all its
+ * output lost instead of ending at the output cap (red-team finding).
+ */
+const COALESCE_BELOW_BYTES = 4096;
+/** Size of the blocks small writes are copied into. */
+const BLOCK_BYTES = 64 * 1024;
+
 /** Collects one stream's output: all of it for Execute, or flushed in batches for StreamOutput. */
 class OutputSink {
   private chunks: Uint8Array[] = [];
+  private block: Uint8Array | undefined;
+  private blockUsed = 0;
   private buffered = 0;
   private lastFlushMs = Number.NEGATIVE_INFINITY;
   /** Set once the guest printed a Rust panic message here. */
@@ -59,7 +70,17 @@ class OutputSink {
       this.tail = (this.tail + Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1")).slice(-PANIC_SCAN_CHARS);
       this.panicked = RUST_PANIC_PATTERN.test(this.tail);
     }
-    this.chunks.push(bytes);
+    if (bytes.byteLength < COALESCE_BELOW_BYTES) {
+      if (this.block === undefined || this.blockUsed + bytes.byteLength > this.block.byteLength) {
+        this.seal();
+        this.block = new Uint8Array(BLOCK_BYTES);
+      }
+      this.block.set(bytes, this.blockUsed);
+      this.blockUsed += bytes.byteLength;
+    } else {
+      this.seal();
+      this.chunks.push(bytes);
+    }
     this.buffered += bytes.byteLength;
     if (!this.stream) return;
     // Batch bursts of small writes, but let a write after a quiet spell out at once,
@@ -72,15 +93,24 @@ class OutputSink {
     this.lastFlushMs = now;
     if (this.buffered === 0) return;
     const data = this.take();
-    post({ type: "output", runId: this.runId, fd: this.fd, data });
+    // take() returns a buffer nobody else holds: move it instead of copying it.
+    port!.postMessage({ type: "output", runId: this.runId, fd: this.fd, data } satisfies FromWorker, [data.buffer as ArrayBuffer]);
+  }
+
+  /** Moves the partly filled block, if any, to the chunks (keeping write order). */
+  private seal(): void {
+    if (this.block !== undefined && this.blockUsed > 0) this.chunks.push(this.block.subarray(0, this.blockUsed));
+    this.block = undefined;
+    this.blockUsed = 0;
   }
 
   /** Everything not yet flushed, as one buffer. */
   take(): Uint8Array {
+    this.seal();
     // One exact-size buffer (the host's chunks are exact already): Buffer.concat would
     // hand out a slice of its shared pool, and posting that copies the whole pool.
     let data = this.chunks[0] ?? new Uint8Array(0);
-    if (this.chunks.length > 1) {
+    if (this.chunks.length > 1 || data.byteLength !== data.buffer.byteLength) {
       data = new Uint8Array(this.buffered);
       let offset = 0;
       for (const chunk of this.chunks) {
