@@ -105,9 +105,11 @@ export class Daemon {
   static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
     const invalid = validateConfig(config);
     if (invalid) throw invalid;
-    const toolchain = await detectToolchain(config.rustc);
-    if (toolchain) logger.info("toolchain", { rustc: toolchain.rustc, target: toolchain.target });
-    else logger.warn(`Compile is unavailable: ${TOOLCHAIN_INSTALL_HINT}`);
+    const toolchain = detectToolchain(config.rustc).then((found) => {
+      if (found) logger.info("toolchain", { rustc: found.rustc, target: found.target });
+      else logger.warn(`Compile is unavailable: ${TOOLCHAIN_INSTALL_HINT}`);
+      return found;
+    });
     const keys = await TrustedKeys.load(config.trustedKeysDir, (message) => logger.warn(message));
     if (config.allowUnsigned) logger.warn("--allow-unsigned: requests without a policy run with default limits and no mounts");
     const sandbox = await Sandbox.create({
@@ -122,8 +124,8 @@ export class Daemon {
       ...(config.compile ? { compile: config.compile } : {}),
       ...(config.cacheMaxBytes ? { cacheMaxBytes: config.cacheMaxBytes } : {}),
     });
-    const server = new SandboxServer(sandbox, logger);
     try {
+      const server = new SandboxServer(sandbox, logger);
       const address = await server.listen(config.listen);
       logger.info(`sandboxd listening on ${address}`, { address, workers: config.workers, cacheDir: config.cacheDir });
       return new Daemon(sandbox, server, address, logger);

@@ -23,7 +23,8 @@ export const DEFAULT_WORKERS = Math.max(4, availableParallelism());
 
 /** What the core is built from. */
 export interface SandboxOptions {
-  readonly toolchain: Toolchain | undefined;
+  /** The detected toolchain, or its detection still under way (awaited while the workers boot). */
+  readonly toolchain: Toolchain | undefined | Promise<Toolchain | undefined>;
   readonly cacheDir: string;
   readonly workers: number;
   readonly keys: TrustedKeys;
@@ -76,15 +77,22 @@ export class Sandbox {
 
   /** Builds the core and starts its workers. */
   static async create(options: SandboxOptions): Promise<Sandbox> {
-    const store = await ModuleStore.open(options.cacheDir, {
-      ...(options.cacheMaxBytes ? { maxBytes: options.cacheMaxBytes } : {}),
-      warn: (message, fields) => options.logger.warn(message, fields),
-    });
-    const compiler = await Compiler.create(options.toolchain, store, options.logger, options.compile ?? {});
+    // Workers boot (~100 ms each) while the toolchain and the cache are probed: start-up is the longer of the two, not the sum.
     const pool = new WorkerPool(options.workers, options.logger);
-    const registry = new ModuleRegistry((key) => pool.evict(key));
-    await pool.start();
-    return new Sandbox(options, compiler, registry, pool);
+    const poolStarted = pool.start();
+    try {
+      const store = await ModuleStore.open(options.cacheDir, {
+        ...(options.cacheMaxBytes ? { maxBytes: options.cacheMaxBytes } : {}),
+        warn: (message, fields) => options.logger.warn(message, fields),
+      });
+      const compiler = await Compiler.create(await options.toolchain, store, options.logger, options.compile ?? {});
+      await poolStarted;
+      return new Sandbox(options, compiler, new ModuleRegistry((key) => pool.evict(key)), pool);
+    } catch (e: unknown) {
+      await poolStarted.catch(() => undefined);
+      await pool.close();
+      throw e;
+    }
   }
 
   /** Compiles source or registers a precompiled module. */

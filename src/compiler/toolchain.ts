@@ -32,11 +32,9 @@ export const TOOLCHAIN_INSTALL_HINT =
  */
 export async function detectToolchain(explicitRustc?: string): Promise<Toolchain | undefined> {
   const candidates = explicitRustc ? [explicitRustc] : ["rustc", DEBIAN_RUSTC];
-  for (const rustc of candidates) {
-    const found = await probe(rustc);
-    if (found) return found;
-  }
-  return undefined;
+  // Probe all at once (each costs a few hundred ms of rustc start-up), keep the first usable in order.
+  const probed = await Promise.all(candidates.map(probe));
+  return probed.find((found) => found !== undefined);
 }
 
 async function probe(rustc: string): Promise<Toolchain | undefined> {

@@ -25,13 +25,19 @@ const CLIENT_CANCELLED = new SandboxError("CANCELLED", "cancelled by the client"
 /**
  * One AbortSignal per call, fired by client cancellation, deadline, or daemon
  * shutdown; the core hands it to rustc and to the worker running the guest.
+ * `release` must run when the call ends: it unhooks the call from shutdown.
  */
-function callSignal(call: { on(event: "cancelled", listener: () => void): unknown }, shutdown: AbortSignal): AbortSignal {
-  const cancelled = new AbortController();
+function callSignal(call: { on(event: "cancelled", listener: () => void): unknown }, shutdown: AbortSignal): { signal: AbortSignal; release(): void } {
+  const controller = new AbortController();
+  // Not AbortSignal.any: on Node 20 every signal it makes stays in the source's
+  // dependants forever (nodejs/node#55351), a leak of one entry per call.
+  const onShutdown = (): void => controller.abort(shutdown.reason);
+  if (shutdown.aborted) onShutdown();
+  else shutdown.addEventListener("abort", onShutdown, { once: true });
   // grpc-js emits "cancelled" at the end of every call, finished or not: a
   // shared reason keeps that from costing an Error (and its stack) per call.
-  call.on("cancelled", () => cancelled.abort(CLIENT_CANCELLED));
-  return AbortSignal.any([cancelled.signal, shutdown]);
+  call.on("cancelled", () => controller.abort(CLIENT_CANCELLED));
+  return { signal: controller.signal, release: () => shutdown.removeEventListener("abort", onShutdown) };
 }
 
 /** Builds the SandboxService implementation around a core. */
@@ -47,23 +53,29 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
   return {
     async compile(call: ServerUnaryCall<CompileRequest, CompileResponse>, callback: sendUnaryData<CompileResponse>) {
       const started = performance.now();
+      const { signal, release } = callSignal(call, shutdown);
       try {
-        const result = await sandbox.compile(compileInputFrom(call.request), callSignal(call, shutdown));
+        const result = await sandbox.compile(compileInputFrom(call.request), signal);
         const durationUs = Math.round((performance.now() - started) * 1000);
-        logger.info("compile", { moduleId: result.moduleId, ok: result.ok, cacheHit: result.cacheHit, durationUs });
+        if (logger.isInfoEnabled()) logger.info("compile", { moduleId: result.moduleId, ok: result.ok, cacheHit: result.cacheHit, durationUs });
         callback(null, compileResponseFrom(result, durationUs));
       } catch (e: unknown) {
         callback(fail("compile", e) as ServiceError, null);
+      } finally {
+        release();
       }
     },
 
     async execute(call: ServerUnaryCall<ExecuteRequest, ExecuteResponse>, callback: sendUnaryData<ExecuteResponse>) {
+      const { signal, release } = callSignal(call, shutdown);
       try {
-        const result = await sandbox.execute(executeInputFrom(call.request), callSignal(call, shutdown));
-        logger.info("execute", { moduleId: result.moduleId, outcome: result.outcome, durationUs: result.durationUs });
+        const result = await sandbox.execute(executeInputFrom(call.request), signal);
+        if (logger.isInfoEnabled()) logger.info("execute", { moduleId: result.moduleId, outcome: result.outcome, durationUs: result.durationUs });
         callback(null, executeResponseFrom(result));
       } catch (e: unknown) {
         callback(fail("execute", e) as ServiceError, null);
+      } finally {
+        release();
       }
     },
 
@@ -72,8 +84,9 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
       const send = (event: ExecuteEvent["event"]): void => {
         if (!call.cancelled) call.write({ event });
       };
+      const { signal, release } = callSignal(call, shutdown);
       try {
-        const result = await sandbox.execute(executeInputFrom(call.request), callSignal(call, shutdown), {
+        const result = await sandbox.execute(executeInputFrom(call.request), signal, {
           onStarted: (executionId, moduleId) => {
             started = true;
             send({ $case: "started", value: { executionId, moduleId } });
@@ -82,13 +95,15 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
           onStderr: (chunk) => send({ $case: "stderr", value: Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength) }),
           onDenial: (denial) => send({ $case: "denial", value: { ...denial } }),
         });
-        logger.info("stream", { moduleId: result.moduleId, outcome: result.outcome, durationUs: result.durationUs });
+        if (logger.isInfoEnabled()) logger.info("stream", { moduleId: result.moduleId, outcome: result.outcome, durationUs: result.durationUs });
         // Every stream opens with `started`, even when the source never compiled.
         if (!started) send({ $case: "started", value: { executionId: "", moduleId: result.moduleId } });
         send({ $case: "finished", value: executeResponseFrom(result) });
         call.end();
       } catch (e: unknown) {
         call.emit("error", fail("streamOutput", e));
+      } finally {
+        release();
       }
     },
   };
