@@ -25,7 +25,7 @@ export const MAX_QUEUED_EXECUTIONS = 1024;
 /** Buffered guest output is flushed to a streaming client at least this often. */
 export const STREAM_FLUSH_INTERVAL_MS = 5;
 /** ...or as soon as this many bytes are buffered. */
-export const STREAM_FLUSH_BYTES = 64 * 1024;
+export const STREAM_FLUSH_BYTES = 256 * 1024;
 /** Grace period for in-flight calls when the daemon is asked to stop. */
 export const SHUTDOWN_GRACE_MS = 5_000;
 /** How far the daemon's clock may disagree with the policy signer's when checking not_before/expires_at. */

@@ -11,7 +11,9 @@ import type { Logger } from "../logger.js";
 import { MAX_GRPC_MESSAGE_BYTES } from "../limits.js";
 import { SandboxServiceService } from "../gen/grpc/sandbox/v1/sandbox.js";
 import type { Sandbox } from "../sandbox.js";
+import { serializeExecuteEvent } from "./output-event-encoding.js";
 import { sandboxService } from "./service.js";
+import { tolerantDecoder } from "./translate.js";
 
 /** Fully qualified name of our service, as health checks and reflection know it. */
 export const SERVICE_NAME = "sandbox.v1.SandboxService";
@@ -56,7 +58,17 @@ export class SandboxServer {
       "grpc.max_receive_message_length": MAX_GRPC_MESSAGE_BYTES,
       "grpc.max_send_message_length": MAX_GRPC_MESSAGE_BYTES,
     });
-    this.server.addService(SandboxServiceService, sandboxService(sandbox, logger, this.shutdown.signal));
+    const base = SandboxServiceService;
+    const service = {
+      compile: { ...base.compile, requestDeserialize: tolerantDecoder(base.compile.requestDeserialize) },
+      execute: { ...base.execute, requestDeserialize: tolerantDecoder(base.execute.requestDeserialize) },
+      streamOutput: {
+        ...base.streamOutput,
+        requestDeserialize: tolerantDecoder(base.streamOutput.requestDeserialize),
+        responseSerialize: serializeExecuteEvent,
+      },
+    };
+    this.server.addService(service, sandboxService(sandbox, logger, this.shutdown.signal));
     this.health = new HealthImplementation({ "": "NOT_SERVING", [SERVICE_NAME]: "NOT_SERVING" });
     this.health.addToServer(this.server);
     // Reflection lets generic clients discover the service without a copy of the proto.
