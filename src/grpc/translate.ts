@@ -32,8 +32,32 @@ const OUTCOMES: Record<ExecuteResult["outcome"], Outcome> = {
 
 const EMPTY = Buffer.alloc(0);
 
+/** Marks a request whose bytes did not decode; the handler then answers INVALID_ARGUMENT. */
+const UNDECODABLE = Symbol("undecodable");
+
+/**
+ * Wraps a generated decoder so that bytes which do not decode become a marked
+ * request instead of an exception: grpc-js would answer a throwing decoder with
+ * INTERNAL, but a malformed request is the client's error, not ours.
+ */
+export function tolerantDecoder<T>(decode: (bytes: Buffer) => T): (bytes: Buffer) => T {
+  return (bytes) => {
+    try {
+      return decode(bytes);
+    } catch (e: unknown) {
+      return { [UNDECODABLE]: e instanceof Error ? e.message : String(e) } as T;
+    }
+  };
+}
+
+function rejectUndecodable(request: object): void {
+  const reason = (request as { [UNDECODABLE]?: string })[UNDECODABLE];
+  if (reason !== undefined) throw new SandboxError("INVALID_REQUEST", `the request is not a valid protobuf message: ${reason}`);
+}
+
 /** CompileRequest → core input; exactly one oneof member must be set. */
 export function compileInputFrom(request: CompileRequest): CompileInput {
+  rejectUndecodable(request);
   const input = request.input;
   if (!input) throw new SandboxError("INVALID_REQUEST", "CompileRequest needs exactly one of `source` or `wasm`");
   if (input.$case === "source") return { source: input.value };
@@ -43,6 +67,7 @@ export function compileInputFrom(request: CompileRequest): CompileInput {
 
 /** ExecuteRequest → core input; exactly one target must be set. */
 export function executeInputFrom(request: ExecuteRequest): ExecuteInput {
+  rejectUndecodable(request);
   const target = request.target;
   if (!target) throw new SandboxError("INVALID_REQUEST", "ExecuteRequest needs exactly one of `module_id` or `source`");
   if (target.$case === "source" && target.value.trim() === "") throw new SandboxError("EMPTY_SOURCE", "source is empty");

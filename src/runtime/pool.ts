@@ -161,6 +161,12 @@ export class WorkerPool {
     worker.stderr.on("data", (d: Buffer) => this.logger.warn("worker stderr", { data: d.toString() }));
     worker.on("message", (m: FromWorker) => this.onMessage(slot, m));
     worker.on("error", (e: Error) => {
+      // The host's own heap (output buffers, fd tables, directory listings) ran out: the guest asked for too much.
+      if ((e as NodeJS.ErrnoException).code === "ERR_WORKER_OUT_OF_MEMORY") {
+        this.logger.warn("worker ran out of heap", { error: e.message });
+        this.replace(slot, ended("memory_limit", `the run exhausted the sandbox's host memory (${WORKER_MAX_OLD_GENERATION_MB} MB heap)`, this.elapsedUs(slot)));
+        return;
+      }
       this.logger.error("worker failed", { error: e.message, stack: e.stack });
       this.replace(slot, ended("trap", `sandbox worker failed: ${e.message}`, this.elapsedUs(slot)));
     });

@@ -49,12 +49,13 @@ describe("hostile gRPC requests against a real daemon", function () {
     await daemon?.stop();
   });
 
-  it("bytes that are not a protobuf are refused (grpc-js answers INTERNAL before our handler runs)", async function () {
+  it("bytes that are not a protobuf are the client's error: INVALID_ARGUMENT / INVALID_REQUEST, not INTERNAL", async function () {
     const raw = rawExecuteClient(daemon.socketPath);
     try {
       for (const bytes of [Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]), Buffer.from([0x0a, 0xff, 0xff, 0xff, 0x0f]), Buffer.from("garbage garbage")]) {
         const r = await raw.execute(bytes);
-        expect([Status.INTERNAL, Status.INVALID_ARGUMENT]).to.include(r.code);
+        expect(r.code, r.details).to.equal(Status.INVALID_ARGUMENT);
+        expect(r.details).to.contain("not a valid protobuf message");
       }
     } finally {
       raw.close();
