@@ -36,7 +36,12 @@ type RawHealth = Client & { check(req: { service: string }, options: { deadline:
 /** Connects a Health client to a grpc-js target. */
 export function connectHealth(target: string): HealthClient {
   const Ctor = makeGenericClientConstructor(healthService as unknown as ServiceDefinition, "Health");
-  const raw = new Ctor(target, credentials.createInsecure()) as unknown as RawHealth;
+  // grpc-js backs off ~1 s after a failed connect (the socket does not exist yet while the daemon
+  // boots); a start-up probe must retry at its own poll interval, or it measures the backoff.
+  const raw = new Ctor(target, credentials.createInsecure(), {
+    "grpc.initial_reconnect_backoff_ms": HEALTH_POLL_INTERVAL_MS,
+    "grpc.max_reconnect_backoff_ms": HEALTH_POLL_INTERVAL_MS,
+  }) as unknown as RawHealth;
   return {
     check: (service = "") =>
       new Promise((resolve, reject) =>

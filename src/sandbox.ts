@@ -23,7 +23,7 @@ export const DEFAULT_WORKERS = Math.max(4, availableParallelism());
 
 /** What the core is built from. */
 export interface SandboxOptions {
-  /** The detected toolchain, or its detection still under way (awaited while the workers boot). */
+  /** The detected toolchain, or its detection still under way (the daemon serves meanwhile). */
   readonly toolchain: Toolchain | undefined | Promise<Toolchain | undefined>;
   readonly cacheDir: string;
   readonly workers: number;
@@ -70,14 +70,18 @@ export type ExecuteResult =
 export class Sandbox {
   private constructor(
     private readonly options: SandboxOptions,
-    readonly compiler: Compiler,
+    /**
+     * Ready once the toolchain probe (rustc start-ups, the bubblewrap check)
+     * is done: the daemon serves before that, and a call needing the compiler
+     * waits for it, so start-up costs no rustc time.
+     */
+    private readonly compiler: Promise<Compiler>,
     private readonly registry: ModuleRegistry,
     private readonly pool: WorkerPool,
   ) {}
 
-  /** Builds the core and starts its workers. */
+  /** Builds the core and starts its workers; the compiler finishes setting up in the background. */
   static async create(options: SandboxOptions): Promise<Sandbox> {
-    // Workers boot (~100 ms each) while the toolchain and the cache are probed: start-up is the longer of the two, not the sum.
     const pool = new WorkerPool(options.workers, options.logger);
     const poolStarted = pool.start();
     try {
@@ -85,7 +89,11 @@ export class Sandbox {
         ...(options.cacheMaxBytes ? { maxBytes: options.cacheMaxBytes } : {}),
         warn: (message, fields) => options.logger.warn(message, fields),
       });
-      const compiler = await Compiler.create(await options.toolchain, store, options.logger, options.compile ?? {});
+      const compiler = Promise.resolve(options.toolchain).then((toolchain) =>
+        Compiler.create(toolchain, store, options.logger, options.compile ?? {}),
+      );
+      // Calls that need it will see the failure; the operator must see it now.
+      compiler.catch((e: unknown) => options.logger.error("the compiler failed to initialise", { error: String(e) }));
       await poolStarted;
       return new Sandbox(options, compiler, new ModuleRegistry((key) => pool.evict(key)), pool);
     } catch (e: unknown) {
@@ -97,7 +105,7 @@ export class Sandbox {
 
   /** Compiles source or registers a precompiled module. */
   compile(input: CompileInput, signal?: AbortSignal): Promise<CompileResult> {
-    return "source" in input ? this.compiler.compile(input.source, signal) : this.compiler.register(input.wasm);
+    return this.compiler.then((c) => ("source" in input ? c.compile(input.source, signal) : c.register(input.wasm)));
   }
 
   /** Checks the policy, resolves the module (compiling source first) and runs it. */
@@ -114,7 +122,7 @@ export class Sandbox {
     let moduleId: string;
     let diagnostics: readonly Diagnostic[] = [];
     if ("source" in input.target) {
-      const compiled = await this.compiler.compile(input.target.source, signal);
+      const compiled = await (await this.compiler).compile(input.target.source, signal);
       if (!compiled.ok) {
         return { outcome: "compile_error", moduleId: "", diagnostics: compiled.diagnostics, durationUs: elapsedUs(started) };
       }
@@ -124,7 +132,8 @@ export class Sandbox {
       moduleId = input.target.moduleId;
     }
     bindToModule(grant, moduleId);
-    const compiled = await this.registry.get(moduleId, grant.memoryLimitBytes, () => this.compiler.load(moduleId));
+    const compiler = await this.compiler;
+    const compiled = await this.registry.get(moduleId, grant.memoryLimitBytes, () => compiler.load(moduleId));
     hooks?.onStarted?.(randomUUID(), moduleId);
     const result = await this.pool.run({
       moduleKey: compiled.key,

@@ -1,6 +1,9 @@
 import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { Severity } from "../../src/gen/grpc/sandbox/v1/sandbox.js";
+import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { rejection, startDaemon, type TestDaemon } from "../helpers/daemon.js";
 
 describe("Compile returns rustc's diagnostics as data", function () {
@@ -57,5 +60,24 @@ describe("a daemon without a usable toolchain", function () {
     const r = await rejection(daemon.compile({ input: { $case: "source", value: "fn main() {}" } }));
     expect(r).to.include({ code: status.FAILED_PRECONDITION, reason: "TOOLCHAIN_MISSING" });
     expect(r.details).to.contain("apt-get install rustc libstd-rust-dev-wasm32");
+  });
+});
+
+describe("the toolchain probe does not hold up start-up", function () {
+  it("serves before a slow rustc probe ends; Compile waits for it, then says what to install", async function () {
+    const dir = await mkdtemp(path.join(tmpdir(), "sandboxd-slow-rustc-"));
+    const slowRustc = path.join(dir, "rustc");
+    // A "rustc" that takes 3 s to answer anything, then fails: no usable toolchain, found slowly.
+    await writeFile(slowRustc, "#!/bin/sh\nsleep 3\nexit 1\n");
+    await chmod(slowRustc, 0o755);
+    const daemon = await startDaemon({ args: ["--allow-unsigned", "--rustc", slowRustc] });
+    try {
+      expect(daemon.logs(), "listening came before the probe's verdict").to.not.contain("Compile is unavailable");
+      const r = await rejection(daemon.compile({ input: { $case: "source", value: "fn main() {}" } }));
+      expect(r).to.include({ code: status.FAILED_PRECONDITION, reason: "TOOLCHAIN_MISSING" });
+    } finally {
+      await daemon.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
