@@ -2,7 +2,7 @@
  * A promise-based client for SandboxService, used by the demo, the benchmarks
  * and the tests. Other languages generate their own from the proto.
  */
-import { credentials, Metadata, type CallOptions, type ServiceError } from "@grpc/grpc-js";
+import { credentials, Metadata, type CallOptions, type ChannelOptions, type ServiceError } from "@grpc/grpc-js";
 import { performance } from "node:perf_hooks";
 import {
   SandboxServiceClient,
@@ -31,8 +31,8 @@ export interface SandboxClient {
 }
 
 /** Connects to a daemon at a grpc-js target such as `unix:///run/sandboxd/sandboxd.sock`. */
-export function connect(target: string): SandboxClient {
-  const raw = new SandboxServiceClient(target, credentials.createInsecure());
+export function connect(target: string, options: ChannelOptions = {}): SandboxClient {
+  const raw = new SandboxServiceClient(target, credentials.createInsecure(), options);
   return {
     raw,
     compile: (request, options = {}) =>

@@ -7,7 +7,14 @@ import { expect } from "chai";
 import { service as healthService } from "grpc-health-check";
 import { Outcome } from "../../src/gen/grpc/sandbox/v1/sandbox.js";
 import { buildModule, call, DROP, i32, store32, WASI } from "../fixtures/hostile/wasm-builder.js";
+import { connect } from "../../src/grpc/client.js";
 import { moduleTarget, type TestDaemon } from "./daemon.js";
+
+/**
+ * A connection of its own for each check: grpc-js would otherwise reuse the attack's HTTP/2 session,
+ * which Node's server may have closed on purpose (its rapid-reset guard, after 1,000+ cancelled streams).
+ */
+const FRESH_CONNECTION = { "grpc.use_local_subchannel_pool": 1 } as const;
 
 /** A well-behaved hand-made guest: writes "ok\n" to stdout and returns (exit 0). */
 export function helloWasm(): Uint8Array<ArrayBuffer> {
@@ -29,7 +36,7 @@ export async function register(daemon: TestDaemon, wasm: Uint8Array): Promise<st
 /** grpc.health.v1 Check of the whole server. */
 export async function healthStatus(daemon: TestDaemon): Promise<string> {
   const Health = makeGenericClientConstructor(healthService, "Health");
-  const health = new Health(`unix://${daemon.socketPath}`, credentials.createInsecure());
+  const health = new Health(`unix://${daemon.socketPath}`, credentials.createInsecure(), FRESH_CONNECTION);
   try {
     const reply = await new Promise<{ status: string }>((resolve, reject) =>
       health.check({ service: "" }, { deadline: Date.now() + 10_000 }, (e: ServiceError | null, v: { status: string }) => (e ? reject(e) : resolve(v))),
@@ -46,7 +53,12 @@ export async function expectStillServing(daemon: TestDaemon, pid: number, helloI
   expect(daemon.process.exitCode, `daemon exited; logs:\n${daemon.logs().slice(-4000)}`).to.equal(null);
   expect(() => process.kill(pid, 0)).not.to.throw();
   expect(await healthStatus(daemon)).to.equal("SERVING");
-  const response = await daemon.execute({ target: moduleTarget(helloId) });
-  expect(response.outcome).to.equal(Outcome.OUTCOME_EXITED);
-  expect(response.stdout.toString()).to.equal("ok\n");
+  const client = connect(`unix://${daemon.socketPath}`, FRESH_CONNECTION);
+  try {
+    const response = await client.execute({ target: moduleTarget(helloId) });
+    expect(response.outcome).to.equal(Outcome.OUTCOME_EXITED);
+    expect(response.stdout.toString()).to.equal("ok\n");
+  } finally {
+    client.close();
+  }
 }
