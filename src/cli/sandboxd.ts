@@ -26,20 +26,20 @@ async function main(): Promise<void> {
   // A bug must be logged loudly, but one failing call must not take everyone's work down with it.
   process.on("uncaughtException", (e) => logger.error("uncaught exception", { error: e.message, stack: e.stack }));
   process.on("unhandledRejection", (e) => logger.error("unhandled rejection", { error: String(e) }));
-  let daemon: Daemon;
-  try {
-    daemon = await Daemon.start(flags.config, logger);
-  } catch (e: unknown) {
-    logger.error(`sandboxd failed to start: ${e instanceof Error ? e.message : String(e)}`);
-    process.exitCode = 1;
-    return;
-  }
-  let stopping = false;
+  // Signals are handled from the very start: the daemon logs "listening" before
+  // Daemon.start returns, and a supervisor may send SIGTERM right after it; with
+  // no handler yet, Node's default would kill us without removing the socket.
+  let daemon: Daemon | undefined;
+  let stopSignal: string | undefined;
   const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
+    if (stopSignal) return;
+    stopSignal = signal;
     logger.info(`received ${signal}`);
-    daemon.stop().then(
+    // During start-up the stop happens as soon as the daemon is up (see below).
+    if (daemon) exitAfterStopping(daemon);
+  };
+  const exitAfterStopping = (running: Daemon): void => {
+    running.stop().then(
       () => process.exit(0),
       (e: unknown) => {
         logger.error("error while stopping", { error: String(e) });
@@ -50,11 +50,19 @@ async function main(): Promise<void> {
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGHUP", () => {
+    if (!daemon) return;
     daemon.sandbox.reloadKeys().then(
       () => logger.info("trusted keys reloaded"),
       (e: unknown) => logger.error("reloading trusted keys failed", { error: String(e) }),
     );
   });
+  try {
+    daemon = await Daemon.start(flags.config, logger);
+  } catch (e: unknown) {
+    logger.error(`sandboxd failed to start: ${e instanceof Error ? e.message : String(e)}`);
+    process.exit(1);
+  }
+  if (stopSignal) exitAfterStopping(daemon);
 }
 
 await main();

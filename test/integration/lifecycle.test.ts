@@ -23,6 +23,29 @@ describe("daemon lifecycle", function () {
     await daemon.stop();
   });
 
+  it("SIGTERM the instant it says it listens still exits 0 and removes the socket (no start-up race)", async function () {
+    const dir = await mkdtemp(path.join(tmpdir(), "sandboxd-race-"));
+    try {
+      for (let i = 0; i < 3; i++) {
+        const socketPath = path.join(dir, `race-${i}.sock`);
+        const child = spawn(process.execPath, [SANDBOXD_BIN, "--allow-unsigned", "--listen", `unix://${socketPath}`, "--cache-dir", path.join(dir, "cache")], {
+          stdio: ["ignore", "ignore", "pipe"],
+        });
+        let log = "";
+        child.stderr.on("data", (d: Buffer) => {
+          log += d.toString();
+          // Synchronously, in the same tick the line arrives: as a supervisor polling the log would.
+          if (log.includes("sandboxd listening on") && child.signalCode === null) child.kill("SIGTERM");
+        });
+        const code = await new Promise((resolve) => child.once("exit", (c) => resolve(c)));
+        expect(code, log).to.equal(0);
+        expect(existsSync(socketPath)).to.equal(false);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it("reports SERVING on grpc.health.v1 for the server and for sandbox.v1.SandboxService", async function () {
     const daemon = await startDaemon();
     const Health = makeGenericClientConstructor(healthService, "Health");
