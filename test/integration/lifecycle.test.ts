@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { credentials, makeGenericClientConstructor, type ServiceError } from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
+import { connect } from "../../src/grpc/client.js";
 import { SANDBOXD_BIN, startDaemon } from "../helpers/daemon.js";
 
 describe("daemon lifecycle", function () {
@@ -111,6 +112,36 @@ describe("daemon lifecycle", function () {
     expect(daemon.process.exitCode).to.equal(null);
     expect(await daemon.stop()).to.equal(0);
     expect(pid).to.be.a("number");
+  });
+
+  it("listens on TCP with --listen 127.0.0.1:0 and logs the port it got", async function () {
+    const dir = await mkdtemp(path.join(tmpdir(), "sandboxd-tcp-"));
+    const child = spawn(process.execPath, [SANDBOXD_BIN, "--allow-unsigned", "--listen", "127.0.0.1:0", "--cache-dir", path.join(dir, "cache")], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    try {
+      const address = await new Promise<string>((resolve, reject) => {
+        let log = "";
+        child.stderr.on("data", (d: Buffer) => {
+          log += d.toString();
+          const match = /sandboxd listening on (127\.0\.0\.1:(\d+))/.exec(log);
+          if (match && match[2] !== "0") resolve(match[1]!);
+        });
+        child.once("exit", (code) => reject(new Error(`exited ${code}: ${log}`)));
+      });
+      const client = connect(address);
+      try {
+        const compiled = await client.compile({ input: { $case: "source", value: 'fn main() { print!("over tcp"); }' } });
+        const result = await client.execute({ target: { $case: "moduleId", value: compiled.moduleId } });
+        expect(result.stdout.toString()).to.equal("over tcp");
+      } finally {
+        client.close();
+      }
+    } finally {
+      child.kill("SIGTERM");
+      await new Promise((resolve) => (child.exitCode === null ? child.once("exit", resolve) : resolve(undefined)));
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it("rejects unknown flags with usage and exit code 2", async function () {
