@@ -43,7 +43,6 @@ interface ActiveJob {
 interface QueuedJob {
   readonly job: PoolJob;
   readonly resolve: (result: RunResult) => void;
-  readonly reject: (e: unknown) => void;
   readonly onAbort: () => void;
 }
 
@@ -81,11 +80,10 @@ export class WorkerPool {
     if (this.queue.length >= MAX_QUEUED_EXECUTIONS) {
       return Promise.reject(new SandboxError("EXECUTION_QUEUE_FULL", `${this.queue.length} executions are already waiting for a worker`));
     }
-    return new Promise((resolve, reject) => {
+    return new Promise((resolve) => {
       const queued: QueuedJob = {
         job,
         resolve,
-        reject,
         onAbort: () => {
           const i = this.queue.indexOf(queued);
           if (i >= 0) this.queue.splice(i, 1);
@@ -118,11 +116,6 @@ export class WorkerPool {
         releaseHostFds(slot.fdRegistry);
       }),
     );
-  }
-
-  /** Number of workers, and how many are running a guest right now. */
-  stats(): { workers: number; busy: number; queued: number } {
-    return { workers: this.slots.length, busy: this.slots.filter((s) => s.job).length, queued: this.queue.length };
   }
 
   private spawn(): Slot {
