@@ -1,16 +1,12 @@
 import type { Denial, RunMount } from "./execution.js";
-import type { WasiRunResult } from "./wasi/host.js";
+import type { WasiHostOptions, WasiRunResult } from "./wasi/host.js";
 
 /** What the guest's run is given, as the pool receives it and as the worker gets it. */
-export interface GuestParameters {
+export interface GuestParameters extends Pick<WasiHostOptions, "env" | "stdin" | "memoryLimitBytes" | "maxOutputBytes"> {
   readonly moduleKey: string;
-  /** Full argv, argv[0] included. */
+  /** Full argv, argv[0] included (the host's `args`). */
   readonly argv: readonly string[];
-  readonly env: Readonly<Record<string, string>>;
-  readonly stdin: Uint8Array;
   readonly mounts: readonly RunMount[];
-  readonly memoryLimitBytes: number;
-  readonly maxOutputBytes: number;
 }
 
 /** Main thread → worker: run one module. */
