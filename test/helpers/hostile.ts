@@ -62,3 +62,22 @@ export async function expectStillServing(daemon: TestDaemon, pid: number, helloI
     client.close();
   }
 }
+
+/**
+ * Registers the hooks every red-team suite shares: after each attack the daemon must have
+ * survived (see expectStillServing); after all, it is stopped and `cleanup` runs.
+ * `current` reads the suite's daemon, pid and hello module, set by its own before-all hook.
+ */
+export function checkSurvivalAfterEach(
+  current: () => { daemon: TestDaemon | undefined; pid: number; helloId: string },
+  cleanup?: () => Promise<void>,
+): void {
+  afterEach(async function () {
+    const { daemon, pid, helloId } = current();
+    await expectStillServing(daemon!, pid, helloId);
+  });
+  after(async function () {
+    await current().daemon?.stop();
+    await cleanup?.();
+  });
+}

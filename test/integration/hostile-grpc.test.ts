@@ -3,7 +3,7 @@ import { expect } from "chai";
 import { ExecuteRequest } from "../../src/gen/pb/sandbox/v1/sandbox.js";
 import { executeRequest } from "../../src/grpc/client.js";
 import { moduleTarget, startDaemon, type TestDaemon } from "../helpers/daemon.js";
-import { expectStillServing, helloWasm, register } from "../helpers/hostile.js";
+import { checkSurvivalAfterEach, helloWasm, register } from "../helpers/hostile.js";
 
 const Status = { INVALID_ARGUMENT: 3, RESOURCE_EXHAUSTED: 8, INTERNAL: 13 } as const;
 
@@ -42,12 +42,7 @@ describe("hostile gRPC requests against a real daemon", function () {
     pid = daemon.process.pid!;
     helloId = await register(daemon, helloWasm());
   });
-  afterEach(async function () {
-    await expectStillServing(daemon, pid, helloId);
-  });
-  after(async function () {
-    await daemon?.stop();
-  });
+  checkSurvivalAfterEach(() => ({ daemon, pid, helloId }));
 
   it("bytes that are not a protobuf are the client's error: INVALID_ARGUMENT / INVALID_REQUEST, not INTERNAL", async function () {
     const raw = rawExecuteClient(daemon.socketPath);

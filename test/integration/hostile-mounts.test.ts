@@ -6,7 +6,7 @@ import { Outcome, type SignedPolicy } from "../../src/gen/grpc/sandbox/v1/sandbo
 import { MAX_OPEN_FDS } from "../../src/limits.js";
 import { buildModule, call, i32, i64, I32_STORE, WASI } from "../fixtures/hostile/wasm-builder.js";
 import { moduleTarget, startDaemon, type TestDaemon } from "../helpers/daemon.js";
-import { expectStillServing, helloWasm, register } from "../helpers/hostile.js";
+import { checkSurvivalAfterEach, helloWasm, register } from "../helpers/hostile.js";
 import { makeKey, signed, writePublicKeys } from "../unit/policy-fixtures.js";
 
 const EFAULT = 21;
@@ -36,13 +36,10 @@ describe("hostile guests with mounts against a real daemon", function () {
     pid = daemon.process.pid!;
     helloId = await register(daemon, helloWasm());
   });
-  afterEach(async function () {
-    await expectStillServing(daemon, pid, helloId);
-  });
-  after(async function () {
-    await daemon?.stop();
-    await rm(root, { recursive: true, force: true });
-  });
+  checkSurvivalAfterEach(
+    () => ({ daemon, pid, helloId }),
+    () => rm(root, { recursive: true, force: true }),
+  );
 
   function policy(mountDir: string, writable: boolean, memoryLimitBytes = 128 * 1024 * 1024): SignedPolicy {
     const s = signed({

@@ -5,7 +5,7 @@ import { SandboxServiceClient, type ExecuteResponse } from "../../src/gen/grpc/s
 import { executeRequest } from "../../src/grpc/client.js";
 import { buildModule, call, DROP, forever, i32, store32, WASI } from "../fixtures/hostile/wasm-builder.js";
 import { moduleTarget, startDaemon, type TestDaemon } from "../helpers/daemon.js";
-import { expectStillServing, helloWasm, register } from "../helpers/hostile.js";
+import { checkSurvivalAfterEach, helloWasm, register } from "../helpers/hostile.js";
 
 /** Per-stream output cap of this daemon: 8 Mi one-byte writes kept as 8 Mi typed arrays are well past the worker heap. */
 const CAP_BYTES = 8 * 1024 * 1024;
@@ -22,12 +22,7 @@ describe("hostile one-byte output floods against a real daemon", function () {
     pid = daemon.process.pid!;
     helloId = await register(daemon, helloWasm());
   });
-  afterEach(async function () {
-    await expectStillServing(daemon, pid, helloId);
-  });
-  after(async function () {
-    await daemon?.stop();
-  });
+  checkSurvivalAfterEach(() => ({ daemon, pid, helloId }));
 
   /** `_start` writes one byte to `fd` per fd_write, forever. */
   const oneByteFlood = (fd: number): Uint8Array =>

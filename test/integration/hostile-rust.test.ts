@@ -3,7 +3,7 @@ import { expect } from "chai";
 import { Outcome, type ExecuteEvent } from "../../src/gen/grpc/sandbox/v1/sandbox.js";
 import { executeRequest } from "../../src/grpc/client.js";
 import { moduleTarget, startDaemon, type TestDaemon } from "../helpers/daemon.js";
-import { expectStillServing, helloWasm, register } from "../helpers/hostile.js";
+import { checkSurvivalAfterEach, expectStillServing, helloWasm, register } from "../helpers/hostile.js";
 
 const TIMEOUT_MS = 5000;
 const MAX_OUTPUT_BYTES = 100_000;
@@ -41,12 +41,7 @@ describe("hostile Rust guests against a real daemon", function () {
       ids.set(name, compiled.moduleId);
     }
   });
-  afterEach(async function () {
-    await expectStillServing(daemon, pid, helloId);
-  });
-  after(async function () {
-    await daemon?.stop();
-  });
+  checkSurvivalAfterEach(() => ({ daemon, pid, helloId }));
 
   const exec = (name: keyof typeof SCRIPTS, extra: Parameters<TestDaemon["execute"]>[0] = {}) =>
     daemon.execute({ target: moduleTarget(ids.get(name)!), ...extra });

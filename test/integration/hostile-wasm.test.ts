@@ -6,7 +6,7 @@ import {
 } from "../fixtures/hostile/wasm-builder.js";
 import { connect } from "../../src/grpc/client.js";
 import { moduleTarget, rejection, startDaemon, type TestDaemon } from "../helpers/daemon.js";
-import { expectStillServing, helloWasm, register } from "../helpers/hostile.js";
+import { checkSurvivalAfterEach, helloWasm, register } from "../helpers/hostile.js";
 
 const INVALID_ARGUMENT = 3;
 const EFAULT = 21;
@@ -40,12 +40,7 @@ describe("hostile hand-made wasm against a real daemon", function () {
     pid = daemon.process.pid!;
     helloId = await register(daemon, helloWasm());
   });
-  afterEach(async function () {
-    await expectStillServing(daemon, pid, helloId);
-  });
-  after(async function () {
-    await daemon?.stop();
-  });
+  checkSurvivalAfterEach(() => ({ daemon, pid, helloId }));
 
   async function run(shape: ModuleShape): Promise<ExecuteResponse> {
     return daemon.execute({ target: moduleTarget(await register(daemon, buildModule(shape))) });
