@@ -6,6 +6,7 @@ import { randomUUID } from "node:crypto";
 import { availableParallelism } from "node:os";
 import { performance } from "node:perf_hooks";
 import { SandboxError } from "./errors/sandbox-error.js";
+import { elapsedUs } from "./elapsed.js";
 import type { Logger } from "./logger.js";
 import { MAX_STDIN_BYTES } from "./limits.js";
 import { MODULE_ID_PATTERN, ModuleStore } from "./cache/module-store.js";
@@ -178,8 +179,4 @@ function validateExecuteInput(input: ExecuteInput): void {
       throw new SandboxError("INVALID_REQUEST", `env key ${JSON.stringify(key)} is invalid: keys must be non-empty with no '=' or NUL, values no NUL`);
     }
   }
-}
-
-function elapsedUs(startedMs: number): number {
-  return Math.round((performance.now() - startedMs) * 1000);
 }

@@ -6,6 +6,7 @@
 import type { ServerUnaryCall, ServerWritableStream, sendUnaryData, ServiceError } from "@grpc/grpc-js";
 import { performance } from "node:perf_hooks";
 import { SandboxError } from "../errors/sandbox-error.js";
+import { elapsedUs } from "../elapsed.js";
 import type { Logger } from "../logger.js";
 import type {
   CompileRequest,
@@ -17,7 +18,7 @@ import type {
 } from "../gen/grpc/sandbox/v1/sandbox.js";
 import type { Sandbox } from "../sandbox.js";
 import { toServiceError } from "./status.js";
-import { compileInputFrom, compileResponseFrom, executeInputFrom, executeResponseFrom } from "./translate.js";
+import { asBuffer, compileInputFrom, compileResponseFrom, executeInputFrom, executeResponseFrom } from "./translate.js";
 
 /** The abort reason of every call the client cancelled. */
 const CLIENT_CANCELLED = new SandboxError("CANCELLED", "cancelled by the client");
@@ -56,7 +57,7 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
       const { signal, release } = callSignal(call, shutdown);
       try {
         const result = await sandbox.compile(compileInputFrom(call.request), signal);
-        const durationUs = Math.round((performance.now() - started) * 1000);
+        const durationUs = elapsedUs(started);
         if (logger.isInfoEnabled()) logger.info("compile", { moduleId: result.moduleId, ok: result.ok, cacheHit: result.cacheHit, durationUs });
         callback(null, compileResponseFrom(result, durationUs));
       } catch (e: unknown) {
@@ -91,8 +92,8 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
             started = true;
             send({ $case: "started", value: { executionId, moduleId } });
           },
-          onStdout: (chunk) => send({ $case: "stdout", value: Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength) }),
-          onStderr: (chunk) => send({ $case: "stderr", value: Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength) }),
+          onStdout: (chunk) => send({ $case: "stdout", value: asBuffer(chunk) }),
+          onStderr: (chunk) => send({ $case: "stderr", value: asBuffer(chunk) }),
           onDenial: (denial) => send({ $case: "denial", value: { ...denial } }),
         });
         if (logger.isInfoEnabled()) logger.info("stream", { moduleId: result.moduleId, outcome: result.outcome, durationUs: result.durationUs });

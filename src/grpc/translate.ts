@@ -105,11 +105,16 @@ export function executeResponseFrom(result: ExecuteResult): ExecuteResponse {
   return {
     ...base,
     exitCode: result.exitCode,
-    stdout: Buffer.from(result.stdout.buffer, result.stdout.byteOffset, result.stdout.byteLength),
-    stderr: Buffer.from(result.stderr.buffer, result.stderr.byteOffset, result.stderr.byteLength),
+    stdout: asBuffer(result.stdout),
+    stderr: asBuffer(result.stderr),
     message: result.message,
     denials: result.denials.map((d) => ({ ...d })),
   };
+}
+
+/** A Buffer view of the same bytes (the generated messages type bytes as Buffer); no copy. */
+export function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function diagnosticFrom(d: CoreDiagnostic): Diagnostic {

@@ -1,6 +1,7 @@
 import { Worker } from "node:worker_threads";
 import { performance } from "node:perf_hooks";
 import { SandboxError } from "../errors/sandbox-error.js";
+import { elapsedUs } from "../elapsed.js";
 import type { Logger } from "../logger.js";
 import { MAX_QUEUED_EXECUTIONS } from "../limits.js";
 import type { Denial, RunListener, RunResult } from "./execution.js";
@@ -278,7 +279,7 @@ export class WorkerPool {
   }
 
   private elapsedUs(slot: Slot): number {
-    return slot.job ? Math.round((performance.now() - slot.job.startedMs) * 1000) : 0;
+    return slot.job ? elapsedUs(slot.job.startedMs) : 0;
   }
 }
 

@@ -7,6 +7,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { performance } from "node:perf_hooks";
 import { MAX_DENIALS, STREAM_FLUSH_BYTES, STREAM_FLUSH_INTERVAL_MS } from "../limits.js";
+import { elapsedUs } from "../elapsed.js";
 import type { Denial } from "./execution.js";
 import { WasiHost } from "./wasi/host.js";
 import type { FromWorker, RunMessage, ToWorker } from "./worker-protocol.js";
@@ -157,7 +158,7 @@ function run(message: RunMessage): void {
         },
       }).run(module)
     : ({ outcome: "trap", message: `internal: module ${message.moduleKey} was never sent to this worker` } as const);
-  const durationUs = Math.round((performance.now() - started) * 1000);
+  const durationUs = elapsedUs(started);
   // A panic is a program's failure, not the sandbox's: report it as native Rust would (exit 101).
   const result =
     hostResult.outcome === "trap" && stderr.panicked
