@@ -9,7 +9,9 @@ import {
   DEFAULT_CEILING_MEMORY_BYTES,
   DEFAULT_CEILING_OUTPUT_BYTES,
   DEFAULT_CEILING_TIMEOUT_MS,
+  DEFAULT_MAX_BUFFERED_BYTES,
   DEFAULT_MAX_OUTPUT_BYTES,
+  DEFAULT_MAX_QUEUED_EXECUTIONS,
   DEFAULT_MEMORY_LIMIT_BYTES,
   DEFAULT_TIMEOUT_MS,
   SHUTDOWN_GRACE_MS,
@@ -29,6 +31,10 @@ export interface DaemonConfig {
   readonly allowUnsigned: boolean;
   readonly rustc: string | undefined;
   readonly workers: number;
+  /** --max-queued-executions: executions allowed to wait for a worker. */
+  readonly maxQueuedExecutions: number;
+  /** --max-buffered-bytes: bytes held for queued stdin and untaken streamed output. */
+  readonly maxBufferedBytes: number;
   readonly ceilings: PolicyCeilings;
   readonly defaults: PolicyDefaults;
   /** Compiler settings: --insecure-compile, --bwrap, --compile-timeout-ms, --compile-memory-bytes. */
@@ -46,6 +52,8 @@ export function defaultConfig(listen: ListenAddress = { kind: "unix", path: defa
     allowUnsigned: false,
     rustc: undefined,
     workers: DEFAULT_WORKERS,
+    maxQueuedExecutions: DEFAULT_MAX_QUEUED_EXECUTIONS,
+    maxBufferedBytes: DEFAULT_MAX_BUFFERED_BYTES,
     ceilings: {
       maxMemoryBytes: DEFAULT_CEILING_MEMORY_BYTES,
       maxTimeoutMs: DEFAULT_CEILING_TIMEOUT_MS,
@@ -116,6 +124,8 @@ export class Daemon {
       toolchain,
       cacheDir: config.cacheDir,
       workers: config.workers,
+      maxQueuedExecutions: config.maxQueuedExecutions,
+      maxBufferedBytes: config.maxBufferedBytes,
       keys,
       allowUnsigned: config.allowUnsigned,
       ceilings: config.ceilings,

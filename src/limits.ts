@@ -20,8 +20,16 @@ export const MAX_WASM_BYTES = 64 * 1024 * 1024;
 export const MAX_DENIALS = 64;
 /** Largest gRPC message the server accepts (requests carry wasm and stdin). */
 export const MAX_GRPC_MESSAGE_BYTES = 128 * 1024 * 1024;
-/** Executions waiting for a worker beyond which new ones are refused. */
-export const MAX_QUEUED_EXECUTIONS = 1024;
+/** Executions waiting for a worker beyond which new ones are refused (`--max-queued-executions`). */
+export const DEFAULT_MAX_QUEUED_EXECUTIONS = 1024;
+/**
+ * Bytes the daemon holds for calls beyond their own limits (`--max-buffered-bytes`): stdin of
+ * admitted executions and streamed output not yet taken by its client. New executions are refused
+ * (EXECUTION_QUEUE_FULL) while it is full.
+ */
+export const DEFAULT_MAX_BUFFERED_BYTES = 256 * 1024 * 1024;
+/** Streamed output a client has not taken yet at which its guest waits (per run). */
+export const STREAM_WINDOW_BYTES = 1024 * 1024;
 /** Buffered guest output is flushed to a streaming client at least this often. */
 export const STREAM_FLUSH_INTERVAL_MS = 5;
 /** ...or as soon as this many bytes are buffered. */

@@ -16,6 +16,7 @@ import type { Toolchain } from "./compiler/toolchain.js";
 import { authorize, bindToModule, type PolicyCeilings, type PolicyDefaults, type SignedPolicyInput } from "./policy/authorize.js";
 import type { TrustedKeys } from "./policy/trusted-keys.js";
 import type { RunListener, RunResult } from "./runtime/execution.js";
+import { BufferBudget } from "./runtime/buffer-budget.js";
 import { ModuleRegistry } from "./runtime/module-registry.js";
 import { WorkerPool } from "./runtime/pool.js";
 
@@ -28,6 +29,10 @@ export interface SandboxOptions {
   readonly toolchain: Toolchain | undefined | Promise<Toolchain | undefined>;
   readonly cacheDir: string;
   readonly workers: number;
+  /** Executions allowed to wait for a worker. */
+  readonly maxQueuedExecutions: number;
+  /** Bytes held for queued stdin and untaken streamed output, across all calls. */
+  readonly maxBufferedBytes: number;
   readonly keys: TrustedKeys;
   readonly allowUnsigned: boolean;
   readonly ceilings: PolicyCeilings;
@@ -83,7 +88,12 @@ export class Sandbox {
 
   /** Builds the core and starts its workers; the compiler finishes setting up in the background. */
   static async create(options: SandboxOptions): Promise<Sandbox> {
-    const pool = new WorkerPool(options.workers, options.logger);
+    const pool = new WorkerPool({
+      workers: options.workers,
+      maxQueued: options.maxQueuedExecutions,
+      budget: new BufferBudget(options.maxBufferedBytes),
+      logger: options.logger,
+    });
     const poolStarted = pool.start();
     try {
       const store = await ModuleStore.open(options.cacheDir, {

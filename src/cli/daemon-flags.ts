@@ -29,6 +29,8 @@ export const USAGE = `usage: sandboxd [options]
   --compile-max-queued N   compiles waiting for a slot beyond which Compile is RESOURCE_EXHAUSTED
   --rustc PATH             rustc to use (default: the first of PATH's rustc and /usr/bin/rustc with a WASI target)
   --workers N              warm worker threads running guests
+  --max-queued-executions N  executions waiting for a worker beyond which Execute is RESOURCE_EXHAUSTED
+  --max-buffered-bytes N   bytes held for queued stdin and unread streamed output; beyond it Execute is RESOURCE_EXHAUSTED
   --log-level LEVEL        error, warn, info (default) or debug
   -h, --help               this text
 `;
@@ -60,6 +62,8 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         "compile-concurrency": { type: "string" },
         "compile-max-queued": { type: "string" },
         workers: { type: "string" },
+        "max-queued-executions": { type: "string" },
+        "max-buffered-bytes": { type: "string" },
         "log-level": { type: "string", default: "info" },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -73,7 +77,7 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
   const listen = v.listen === undefined ? base.listen : parseListenAddress(v.listen);
   if (listen instanceof Error) return listen;
   const numbers: Record<string, number | undefined> = {};
-  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "default-timeout-ms", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes", "compile-concurrency", "compile-max-queued"] as const) {
+  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "default-timeout-ms", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes", "compile-concurrency", "compile-max-queued", "max-queued-executions", "max-buffered-bytes"] as const) {
     const text = v[flag];
     if (text === undefined) continue;
     const n = Number(text);
@@ -91,6 +95,8 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
       allowUnsigned: v["allow-unsigned"],
       rustc: v.rustc,
       workers: numbers["workers"] ?? base.workers,
+      maxQueuedExecutions: numbers["max-queued-executions"] ?? base.maxQueuedExecutions,
+      maxBufferedBytes: numbers["max-buffered-bytes"] ?? base.maxBufferedBytes,
       ceilings: {
         maxMemoryBytes: numbers["max-memory-bytes"] ?? base.ceilings.maxMemoryBytes,
         maxTimeoutMs: numbers["max-timeout-ms"] ?? base.ceilings.maxTimeoutMs,

@@ -15,8 +15,11 @@ export interface RunMessage extends GuestParameters {
   readonly runId: number;
   /** Sent only the first time this worker sees moduleKey; the worker keeps it. */
   readonly module?: WebAssembly.Module;
-  /** Stream output as it is written (StreamOutput) instead of returning it at the end (Execute). */
-  readonly stream: boolean;
+  /**
+   * Present for StreamOutput: output is posted as it is written, and the worker waits while too much
+   * of it is untaken (see stream-window.ts). Absent for Execute: output comes back with the result.
+   */
+  readonly streamWindow?: Int32Array;
 }
 
 /** Main thread → worker: forget a module the main thread evicted. */
