@@ -12,6 +12,7 @@ import {
   DEFAULT_MAX_BUFFERED_BYTES,
   DEFAULT_MAX_OUTPUT_BYTES,
   DEFAULT_MAX_QUEUED_EXECUTIONS,
+  DEFAULT_MEMORY_CACHE_MAX_BYTES,
   DEFAULT_MEMORY_LIMIT_BYTES,
   DEFAULT_TIMEOUT_MS,
   SHUTDOWN_GRACE_MS,
@@ -35,6 +36,8 @@ export interface DaemonConfig {
   readonly maxQueuedExecutions: number;
   /** --max-buffered-bytes: bytes held for queued stdin and untaken streamed output. */
   readonly maxBufferedBytes: number;
+  /** --memory-cache-max-bytes: total size of the compiled modules kept in memory. */
+  readonly moduleMemoryMaxBytes: number;
   readonly ceilings: PolicyCeilings;
   readonly defaults: PolicyDefaults;
   /** Compiler settings: --insecure-compile, --bwrap, --compile-timeout-ms, --compile-memory-bytes. */
@@ -54,6 +57,7 @@ export function defaultConfig(listen: ListenAddress = { kind: "unix", path: defa
     workers: DEFAULT_WORKERS,
     maxQueuedExecutions: DEFAULT_MAX_QUEUED_EXECUTIONS,
     maxBufferedBytes: DEFAULT_MAX_BUFFERED_BYTES,
+    moduleMemoryMaxBytes: DEFAULT_MEMORY_CACHE_MAX_BYTES,
     ceilings: {
       maxMemoryBytes: DEFAULT_CEILING_MEMORY_BYTES,
       maxTimeoutMs: DEFAULT_CEILING_TIMEOUT_MS,
@@ -126,6 +130,7 @@ export class Daemon {
       workers: config.workers,
       maxQueuedExecutions: config.maxQueuedExecutions,
       maxBufferedBytes: config.maxBufferedBytes,
+      moduleMemoryMaxBytes: config.moduleMemoryMaxBytes,
       keys,
       allowUnsigned: config.allowUnsigned,
       ceilings: config.ceilings,

@@ -56,6 +56,11 @@ export const COMPILE_MAX_FILE_BYTES = 256 * 1024 * 1024;
 export const COMPILE_TMPFS_BYTES = 256 * 1024 * 1024;
 /** Compiles waiting for a rustc slot beyond which new ones are refused (COMPILE_QUEUE_FULL). */
 export const COMPILE_MAX_QUEUED = 64;
+/**
+ * Size of the compiled modules kept in memory, counted by their binaries, unless `--memory-cache-max-bytes`
+ * says otherwise (V8's compiled code for a module is about the size of its binary again).
+ */
+export const DEFAULT_MEMORY_CACHE_MAX_BYTES = 256 * 1024 * 1024;
 /** Size cap of the on-disk module cache unless `--cache-max-bytes` says otherwise. */
 export const DEFAULT_CACHE_MAX_BYTES = 2 * 1024 * 1024 * 1024;
 /** Elements of all of a guest's wasm tables together (they live on the worker's V8 heap, not in the memory cap). */

@@ -21,6 +21,7 @@ export const USAGE = `usage: sandboxd [options]
   --max-output-bytes N     ceiling on a policy's max_output_bytes
   --default-timeout-ms N   wall-clock limit of runs whose policy does not set one (and of unsigned runs)
   --cache-max-bytes N      size cap of the on-disk module cache (least recently used entries are evicted)
+  --memory-cache-max-bytes N  size of the compiled modules kept in memory (least recently used are dropped)
   --insecure-compile       compile even without bubblewrap (scripts can then read host files at compile time)
   --bwrap PATH             bubblewrap binary (default: bwrap on PATH, /usr/bin/bwrap)
   --compile-timeout-ms N   wall-clock budget of one rustc run
@@ -55,6 +56,7 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         "default-timeout-ms": { type: "string" },
         rustc: { type: "string" },
         "cache-max-bytes": { type: "string" },
+        "memory-cache-max-bytes": { type: "string" },
         "insecure-compile": { type: "boolean", default: false },
         bwrap: { type: "string" },
         "compile-timeout-ms": { type: "string" },
@@ -77,7 +79,7 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
   const listen = v.listen === undefined ? base.listen : parseListenAddress(v.listen);
   if (listen instanceof Error) return listen;
   const numbers: Record<string, number | undefined> = {};
-  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "default-timeout-ms", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes", "compile-concurrency", "compile-max-queued", "max-queued-executions", "max-buffered-bytes"] as const) {
+  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "default-timeout-ms", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes", "compile-concurrency", "compile-max-queued", "max-queued-executions", "max-buffered-bytes", "memory-cache-max-bytes"] as const) {
     const text = v[flag];
     if (text === undefined) continue;
     const n = Number(text);
@@ -97,6 +99,7 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
       workers: numbers["workers"] ?? base.workers,
       maxQueuedExecutions: numbers["max-queued-executions"] ?? base.maxQueuedExecutions,
       maxBufferedBytes: numbers["max-buffered-bytes"] ?? base.maxBufferedBytes,
+      moduleMemoryMaxBytes: numbers["memory-cache-max-bytes"] ?? base.moduleMemoryMaxBytes,
       ceilings: {
         maxMemoryBytes: numbers["max-memory-bytes"] ?? base.ceilings.maxMemoryBytes,
         maxTimeoutMs: numbers["max-timeout-ms"] ?? base.ceilings.maxTimeoutMs,

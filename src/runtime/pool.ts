@@ -269,6 +269,7 @@ export class WorkerPool {
       stdin: exactCopy(job.stdin),
       mounts: job.mounts,
       memoryLimitBytes: job.memoryLimitBytes,
+      ...(job.memory ? { memory: job.memory } : {}),
       maxOutputBytes: job.maxOutputBytes,
       ...(window ? { streamWindow: window } : {}),
     };

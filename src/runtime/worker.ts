@@ -138,6 +138,7 @@ function run(message: RunMessage): void {
         stdin: message.stdin,
         mounts: message.mounts,
         memoryLimitBytes: message.memoryLimitBytes,
+        ...(message.memory ? { memory: message.memory } : {}),
         maxOutputBytes: message.maxOutputBytes,
         onStdout: (bytes) => stdout.write(bytes),
         onStderr: (bytes) => stderr.write(bytes),
