@@ -36,6 +36,8 @@ export interface SandboxOptions {
   readonly maxBufferedBytes: number;
   /** Total size of the compiled modules kept in memory. */
   readonly moduleMemoryMaxBytes: number;
+  /** Files, directories and links one run may create in its writable mounts. */
+  readonly maxCreatedEntries: number;
   readonly keys: TrustedKeys;
   readonly allowUnsigned: boolean;
   readonly ceilings: PolicyCeilings;
@@ -166,6 +168,8 @@ export class Sandbox {
       memoryLimitBytes: grant.memoryLimitBytes,
       ...(memory ? { memory } : {}),
       maxOutputBytes: grant.maxOutputBytes,
+      maxWriteBytes: grant.maxWriteBytes,
+      maxCreatedEntries: this.options.maxCreatedEntries,
       timeoutMs: grant.timeoutMs,
       ...(hooks ? { listener: hooks } : {}),
       ...(signal ? { signal } : {}),

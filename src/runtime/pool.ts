@@ -271,6 +271,8 @@ export class WorkerPool {
       memoryLimitBytes: job.memoryLimitBytes,
       ...(job.memory ? { memory: job.memory } : {}),
       maxOutputBytes: job.maxOutputBytes,
+      maxWriteBytes: job.maxWriteBytes,
+      maxCreatedEntries: job.maxCreatedEntries,
       ...(window ? { streamWindow: window } : {}),
     };
     slot.worker.postMessage(message);

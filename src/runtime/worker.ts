@@ -140,6 +140,8 @@ function run(message: RunMessage): void {
         memoryLimitBytes: message.memoryLimitBytes,
         ...(message.memory ? { memory: message.memory } : {}),
         maxOutputBytes: message.maxOutputBytes,
+        maxWriteBytes: message.maxWriteBytes,
+        maxCreatedEntries: message.maxCreatedEntries,
         onStdout: (bytes) => stdout.write(bytes),
         onStderr: (bytes) => stderr.write(bytes),
         onDenial: (denial) => {

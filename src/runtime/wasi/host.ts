@@ -23,6 +23,10 @@ export interface WasiHostOptions {
   /** The memory this run supplies to a module whose memory is an import (see importMemory), in pages. */
   readonly memory?: { readonly initial: number; readonly maximum: number };
   readonly maxOutputBytes: number;
+  /** Bytes the run may add to its writable mounts (writes, and growth by set_size or allocate); DEFAULT_MAX_WRITE_BYTES if absent. */
+  readonly maxWriteBytes?: number;
+  /** Files, directories and links the run may create; DEFAULT_MAX_CREATED_ENTRIES if absent. */
+  readonly maxCreatedEntries?: number;
   onStdout(bytes: Uint8Array): void;
   onStderr(bytes: Uint8Array): void;
   onDenial(denial: WasiDenial): void;
