@@ -9,7 +9,13 @@ import {
   DEFAULT_CEILING_MEMORY_BYTES,
   DEFAULT_CEILING_OUTPUT_BYTES,
   DEFAULT_CEILING_TIMEOUT_MS,
+  DEFAULT_CEILING_WRITE_BYTES,
+  DEFAULT_MAX_BUFFERED_BYTES,
+  DEFAULT_MAX_CREATED_ENTRIES,
   DEFAULT_MAX_OUTPUT_BYTES,
+  DEFAULT_MAX_QUEUED_EXECUTIONS,
+  DEFAULT_MEMORY_CACHE_MAX_BYTES,
+  DEFAULT_MAX_WRITE_BYTES,
   DEFAULT_MEMORY_LIMIT_BYTES,
   DEFAULT_TIMEOUT_MS,
   SHUTDOWN_GRACE_MS,
@@ -29,6 +35,14 @@ export interface DaemonConfig {
   readonly allowUnsigned: boolean;
   readonly rustc: string | undefined;
   readonly workers: number;
+  /** --max-queued-executions: executions allowed to wait for a worker. */
+  readonly maxQueuedExecutions: number;
+  /** --max-buffered-bytes: bytes held for queued stdin and untaken streamed output. */
+  readonly maxBufferedBytes: number;
+  /** --memory-cache-max-bytes: total size of the compiled modules kept in memory. */
+  readonly moduleMemoryMaxBytes: number;
+  /** --max-created-entries: files, directories and links one run may create. */
+  readonly maxCreatedEntries: number;
   readonly ceilings: PolicyCeilings;
   readonly defaults: PolicyDefaults;
   /** Compiler settings: --insecure-compile, --bwrap, --compile-timeout-ms, --compile-memory-bytes. */
@@ -46,16 +60,22 @@ export function defaultConfig(listen: ListenAddress = { kind: "unix", path: defa
     allowUnsigned: false,
     rustc: undefined,
     workers: DEFAULT_WORKERS,
+    maxQueuedExecutions: DEFAULT_MAX_QUEUED_EXECUTIONS,
+    maxBufferedBytes: DEFAULT_MAX_BUFFERED_BYTES,
+    moduleMemoryMaxBytes: DEFAULT_MEMORY_CACHE_MAX_BYTES,
+    maxCreatedEntries: DEFAULT_MAX_CREATED_ENTRIES,
     ceilings: {
       maxMemoryBytes: DEFAULT_CEILING_MEMORY_BYTES,
       maxTimeoutMs: DEFAULT_CEILING_TIMEOUT_MS,
       maxOutputBytes: DEFAULT_CEILING_OUTPUT_BYTES,
+      maxWriteBytes: DEFAULT_CEILING_WRITE_BYTES,
       allowedRoots: [],
     },
     defaults: {
       memoryLimitBytes: DEFAULT_MEMORY_LIMIT_BYTES,
       timeoutMs: DEFAULT_TIMEOUT_MS,
       maxOutputBytes: DEFAULT_MAX_OUTPUT_BYTES,
+      maxWriteBytes: DEFAULT_MAX_WRITE_BYTES,
     },
   };
 }
@@ -83,6 +103,7 @@ export function validateConfig(config: DaemonConfig): Error | undefined {
     ["timeout", config.defaults.timeoutMs, config.ceilings.maxTimeoutMs],
     ["memory", config.defaults.memoryLimitBytes, config.ceilings.maxMemoryBytes],
     ["output", config.defaults.maxOutputBytes, config.ceilings.maxOutputBytes],
+    ["write", config.defaults.maxWriteBytes, config.ceilings.maxWriteBytes],
   ] as const;
   for (const [name, value, ceiling] of pairs) {
     if (value > ceiling) return new Error(`the default ${name} limit (${value}) exceeds its ceiling (${ceiling})`);
@@ -116,6 +137,10 @@ export class Daemon {
       toolchain,
       cacheDir: config.cacheDir,
       workers: config.workers,
+      maxQueuedExecutions: config.maxQueuedExecutions,
+      maxBufferedBytes: config.maxBufferedBytes,
+      moduleMemoryMaxBytes: config.moduleMemoryMaxBytes,
+      maxCreatedEntries: config.maxCreatedEntries,
       keys,
       allowUnsigned: config.allowUnsigned,
       ceilings: config.ceilings,

@@ -41,6 +41,33 @@ function callSignal(call: { on(event: "cancelled", listener: () => void): unknow
   return { signal: controller.signal, release: () => shutdown.removeEventListener("abort", onShutdown) };
 }
 
+/**
+ * Writes events to a server stream. Each write's promise settles when grpc-js has handed the
+ * message on (its write callback) or the call is over, whichever comes first, so the core can hold
+ * a guest back while its reader is slow and never waits on a call that is gone.
+ */
+function streamWriter(call: ServerWritableStream<ExecuteRequest, ExecuteEvent>): (event: ExecuteEvent["event"]) => Promise<void> | undefined {
+  const waiting = new Set<() => void>();
+  const settleAll = (): void => {
+    for (const settle of waiting) settle();
+    waiting.clear();
+  };
+  call.once("cancelled", settleAll);
+  call.once("close", settleAll);
+  call.once("error", settleAll);
+  return (event) => {
+    if (call.cancelled || call.destroyed) return undefined;
+    return new Promise<void>((resolve) => {
+      const settle = (): void => {
+        waiting.delete(settle);
+        resolve();
+      };
+      waiting.add(settle);
+      call.write({ event }, settle);
+    });
+  };
+}
+
 /** Builds the SandboxService implementation around a core. */
 export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: AbortSignal): SandboxServiceServer {
   const fail = (method: string, e: unknown): Partial<ServiceError> => {
@@ -82,24 +109,22 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
 
     async streamOutput(call: ServerWritableStream<ExecuteRequest, ExecuteEvent>) {
       let started = false;
-      const send = (event: ExecuteEvent["event"]): void => {
-        if (!call.cancelled) call.write({ event });
-      };
+      const send = streamWriter(call);
       const { signal, release } = callSignal(call, shutdown);
       try {
         const result = await sandbox.execute(executeInputFrom(call.request), signal, {
           onStarted: (executionId, moduleId) => {
             started = true;
-            send({ $case: "started", value: { executionId, moduleId } });
+            void send({ $case: "started", value: { executionId, moduleId } });
           },
           onStdout: (chunk) => send({ $case: "stdout", value: asBuffer(chunk) }),
           onStderr: (chunk) => send({ $case: "stderr", value: asBuffer(chunk) }),
-          onDenial: (denial) => send({ $case: "denial", value: { ...denial } }),
+          onDenial: (denial) => void send({ $case: "denial", value: { ...denial } }),
         });
         if (logger.isInfoEnabled()) logger.info("stream", { moduleId: result.moduleId, outcome: result.outcome, durationUs: result.durationUs });
         // Every stream opens with `started`, even when the source never compiled.
-        if (!started) send({ $case: "started", value: { executionId: "", moduleId: result.moduleId } });
-        send({ $case: "finished", value: executeResponseFrom(result) });
+        if (!started) void send({ $case: "started", value: { executionId: "", moduleId: result.moduleId } });
+        void send({ $case: "finished", value: executeResponseFrom(result) });
         call.end();
       } catch (e: unknown) {
         call.emit("error", fail("streamOutput", e));

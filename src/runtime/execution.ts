@@ -28,10 +28,15 @@ export interface RunSpec {
   readonly maxOutputBytes: number;
 }
 
-/** Live events of a streaming run, in the order the guest produced them. */
+/**
+ * Live events of a streaming run, in the order the guest produced them. An
+ * output hook may return a promise that settles once its consumer has taken
+ * the chunk: until then the bytes count against the run's stream window, so a
+ * slow reader makes the guest wait instead of the daemon buffer without bound.
+ */
 export interface RunListener {
-  onStdout?(chunk: Uint8Array): void;
-  onStderr?(chunk: Uint8Array): void;
+  onStdout?(chunk: Uint8Array): Promise<void> | void;
+  onStderr?(chunk: Uint8Array): Promise<void> | void;
   onDenial?(denial: Denial): void;
 }
 

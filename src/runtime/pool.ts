@@ -3,10 +3,9 @@ import { performance } from "node:perf_hooks";
 import { SandboxError } from "../errors/sandbox-error.js";
 import { elapsedUs } from "../elapsed.js";
 import type { Logger } from "../logger.js";
-import { MAX_QUEUED_EXECUTIONS } from "../limits.js";
+import type { BufferBudget } from "./buffer-budget.js";
 import type { Denial, RunListener, RunResult } from "./execution.js";
-import { FD_REGISTRY_SLOTS, releaseHostFds } from "./wasi/host.js";
-import type { WorkerInit } from "./worker.js";
+import { createStreamWindow, credit } from "./stream-window.js";
 import type { FromWorker, GuestParameters, RunMessage } from "./worker-protocol.js";
 
 /**
@@ -16,20 +15,34 @@ import type { FromWorker, GuestParameters, RunMessage } from "./worker-protocol.
  */
 const WORKER_MAX_OLD_GENERATION_MB = 512;
 
+/** Pause before starting a worker again after one failed to start, so a persistent failure does not spin. */
+const WORKER_RESPAWN_DELAY_MS = 1_000;
+
 /** One job for the pool: a compiled module plus everything its run needs. */
 export interface PoolJob extends GuestParameters {
   readonly module: WebAssembly.Module;
+  /** The guest's wall-clock budget, counted from the moment a ready worker takes the job. */
   readonly timeoutMs: number;
   readonly listener?: RunListener;
   readonly signal?: AbortSignal;
 }
 
+/** How the pool is sized and bounded. */
+export interface PoolOptions {
+  readonly workers: number;
+  /** Executions allowed to wait for a worker; beyond it EXECUTION_QUEUE_FULL. */
+  readonly maxQueued: number;
+  /** Shared account of bytes held for calls (queued stdin, untaken streamed output). */
+  readonly budget: BufferBudget;
+  readonly logger: Logger;
+}
+
 interface Slot {
   worker: Worker;
-  fdRegistry: Int32Array;
+  /** True once the worker has loaded and said so; jobs go only to ready workers. */
+  ready: boolean;
   /** Module keys this worker already holds. */
   readonly modules: Set<string>;
-  ready: Promise<void>;
   job?: ActiveJob;
 }
 
@@ -38,6 +51,8 @@ interface ActiveJob {
   readonly job: PoolJob;
   readonly startedMs: number;
   readonly resolve: (result: RunResult) => void;
+  /** The run's stream window (StreamOutput only). */
+  readonly window: Int32Array | undefined;
   readonly cleanup: () => void;
 }
 
@@ -52,8 +67,12 @@ const EMPTY = new Uint8Array(0);
 /**
  * A fixed set of warm worker threads running guests one at a time each.
  * Time limits and cancellation terminate the worker (the only way to stop a
- * synchronous guest) and a fresh one takes its slot; any host fds the dead
- * worker held are closed through the shared fd registry.
+ * synchronous guest) and a fresh one takes its slot. The host fds a guest
+ * opened belong to its worker thread alone: Node closes every fd a worker
+ * opened with `fs.openSync` when that worker's environment is torn down, so
+ * nothing else may ever close them by number (the number may be reused).
+ * Jobs only go to workers that have finished starting, so a booting worker is
+ * never terminated mid-load and a guest's clock never runs while it boots.
  */
 export class WorkerPool {
   private readonly slots: Slot[] = [];
@@ -61,27 +80,53 @@ export class WorkerPool {
   private nextRunId = 1;
   private closed = false;
 
-  constructor(
-    private readonly size: number,
-    private readonly logger: Logger,
-  ) {}
+  constructor(private readonly options: PoolOptions) {}
 
   /** Starts the workers and waits until each has loaded. */
   async start(): Promise<void> {
-    for (let i = 0; i < this.size; i++) this.slots.push(this.spawn());
-    await Promise.all(this.slots.map((s) => s.ready));
+    const booted: Promise<void>[] = [];
+    for (let i = 0; i < this.options.workers; i++) {
+      const slot: Slot = { worker: undefined as unknown as Worker, ready: false, modules: new Set() };
+      this.slots.push(slot);
+      booted.push(this.attachWorker(slot));
+    }
+    await Promise.all(booted);
   }
 
-  /** Runs a job on the next free worker. Rejects only when the queue is full or the pool is closed. */
+  /** Jobs waiting for a worker. */
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  /** Workers running a guest now. */
+  get busy(): number {
+    return this.slots.reduce((n, s) => n + (s.job ? 1 : 0), 0);
+  }
+
+  /** Runs a job on the next ready worker. Rejects only when admission fails or the pool is closed. */
   run(job: PoolJob): Promise<RunResult> {
     if (this.closed) return Promise.reject(new SandboxError("SHUTTING_DOWN", "the daemon is shutting down"));
     if (job.signal?.aborted) return Promise.resolve(ended("cancelled", "cancelled before it started", 0));
-    const free = this.slots.find((s) => !s.job);
-    if (free) return new Promise((resolve) => this.dispatch(free, job, resolve));
-    if (this.queue.length >= MAX_QUEUED_EXECUTIONS) {
+    const free = this.slots.find((s) => s.ready && !s.job);
+    if (!free && this.queue.length >= this.options.maxQueued) {
       return Promise.reject(new SandboxError("EXECUTION_QUEUE_FULL", `${this.queue.length} executions are already waiting for a worker`));
     }
-    return new Promise((resolve) => {
+    const stdinBytes = job.stdin.byteLength;
+    const { budget } = this.options;
+    if (!budget.tryAcquire(stdinBytes)) {
+      return Promise.reject(
+        new SandboxError("EXECUTION_QUEUE_FULL", `the daemon already holds ${budget.used} of its ${budget.limitBytes} bytes for other calls' input and output`),
+      );
+    }
+    return new Promise<RunResult>((resolveRun) => {
+      const resolve = (result: RunResult): void => {
+        budget.release(stdinBytes);
+        resolveRun(result);
+      };
+      if (free) {
+        this.dispatch(free, job, resolve);
+        return;
+      }
       const queued: QueuedJob = {
         job,
         resolve,
@@ -114,23 +159,17 @@ export class WorkerPool {
       this.slots.map(async (slot) => {
         this.finish(slot, ended("cancelled", "the daemon is shutting down", 0));
         await slot.worker.terminate();
-        releaseHostFds(slot.fdRegistry);
       }),
     );
   }
 
-  private spawn(): Slot {
-    const slot: Slot = { worker: undefined as unknown as Worker, fdRegistry: new Int32Array(0), modules: new Set(), ready: Promise.resolve() };
-    this.attachWorker(slot);
-    return slot;
-  }
-
-  /** Starts a fresh worker (with a fresh fd registry) in `slot` and routes its events there. */
-  private attachWorker(slot: Slot): void {
-    const fdRegistry = new Int32Array(new SharedArrayBuffer(FD_REGISTRY_SLOTS * Int32Array.BYTES_PER_ELEMENT));
-    const init: WorkerInit = { fdRegistry };
+  /**
+   * Starts a fresh worker in `slot` and routes its events there; resolves once it is ready. Every
+   * handler first checks that the slot still holds this worker: a replaced worker's late events
+   * must never touch the job that runs in its slot now.
+   */
+  private attachWorker(slot: Slot): Promise<void> {
     const worker = new Worker(new URL("./worker.js", import.meta.url), {
-      workerData: init,
       resourceLimits: { maxOldGenerationSizeMb: WORKER_MAX_OLD_GENERATION_MB },
       // The guest must never reach the daemon's own stdio or environment.
       stdout: true,
@@ -139,36 +178,63 @@ export class WorkerPool {
       env: {},
     });
     slot.worker = worker;
-    slot.fdRegistry = fdRegistry;
+    slot.ready = false;
     slot.modules.clear();
-    slot.ready = new Promise((resolve, reject) => {
-      worker.once("error", reject);
-      worker.on("message", (m: FromWorker) => {
-        if (m.type !== "ready") return;
-        worker.off("error", reject);
-        resolve();
-      });
-    });
+    const current = (): boolean => slot.worker === worker && !this.closed;
     // Nothing should appear on the worker's own stdio; if the host ever logs,
     // it goes to our log instead of blocking the worker on a full pipe.
-    worker.stdout.on("data", (d: Buffer) => this.logger.debug("worker stdout", { data: d.toString() }));
-    worker.stderr.on("data", (d: Buffer) => this.logger.warn("worker stderr", { data: d.toString() }));
-    worker.on("message", (m: FromWorker) => this.onMessage(slot, m));
-    worker.on("error", (e: Error) => {
-      // The host's own heap (output buffers, fd tables, directory listings) ran out: the guest asked for too much.
-      if ((e as NodeJS.ErrnoException).code === "ERR_WORKER_OUT_OF_MEMORY") {
-        this.logger.warn("worker ran out of heap", { error: e.message });
-        this.replace(slot, ended("memory_limit", `the run exhausted the sandbox's host memory (${WORKER_MAX_OLD_GENERATION_MB} MB heap)`, this.elapsedUs(slot)));
-        return;
-      }
-      this.logger.error("worker failed", { error: e.message, stack: e.stack });
-      this.replace(slot, ended("trap", `sandbox worker failed: ${e.message}`, this.elapsedUs(slot)));
+    worker.stdout.on("data", (d: Buffer) => this.options.logger.debug("worker stdout", { data: d.toString() }));
+    worker.stderr.on("data", (d: Buffer) => this.options.logger.warn("worker stderr", { data: d.toString() }));
+    const booted = new Promise<void>((resolve, reject) => {
+      worker.on("message", (m: FromWorker) => {
+        if (!current()) return;
+        if (m.type === "ready") {
+          slot.ready = true;
+          resolve();
+          this.drain(slot);
+        } else {
+          this.onMessage(slot, m);
+        }
+      });
+      worker.on("error", (e: Error) => {
+        if (!current()) return;
+        if (!slot.ready) {
+          reject(e);
+          this.respawnLater(slot, e);
+          return;
+        }
+        // The host's own heap (output buffers, fd tables, directory listings) ran out: the guest asked for too much.
+        if ((e as NodeJS.ErrnoException).code === "ERR_WORKER_OUT_OF_MEMORY") {
+          this.options.logger.warn("worker ran out of heap", { error: e.message });
+          this.replace(slot, ended("memory_limit", `the run exhausted the sandbox's host memory (${WORKER_MAX_OLD_GENERATION_MB} MB heap)`, this.elapsedUs(slot)));
+          return;
+        }
+        this.options.logger.error("worker failed", { error: e.message, stack: e.stack });
+        this.replace(slot, ended("trap", `sandbox worker failed: ${e.message}`, this.elapsedUs(slot)));
+      });
+      worker.on("exit", (code) => {
+        if (!current()) return;
+        if (!slot.ready) {
+          const e = new Error(`sandbox worker exited with code ${code} while starting`);
+          reject(e);
+          this.respawnLater(slot, e);
+          return;
+        }
+        this.options.logger.error("worker exited unexpectedly", { code });
+        this.replace(slot, ended("trap", `sandbox worker exited with code ${code}`, this.elapsedUs(slot)));
+      });
     });
-    worker.on("exit", (code) => {
-      if (slot.worker !== worker || this.closed) return;
-      this.logger.error("worker exited unexpectedly", { code });
-      this.replace(slot, ended("trap", `sandbox worker exited with code ${code}`, this.elapsedUs(slot)));
-    });
+    return booted;
+  }
+
+  /** A worker failed to start: say so and try again shortly, so the pool does not shrink for good. */
+  private respawnLater(slot: Slot, e: Error): void {
+    this.options.logger.error("a sandbox worker failed to start", { error: e.message });
+    const failed = slot.worker;
+    setTimeout(() => {
+      if (this.closed || slot.worker !== failed) return;
+      this.attachWorker(slot).catch(() => undefined);
+    }, WORKER_RESPAWN_DELAY_MS).unref();
   }
 
   private dispatch(slot: Slot, job: PoolJob, resolve: (r: RunResult) => void): void {
@@ -179,11 +245,13 @@ export class WorkerPool {
     );
     const onAbort = (): void => this.replace(slot, ended("cancelled", "cancelled by the client", this.elapsedUs(slot)));
     job.signal?.addEventListener("abort", onAbort, { once: true });
+    const window = job.listener ? createStreamWindow() : undefined;
     slot.job = {
       runId,
       job,
       startedMs: performance.now(),
       resolve,
+      window,
       cleanup: () => {
         clearTimeout(timer);
         job.signal?.removeEventListener("abort", onAbort);
@@ -201,19 +269,21 @@ export class WorkerPool {
       stdin: exactCopy(job.stdin),
       mounts: job.mounts,
       memoryLimitBytes: job.memoryLimitBytes,
+      ...(job.memory ? { memory: job.memory } : {}),
       maxOutputBytes: job.maxOutputBytes,
-      stream: job.listener !== undefined,
+      maxWriteBytes: job.maxWriteBytes,
+      maxCreatedEntries: job.maxCreatedEntries,
+      ...(window ? { streamWindow: window } : {}),
     };
     slot.worker.postMessage(message);
   }
 
-  private onMessage(slot: Slot, m: FromWorker): void {
+  private onMessage(slot: Slot, m: Exclude<FromWorker, { type: "ready" }>): void {
     const active = slot.job;
-    if (m.type === "ready" || !active || m.runId !== active.runId) return;
+    if (!active || m.runId !== active.runId) return;
     const listener = active.job.listener;
     if (m.type === "output") {
-      if (m.fd === 1) listener?.onStdout?.(m.data);
-      else listener?.onStderr?.(m.data);
+      this.deliver(active, m.fd, m.data);
     } else if (m.type === "denial") {
       listener?.onDenial?.(m.denial);
     } else {
@@ -242,6 +312,27 @@ export class WorkerPool {
     }
   }
 
+  /**
+   * Hands streamed output to the run's listener. The bytes count in the shared budget and
+   * against the run's window until the listener says its consumer took them.
+   */
+  private deliver(active: ActiveJob, fd: 1 | 2, data: Uint8Array): void {
+    const listener = active.job.listener;
+    const bytes = data.byteLength;
+    const { budget } = this.options;
+    budget.acquire(bytes);
+    let taken = false;
+    const take = (): void => {
+      if (taken) return;
+      taken = true;
+      budget.release(bytes);
+      if (active.window) credit(active.window, bytes);
+    };
+    const pending = fd === 1 ? listener?.onStdout?.(data) : listener?.onStderr?.(data);
+    if (pending) pending.then(take, take);
+    else take();
+  }
+
   /** Resolves the slot's job (if any) and forgets it. */
   private finish(slot: Slot, result: RunResult): void {
     const active = slot.job;
@@ -251,27 +342,18 @@ export class WorkerPool {
     active.resolve(result);
   }
 
-  /** Ends the slot's job with `result` and swaps in a fresh worker. */
+  /** Ends the slot's job with `result` and swaps in a fresh worker; the old one takes its fds with it. */
   private replace(slot: Slot, result: RunResult): void {
     if (this.closed) return;
     this.finish(slot, result);
     const old = slot.worker;
-    const oldRegistry = slot.fdRegistry;
-    this.attachWorker(slot);
-    // Fds the old guest held are closed only once its thread is gone, so none is closed under it.
-    old.terminate().then(
-      () => releaseHostFds(oldRegistry),
-      (e: unknown) => this.logger.error("terminating a worker failed", { error: String(e) }),
-    );
-    slot.ready.then(
-      () => this.drain(slot),
-      (e: unknown) => this.logger.error("replacement worker failed to start", { error: String(e) }),
-    );
+    this.attachWorker(slot).catch(() => undefined);
+    old.terminate().catch((e: unknown) => this.options.logger.error("terminating a worker failed", { error: String(e) }));
   }
 
   /** Gives the next queued job to a slot that just became free. */
   private drain(slot: Slot): void {
-    if (slot.job || this.closed) return;
+    if (!slot.ready || slot.job || this.closed) return;
     const next = this.queue.shift();
     if (!next) return;
     next.job.signal?.removeEventListener("abort", next.onAbort);

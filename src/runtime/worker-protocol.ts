@@ -2,7 +2,11 @@ import type { Denial, RunMount } from "./execution.js";
 import type { WasiHostOptions, WasiRunResult } from "./wasi/host.js";
 
 /** What the guest's run is given, as the pool receives it and as the worker gets it. */
-export interface GuestParameters extends Pick<WasiHostOptions, "env" | "stdin" | "memoryLimitBytes" | "maxOutputBytes"> {
+export interface GuestParameters extends Pick<WasiHostOptions, "env" | "stdin" | "memoryLimitBytes" | "memory" | "maxOutputBytes"> {
+  /** Bytes the run may add to its writable mounts. */
+  readonly maxWriteBytes: number;
+  /** Files, directories and links the run may create. */
+  readonly maxCreatedEntries: number;
   readonly moduleKey: string;
   /** Full argv, argv[0] included (the host's `args`). */
   readonly argv: readonly string[];
@@ -15,8 +19,11 @@ export interface RunMessage extends GuestParameters {
   readonly runId: number;
   /** Sent only the first time this worker sees moduleKey; the worker keeps it. */
   readonly module?: WebAssembly.Module;
-  /** Stream output as it is written (StreamOutput) instead of returning it at the end (Execute). */
-  readonly stream: boolean;
+  /**
+   * Present for StreamOutput: output is posted as it is written, and the worker waits while too much
+   * of it is untaken (see stream-window.ts). Absent for Execute: output comes back with the result.
+   */
+  readonly streamWindow?: Int32Array;
 }
 
 /** Main thread → worker: forget a module the main thread evicted. */

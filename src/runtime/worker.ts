@@ -4,23 +4,17 @@
  * the guest can do happens synchronously here; the main thread enforces time by
  * terminating this thread.
  */
-import { parentPort, workerData } from "node:worker_threads";
+import { parentPort } from "node:worker_threads";
 import { performance } from "node:perf_hooks";
-import { MAX_DENIALS, STREAM_FLUSH_BYTES, STREAM_FLUSH_INTERVAL_MS } from "../limits.js";
+import { MAX_DENIALS, STREAM_FLUSH_BYTES, STREAM_FLUSH_INTERVAL_MS, STREAM_WINDOW_BYTES } from "../limits.js";
 import { elapsedUs } from "../elapsed.js";
 import type { Denial } from "./execution.js";
+import { waitAndCharge } from "./stream-window.js";
 import { WasiHost } from "./wasi/host.js";
 import type { FromWorker, RunMessage, ToWorker } from "./worker-protocol.js";
 
-/** Data the pool gives each worker at start. */
-export interface WorkerInit {
-  /** Shared table of host fds held by the running guest, closed by the pool if it kills us mid-run. */
-  readonly fdRegistry: Int32Array;
-}
-
 const port = parentPort;
 if (!port) throw new Error("worker.ts must run in a worker thread");
-const init = workerData as WorkerInit;
 const modules = new Map<string, WebAssembly.Module>();
 
 function post(message: FromWorker): void {
@@ -62,7 +56,8 @@ class OutputSink {
   constructor(
     private readonly runId: number,
     private readonly fd: 1 | 2,
-    private readonly stream: boolean,
+    /** The run's stream window when output is streamed; undefined when it is returned at the end. */
+    private readonly window: Int32Array | undefined,
   ) {}
 
   write(bytes: Uint8Array): void {
@@ -83,7 +78,7 @@ class OutputSink {
       this.chunks.push(bytes);
     }
     this.buffered += bytes.byteLength;
-    if (!this.stream) return;
+    if (this.window === undefined) return;
     // Batch bursts of small writes, but let a write after a quiet spell out at once,
     // so a consumer sees the first line of a slow script as soon as it is written.
     const now = performance.now();
@@ -94,6 +89,8 @@ class OutputSink {
     this.lastFlushMs = now;
     if (this.buffered === 0) return;
     const data = this.take();
+    // A reader that does not keep up makes the guest wait here, inside its write, instead of the daemon buffering.
+    if (this.window !== undefined) waitAndCharge(this.window, data.byteLength, STREAM_WINDOW_BYTES);
     // take() returns a buffer nobody else holds: move it instead of copying it.
     port!.postMessage({ type: "output", runId: this.runId, fd: this.fd, data } satisfies FromWorker, [data.buffer as ArrayBuffer]);
   }
@@ -128,8 +125,9 @@ class OutputSink {
 function run(message: RunMessage): void {
   if (message.module) modules.set(message.moduleKey, message.module);
   const module = modules.get(message.moduleKey);
-  const stdout = new OutputSink(message.runId, 1, message.stream);
-  const stderr = new OutputSink(message.runId, 2, message.stream);
+  const stream = message.streamWindow !== undefined;
+  const stdout = new OutputSink(message.runId, 1, message.streamWindow);
+  const stderr = new OutputSink(message.runId, 2, message.streamWindow);
   const denials: Denial[] = [];
   let deniedBeyondCap = 0;
   const started = performance.now();
@@ -140,8 +138,10 @@ function run(message: RunMessage): void {
         stdin: message.stdin,
         mounts: message.mounts,
         memoryLimitBytes: message.memoryLimitBytes,
+        ...(message.memory ? { memory: message.memory } : {}),
         maxOutputBytes: message.maxOutputBytes,
-        fdRegistry: init.fdRegistry,
+        maxWriteBytes: message.maxWriteBytes,
+        maxCreatedEntries: message.maxCreatedEntries,
         onStdout: (bytes) => stdout.write(bytes),
         onStderr: (bytes) => stderr.write(bytes),
         onDenial: (denial) => {
@@ -150,7 +150,7 @@ function run(message: RunMessage): void {
             return;
           }
           denials.push(denial);
-          if (message.stream) post({ type: "denial", runId: message.runId, denial });
+          if (stream) post({ type: "denial", runId: message.runId, denial });
         },
         flush: () => {
           stdout.flush();
@@ -164,7 +164,7 @@ function run(message: RunMessage): void {
     hostResult.outcome === "trap" && stderr.panicked
       ? ({ outcome: "exited", exitCode: RUST_PANIC_EXIT_CODE } as const)
       : hostResult;
-  if (message.stream) {
+  if (stream) {
     stdout.flush();
     stderr.flush();
   }
@@ -172,8 +172,8 @@ function run(message: RunMessage): void {
     type: "done",
     runId: message.runId,
     result,
-    stdout: message.stream ? new Uint8Array(0) : stdout.take(),
-    stderr: message.stream ? new Uint8Array(0) : stderr.take(),
+    stdout: stream ? new Uint8Array(0) : stdout.take(),
+    stderr: stream ? new Uint8Array(0) : stderr.take(),
     denials,
     deniedBeyondCap,
     durationUs,
