@@ -1,7 +1,7 @@
 /**
  * `npm run soak`: drives a real daemon with a seeded mix of hostile and normal
  * calls, prints a table, writes soak/results.json, and exits non-zero when an
- * invariant fails (see soak/README.md).
+ * invariant fails (see "Soak and fuzzing" in the README).
  */
 import { randomInt } from "node:crypto";
 import { mkdir, writeFile } from "node:fs/promises";

@@ -53,10 +53,20 @@ export async function runSoak(options: SoakOptions, log: Log): Promise<SoakResul
 async function soakWorld(world: World, options: SoakOptions, rng: Rng, log: Log, startedAt: number): Promise<SoakResults> {
   const pid = world.daemon.process.pid!;
   let death: string | undefined;
-  world.daemon.process.once("exit", (code, signal) => {
+  const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
     death = `pid ${pid} exited with ${signal ?? `code ${code}`} after ${((performance.now() - startedAt) / 1000).toFixed(1)} s`;
     log(`THE DAEMON DIED: ${death}`);
-  });
+  };
+  world.daemon.process.once("exit", onExit);
+  try {
+    return await soakDaemon(world, options, rng, log, startedAt, pid, () => death);
+  } finally {
+    // From here on the daemon is stopped on purpose.
+    world.daemon.process.off("exit", onExit);
+  }
+}
+
+async function soakDaemon(world: World, options: SoakOptions, rng: Rng, log: Log, startedAt: number, pid: number, deathOf: () => string | undefined): Promise<SoakResults> {
   const sentinelBefore = await sentinelHash(world.paths);
 
   log("compiling the soak guest (cold compile)");
@@ -127,9 +137,9 @@ async function soakWorld(world: World, options: SoakOptions, rng: Rng, log: Log,
   const loadStarted = performance.now();
   const loadEnds = loadStarted + options.durationMs;
   const samples: ProcessSample[] = [];
-  const stopping = (): boolean => death !== undefined || performance.now() >= loadEnds;
+  const stopping = (): boolean => deathOf() !== undefined || performance.now() >= loadEnds;
   const sampler = setInterval(() => {
-    if (death === undefined) sampleProcess(pid).then((s) => samples.push(s), () => undefined);
+    if (deathOf() === undefined) sampleProcess(pid).then((s) => samples.push(s), () => undefined);
   }, SAMPLE_INTERVAL_MS);
   const lane = async (i: number, laneRng: Rng): Promise<void> => {
     while (!stopping()) {
@@ -161,7 +171,7 @@ async function soakWorld(world: World, options: SoakOptions, rng: Rng, log: Log,
 
   log("settling");
   let end: ProcessSample | undefined;
-  if (death === undefined) {
+  if (deathOf() === undefined) {
     await sleep(SETTLE_MS);
     const settleDeadline = performance.now() + SETTLE_TIMEOUT_MS;
     for (;;) {
@@ -174,7 +184,7 @@ async function soakWorld(world: World, options: SoakOptions, rng: Rng, log: Log,
   }
   if (end && end.fds > baseline.fds + FD_TOLERANCE) log(`the daemon's fds after the soak:\n  ${(await describeFds(pid).catch(() => [])).join("\n  ")}`);
 
-  const invariants = await checkInvariants({ world, pid, death, records, baseline, end, samples, sentinelBefore, appends });
+  const invariants = await checkInvariants({ world, pid, death: deathOf(), records, baseline, end, samples, sentinelBefore, appends });
   const rss = samples.map((s) => s.rssMiB);
   return buildResults({
     mode: options.quick ? "quick" : "full",
@@ -183,7 +193,7 @@ async function soakWorld(world: World, options: SoakOptions, rng: Rng, log: Log,
     loadS,
     totalS: (performance.now() - startedAt) / 1000,
     daemonPid: pid,
-    daemonDeath: death,
+    daemonDeath: deathOf(),
     kindNames: KINDS.map((k) => k.name),
     records,
     process: { baseline, end, maxRssMiB: Math.max(baseline.rssMiB, ...rss), rssDriftMiB: rssDriftMiB(rss), rssSamplesMiB: rss },
