@@ -3,7 +3,7 @@
  * guest (a cold compile), warm up, take the baseline, run the seeded mix on N
  * lanes for the load phase, drain, let the daemon settle, check the invariants.
  */
-import { readdir } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { healthStatus, register, helloWasm } from "../test/helpers/hostile.js";
@@ -13,7 +13,7 @@ import type { SoakOptions } from "./options.js";
 import { describeFds, sampleProcess, type ProcessSample } from "./probes.js";
 import { buildResults, type CallRecord, type SoakResults } from "./report.js";
 import { Rng } from "./rng.js";
-import { createWorld, filesUnder, guestSource, sentinelHash, type World } from "./world.js";
+import { createWorld, filesUnder, guestSource, sentinelHash, SOAK_MAX_TIMEOUT_MS, type World } from "./world.js";
 
 /** A call with no answer after this long is lost (a cold compile on a loaded machine takes well under it). */
 const CALL_HANG_LIMIT_MS = 120_000;
@@ -23,6 +23,10 @@ const SETTLE_MS = 1_000;
 const SETTLE_TIMEOUT_MS = 15_000;
 /** Interval between two readings of the daemon's fds, threads and RSS during the load. */
 const SAMPLE_INTERVAL_MS = 500;
+/** How long to keep watching fds that did not settle: past the longest timeout_ms a soak policy grants. */
+const LATE_RELEASE_WAIT_MS = SOAK_MAX_TIMEOUT_MS + 15_000;
+/** Window over which the daemon's CPU use is read while it should be idle (a guest left spinning uses a whole core). */
+const IDLE_CPU_WINDOW_MS = 5_000;
 /** How long a SIGHUP may take to show up as "trusted keys reloaded" in the daemon's log. */
 const RELOAD_WAIT_MS = 20_000;
 /** The daemon's log line of a finished reload. */
@@ -169,6 +173,7 @@ async function soakDaemon(world: World, options: SoakOptions, rng: Rng, log: Log
   clearInterval(progress);
   clearInterval(sampler);
 
+  const logsAtLoadEnd = world.daemon.logs().length;
   log("settling");
   let end: ProcessSample | undefined;
   if (deathOf() === undefined) {
@@ -182,9 +187,17 @@ async function soakDaemon(world: World, options: SoakOptions, rng: Rng, log: Log
       await sleep(250);
     }
   }
-  if (end && end.fds > baseline.fds + FD_TOLERANCE) log(`the daemon's fds after the soak:\n  ${(await describeFds(pid).catch(() => [])).join("\n  ")}`);
+  let lateRelease: string | undefined;
+  if (end && end.fds > baseline.fds + FD_TOLERANCE) {
+    log(`the daemon's fds after the soak:\n  ${(await describeFds(pid).catch(() => [])).join("\n  ")}`);
+    lateRelease = await watchLateRelease(world, pid, baseline, logsAtLoadEnd, log);
+  }
 
   const invariants = await checkInvariants({ world, pid, death: deathOf(), records, baseline, end, samples, sentinelBefore, appends });
+  if (lateRelease) {
+    const i = invariants.findIndex((v) => v.name === "fds back to baseline");
+    if (i >= 0) invariants[i] = { ...invariants[i]!, detail: `${invariants[i]!.detail}; ${lateRelease}` };
+  }
   const rss = samples.map((s) => s.rssMiB);
   return buildResults({
     mode: options.quick ? "quick" : "full",
@@ -199,6 +212,36 @@ async function soakDaemon(world: World, options: SoakOptions, rng: Rng, log: Log
     process: { baseline, end, maxRssMiB: Math.max(baseline.rssMiB, ...rss), rssDriftMiB: rssDriftMiB(rss), rssSamplesMiB: rss },
     invariants,
   });
+}
+
+/**
+ * Diagnoses fds that did not come back in the settle period: is a guest still running after its call
+ * ended (its fds go when its own timeout fires, and the daemon burns CPU meanwhile if it spins), or are
+ * they gone for good? Polls up to the longest timeout a soak policy grants, and says which it was.
+ */
+async function watchLateRelease(world: World, pid: number, baseline: ProcessSample, logsAtLoadEnd: number, log: Log): Promise<string> {
+  const cpuTicks = async (): Promise<number> => {
+    const fields = (await readFile(`/proc/${pid}/stat`, "utf8")).split(") ")[1]!.split(" ");
+    return Number(fields[11]) + Number(fields[12]); // utime + stime, in clock ticks
+  };
+  const started = performance.now();
+  const ticksBefore = await cpuTicks().catch(() => Number.NaN);
+  let cpuNote = "";
+  log(`waiting up to ${(LATE_RELEASE_WAIT_MS / 1000).toFixed(0)} s to see whether the extra fds are released late`);
+  while (performance.now() - started < LATE_RELEASE_WAIT_MS) {
+    await sleep(1_000);
+    if (!cpuNote && performance.now() - started >= IDLE_CPU_WINDOW_MS) {
+      const ticks = (await cpuTicks().catch(() => Number.NaN)) - ticksBefore;
+      cpuNote = `; the idle daemon used ${ticks} CPU ticks in ${IDLE_CPU_WINDOW_MS / 1000} s`;
+    }
+    const now = await sampleProcess(pid).catch(() => undefined);
+    if (now === undefined) return `the daemon went away while waiting${cpuNote}`;
+    if (now.fds <= baseline.fds + FD_TOLERANCE) {
+      const late = world.daemon.logs().slice(logsAtLoadEnd).split("\n").filter((l) => l.includes('"message":"execute"') || l.includes('"message":"stream"'));
+      return `released ${((performance.now() - started) / 1000).toFixed(0)} s after the settle period (a guest outlived its call; runs the daemon finished after the load: ${late.length}${late.length ? `, last: ${late[late.length - 1]!.slice(0, 200)}` : ""})${cpuNote}`;
+    }
+  }
+  return `still held ${(LATE_RELEASE_WAIT_MS / 1000).toFixed(0)} s after the settle period: leaked${cpuNote}`;
 }
 
 interface InvariantInput {
