@@ -176,7 +176,7 @@ function sameBytes(label: string, got: Uint8Array, want: Uint8Array): Observatio
   return { label, verdict: "wrong-output", detail: `${got.length} bytes instead of ${want.length}; first difference at byte ${i}` };
 }
 
-/** The result of a stream read to its end: stdout joined, the finished event, and any denials. */
+/** The result of a stream read to its end: stdout joined, the finished event, and what is wrong with the event order. */
 function fromEvents(events: readonly ExecuteEvent[]): { stdout: Buffer; finished: ExecuteResponse | undefined; shapeError: string | undefined } {
   const stdout: Buffer[] = [];
   let finished: ExecuteResponse | undefined;

@@ -20,8 +20,8 @@ export const GUEST_SOURCE_PATH = fileURLToPath(new URL("../../soak/fixtures/soak
 export const MAIN_KEY_ID = "soak";
 /** Key id that key-rotation calls add to and remove from the trusted set mid-load. */
 export const ROTATING_KEY_ID = "soak-rotating";
-/** How long the soak's policies stay valid; longer than any soak. */
-const POLICY_LIFETIME_S = 6 * 3600;
+/** How long each policy the soak signs stays valid (each call signs its own). */
+const POLICY_LIFETIME_S = 3600;
 /** Operator ceiling on timeout_ms the soak's daemon runs with (a policy above it is a refusal the soak expects). */
 export const SOAK_MAX_TIMEOUT_MS = 120_000;
 /** Worker threads of the soak's daemon: fewer than the calls in flight, so runs also queue. */
@@ -52,7 +52,7 @@ export interface World {
   readonly rotatingKey: TestKey;
   /** Contents of ro/input.txt, which guests hash. */
   readonly roInput: Buffer;
-  /** A policy signed with the main key (or `key`), valid for the whole soak. */
+  /** A policy signed with the main key (or `key`), valid for the next hour. */
   policy(fields: Partial<Policy>, key?: TestKey): SignedPolicy;
   /** Read-only /ro and writable /rw. */
   readonly roRwMounts: Mount[];
@@ -102,7 +102,6 @@ export async function createWorld(): Promise<World> {
     });
     const client = connect(`unix://${daemon.socketPath}`);
     const started = daemon;
-    const expires = Math.floor(Date.now() / 1000) + POLICY_LIFETIME_S;
     return {
       paths,
       daemon,
@@ -110,7 +109,7 @@ export async function createWorld(): Promise<World> {
       mainKey,
       rotatingKey,
       roInput,
-      policy: (fields, key = mainKey) => wire(signed({ policyId: "soak", expiresAtUnix: expires, ...fields }, key)),
+      policy: (fields, key = mainKey) => wire(signed({ policyId: "soak", expiresAtUnix: Math.floor(Date.now() / 1000) + POLICY_LIFETIME_S, ...fields }, key)),
       roRwMounts: [
         { hostPath: paths.ro, guestPath: "/ro", writable: false },
         { hostPath: paths.rw, guestPath: "/rw", writable: true },
