@@ -71,3 +71,5 @@ export const DEFAULT_MEMORY_CACHE_MAX_BYTES = 256 * 1024 * 1024;
 export const DEFAULT_CACHE_MAX_BYTES = 2 * 1024 * 1024 * 1024;
 /** Elements of all of a guest's wasm tables together (they live on the worker's V8 heap, not in the memory cap). */
 export const MAX_WASM_TABLE_ELEMENTS = 1_000_000;
+/** After an uncaught exception, how long the daemon waits for its last log line to be written before it exits anyway. */
+export const FATAL_LOG_FLUSH_TIMEOUT_MS = 2_000;
