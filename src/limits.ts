@@ -73,3 +73,7 @@ export const DEFAULT_CACHE_MAX_BYTES = 2 * 1024 * 1024 * 1024;
 export const MAX_WASM_TABLE_ELEMENTS = 1_000_000;
 /** After an uncaught exception, how long the daemon waits for its last log line to be written before it exits anyway. */
 export const FATAL_LOG_FLUSH_TIMEOUT_MS = 2_000;
+/** Largest trusted key file read (an Ed25519 PEM public key is 113 bytes); a bigger `*.pub` is skipped. */
+export const MAX_TRUSTED_KEY_FILE_BYTES = 16 * 1024;
+/** Wall-clock budget of one read of the trusted key directory; a reload that takes longer keeps the previous keys. */
+export const TRUSTED_KEYS_RELOAD_TIMEOUT_MS = 5_000;
