@@ -77,3 +77,11 @@ export const FATAL_LOG_FLUSH_TIMEOUT_MS = 2_000;
 export const MAX_TRUSTED_KEY_FILE_BYTES = 16 * 1024;
 /** Wall-clock budget of one read of the trusted key directory; a reload that takes longer keeps the previous keys. */
 export const TRUSTED_KEYS_RELOAD_TIMEOUT_MS = 5_000;
+/** Client connections open at once beyond which new ones are closed on arrival (`--max-connections`); each costs a descriptor. */
+export const DEFAULT_MAX_CONNECTIONS = 1024;
+/** A connection with no call in flight for this long is closed with GOAWAY (`--idle-timeout-ms`); gRPC clients reconnect on their next call. */
+export const DEFAULT_CONNECTION_IDLE_TIMEOUT_MS = 5 * 60 * 1000;
+/** Once the daemon has sent its last bytes on a connection it is closing, how long the peer gets to close its end before the socket is destroyed. */
+export const CONNECTION_CLOSE_GRACE_MS = 1_000;
+/** At most one log line per this interval about connections refused at the cap. */
+export const CONNECTION_CAP_LOG_INTERVAL_MS = 10_000;
