@@ -1,6 +1,6 @@
 import { createPublicKey, type KeyObject } from "node:crypto";
 import { constants, type Stats } from "node:fs";
-import { open, readdir } from "node:fs/promises";
+import { open, readdir, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { MAX_TRUSTED_KEY_FILE_BYTES, TRUSTED_KEYS_RELOAD_TIMEOUT_MS } from "../limits.js";
 
@@ -165,7 +165,7 @@ async function readPublicKey(file: string): Promise<KeyObject | string> {
  * MAX_TRUSTED_KEY_FILE_BYTES, else an Error saying what it is instead.
  */
 async function readKeyFile(file: string): Promise<string | Error> {
-  let handle;
+  let handle: FileHandle;
   try {
     handle = await open(file, KEY_FILE_OPEN_FLAGS);
   } catch (e: unknown) {
