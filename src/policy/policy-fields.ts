@@ -44,6 +44,7 @@ export const KNOWN_POLICY_FIELDS: KnownMessage = {
     [7, { name: "timeout_ms", wireType: WireType.Varint }],
     [8, { name: "max_output_bytes", wireType: WireType.Varint }],
     [9, { name: "network", wireType: WireType.Varint }],
+    [11, { name: "max_write_bytes", wireType: WireType.Varint }],
   ]),
 };
 

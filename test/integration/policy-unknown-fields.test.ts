@@ -13,9 +13,9 @@ const HOUR_SECONDS = 3600;
 /**
  * A field a later contract might add to Policy (say, "require human approval"):
  * a daemon that does not know it must refuse the policy, not run it with the
- * restriction silently dropped.
+ * restriction silently dropped. Far above the numbers in use or reserved.
  */
-const FUTURE_FIELD_NUMBER = 10;
+const FUTURE_FIELD_NUMBER = 99;
 
 describe("signed policies with fields this daemon does not know (real daemon)", function () {
   let tmp: { path: string; remove: () => Promise<void> };

@@ -49,6 +49,7 @@ const policy = (): Uint8Array =>
       ],
       timeoutMs: 1000,
       network: true,
+      maxWriteBytes: 4096,
     }),
   ).finish();
 
@@ -69,10 +70,10 @@ describe("policy fields this daemon knows", function () {
     [WireType.Bit64, (w: BinaryWriter) => w.fixed64(7)],
   ] as const) {
     it(`name an unknown top-level field of wire type ${WireType[wireType]}`, function () {
-      const extra = write(new BinaryWriter().tag(10, wireType)).finish();
+      const extra = write(new BinaryWriter().tag(99, wireType)).finish();
       const unknown = findUnknownField(Buffer.concat([policy(), extra]), KNOWN_POLICY_FIELDS);
-      expect(unknown).to.deep.include({ path: "Policy", fieldNumber: 10 });
-      expect(unknown?.message).to.contain("field 10");
+      expect(unknown).to.deep.include({ path: "Policy", fieldNumber: 99 });
+      expect(unknown?.message).to.contain("field 99");
     });
   }
 
