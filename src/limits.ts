@@ -71,3 +71,7 @@ export const DEFAULT_MEMORY_CACHE_MAX_BYTES = 256 * 1024 * 1024;
 export const DEFAULT_CACHE_MAX_BYTES = 2 * 1024 * 1024 * 1024;
 /** Elements of all of a guest's wasm tables together (they live on the worker's V8 heap, not in the memory cap). */
 export const MAX_WASM_TABLE_ELEMENTS = 1_000_000;
+/** Longest a guest's filesystem call waits for another run's rename or path operation before failing with EBUSY. */
+export const NAMESPACE_LOCK_WAIT_MS = 2_000;
+/** Bytes a file write moves per hold of the namespace lock, so a large write delays other guests' renames only briefly. */
+export const NAMESPACE_LOCK_WRITE_CHUNK_BYTES = 1024 * 1024;
