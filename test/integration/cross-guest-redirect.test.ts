@@ -26,7 +26,7 @@ describe("a guest moving a shared directory into its own mount, against a real d
   let root: string;
   let moverId: string;
   let creatorId: string;
-  let writerId: string;
+  let retimerId: string;
   const authority = makeKey("redirect");
 
   before(async function () {
@@ -40,7 +40,7 @@ describe("a guest moving a shared directory into its own mount, against a real d
     const scripts = [
       ["move_dir_loop", (id: string) => (moverId = id)],
       ["create_loop", (id: string) => (creatorId = id)],
-      ["rewrite_forever", (id: string) => (writerId = id)],
+      ["retime_forever", (id: string) => (retimerId = id)],
     ] as const;
     for (const [name, set] of scripts) {
       const compiled = await daemon.compile({ input: { $case: "source", value: script(name) } });
@@ -95,13 +95,13 @@ describe("a guest moving a shared directory into its own mount, against a real d
     expect(await readdir(privateDir)).to.deep.equal([]);
   });
 
-  it("regression: a guest killed at its time limit in the middle of a file write does not leave other guests' renames blocked", async function () {
-    // The write holds the namespace lock almost all the time, and a terminated thread runs no finally block:
-    // unless the pool releases what the dead thread held, the next rename waits out the lock and fails (EBUSY).
+  it("regression: a guest killed at its time limit in the middle of a file mutation does not leave other guests' renames blocked", async function () {
+    // Changing a file's time holds the namespace lock almost all the time, and a terminated thread runs no finally
+    // block: unless the pool releases what the dead thread held, the next rename waits out the lock and fails (EBUSY).
     const dir = await mkdtemp(path.join(root, "killed-"));
     await mkdir(path.join(dir, "a"));
     const mounts = [{ hostPath: dir, guestPath: "/w", writable: true }];
-    const killed = await daemon.execute({ target: moduleTarget(writerId), args: ["/w/big"], policy: policy(mounts, 500) });
+    const killed = await daemon.execute({ target: moduleTarget(retimerId), args: ["/w/f"], policy: policy(mounts, 500) });
     expect(killed.outcome, killed.message).to.equal(Outcome.OUTCOME_TIMEOUT);
     const started = performance.now();
     const next = json(await daemon.execute({ target: moduleTarget(moverId), args: ["/w/a", "/w/b", "1"], policy: policy(mounts) })) as { round_trips: number; failures: number };
