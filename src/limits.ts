@@ -85,3 +85,7 @@ export const DEFAULT_CONNECTION_IDLE_TIMEOUT_MS = 5 * 60 * 1000;
 export const CONNECTION_CLOSE_GRACE_MS = 1_000;
 /** At most one log line per this interval about connections refused at the cap. */
 export const CONNECTION_CAP_LOG_INTERVAL_MS = 10_000;
+/** Longest a guest's filesystem call waits for another run's rename or path operation before failing with EBUSY. */
+export const NAMESPACE_LOCK_WAIT_MS = 2_000;
+/** Bytes a file write moves per hold of the namespace lock, so a large write delays other guests' renames only briefly. */
+export const NAMESPACE_LOCK_WRITE_CHUNK_BYTES = 1024 * 1024;
