@@ -8,25 +8,13 @@ import { execa } from "execa";
 import { MAX_WASM_BYTES } from "../../src/limits.js";
 import { Outcome, Severity, type CompileResponse } from "../../src/gen/grpc/sandbox/v1/sandbox.js";
 import { moduleTarget, rejection, startDaemon, type TestDaemon } from "../helpers/daemon.js";
+import { childPids } from "../helpers/processes.js";
 
 const src = (value: string): { input: { $case: "source"; value: string } } => ({ input: { $case: "source", value } });
 const wasmInput = (value: Uint8Array): { input: { $case: "wasm"; value: Buffer } } => ({ input: { $case: "wasm", value: Buffer.from(value) } });
 
 /** A source nobody compiled before, so the test sees a cold compile. */
 const fresh = (body = 'println!("hi");'): string => `// ${randomBytes(8).toString("hex")}\nfn main() { ${body} }\n`;
-
-/** Pids whose parent is `pid`, from /proc (no procps needed), joined by spaces. */
-async function childPids(pid: number): Promise<string> {
-  const found: string[] = [];
-  for (const entry of await readdir("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    const stat = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => "");
-    // field 4 is the parent pid; the command name (field 2) may contain spaces, so split after its ")"
-    const ppid = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1];
-    if (ppid === String(pid)) found.push(entry);
-  }
-  return found.join(" ");
-}
 
 function primary(r: CompileResponse, code: string): { lineStart: number; columnStart: number; lineEnd: number; columnEnd: number } {
   const d = r.diagnostics.find((x) => x.code === code);
