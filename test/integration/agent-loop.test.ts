@@ -264,6 +264,15 @@ describe("agent loop: progress, exit codes and durations (real daemon, real rust
     expect(finished).to.include({ outcome: Outcome.OUTCOME_EXITED, exitCode: 0 });
   });
 
+  it("regression: one 8 MiB guest write reaches a default client (4 MiB receive limit) through StreamOutput", async function () {
+    const source = unique("use std::io::Write;\nfn main() { std::io::stdout().write_all(&vec![b'w'; 8 * 1024 * 1024]).unwrap(); }\n");
+    const events = await daemon.stream({ target: sourceTarget(source) });
+    const outputs = events.filter((e) => e.event.event?.$case === "stdout").map((e) => (e.event.event as { value: Buffer }).value);
+    expect(outputs.reduce((n, b) => n + b.byteLength, 0)).to.equal(8 * 1024 * 1024);
+    expect(Math.max(...outputs.map((b) => b.byteLength))).to.be.at.most(MAX_STREAM_EVENT_OUTPUT_BYTES);
+    expect(kinds(events)[kinds(events).length - 1]).to.equal("finished");
+  });
+
   it("Execute accepts the largest output cap its response can carry, and delivers that much output", async function () {
     this.timeout(120_000);
     const source = unique(

@@ -6,7 +6,7 @@ import path from "node:path";
 import { expect } from "chai";
 import { execa } from "execa";
 import { MAX_WASM_BYTES } from "../../src/limits.js";
-import { Outcome, Severity, type CompileResponse } from "../../src/gen/grpc/sandbox/v1/sandbox.js";
+import { Applicability, Outcome, Severity, type CompileResponse } from "../../src/gen/grpc/sandbox/v1/sandbox.js";
 import { moduleTarget, rejection, startDaemon, type TestDaemon } from "../helpers/daemon.js";
 import { childPids } from "../helpers/processes.js";
 
@@ -39,7 +39,7 @@ describe("Compile: diagnostics an agent can act on (real daemon, real rustc)", f
     const d = r.diagnostics.find((x) => x.code === "E0308")!;
     expect(d.severity).to.equal(Severity.SEVERITY_ERROR);
     expect(d.message).to.equal("mismatched types");
-    expect(d.spans).to.deep.include({ lineStart: 2, columnStart: 18, lineEnd: 2, columnEnd: 25, primary: true, label: "expected `i32`, found `&str`", suggestedReplacement: "" });
+    expect(d.spans).to.deep.include({ lineStart: 2, columnStart: 18, lineEnd: 2, columnEnd: 25, primary: true, label: "expected `i32`, found `&str`", suggestedReplacement: "", applicability: Applicability.APPLICABILITY_UNSPECIFIED });
     expect(d.rendered).to.contain("--> main.rs:2:18");
     // rustc's closing tallies are not diagnostics
     expect(r.diagnostics.map((x) => x.message).join("\n")).to.not.contain("aborting due to");
