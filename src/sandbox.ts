@@ -152,7 +152,7 @@ export class Sandbox {
     let compileDurationUs = 0;
     if ("source" in input.target) {
       const compileStarted = performance.now();
-      const compiled = await (await this.compiler).compile(input.target.source, signal, hooks?.onCompiling?.bind(hooks));
+      const compiled = await (await this.compiler).compile(input.target.source, signal, (cacheHit) => hooks?.onCompiling?.(cacheHit));
       compileDurationUs = elapsedUs(compileStarted);
       if (!compiled.ok) {
         return { outcome: "compile_error", moduleId: "", diagnostics: compiled.diagnostics, durationUs: 0, compileDurationUs };

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { expect } from "chai";
 import { execa } from "execa";
-import { MAX_STREAM_EVENT_OUTPUT_BYTES, MAX_UNARY_OUTPUT_BYTES } from "../../src/limits.js";
+import { MAX_DIAGNOSTICS_BYTES, MAX_STREAM_EVENT_OUTPUT_BYTES, MAX_UNARY_OUTPUT_BYTES } from "../../src/limits.js";
 import {
   Applicability,
   Outcome,
@@ -90,6 +90,20 @@ describe("agent loop: fixes and explanations (real daemon, real rustc)", functio
     expect(first.fixedSource).to.equal(source.replace("let mut x", "let x"));
     const again = await daemon.compile(src(source));
     expect(again).to.include({ cacheHit: true, fixedSource: first.fixedSource });
+  });
+
+  it("a source with a thousand errors gets at most MAX_DIAGNOSTICS_BYTES of them, and a note counting the rest", async function () {
+    const body = Array.from({ length: 1000 }, (_, i) => `    missing_${i};`).join("\n");
+    const r = await daemon.compile(src(unique(`fn main() {\n${body}\n}\n`)));
+    expect(r.ok).to.equal(false);
+    const note = r.diagnostics[r.diagnostics.length - 1]!;
+    expect(note.severity).to.equal(Severity.SEVERITY_NOTE);
+    const kept = r.diagnostics.slice(0, -1);
+    expect(kept.every((d) => d.code === "E0425")).to.equal(true);
+    expect(note.message).to.contain(`${1000 - kept.length} more diagnostics`);
+    expect(Buffer.byteLength(JSON.stringify(kept))).to.be.at.most(MAX_DIAGNOSTICS_BYTES);
+    // in rustc's order: the first error is about the first line of the body
+    expect(kept[0]!.message).to.contain("missing_0");
   });
 
   it("an E-code carries the text of `rustc --explain`; a lint carries a lint name and no explanation", async function () {
