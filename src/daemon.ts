@@ -26,6 +26,7 @@ import { TrustedKeys } from "./policy/trusted-keys.js";
 import type { PolicyCeilings, PolicyDefaults } from "./policy/authorize.js";
 import { DEFAULT_WORKERS, Sandbox } from "./sandbox.js";
 import { SandboxServer, type ListenAddress } from "./grpc/server.js";
+import type { ConnectionLimits } from "./grpc/connection-listener.js";
 
 /** Everything a daemon is started with; the CLI fills it from flags. */
 export interface DaemonConfig {
@@ -49,6 +50,8 @@ export interface DaemonConfig {
   readonly compile?: CompilerSettings;
   /** --cache-max-bytes: size cap of the on-disk module cache. */
   readonly cacheMaxBytes?: number;
+  /** --max-connections, --connection-idle-timeout-ms (defaults: DEFAULT_CONNECTION_LIMITS). */
+  readonly connections?: ConnectionLimits;
 }
 
 /** Defaults for every setting but the listen address. */
@@ -150,7 +153,7 @@ export class Daemon {
       ...(config.cacheMaxBytes ? { cacheMaxBytes: config.cacheMaxBytes } : {}),
     });
     try {
-      const server = new SandboxServer(sandbox, logger);
+      const server = new SandboxServer(sandbox, logger, config.connections);
       const address = await server.listen(config.listen);
       logger.info(`sandboxd listening on ${address}`, { address, workers: config.workers, cacheDir: config.cacheDir });
       return new Daemon(sandbox, server, address, logger);
