@@ -24,6 +24,12 @@ import { checkUnaryResponseFits, compileInputFrom, compileResponseFrom, executeI
 const CLIENT_CANCELLED = new SandboxError("CANCELLED", "cancelled by the client");
 /** The abort reason of every call whose deadline passed. */
 const DEADLINE_PASSED = new SandboxError("CANCELLED", "the call's deadline passed");
+/**
+ * How long after a call's deadline the handler aborts it itself. grpc-js answers DEADLINE_EXCEEDED at the
+ * deadline and normally tells the handler; aborting at the very same moment could race that answer with
+ * a CANCELLED result, so the handler's own abort only catches calls grpc-js never told it about.
+ */
+const DEADLINE_ABORT_GRACE_MS = 250;
 
 /** What callSignal needs of a grpc-js server call. */
 interface CancellableCall {
@@ -55,7 +61,7 @@ function callSignal(call: CancellableCall, shutdown: AbortSignal): { signal: Abo
   const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
   let timer: NodeJS.Timeout | undefined;
   if (Number.isFinite(deadlineMs)) {
-    const leftMs = deadlineMs - Date.now();
+    const leftMs = deadlineMs + DEADLINE_ABORT_GRACE_MS - Date.now();
     if (leftMs <= 0) controller.abort(DEADLINE_PASSED);
     else timer = setTimeout(() => controller.abort(DEADLINE_PASSED), leftMs).unref();
   }
