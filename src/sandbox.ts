@@ -47,7 +47,8 @@ export interface ExecuteInput {
   readonly target: { readonly moduleId: string } | { readonly source: string };
   readonly stdin: Uint8Array;
   readonly args: readonly string[];
-  readonly env: Readonly<Record<string, string>>;
+  /** Exactly the guest's environment: a Map, so that no key (`__proto__` included) is special. */
+  readonly env: ReadonlyMap<string, string>;
   readonly policy: SignedPolicyInput | undefined;
 }
 
@@ -174,7 +175,7 @@ function validateExecuteInput(input: ExecuteInput): void {
   for (const arg of input.args) {
     if (arg.includes("\0")) throw new SandboxError("INVALID_REQUEST", "args must not contain NUL characters");
   }
-  for (const [key, value] of Object.entries(input.env)) {
+  for (const [key, value] of input.env) {
     if (key === "" || key.includes("=") || key.includes("\0") || value.includes("\0")) {
       throw new SandboxError("INVALID_REQUEST", `env key ${JSON.stringify(key)} is invalid: keys must be non-empty with no '=' or NUL, values no NUL`);
     }
