@@ -16,6 +16,7 @@ import {
 } from "./limits.js";
 import { detectToolchain, TOOLCHAIN_INSTALL_HINT } from "./compiler/toolchain.js";
 import type { CompilerSettings } from "./compiler/compiler.js";
+import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from "./request-limits.js";
 import { TrustedKeys } from "./policy/trusted-keys.js";
 import type { PolicyCeilings, PolicyDefaults } from "./policy/authorize.js";
 import { DEFAULT_WORKERS, Sandbox } from "./sandbox.js";
@@ -35,6 +36,8 @@ export interface DaemonConfig {
   readonly compile?: CompilerSettings;
   /** --cache-max-bytes: size cap of the on-disk module cache. */
   readonly cacheMaxBytes?: number;
+  /** --max-args, --max-args-bytes, --max-env-vars, --max-env-bytes. */
+  readonly requestLimits: RequestLimits;
 }
 
 /** Defaults for every setting but the listen address. */
@@ -57,6 +60,7 @@ export function defaultConfig(listen: ListenAddress = { kind: "unix", path: defa
       timeoutMs: DEFAULT_TIMEOUT_MS,
       maxOutputBytes: DEFAULT_MAX_OUTPUT_BYTES,
     },
+    requestLimits: DEFAULT_REQUEST_LIMITS,
   };
 }
 
@@ -123,9 +127,10 @@ export class Daemon {
       logger,
       ...(config.compile ? { compile: config.compile } : {}),
       ...(config.cacheMaxBytes ? { cacheMaxBytes: config.cacheMaxBytes } : {}),
+      requestLimits: config.requestLimits,
     });
     try {
-      const server = new SandboxServer(sandbox, logger);
+      const server = new SandboxServer(sandbox, logger, config.requestLimits);
       const address = await server.listen(config.listen);
       logger.info(`sandboxd listening on ${address}`, { address, workers: config.workers, cacheDir: config.cacheDir });
       return new Daemon(sandbox, server, address, logger);

@@ -9,6 +9,7 @@ import { SandboxError } from "./errors/sandbox-error.js";
 import { elapsedUs } from "./elapsed.js";
 import type { Logger } from "./logger.js";
 import { MAX_STDIN_BYTES } from "./limits.js";
+import { checkArgsAndEnv, DEFAULT_REQUEST_LIMITS, type RequestLimits } from "./request-limits.js";
 import { MODULE_ID_PATTERN, ModuleStore } from "./cache/module-store.js";
 import { Compiler, type CompileResult, type CompilerSettings } from "./compiler/compiler.js";
 import type { Diagnostic } from "./compiler/diagnostics.js";
@@ -37,6 +38,8 @@ export interface SandboxOptions {
   readonly compile?: CompilerSettings;
   /** Size cap of the on-disk module cache. */
   readonly cacheMaxBytes?: number;
+  /** Caps on a request's args and env; defaults when absent. */
+  readonly requestLimits?: RequestLimits;
 }
 
 /** Input of a Compile: Rust source or a precompiled module. */
@@ -113,7 +116,7 @@ export class Sandbox {
   /** Checks the policy, resolves the module (compiling source first) and runs it. */
   async execute(input: ExecuteInput, signal?: AbortSignal, hooks?: ExecuteHooks): Promise<ExecuteResult> {
     const started = performance.now();
-    validateExecuteInput(input);
+    validateExecuteInput(input, this.options.requestLimits ?? DEFAULT_REQUEST_LIMITS);
     const grant = await authorize(input.policy, {
       keys: this.options.keys,
       allowUnsigned: this.options.allowUnsigned,
@@ -164,7 +167,9 @@ export class Sandbox {
   }
 }
 
-function validateExecuteInput(input: ExecuteInput): void {
+function validateExecuteInput(input: ExecuteInput, limits: RequestLimits): void {
+  // Before anything else: the rest of the checks walk every arg and variable.
+  checkArgsAndEnv(input.args, input.env, limits);
   if ("moduleId" in input.target && !MODULE_ID_PATTERN.test(input.target.moduleId)) {
     throw new SandboxError("INVALID_MODULE_ID", "module_id must be 64 lowercase hex characters (a SHA-256)");
   }

@@ -7,6 +7,7 @@ import { parseArgs } from "node:util";
 import path from "node:path";
 import { defaultConfig, defaultSocketPath, type DaemonConfig } from "../daemon.js";
 import { parseListenAddress } from "../grpc/server.js";
+import { MAX_ARGS, MAX_ARGS_BYTES, MAX_ENV_BYTES, MAX_ENV_VARS } from "../limits.js";
 
 /** The --help text. */
 export const USAGE = `usage: sandboxd [options]
@@ -20,6 +21,10 @@ export const USAGE = `usage: sandboxd [options]
   --max-timeout-ms N       ceiling on a policy's timeout_ms
   --max-output-bytes N     ceiling on a policy's max_output_bytes
   --default-timeout-ms N   wall-clock limit of runs whose policy does not set one (and of unsigned runs)
+  --max-args N             arguments one Execute may carry (default ${MAX_ARGS})
+  --max-args-bytes N       total bytes of those arguments (default ${MAX_ARGS_BYTES})
+  --max-env-vars N         environment variables one Execute may carry (default ${MAX_ENV_VARS})
+  --max-env-bytes N        total bytes of their keys and values (default ${MAX_ENV_BYTES})
   --cache-max-bytes N      size cap of the on-disk module cache (least recently used entries are evicted)
   --insecure-compile       compile even without bubblewrap (scripts can then read host files at compile time)
   --bwrap PATH             bubblewrap binary (default: bwrap on PATH, /usr/bin/bwrap)
@@ -51,6 +56,10 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         "max-timeout-ms": { type: "string" },
         "max-output-bytes": { type: "string" },
         "default-timeout-ms": { type: "string" },
+        "max-args": { type: "string" },
+        "max-args-bytes": { type: "string" },
+        "max-env-vars": { type: "string" },
+        "max-env-bytes": { type: "string" },
         rustc: { type: "string" },
         "cache-max-bytes": { type: "string" },
         "insecure-compile": { type: "boolean", default: false },
@@ -73,7 +82,7 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
   const listen = v.listen === undefined ? base.listen : parseListenAddress(v.listen);
   if (listen instanceof Error) return listen;
   const numbers: Record<string, number | undefined> = {};
-  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "default-timeout-ms", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes", "compile-concurrency", "compile-max-queued"] as const) {
+  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "default-timeout-ms", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes", "compile-concurrency", "compile-max-queued", "max-args", "max-args-bytes", "max-env-vars", "max-env-bytes"] as const) {
     const text = v[flag];
     if (text === undefined) continue;
     const n = Number(text);
@@ -105,6 +114,12 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         maxOutputBytes: Math.min(base.defaults.maxOutputBytes, numbers["max-output-bytes"] ?? Infinity),
       },
       ...(numbers["cache-max-bytes"] ? { cacheMaxBytes: numbers["cache-max-bytes"] } : {}),
+      requestLimits: {
+        maxArgs: numbers["max-args"] ?? base.requestLimits.maxArgs,
+        maxArgsBytes: numbers["max-args-bytes"] ?? base.requestLimits.maxArgsBytes,
+        maxEnvVars: numbers["max-env-vars"] ?? base.requestLimits.maxEnvVars,
+        maxEnvBytes: numbers["max-env-bytes"] ?? base.requestLimits.maxEnvBytes,
+      },
       compile: {
         insecureCompile: v["insecure-compile"],
         ...(v.bwrap ? { bwrapPath: path.resolve(v.bwrap) } : {}),

@@ -10,10 +10,11 @@ import { SandboxError } from "../errors/sandbox-error.js";
 import type { Logger } from "../logger.js";
 import { MAX_GRPC_MESSAGE_BYTES } from "../limits.js";
 import { SandboxServiceService } from "../gen/grpc/sandbox/v1/sandbox.js";
+import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from "../request-limits.js";
 import type { Sandbox } from "../sandbox.js";
 import { serializeExecuteEvent } from "./output-event-encoding.js";
 import { sandboxService } from "./service.js";
-import { tolerantDecoder } from "./translate.js";
+import { executeRequestDecoder, tolerantDecoder } from "./translate.js";
 
 /** Fully qualified name of our service, as health checks and reflection know it. */
 export const SERVICE_NAME = "sandbox.v1.SandboxService";
@@ -53,6 +54,7 @@ export class SandboxServer {
   constructor(
     sandbox: Sandbox,
     private readonly logger: Logger,
+    requestLimits: RequestLimits = DEFAULT_REQUEST_LIMITS,
   ) {
     this.server = new Server({
       "grpc.max_receive_message_length": MAX_GRPC_MESSAGE_BYTES,
@@ -61,10 +63,10 @@ export class SandboxServer {
     const base = SandboxServiceService;
     const service = {
       compile: { ...base.compile, requestDeserialize: tolerantDecoder(base.compile.requestDeserialize) },
-      execute: { ...base.execute, requestDeserialize: tolerantDecoder(base.execute.requestDeserialize) },
+      execute: { ...base.execute, requestDeserialize: executeRequestDecoder(base.execute.requestDeserialize, requestLimits) },
       streamOutput: {
         ...base.streamOutput,
-        requestDeserialize: tolerantDecoder(base.streamOutput.requestDeserialize),
+        requestDeserialize: executeRequestDecoder(base.streamOutput.requestDeserialize, requestLimits),
         responseSerialize: serializeExecuteEvent,
       },
     };
