@@ -212,6 +212,15 @@ describe("signed policies (real daemon, real rustc, our WASI host)", function ()
     }
   });
 
+  it("refuses a signed network grant with UNIMPLEMENTED/UNSUPPORTED instead of running without it", async function () {
+    const out = await freshOut();
+    const details = await expectRefused(wire(signed(policy(out, { network: true }), authority)), out, status.UNIMPLEMENTED, "UNSUPPORTED");
+    expect(details).to.contain("network").and.contain("not implement");
+    const streamed = await rejection(daemon.stream({ target: moduleTarget(moduleId), policy: wire(signed(policy(out, { network: true }), authority)) }));
+    expect({ code: streamed.code, reason: streamed.reason }).to.deep.equal({ code: status.UNIMPLEMENTED, reason: "UNSUPPORTED" });
+    expect(await ran(out)).to.equal(false);
+  });
+
   it("refuses policy bytes over MAX_POLICY_BYTES (INVALID_ARGUMENT/POLICY_TOO_LARGE) before verifying them", async function () {
     const out = await freshOut();
     const huge = { policy: Buffer.alloc(MAX_POLICY_BYTES + 1), keyId: "authority", signature: Buffer.alloc(64) };

@@ -72,7 +72,6 @@ describe("policy authorize", () => {
             memoryLimitBytes: 64 * MIB,
             timeoutMs: 2_000,
             maxOutputBytes: 4096,
-            network: true,
           }),
           k1,
         ),
@@ -89,7 +88,7 @@ describe("policy authorize", () => {
         memoryLimitBytes: 64 * MIB,
         timeoutMs: 2_000,
         maxOutputBytes: 4096,
-        network: true,
+        network: false,
       } satisfies Grant);
     });
 
@@ -260,6 +259,20 @@ describe("policy authorize", () => {
     it("checks the ceilings before the mounts", async () => {
       const p = valid({ timeoutMs: 60_001, mounts: [{ hostPath: outside, guestPath: "/x", writable: false }] });
       await expectRefused(authorize(signed(p, k1), ctx()), "POLICY_CEILING_EXCEEDED");
+    });
+  });
+
+  describe("grants this daemon cannot honour", () => {
+    it("refuses network: true with UNSUPPORTED (UNIMPLEMENTED) rather than dropping a signed grant", async () => {
+      const err = await expectRefused(authorize(signed(valid({ policyId: "net", network: true }), k1), ctx()), "UNSUPPORTED");
+      expect(err.code).to.equal(Code.Unimplemented);
+      expect(err.message).to.contain("network").and.contain("not implement");
+      expect(err.metadata).to.deep.equal({ policy_id: "net", field: "network" });
+    });
+
+    it("refuses it before resolving any mount", async () => {
+      const p = valid({ network: true, mounts: [{ hostPath: outside, guestPath: "/x", writable: false }] });
+      await expectRefused(authorize(signed(p, k1), ctx()), "UNSUPPORTED");
     });
   });
 
