@@ -14,7 +14,7 @@ import {
   DEFAULT_TIMEOUT_MS,
   SHUTDOWN_GRACE_MS,
 } from "./limits.js";
-import { detectToolchain, TOOLCHAIN_INSTALL_HINT } from "./compiler/toolchain.js";
+import { probeToolchain } from "./compiler/toolchain.js";
 import type { CompilerSettings } from "./compiler/compiler.js";
 import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from "./request-limits.js";
 import { TrustedKeys } from "./policy/trusted-keys.js";
@@ -109,9 +109,9 @@ export class Daemon {
   static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
     const invalid = validateConfig(config);
     if (invalid) throw invalid;
-    const toolchain = detectToolchain(config.rustc).then((found) => {
-      if (found) logger.info("toolchain", { rustc: found.rustc, target: found.target });
-      else logger.warn(`Compile is unavailable: ${TOOLCHAIN_INSTALL_HINT}`);
+    // The compiler logs once whether Compile is unavailable, after it has also tried a build.
+    const toolchain = probeToolchain(config.rustc).then((found) => {
+      if (found.toolchain) logger.info("toolchain", { rustc: found.toolchain.rustc, target: found.toolchain.target });
       return found;
     });
     const keys = await TrustedKeys.load(config.trustedKeysDir, (message) => logger.warn(message));
@@ -133,6 +133,10 @@ export class Daemon {
       const server = new SandboxServer(sandbox, logger, config.requestLimits);
       const address = await server.listen(config.listen);
       logger.info(`sandboxd listening on ${address}`, { address, workers: config.workers, cacheDir: config.cacheDir });
+      // Health tells operators what the log says: this host cannot compile.
+      void sandbox.compileUnavailable().then((reason) => {
+        if (reason) server.markCompileUnavailable();
+      });
       return new Daemon(sandbox, server, address, logger);
     } catch (e: unknown) {
       await sandbox.close();

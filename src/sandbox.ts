@@ -13,7 +13,7 @@ import { checkArgsAndEnv, DEFAULT_REQUEST_LIMITS, type RequestLimits } from "./r
 import { MODULE_ID_PATTERN, ModuleStore } from "./cache/module-store.js";
 import { Compiler, type CompileResult, type CompilerSettings } from "./compiler/compiler.js";
 import type { Diagnostic } from "./compiler/diagnostics.js";
-import type { Toolchain } from "./compiler/toolchain.js";
+import type { ToolchainProbe } from "./compiler/toolchain.js";
 import { authorize, bindToModule, type PolicyCeilings, type PolicyDefaults, type SignedPolicyInput } from "./policy/authorize.js";
 import type { TrustedKeys } from "./policy/trusted-keys.js";
 import type { RunListener, RunResult } from "./runtime/execution.js";
@@ -25,8 +25,8 @@ export const DEFAULT_WORKERS = Math.max(4, availableParallelism());
 
 /** What the core is built from. */
 export interface SandboxOptions {
-  /** The detected toolchain, or its detection still under way (the daemon serves meanwhile). */
-  readonly toolchain: Toolchain | undefined | Promise<Toolchain | undefined>;
+  /** What toolchain detection found, or its detection still under way (the daemon serves meanwhile). */
+  readonly toolchain: ToolchainProbe | Promise<ToolchainProbe>;
   readonly cacheDir: string;
   readonly workers: number;
   readonly keys: TrustedKeys;
@@ -106,6 +106,18 @@ export class Sandbox {
       await pool.close();
       throw e;
     }
+  }
+
+  /**
+   * Why Compile cannot work on this host (TOOLCHAIN_MISSING naming what to
+   * install, COMPILE_SANDBOX_MISSING), known once the start-up probe is done;
+   * undefined when it can.
+   */
+  compileUnavailable(): Promise<SandboxError | undefined> {
+    return this.compiler.then(
+      (c) => c.unavailable,
+      (e: unknown) => SandboxError.from(e),
+    );
   }
 
   /** Compiles source or registers a precompiled module. */

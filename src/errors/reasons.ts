@@ -24,7 +24,7 @@ export const REASONS = {
   ENV_TOO_LARGE: { code: Code.InvalidArgument, description: "`env` has more variables or more bytes than the daemon accepts (`--max-env-vars`, `--max-env-bytes`)." },
   POLICY_TOO_LARGE: { code: Code.InvalidArgument, description: "The signed policy's bytes, or its list of mounts, exceed the daemon's limits." },
   MODULE_NOT_FOUND: { code: Code.NotFound, description: "No module with this id is cached; compile it first." },
-  TOOLCHAIN_MISSING: { code: Code.FailedPrecondition, description: "No rustc with a wasm32-wasip1/wasm32-wasi target was found; the message says what to install." },
+  TOOLCHAIN_MISSING: { code: Code.FailedPrecondition, description: "The toolchain cannot build modules: no rustc with a wasm32-wasip1/wasm32-wasi std, or (found by the start-up probe build) no linker; the message, and ErrorInfo metadata `install`, name the Debian packages to install." },
   COMPILE_SANDBOX_MISSING: { code: Code.FailedPrecondition, description: "bubblewrap is not available to make rustc hermetic and --insecure-compile was not given." },
   COMPILE_TIMEOUT: { code: Code.ResourceExhausted, description: "rustc exceeded its wall-clock or memory budget." },
   COMPILE_QUEUE_FULL: { code: Code.ResourceExhausted, description: "Too many compiles are queued; retry later." },

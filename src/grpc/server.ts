@@ -50,6 +50,7 @@ export class SandboxServer {
   private readonly health: HealthImplementation;
   private readonly shutdown = new AbortController();
   private bound: ListenAddress | undefined;
+  private compileAvailable = true;
 
   constructor(
     sandbox: Sandbox,
@@ -85,8 +86,19 @@ export class SandboxServer {
     });
     this.bound = address;
     this.health.setStatus("", "SERVING");
-    this.health.setStatus(SERVICE_NAME, "SERVING");
+    this.health.setStatus(SERVICE_NAME, this.compileAvailable ? "SERVING" : "NOT_SERVING");
     return address.kind === "unix" ? grpcTarget(address) : address.hostPort.replace(/:\d+$/, `:${port}`);
+  }
+
+  /**
+   * Compile cannot work on this host (its toolchain probe failed): the service
+   * reports NOT_SERVING from now on, so readiness checks on it fail, while the
+   * server as a whole ("") stays SERVING, since Execute of compiled modules
+   * still works and a restart would not install the missing package.
+   */
+  markCompileUnavailable(): void {
+    this.compileAvailable = false;
+    if (this.bound) this.health.setStatus(SERVICE_NAME, "NOT_SERVING");
   }
 
   /**
