@@ -20,6 +20,11 @@ export const MAX_ARGS_BYTES = 16 * 1024 * 1024;
 export const MAX_ENV_VARS = 65_536;
 /** Total UTF-8 bytes of a request's environment (keys plus values) unless `--max-env-bytes` says otherwise. */
 export const MAX_ENV_BYTES = 16 * 1024 * 1024;
+/**
+ * Protobuf fields (at any depth, unknown ones included) a request may carry besides its args and env
+ * entries: a real request has a handful, and each costs the decoder an allocation and time.
+ */
+export const MAX_OTHER_REQUEST_FIELDS = 1024;
 /** Largest serialized Policy a request's SignedPolicy may carry (checked before verifying its signature). */
 export const MAX_POLICY_BYTES = 64 * 1024;
 /** Mounts one policy may grant. */

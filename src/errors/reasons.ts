@@ -13,7 +13,7 @@ export interface ReasonInfo {
  * The README lists them; test/unit/error-catalogue.test.ts keeps the two in step.
  */
 export const REASONS = {
-  INVALID_REQUEST: { code: Code.InvalidArgument, description: "The request is malformed: a required field is missing, or a oneof has neither or both members." },
+  INVALID_REQUEST: { code: Code.InvalidArgument, description: "The request is malformed: a required field is missing, a oneof has neither or both members, or it holds more protobuf fields than any request within the daemon's limits." },
   EMPTY_SOURCE: { code: Code.InvalidArgument, description: "The Rust source is empty." },
   SOURCE_TOO_LARGE: { code: Code.InvalidArgument, description: "The Rust source exceeds the daemon's size limit." },
   INVALID_WASM: { code: Code.InvalidArgument, description: "The bytes are not a valid WASI preview1 command module (bad binary, missing `_start`/`memory`, or imports outside `wasi_snapshot_preview1`)." },

@@ -14,7 +14,7 @@ import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from "../request-limits.js
 import type { Sandbox } from "../sandbox.js";
 import { serializeExecuteEvent } from "./output-event-encoding.js";
 import { sandboxService } from "./service.js";
-import { executeRequestDecoder, tolerantDecoder } from "./translate.js";
+import { compileRequestDecoder, executeRequestDecoder } from "./translate.js";
 
 /** Fully qualified name of our service, as health checks and reflection know it. */
 export const SERVICE_NAME = "sandbox.v1.SandboxService";
@@ -63,7 +63,7 @@ export class SandboxServer {
     });
     const base = SandboxServiceService;
     const service = {
-      compile: { ...base.compile, requestDeserialize: tolerantDecoder(base.compile.requestDeserialize) },
+      compile: { ...base.compile, requestDeserialize: compileRequestDecoder(base.compile.requestDeserialize) },
       execute: { ...base.execute, requestDeserialize: executeRequestDecoder(base.execute.requestDeserialize, requestLimits) },
       streamOutput: {
         ...base.streamOutput,

@@ -13,7 +13,7 @@ import {
 } from "../gen/grpc/sandbox/v1/sandbox.js";
 import type { RequestLimits } from "../request-limits.js";
 import type { CompileInput, ExecuteInput, ExecuteResult } from "../sandbox.js";
-import { scanExecuteRequest } from "./execute-request-scan.js";
+import { scanCompileRequest, scanExecuteRequest } from "./request-scan.js";
 
 const SEVERITIES: Record<CoreDiagnostic["severity"], Severity> = {
   error: Severity.SEVERITY_ERROR,
@@ -58,9 +58,22 @@ export function tolerantDecoder<T>(decode: (bytes: Buffer) => T): (bytes: Buffer
 }
 
 /**
- * The ExecuteRequest decoder: a tolerant decoder that first measures `args` and
- * `env` on the wire and refuses them over `limits` without decoding them, since
- * decoding is itself what a flood of tiny entries makes expensive.
+ * The CompileRequest decoder: a tolerant decoder that first refuses, without
+ * decoding it, a message of more fields than a real one has.
+ */
+export function compileRequestDecoder(decode: (bytes: Buffer) => CompileRequest): (bytes: Buffer) => CompileRequest {
+  const tolerant = tolerantDecoder(decode);
+  return (bytes) => {
+    const { refused } = scanCompileRequest(bytes);
+    return refused ? refusedRequest(refused) : tolerant(bytes);
+  };
+}
+
+/**
+ * The ExecuteRequest decoder: a tolerant decoder that first measures `args`,
+ * `env` and the field count on the wire and refuses them over `limits` without
+ * decoding them, since decoding is itself what a flood of tiny fields makes
+ * expensive.
  */
 export function executeRequestDecoder(decode: (bytes: Buffer) => ExecuteRequest, limits: RequestLimits): (bytes: Buffer) => ExecuteRequest {
   const tolerant = tolerantDecoder(decode);

@@ -12,8 +12,9 @@ export interface RawAnswer {
   readonly reason: string | undefined;
 }
 
-/** A raw client of Execute and StreamOutput. */
+/** A raw client of Compile, Execute and StreamOutput. */
 export interface RawSandboxClient {
+  compile(bytes: Buffer): Promise<RawAnswer>;
   execute(bytes: Buffer): Promise<RawAnswer>;
   /** Reads the stream to its end (events are dropped) and answers with its final status. */
   streamOutput(bytes: Buffer): Promise<RawAnswer>;
@@ -35,6 +36,7 @@ function method(name: string, responseStream: boolean) {
 }
 
 type RawStub = {
+  compile(b: Buffer, m: Metadata, cb: (e: ServiceError | null) => void): void;
   execute(b: Buffer, m: Metadata, cb: (e: ServiceError | null) => void): void;
   streamOutput(b: Buffer): NodeJS.EventEmitter;
 };
@@ -45,10 +47,11 @@ function answer(e: ServiceError | null): RawAnswer {
 
 /** Connects to a daemon's unix socket; `options` are grpc-js channel options. */
 export function rawSandboxClient(socketPath: string, options: Record<string, unknown> = {}): RawSandboxClient {
-  const Raw = makeGenericClientConstructor({ execute: method("Execute", false), streamOutput: method("StreamOutput", true) }, "RawSandbox");
+  const Raw = makeGenericClientConstructor({ compile: method("Compile", false), execute: method("Execute", false), streamOutput: method("StreamOutput", true) }, "RawSandbox");
   const client = new Raw(`unix://${socketPath}`, credentials.createInsecure(), { "grpc.max_send_message_length": -1, ...options });
   const stub = client as unknown as RawStub;
   return {
+    compile: (bytes) => new Promise((resolve) => stub.compile(bytes, new Metadata(), (e) => resolve(answer(e)))),
     execute: (bytes) => new Promise((resolve) => stub.execute(bytes, new Metadata(), (e) => resolve(answer(e)))),
     streamOutput: (bytes) =>
       new Promise((resolve) => {

@@ -57,6 +57,8 @@ describe("floods of tiny args and env entries against a real daemon", function (
   this.timeout(180_000);
   /** Peak RSS growth a refused flood may cause: the 120 MB message, buffered and reassembled by grpc-js. */
   const MAX_GROWTH_MIB = 400;
+  /** Time to refuse a flood: sending 120 MB takes seconds; decoding it took the daemon 30 s to minutes. */
+  const MAX_REFUSAL_MS = 15_000;
   let daemon: TestDaemon | undefined;
 
   afterEach(async function () {
@@ -64,17 +66,22 @@ describe("floods of tiny args and env entries against a real daemon", function (
     daemon = undefined;
   });
 
-  /** Sends `fields` after a module_id to a fresh daemon; checks the refusal, the survival and the peak RSS growth. */
-  async function flood(fields: Buffer, reason: string, stream = false): Promise<RawAnswer> {
+  /**
+   * Sends `fields` (after a module_id, except to Compile) to a fresh daemon; checks the refusal, that it
+   * came in seconds (the event loop was not spent decoding), the survival, and the peak RSS growth.
+   */
+  async function flood(fields: Buffer, reason: string, method: "execute" | "streamOutput" | "compile" = "execute"): Promise<RawAnswer> {
     daemon = await startDaemon({ args: ["--allow-unsigned", "--workers", "1"] });
     const pid = daemon.process.pid!;
     const helloId = await register(daemon, helloWasm());
     const raw = rawSandboxClient(daemon.socketPath);
     try {
       const before = peakRssBytes(pid);
-      const message = Buffer.concat([moduleIdField(helloId), fields]);
-      const r = stream ? await raw.streamOutput(message) : await raw.execute(message);
+      const message = method === "compile" ? fields : Buffer.concat([moduleIdField(helloId), fields]);
+      const sent = Date.now();
+      const r = await raw[method](message);
       expect(r, JSON.stringify(r)).to.include({ code: Status.INVALID_ARGUMENT, reason });
+      expect(Date.now() - sent, "time to the refusal (ms)").to.be.below(MAX_REFUSAL_MS);
       await expectStillServing(daemon, pid, helloId);
       const grownMiB = (peakRssBytes(pid) - before) / MIB;
       expect(grownMiB, `peak RSS grew by ${grownMiB.toFixed(0)} MiB`).to.be.below(MAX_GROWTH_MIB);
@@ -99,7 +106,20 @@ describe("floods of tiny args and env entries against a real daemon", function (
   });
 
   it("StreamOutput is refused the same way", async function () {
-    await flood(emptyArgs(60_000_000), "ARGS_TOO_LARGE", true);
+    await flood(emptyArgs(60_000_000), "ARGS_TOO_LARGE", "streamOutput");
+  });
+
+  it("60 million empty stdin fields (a Buffer each to the decoder) are INVALID_REQUEST, not a minute of blocked event loop", async function () {
+    const stdin = Buffer.alloc(120_000_000);
+    for (let i = 0; i < stdin.length; i += 2) stdin[i] = 0x1a;
+    const r = await flood(stdin, "INVALID_REQUEST");
+    expect(r.details).to.contain("protobuf fields");
+  });
+
+  it("Compile: 60 million unknown fields are INVALID_REQUEST before decoding", async function () {
+    const unknown = Buffer.alloc(120_000_000);
+    for (let i = 0; i < unknown.length; i += 2) unknown[i] = 0x78;
+    await flood(unknown, "INVALID_REQUEST", "compile");
   });
 });
 

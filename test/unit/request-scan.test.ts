@@ -1,7 +1,8 @@
 import { expect } from "chai";
 import { ExecuteRequest } from "../../src/gen/grpc/sandbox/v1/sandbox.js";
 import { executeRequest } from "../../src/grpc/client.js";
-import { scanExecuteRequest } from "../../src/grpc/execute-request-scan.js";
+import { executeRequestFieldBudget, scanCompileRequest, scanExecuteRequest } from "../../src/grpc/request-scan.js";
+import { MAX_OTHER_REQUEST_FIELDS } from "../../src/limits.js";
 import { executeRequestDecoder, executeInputFrom } from "../../src/grpc/translate.js";
 import type { RequestLimits } from "../../src/request-limits.js";
 
@@ -36,7 +37,8 @@ describe("ExecuteRequest wire scan (args and env caps before decoding)", functio
     });
     const { shape, refused } = scanExecuteRequest(bytes, UNLIMITED);
     expect(refused).to.equal(undefined);
-    expect(shape).to.deep.equal({ args: 3, argsBytes: 1 + 0 + Buffer.byteLength("ünï"), envVars: 2, envBytes: 2 + 5 });
+    // Fields: target, stdin, 3 args, 2 entries of 3 fields each, the policy and its 3 fields.
+    expect(shape).to.deep.equal({ fields: 14, args: 3, argsBytes: 1 + 0 + Buffer.byteLength("ünï"), envVars: 2, envBytes: 2 + 5 });
   });
 
   it("refuses one arg over the count cap, and one byte over the bytes cap", function () {
@@ -101,6 +103,29 @@ describe("ExecuteRequest wire scan (args and env caps before decoding)", functio
       expect(shape.envBytes, context).to.be.at.least(envBytes);
     }
     expect(decoded, "enough random messages decode to make the comparison mean something").to.be.above(1_000);
+  });
+
+  it("refuses more fields than a request within the caps can hold, wherever they hide: INVALID_REQUEST", function () {
+    const budget = executeRequestFieldBudget(SMALL);
+    const repeated = (field: readonly number[], n: number): Uint8Array => Uint8Array.from(Array.from({ length: n }, () => field).flat());
+    const cases: Array<[string, Uint8Array]> = [
+      ["unknown varint fields", repeated([0x78, 0], budget + 1)],
+      ["empty stdin fields (each one a Buffer to the decoder)", repeated([0x1a, 0], budget + 1)],
+      ["fields inside one group", Uint8Array.from([0x7b, ...repeated([0x78, 0], budget), 0x7c])],
+      ["fields inside the SignedPolicy", Uint8Array.from([0x32, 0x80 | ((budget * 2) & 0x7f), (budget * 2) >> 7, ...repeated([0x78, 0], budget)])],
+    ];
+    for (const [what, bytes] of cases) {
+      const { refused } = scanExecuteRequest(bytes, SMALL);
+      expect(refused?.reason, what).to.equal("INVALID_REQUEST");
+      expect(refused?.message, what).to.contain(`more than ${budget} protobuf fields`);
+    }
+    expect(scanExecuteRequest(repeated([0x78, 0], budget), SMALL).refused).to.equal(undefined);
+  });
+
+  it("bounds a CompileRequest to MAX_OTHER_REQUEST_FIELDS fields", function () {
+    const fields = (n: number): Uint8Array => Uint8Array.from(Array.from({ length: n }, () => [0x0a, 0]).flat());
+    expect(scanCompileRequest(fields(MAX_OTHER_REQUEST_FIELDS)).refused).to.equal(undefined);
+    expect(scanCompileRequest(fields(MAX_OTHER_REQUEST_FIELDS + 1)).refused?.reason).to.equal("INVALID_REQUEST");
   });
 
   it("the server's decoder refuses over the caps without decoding, and the handler's translation throws that refusal", function () {
