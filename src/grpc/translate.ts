@@ -47,7 +47,7 @@ function refusedRequest<T>(error: SandboxError): T {
  * request instead of an exception: grpc-js would answer a throwing decoder with
  * INTERNAL, but a malformed request is the client's error, not ours.
  */
-export function tolerantDecoder<T>(decode: (bytes: Buffer) => T): (bytes: Buffer) => T {
+function tolerantDecoder<T>(decode: (bytes: Buffer) => T): (bytes: Buffer) => T {
   return (bytes) => {
     try {
       return decode(bytes);
