@@ -207,7 +207,7 @@ async function echo({ ctx, rng, seq }: CallArgs): Promise<Observation> {
   const tag = `echo-${seq}`;
   const stdin = echoInput(rng, tag);
   const policy = ctx.world.policy({ timeoutMs: NORMAL_TIMEOUT_MS });
-  const r = await settle(ctx.world.client.execute(guestRun(ctx, { stdin, args: ["echo"], env: { SOAK_TAG: tag }, policy })));
+  const r = await settle(ctx.world.client.execute(guestRun(ctx, { stdin, args: ["echo"], env: new Map([["SOAK_TAG", tag]]), policy })));
   if ("error" in r) return unexpected(r.label, r.error.details);
   return expectOutcome(r.value, Outcome.OUTCOME_EXITED) ?? sameBytes("EXITED", r.value.stdout, expectedEcho(tag, stdin));
 }
@@ -217,7 +217,7 @@ async function echoStream({ ctx, rng, seq }: CallArgs): Promise<Observation> {
   const tag = `stream-${seq}`;
   const stdin = echoInput(rng, tag);
   const policy = ctx.world.policy({ timeoutMs: NORMAL_TIMEOUT_MS });
-  const r = await settle(ctx.world.client.stream(guestRun(ctx, { stdin, args: ["echo"], env: { SOAK_TAG: tag }, policy })));
+  const r = await settle(ctx.world.client.stream(guestRun(ctx, { stdin, args: ["echo"], env: new Map([["SOAK_TAG", tag]]), policy })));
   if ("error" in r) return unexpected(r.label, r.error.details);
   const { stdout, finished, shapeError } = fromEvents(r.value.map((t) => t.event));
   if (shapeError || !finished) return unexpected("bad-stream", shapeError ?? "no finished event");
@@ -229,7 +229,7 @@ async function executeSource({ ctx, rng, seq }: CallArgs): Promise<Observation> 
   const tag = `source-${seq}`;
   const stdin = echoInput(rng, tag);
   const policy = ctx.world.policy({ timeoutMs: NORMAL_TIMEOUT_MS });
-  const r = await settle(ctx.world.client.execute(executeRequest({ target: sourceTarget(ctx.guestSource), stdin, args: ["echo"], env: { SOAK_TAG: tag }, policy })));
+  const r = await settle(ctx.world.client.execute(executeRequest({ target: sourceTarget(ctx.guestSource), stdin, args: ["echo"], env: new Map([["SOAK_TAG", tag]]), policy })));
   if ("error" in r) return unexpected(r.label, r.error.details);
   if (r.value.moduleId !== ctx.guestId) return unexpected("other-module", `module ${r.value.moduleId}, compiled once as ${ctx.guestId}`);
   return expectOutcome(r.value, Outcome.OUTCOME_EXITED) ?? sameBytes("EXITED", r.value.stdout, expectedEcho(tag, stdin));
@@ -240,7 +240,7 @@ async function mounted({ ctx, rng, seq, lane }: CallArgs): Promise<Observation> 
   const tag = `mounted-${seq}`;
   const stdin = echoInput(rng, tag);
   const policy = ctx.world.policy({ timeoutMs: NORMAL_TIMEOUT_MS, mounts: ctx.world.roRwMounts });
-  const r = await settle(ctx.world.client.execute(guestRun(ctx, { stdin, args: ["mounted", String(lane)], env: { SOAK_TAG: tag }, policy })));
+  const r = await settle(ctx.world.client.execute(guestRun(ctx, { stdin, args: ["mounted", String(lane)], env: new Map([["SOAK_TAG", tag]]), policy })));
   if ("error" in r) return unexpected(r.label, r.error.details);
   const want = Buffer.concat([expectedEcho(tag, stdin), Buffer.from(`\nro ${hex8(fnv1a32(ctx.world.roInput))} rw ${hex8(fnv1a32(stdin))}\n`)]);
   return expectOutcome(r.value, Outcome.OUTCOME_EXITED) ?? sameBytes("EXITED", r.value.stdout, want);
@@ -322,7 +322,7 @@ async function trap({ ctx }: CallArgs): Promise<Observation> {
 /** A Rust panic: exit 101, this run's message on stderr. */
 async function panic({ ctx, seq }: CallArgs): Promise<Observation> {
   const tag = `panic-${seq}`;
-  const r = await settle(ctx.world.client.execute(guestRun(ctx, { args: ["panic"], env: { SOAK_TAG: tag }, policy: ctx.world.policy({ timeoutMs: NORMAL_TIMEOUT_MS }) })));
+  const r = await settle(ctx.world.client.execute(guestRun(ctx, { args: ["panic"], env: new Map([["SOAK_TAG", tag]]), policy: ctx.world.policy({ timeoutMs: NORMAL_TIMEOUT_MS }) })));
   if ("error" in r) return unexpected(r.label, r.error.details);
   const bad = expectOutcome(r.value, Outcome.OUTCOME_EXITED, 101);
   if (bad) return bad;
@@ -493,7 +493,7 @@ async function append({ ctx, rng, seq }: CallArgs): Promise<Observation> {
   const tag = `append-${seq}`;
   const lines = rng.int(APPEND_LINES.min, APPEND_LINES.max);
   const policy = ctx.world.policy({ timeoutMs: NORMAL_TIMEOUT_MS, mounts: ctx.world.sharedMounts });
-  const r = await settle(ctx.world.client.execute(guestRun(ctx, { args: ["append", String(lines)], env: { SOAK_TAG: tag }, policy })));
+  const r = await settle(ctx.world.client.execute(guestRun(ctx, { args: ["append", String(lines)], env: new Map([["SOAK_TAG", tag]]), policy })));
   if ("error" in r) return unexpected(r.label, r.error.details);
   const bad = expectOutcome(r.value, Outcome.OUTCOME_EXITED);
   if (bad) return bad;
@@ -512,7 +512,7 @@ async function keyRotation({ ctx, seq }: CallArgs): Promise<Observation> {
   const w = ctx.world;
   const tag = `rotated-${seq}`;
   const stdin = Buffer.from(tag);
-  const request = (): ExecuteRequest => guestRun(ctx, { stdin, args: ["echo"], env: { SOAK_TAG: tag }, policy: w.policy({ timeoutMs: NORMAL_TIMEOUT_MS }, w.rotatingKey) });
+  const request = (): ExecuteRequest => guestRun(ctx, { stdin, args: ["echo"], env: new Map([["SOAK_TAG", tag]]), policy: w.policy({ timeoutMs: NORMAL_TIMEOUT_MS }, w.rotatingKey) });
   await ctx.reload(async () => {
     await setRotatingKeyTrusted(w, true);
     w.daemon.process.kill("SIGHUP");

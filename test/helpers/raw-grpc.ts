@@ -1,72 +1,64 @@
 /**
- * A SandboxService client below any typed one: it sends exactly the bytes it is
- * given as the request of Compile, Execute or StreamOutput, and reports how the
- * call ended (status, details, and the catalogued reason if the daemon sent one).
+ * A SandboxService client that sends whatever bytes it is given as the request:
+ * hostile tests use it to put messages on the wire that no typed client would build.
  */
-import { Client, credentials, Metadata, type ChannelOptions, type StatusObject } from "@grpc/grpc-js";
+import { credentials, makeGenericClientConstructor, Metadata, type ServiceError } from "@grpc/grpc-js";
 import { errorInfoOf } from "../../src/grpc/status.js";
 
-/** The SandboxService methods, as paths. */
-export const SANDBOX_METHODS = {
-  Compile: "/sandbox.v1.SandboxService/Compile",
-  Execute: "/sandbox.v1.SandboxService/Execute",
-  StreamOutput: "/sandbox.v1.SandboxService/StreamOutput",
-} as const;
-
-/** A method name of SandboxService. */
-export type SandboxMethod = keyof typeof SANDBOX_METHODS;
-
-/** How a raw call ended. */
-export interface RawCallEnd {
+/** What a raw call came back with: the status (0 = OK), its message and its ErrorInfo reason. */
+export interface RawAnswer {
   readonly code: number;
   readonly details: string;
-  /** ErrorInfo.reason from the status details, when there is one. */
   readonly reason: string | undefined;
-  /** ErrorInfo.domain, when there is one. */
-  readonly domain: string | undefined;
-  /** Response messages received (1 for a successful unary call). */
-  readonly messages: number;
 }
 
-/** The raw client. */
+/** A raw client of Compile, Execute and StreamOutput. */
 export interface RawSandboxClient {
-  /** Sends `bytes` as the request of `method`; resolves when the call has ended, whatever its status. */
-  call(method: SandboxMethod, bytes: Uint8Array, deadlineMs: number): Promise<RawCallEnd>;
+  compile(bytes: Buffer): Promise<RawAnswer>;
+  execute(bytes: Buffer): Promise<RawAnswer>;
+  /** Reads the stream to its end (events are dropped) and answers with its final status. */
+  streamOutput(bytes: Buffer): Promise<RawAnswer>;
   close(): void;
 }
 
 const identity = (b: Buffer): Buffer => b;
 
-/** Connects to a daemon's unix socket. */
-export function rawSandboxClient(socketPath: string, options: ChannelOptions = {}): RawSandboxClient {
-  const client = new Client(`unix://${socketPath}`, credentials.createInsecure(), options);
-  const ended = (status: StatusObject, messages: number): RawCallEnd => {
-    let info: ReturnType<typeof errorInfoOf>;
-    try {
-      info = errorInfoOf(status.metadata);
-    } catch {
-      info = undefined;
-    }
-    return { code: status.code, details: status.details, reason: info?.reason, domain: info?.domain, messages };
-  };
+function method(name: string, responseStream: boolean) {
   return {
-    call: (method, bytes, deadlineMs) =>
+    path: `/sandbox.v1.SandboxService/${name}`,
+    requestStream: false,
+    responseStream,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: identity,
+    responseDeserialize: identity,
+  };
+}
+
+type RawStub = {
+  compile(b: Buffer, m: Metadata, cb: (e: ServiceError | null) => void): void;
+  execute(b: Buffer, m: Metadata, cb: (e: ServiceError | null) => void): void;
+  streamOutput(b: Buffer): NodeJS.EventEmitter;
+};
+
+function answer(e: ServiceError | null): RawAnswer {
+  return e ? { code: e.code, details: e.details, reason: errorInfoOf(e.metadata)?.reason } : { code: 0, details: "", reason: undefined };
+}
+
+/** Connects to a daemon's unix socket; `options` are grpc-js channel options. */
+export function rawSandboxClient(socketPath: string, options: Record<string, unknown> = {}): RawSandboxClient {
+  const Raw = makeGenericClientConstructor({ compile: method("Compile", false), execute: method("Execute", false), streamOutput: method("StreamOutput", true) }, "RawSandbox");
+  const client = new Raw(`unix://${socketPath}`, credentials.createInsecure(), { "grpc.max_send_message_length": -1, ...options });
+  const stub = client as unknown as RawStub;
+  return {
+    compile: (bytes) => new Promise((resolve) => stub.compile(bytes, new Metadata(), (e) => resolve(answer(e)))),
+    execute: (bytes) => new Promise((resolve) => stub.execute(bytes, new Metadata(), (e) => resolve(answer(e)))),
+    streamOutput: (bytes) =>
       new Promise((resolve) => {
-        const path = SANDBOX_METHODS[method];
-        const request = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-        const options = { deadline: Date.now() + deadlineMs };
-        let messages = 0;
-        if (method === "StreamOutput") {
-          const call = client.makeServerStreamRequest(path, identity, identity, request, new Metadata(), options);
-          call.on("data", () => messages++);
-          call.on("error", () => undefined);
-          call.on("status", (s: StatusObject) => resolve(ended(s, messages)));
-        } else {
-          const call = client.makeUnaryRequest(path, identity, identity, request, new Metadata(), options, (e) => {
-            if (!e) messages++;
-          });
-          call.on("status", (s: StatusObject) => resolve(ended(s, messages)));
-        }
+        const call = stub.streamOutput(bytes);
+        call.on("data", () => undefined);
+        call.on("error", (e: ServiceError) => resolve(answer(e)));
+        call.on("end", () => resolve(answer(null)));
       }),
     close: () => client.close(),
   };

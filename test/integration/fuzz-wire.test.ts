@@ -18,7 +18,7 @@ import { startDaemon, type TestDaemon } from "../helpers/daemon.js";
 import { fuzzParameters, fuzzTestTimeoutMs } from "../helpers/fuzz.js";
 import { helloWasm, register } from "../helpers/hostile.js";
 import { fixedField, key, lenField, varint, varintField, Wire } from "../helpers/protobuf-wire.js";
-import { rawSandboxClient, type RawCallEnd, type RawSandboxClient, type SandboxMethod } from "../helpers/raw-grpc.js";
+import { rawCallClient, type RawCallClient, type RawCallEnd, type SandboxMethod } from "../helpers/raw-grpc-calls.js";
 import { makeKey, tempDir, writePublicKeys, type TestKey } from "../unit/policy-fixtures.js";
 
 /** Longest a fuzzed call may take: far more than any of them needs; hitting it means a hang. */
@@ -267,7 +267,7 @@ describe("fuzz: hostile bytes on the wire to a real daemon", function () {
   let tmp: { path: string; remove: () => Promise<void> };
   let daemon: TestDaemon;
   let pid: number;
-  let client: RawSandboxClient;
+  let client: RawCallClient;
   let world: FuzzWorld;
 
   before(async function () {
@@ -285,7 +285,7 @@ describe("fuzz: hostile bytes on the wire to a real daemon", function () {
     });
     pid = daemon.process.pid!;
     const helloId = await register(daemon, helloWasm());
-    client = rawSandboxClient(daemon.socketPath);
+    client = rawCallClient(daemon.socketPath);
     world = { helloId, mountRoot, trusted };
   });
   afterEach(function () {

@@ -306,7 +306,7 @@ function runCalls(tree: Tree, calls: readonly FuzzCall[]): FuzzRun {
   const denials: WasiDenial[] = [];
   const host = new WasiHost({
     args: ["fuzz.wasm", "arg"],
-    env: { KEY: "value" },
+    env: new Map([["KEY", "value"]]),
     stdin: Buffer.from("stdin of the fuzz guest"),
     mounts: [
       { hostPath: tree.ro, guestPath: "/ro", writable: false },

@@ -16,7 +16,8 @@ export interface WasiDenial { readonly operation: string; readonly path: string;
 /** Everything one execution of a command module needs. */
 export interface WasiHostOptions {
   readonly args: readonly string[];
-  readonly env: Readonly<Record<string, string>>;
+  /** A Map (it survives postMessage intact), so that every key reaches the guest, `__proto__` included. */
+  readonly env: ReadonlyMap<string, string>;
   readonly stdin: Uint8Array;
   readonly mounts: readonly WasiMount[];
   readonly memoryLimitBytes: number;
@@ -133,7 +134,7 @@ export class WasiHost {
   constructor(options: WasiHostOptions) {
     this.options = options;
     this.argv = encodeStrings(options.args);
-    this.environ = encodeStrings(Object.entries(options.env).map(([k, v]) => `${k}=${v}`));
+    this.environ = encodeStrings(Array.from(options.env, ([k, v]) => `${k}=${v}`));
     this.fs = new WasiFs(options, () => this.refresh());
   }
 
