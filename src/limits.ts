@@ -36,6 +36,8 @@ export const STREAM_FLUSH_INTERVAL_MS = 5;
 export const STREAM_FLUSH_BYTES = 256 * 1024;
 /** Grace period for in-flight calls when the daemon is asked to stop. */
 export const SHUTDOWN_GRACE_MS = 5_000;
+/** Hit counts and last-used times reach disk at most this long after they change (a crash loses at most this much). */
+export const MODULE_USAGE_FLUSH_INTERVAL_MS = 30_000;
 /** How far the daemon's clock may disagree with the policy signer's when checking not_before/expires_at. */
 export const POLICY_CLOCK_SKEW_SECONDS = 60;
 /** Operator ceiling on a policy's memory_limit_bytes unless --max-memory-bytes says otherwise (wasm32's whole address space). */
