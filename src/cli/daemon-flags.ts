@@ -31,6 +31,8 @@ export const USAGE = `usage: sandboxd [options]
   --workers N              warm worker threads running guests
   --max-queued-executions N  executions waiting for a worker beyond which Execute is RESOURCE_EXHAUSTED
   --max-buffered-bytes N   bytes held for queued stdin and unread streamed output; beyond it Execute is RESOURCE_EXHAUSTED
+  --admin-listen unix:///PATH  serve AdminService (module cache management) on this socket only (mode 0600)
+  --admin-socket-group GROUP   let this group (name or gid) use the admin socket too (mode 0660)
   --log-level LEVEL        error, warn, info (default) or debug
   -h, --help               this text
 `;
@@ -64,6 +66,8 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         workers: { type: "string" },
         "max-queued-executions": { type: "string" },
         "max-buffered-bytes": { type: "string" },
+        "admin-listen": { type: "string" },
+        "admin-socket-group": { type: "string" },
         "log-level": { type: "string", default: "info" },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -85,6 +89,9 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
     numbers[flag] = n;
   }
   if (!["error", "warn", "info", "debug"].includes(v["log-level"])) return new Error(`--log-level takes error, warn, info or debug`);
+  const admin = parseAdminFlags(v["admin-listen"], v["admin-socket-group"]);
+  if (admin instanceof Error) return admin;
+  if (listen.kind === "unix" && admin.adminSocketPath === listen.path) return new Error("--admin-listen must be another socket than --listen");
   return {
     logLevel: v["log-level"],
     config: {
@@ -111,6 +118,7 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         maxOutputBytes: Math.min(base.defaults.maxOutputBytes, numbers["max-output-bytes"] ?? Infinity),
       },
       ...(numbers["cache-max-bytes"] ? { cacheMaxBytes: numbers["cache-max-bytes"] } : {}),
+      ...admin,
       compile: {
         insecureCompile: v["insecure-compile"],
         ...(v.bwrap ? { bwrapPath: path.resolve(v.bwrap) } : {}),
@@ -121,4 +129,15 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
       },
     },
   };
+}
+
+/** --admin-listen must be a unix socket (file permissions are its access control); a group needs a socket. */
+function parseAdminFlags(listen: string | undefined, group: string | undefined): { adminSocketPath?: string; adminSocketGroup?: string } | Error {
+  if (listen === undefined) return group === undefined ? {} : new Error("--admin-socket-group needs --admin-listen");
+  const address = parseListenAddress(listen);
+  if (address instanceof Error || address.kind !== "unix") {
+    return new Error(`--admin-listen takes unix:///path/to/admin.sock (never TCP: the socket's file mode is its access control), got ${JSON.stringify(listen)}`);
+  }
+  if (group !== undefined && !/^(\d+|[A-Za-z_][A-Za-z0-9_.-]*\$?)$/.test(group)) return new Error(`--admin-socket-group takes a group name or gid, got ${JSON.stringify(group)}`);
+  return { adminSocketPath: address.path, ...(group === undefined ? {} : { adminSocketGroup: group }) };
 }

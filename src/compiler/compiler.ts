@@ -7,10 +7,12 @@ import { SandboxError } from "../errors/sandbox-error.js";
 import type { Logger } from "../logger.js";
 import { COMPILE_MAX_QUEUED, COMPILE_MEMORY_LIMIT_BYTES, COMPILE_TIMEOUT_MS, MAX_SOURCE_BYTES, MAX_WASM_BYTES } from "../limits.js";
 import { ModuleStore, sha256Hex } from "../cache/module-store.js";
+import { ModuleBlocklist } from "../policy/module-blocklist.js";
 import { validateCommandModule } from "../runtime/wasm/validate.js";
 import { CompileQueue } from "./compile-queue.js";
 import { hasErrors, parseRustcDiagnostics, type Diagnostic } from "./diagnostics.js";
 import { detectBubblewrap, hermeticCommand, insecureCommand, type HermeticCommand } from "./hermetic.js";
+import { decodeModuleMeta, encodeModuleMeta, type ToolchainRecord } from "./module-meta.js";
 import { DEFAULT_SDK_DIR, loadSdk, type SdkArtifacts } from "./sdk.js";
 import { Singleflight } from "./singleflight.js";
 import { TOOLCHAIN_INSTALL_HINT, type Toolchain } from "./toolchain.js";
@@ -106,23 +108,9 @@ function packageSdkDir(): string {
   return path.resolve(path.dirname(new URL(import.meta.url).pathname), "../../..", DEFAULT_SDK_DIR);
 }
 
-/** The metadata stored next to a compiled module: the warnings of its successful compile. */
-interface StoredMeta {
-  diagnostics: readonly Diagnostic[];
-}
-
-function encodeMeta(diagnostics: readonly Diagnostic[]): Uint8Array {
-  return Buffer.from(JSON.stringify({ diagnostics } satisfies StoredMeta));
-}
-
+/** The warnings stored with a module; lost ones are not worth a recompile, the module itself is verified. */
 function decodeMeta(meta: Uint8Array | undefined): readonly Diagnostic[] {
-  if (!meta || meta.byteLength === 0) return [];
-  try {
-    const parsed = JSON.parse(Buffer.from(meta).toString("utf8")) as Partial<StoredMeta>;
-    return Array.isArray(parsed.diagnostics) ? parsed.diagnostics : [];
-  } catch {
-    return []; // the module is verified; lost warnings are not worth a recompile
-  }
+  return decodeModuleMeta(meta).diagnostics;
 }
 
 /** Compiles Rust source to WASI preview1 modules and registers precompiled ones, through the module store. */
@@ -135,12 +123,20 @@ export class Compiler {
     private readonly store: ModuleStore,
     private readonly logger: Logger,
     private readonly options: CompilerOptions,
+    /** Ids the operator blocked: refused before rustc runs and before a cached module is handed out. */
+    private readonly blocklist: ModuleBlocklist = ModuleBlocklist.empty(),
   ) {
     this.queue = new CompileQueue(options.concurrency ?? availableParallelism(), options.maxQueued ?? COMPILE_MAX_QUEUED);
   }
 
   /** Detects bubblewrap and loads the SDK, says loudly what is missing, and builds the compiler. */
-  static async create(toolchain: Toolchain | undefined, store: ModuleStore, logger: Logger, settings: CompilerSettings = {}): Promise<Compiler> {
+  static async create(
+    toolchain: Toolchain | undefined,
+    store: ModuleStore,
+    logger: Logger,
+    settings: CompilerSettings = {},
+    blocklist: ModuleBlocklist = ModuleBlocklist.empty(),
+  ): Promise<Compiler> {
     const bwrap = await detectBubblewrap(...(settings.bwrapPath ? [[settings.bwrapPath]] : []));
     if (bwrap) logger.info("rustc runs hermetically under bubblewrap", { bwrap });
     else if (settings.insecureCompile) {
@@ -154,7 +150,7 @@ export class Compiler {
       if (sdk) logger.info("script SDK loaded", { sdkHash: sdk.sdkHash, dir: sdk.dir });
     }
     await removeStaleWorkDirs(Math.max(STALE_WORK_DIR_MS, 2 * (settings.timeoutMs ?? COMPILE_TIMEOUT_MS)), logger);
-    return new Compiler(toolchain, store, logger, { ...settings, bwrap, sdk });
+    return new Compiler(toolchain, store, logger, { ...settings, bwrap, sdk }, blocklist);
   }
 
   /** The SDK linked into scripts, if any. */
@@ -177,14 +173,27 @@ export class Compiler {
       );
     }
     const moduleId = this.moduleIdFor(source, toolchain);
+    this.blocklist.check(moduleId);
     const hit = await this.store.lookup(moduleId);
     if (hit) return { ok: true, moduleId, cacheHit: true, diagnostics: decodeMeta(hit.meta) };
-    return this.flights.do(moduleId, (flightSignal) => this.queue.run(() => this.build(source, moduleId, toolchain, flightSignal), flightSignal), signal);
+    const result = await this.flights.do(moduleId, (flightSignal) => this.queue.run(() => this.build(source, moduleId, toolchain, flightSignal), flightSignal), signal);
+    // Blocked while rustc ran: the caller must not learn of it as a module it may use.
+    if (result.ok) this.blocklist.check(moduleId);
+    return result;
   }
 
   /** module_id of a source: SHA-256 over everything that determines the module. */
   moduleIdFor(source: string, toolchain: Toolchain): string {
     return sha256Hex(CACHE_KEY_VERSION, source, toolchain.version, toolchain.target, RUSTC_FLAGS.join(" "), this.options.sdk?.sdkHash ?? "no-sdk");
+  }
+
+  /** The toolchain a module built now is recorded with: everything in its id but the source. */
+  toolchainRecord(toolchain: Toolchain): ToolchainRecord {
+    const sdkHash = this.options.sdk?.sdkHash;
+    return {
+      fingerprint: sha256Hex(CACHE_KEY_VERSION, toolchain.version, toolchain.target, RUSTC_FLAGS.join(" "), sdkHash ?? "no-sdk"),
+      description: `${toolchain.version.split("\n")[0] ?? "rustc"}, ${toolchain.target}, ${sdkHash ? `sdk ${sdkHash.slice(0, 12)}` : "no sdk"}`,
+    };
   }
 
   private async build(source: string, moduleId: string, toolchain: Toolchain, signal: AbortSignal): Promise<CompileResult> {
@@ -243,7 +252,8 @@ export class Compiler {
         return { ok: false, moduleId: "", cacheHit: false, diagnostics };
       }
       const wasm = await readFile(path.join(dir, "main.wasm"));
-      await this.store.put(moduleId, wasm, encodeMeta(diagnostics));
+      const meta = encodeModuleMeta({ diagnostics, origin: "source", createdUnixMs: Date.now(), toolchain: this.toolchainRecord(toolchain) });
+      await this.store.put(moduleId, wasm, meta);
       this.logger.debug("compiled", { moduleId, bytes: wasm.byteLength, rustcMs });
       return { ok: true, moduleId, cacheHit: false, diagnostics };
     } finally {
@@ -256,6 +266,7 @@ export class Compiler {
     if (wasm.byteLength === 0) throw new SandboxError("INVALID_WASM", "wasm is empty");
     if (wasm.byteLength > MAX_WASM_BYTES) throw new SandboxError("WASM_TOO_LARGE", `module is ${wasm.byteLength} bytes; the limit is ${MAX_WASM_BYTES}`);
     const moduleId = createHash("sha256").update(wasm).digest("hex");
+    this.blocklist.check(moduleId);
     if (await this.store.lookup(moduleId)) return { ok: true, moduleId, cacheHit: true, diagnostics: [] };
     let module: WebAssembly.Module;
     try {
@@ -265,7 +276,7 @@ export class Compiler {
     }
     const problems = validateCommandModule(module);
     if (problems.length > 0) throw new SandboxError("INVALID_WASM", `not a WASI preview1 command: ${problems.join("; ")}`);
-    await this.store.put(moduleId, wasm);
+    await this.store.put(moduleId, wasm, encodeModuleMeta({ diagnostics: [], origin: "upload", createdUnixMs: Date.now(), toolchain: undefined }));
     return { ok: true, moduleId, cacheHit: false, diagnostics: [] };
   }
 

@@ -50,7 +50,8 @@ export function tolerantDecoder<T>(decode: (bytes: Buffer) => T): (bytes: Buffer
   };
 }
 
-function rejectUndecodable(request: object): void {
+/** Throws INVALID_REQUEST for a request whose bytes did not decode (see tolerantDecoder). */
+export function rejectUndecodable(request: object): void {
   const reason = (request as { [UNDECODABLE]?: string })[UNDECODABLE];
   if (reason !== undefined) throw new SandboxError("INVALID_REQUEST", `the request is not a valid protobuf message: ${reason}`);
 }

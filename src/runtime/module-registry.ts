@@ -50,6 +50,26 @@ export class ModuleRegistry {
     return compiled;
   }
 
+  /** Drops every compiled copy of a module (one per memory limit); runs already holding one finish. Returns how many. */
+  evict(moduleId: string): number {
+    let dropped = 0;
+    for (const key of [...this.entries.keys()]) {
+      if (!key.startsWith(`${moduleId}/`)) continue;
+      this.entries.delete(key);
+      this.onEvict(key);
+      dropped++;
+    }
+    return dropped;
+  }
+
+  /** Drops every compiled module; runs already holding one finish. */
+  clear(): void {
+    for (const key of [...this.entries.keys()]) {
+      this.entries.delete(key);
+      this.onEvict(key);
+    }
+  }
+
   private async compile(key: string, pages: number, load: () => Promise<Uint8Array>): Promise<CompiledModule> {
     const capped = capMemory(await load(), pages * WASM_PAGE_BYTES);
     if (!capped.ok) throw new SandboxError("INVALID_WASM", capped.error);
