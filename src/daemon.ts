@@ -9,9 +9,13 @@ import {
   DEFAULT_CEILING_MEMORY_BYTES,
   DEFAULT_CEILING_OUTPUT_BYTES,
   DEFAULT_CEILING_TIMEOUT_MS,
+  DEFAULT_CEILING_WRITE_BYTES,
   DEFAULT_MAX_BUFFERED_BYTES,
+  DEFAULT_MAX_CREATED_ENTRIES,
   DEFAULT_MAX_OUTPUT_BYTES,
   DEFAULT_MAX_QUEUED_EXECUTIONS,
+  DEFAULT_MEMORY_CACHE_MAX_BYTES,
+  DEFAULT_MAX_WRITE_BYTES,
   DEFAULT_MEMORY_LIMIT_BYTES,
   DEFAULT_TIMEOUT_MS,
   SHUTDOWN_GRACE_MS,
@@ -37,6 +41,10 @@ export interface DaemonConfig {
   readonly maxQueuedExecutions: number;
   /** --max-buffered-bytes: bytes held for queued stdin and untaken streamed output. */
   readonly maxBufferedBytes: number;
+  /** --memory-cache-max-bytes: total size of the compiled modules kept in memory. */
+  readonly moduleMemoryMaxBytes: number;
+  /** --max-created-entries: files, directories and links one run may create. */
+  readonly maxCreatedEntries: number;
   readonly ceilings: PolicyCeilings;
   readonly defaults: PolicyDefaults;
   /** Compiler settings: --insecure-compile, --bwrap, --compile-timeout-ms, --compile-memory-bytes. */
@@ -60,16 +68,20 @@ export function defaultConfig(listen: ListenAddress = { kind: "unix", path: defa
     workers: DEFAULT_WORKERS,
     maxQueuedExecutions: DEFAULT_MAX_QUEUED_EXECUTIONS,
     maxBufferedBytes: DEFAULT_MAX_BUFFERED_BYTES,
+    moduleMemoryMaxBytes: DEFAULT_MEMORY_CACHE_MAX_BYTES,
+    maxCreatedEntries: DEFAULT_MAX_CREATED_ENTRIES,
     ceilings: {
       maxMemoryBytes: DEFAULT_CEILING_MEMORY_BYTES,
       maxTimeoutMs: DEFAULT_CEILING_TIMEOUT_MS,
       maxOutputBytes: DEFAULT_CEILING_OUTPUT_BYTES,
+      maxWriteBytes: DEFAULT_CEILING_WRITE_BYTES,
       allowedRoots: [],
     },
     defaults: {
       memoryLimitBytes: DEFAULT_MEMORY_LIMIT_BYTES,
       timeoutMs: DEFAULT_TIMEOUT_MS,
       maxOutputBytes: DEFAULT_MAX_OUTPUT_BYTES,
+      maxWriteBytes: DEFAULT_MAX_WRITE_BYTES,
     },
   };
 }
@@ -97,6 +109,7 @@ export function validateConfig(config: DaemonConfig): Error | undefined {
     ["timeout", config.defaults.timeoutMs, config.ceilings.maxTimeoutMs],
     ["memory", config.defaults.memoryLimitBytes, config.ceilings.maxMemoryBytes],
     ["output", config.defaults.maxOutputBytes, config.ceilings.maxOutputBytes],
+    ["write", config.defaults.maxWriteBytes, config.ceilings.maxWriteBytes],
   ] as const;
   for (const [name, value, ceiling] of pairs) {
     if (value > ceiling) return new Error(`the default ${name} limit (${value}) exceeds its ceiling (${ceiling})`);
@@ -133,6 +146,8 @@ export class Daemon {
       workers: config.workers,
       maxQueuedExecutions: config.maxQueuedExecutions,
       maxBufferedBytes: config.maxBufferedBytes,
+      moduleMemoryMaxBytes: config.moduleMemoryMaxBytes,
+      maxCreatedEntries: config.maxCreatedEntries,
       keys,
       allowUnsigned: config.allowUnsigned,
       ceilings: config.ceilings,

@@ -52,6 +52,12 @@ export const POLICY_CLOCK_SKEW_SECONDS = 60;
 export const DEFAULT_CEILING_MEMORY_BYTES = 4 * 1024 * 1024 * 1024;
 /** Operator ceiling on a policy's timeout_ms unless --max-timeout-ms says otherwise. */
 export const DEFAULT_CEILING_TIMEOUT_MS = 5 * 60 * 1000;
+/** Bytes one run may add to its writable mounts when the policy does not say. */
+export const DEFAULT_MAX_WRITE_BYTES = 64 * 1024 * 1024;
+/** Operator ceiling on a policy's max_write_bytes unless --max-write-bytes says otherwise. */
+export const DEFAULT_CEILING_WRITE_BYTES = 1024 * 1024 * 1024;
+/** Files, directories and links one run may create in its writable mounts unless `--max-created-entries` says otherwise. */
+export const DEFAULT_MAX_CREATED_ENTRIES = 10_000;
 /** Operator ceiling on a policy's max_output_bytes unless --max-output-bytes says otherwise. */
 export const DEFAULT_CEILING_OUTPUT_BYTES = 256 * 1024 * 1024;
 /** Guest file descriptors (beyond stdio, preopens included) one execution may hold open at once. */
@@ -66,6 +72,11 @@ export const COMPILE_MAX_FILE_BYTES = 256 * 1024 * 1024;
 export const COMPILE_TMPFS_BYTES = 256 * 1024 * 1024;
 /** Compiles waiting for a rustc slot beyond which new ones are refused (COMPILE_QUEUE_FULL). */
 export const COMPILE_MAX_QUEUED = 64;
+/**
+ * Size of the compiled modules kept in memory, counted by their binaries, unless `--memory-cache-max-bytes`
+ * says otherwise (V8's compiled code for a module is about the size of its binary again).
+ */
+export const DEFAULT_MEMORY_CACHE_MAX_BYTES = 256 * 1024 * 1024;
 /** Size cap of the on-disk module cache unless `--cache-max-bytes` says otherwise. */
 export const DEFAULT_CACHE_MAX_BYTES = 2 * 1024 * 1024 * 1024;
 /** Elements of all of a guest's wasm tables together (they live on the worker's V8 heap, not in the memory cap). */

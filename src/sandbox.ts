@@ -20,6 +20,7 @@ import type { TrustedKeys } from "./policy/trusted-keys.js";
 import type { RunListener, RunResult } from "./runtime/execution.js";
 import { BufferBudget } from "./runtime/buffer-budget.js";
 import { ModuleRegistry } from "./runtime/module-registry.js";
+import { memoryForRun, WASM_PAGE_BYTES } from "./runtime/wasm/memory-cap.js";
 import { WorkerPool } from "./runtime/pool.js";
 
 /** Warm workers when the operator does not say: enough for the cores plus guests that sleep. */
@@ -35,6 +36,10 @@ export interface SandboxOptions {
   readonly maxQueuedExecutions: number;
   /** Bytes held for queued stdin and untaken streamed output, across all calls. */
   readonly maxBufferedBytes: number;
+  /** Total size of the compiled modules kept in memory. */
+  readonly moduleMemoryMaxBytes: number;
+  /** Files, directories and links one run may create in its writable mounts. */
+  readonly maxCreatedEntries: number;
   readonly keys: TrustedKeys;
   readonly allowUnsigned: boolean;
   readonly ceilings: PolicyCeilings;
@@ -117,7 +122,7 @@ export class Sandbox {
       // Calls that need it will see the failure; the operator must see it now.
       compiler.catch((e: unknown) => options.logger.error("the compiler failed to initialise", { error: String(e) }));
       await poolStarted;
-      return new Sandbox(options, compiler, store, blocklist, new ModuleRegistry((key) => pool.evict(key)), pool);
+      return new Sandbox(options, compiler, store, blocklist, new ModuleRegistry((key) => pool.evict(key), options.moduleMemoryMaxBytes), pool);
     } catch (e: unknown) {
       await poolStarted.catch(() => undefined);
       await pool.close();
@@ -128,7 +133,7 @@ export class Sandbox {
   /** Compiles source or registers a precompiled module. */
   async compile(input: CompileInput, signal?: AbortSignal): Promise<CompileResult> {
     const compiler = await this.compiler;
-    const result = "source" in input ? await compiler.compile(input.source, signal) : await compiler.register(input.wasm);
+    const result = "source" in input ? await compiler.compile(input.source, signal) : await compiler.register(input.wasm, signal);
     if (result.cacheHit) this.store.recordUse(result.moduleId);
     return result;
   }
@@ -159,7 +164,14 @@ export class Sandbox {
     bindToModule(grant, moduleId);
     this.blocklist.check(moduleId);
     const compiler = await this.compiler;
-    const compiled = await this.registry.get(moduleId, grant.memoryLimitBytes, () => compiler.load(moduleId));
+    const compiled = await this.registry.get(moduleId, () => compiler.load(moduleId));
+    const memory = compiled.memory && memoryForRun(compiled.memory, grant.memoryLimitBytes);
+    if (compiled.memory && !memory) {
+      throw new SandboxError(
+        "INVALID_WASM",
+        `the module's initial memory (${compiled.memory.initialPages * WASM_PAGE_BYTES} bytes) exceeds the memory limit (${grant.memoryLimitBytes} bytes)`,
+      );
+    }
     this.store.recordUse(moduleId);
     hooks?.onStarted?.(randomUUID(), moduleId);
     const result = await this.pool.run({
@@ -170,7 +182,10 @@ export class Sandbox {
       stdin: input.stdin,
       mounts: grant.mounts,
       memoryLimitBytes: grant.memoryLimitBytes,
+      ...(memory ? { memory } : {}),
       maxOutputBytes: grant.maxOutputBytes,
+      maxWriteBytes: grant.maxWriteBytes,
+      maxCreatedEntries: this.options.maxCreatedEntries,
       timeoutMs: grant.timeoutMs,
       ...(hooks ? { listener: hooks } : {}),
       ...(signal ? { signal } : {}),

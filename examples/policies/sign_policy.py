@@ -66,6 +66,7 @@ def encode_policy(p: dict) -> bytes:
     out += int_field(7, int(get(p, "timeout_ms", 0)))
     out += int_field(8, int(get(p, "max_output_bytes", 0)))
     out += int_field(9, bool(get(p, "network", False)))
+    out += int_field(11, int(get(p, "max_write_bytes", 0)))
     return out
 
 

@@ -78,12 +78,12 @@ export class ModuleAdmin {
   }
 
   /** Removes a module from disk and memory (pinned or not); MODULE_NOT_FOUND when it was in neither. */
-  async evict(moduleId: string): Promise<{ fromDisk: boolean; fromMemory: number }> {
+  async evict(moduleId: string): Promise<{ fromDisk: boolean; fromMemory: boolean }> {
     checkModuleId(moduleId);
     // Disk first: a run loading it meanwhile then finds nothing to put back into memory.
     const { removed } = await this.store.remove(moduleId);
     const fromMemory = this.registry.evict(moduleId);
-    if (!removed && fromMemory === 0) throw notFound(moduleId);
+    if (!removed && !fromMemory) throw notFound(moduleId);
     return { fromDisk: removed, fromMemory };
   }
 

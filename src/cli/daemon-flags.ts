@@ -19,8 +19,11 @@ export const USAGE = `usage: sandboxd [options]
   --max-memory-bytes N     ceiling on a policy's memory_limit_bytes
   --max-timeout-ms N       ceiling on a policy's timeout_ms
   --max-output-bytes N     ceiling on a policy's max_output_bytes
+  --max-write-bytes N      ceiling on a policy's max_write_bytes (bytes a run may add to its writable mounts)
+  --max-created-entries N  files, directories and links one run may create in its writable mounts
   --default-timeout-ms N   wall-clock limit of runs whose policy does not set one (and of unsigned runs)
   --cache-max-bytes N      size cap of the on-disk module cache (least recently used entries are evicted)
+  --memory-cache-max-bytes N  size of the compiled modules kept in memory (least recently used are dropped)
   --insecure-compile       compile even without bubblewrap (scripts can then read host files at compile time)
   --bwrap PATH             bubblewrap binary (default: bwrap on PATH, /usr/bin/bwrap)
   --compile-timeout-ms N   wall-clock budget of one rustc run
@@ -54,9 +57,12 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         "max-memory-bytes": { type: "string" },
         "max-timeout-ms": { type: "string" },
         "max-output-bytes": { type: "string" },
+        "max-write-bytes": { type: "string" },
+        "max-created-entries": { type: "string" },
         "default-timeout-ms": { type: "string" },
         rustc: { type: "string" },
         "cache-max-bytes": { type: "string" },
+        "memory-cache-max-bytes": { type: "string" },
         "insecure-compile": { type: "boolean", default: false },
         bwrap: { type: "string" },
         "compile-timeout-ms": { type: "string" },
@@ -81,7 +87,7 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
   const listen = v.listen === undefined ? base.listen : parseListenAddress(v.listen);
   if (listen instanceof Error) return listen;
   const numbers: Record<string, number | undefined> = {};
-  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "default-timeout-ms", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes", "compile-concurrency", "compile-max-queued", "max-queued-executions", "max-buffered-bytes"] as const) {
+  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "max-write-bytes", "max-created-entries", "default-timeout-ms", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes", "compile-concurrency", "compile-max-queued", "max-queued-executions", "max-buffered-bytes", "memory-cache-max-bytes"] as const) {
     const text = v[flag];
     if (text === undefined) continue;
     const n = Number(text);
@@ -104,10 +110,13 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
       workers: numbers["workers"] ?? base.workers,
       maxQueuedExecutions: numbers["max-queued-executions"] ?? base.maxQueuedExecutions,
       maxBufferedBytes: numbers["max-buffered-bytes"] ?? base.maxBufferedBytes,
+      moduleMemoryMaxBytes: numbers["memory-cache-max-bytes"] ?? base.moduleMemoryMaxBytes,
+      maxCreatedEntries: numbers["max-created-entries"] ?? base.maxCreatedEntries,
       ceilings: {
         maxMemoryBytes: numbers["max-memory-bytes"] ?? base.ceilings.maxMemoryBytes,
         maxTimeoutMs: numbers["max-timeout-ms"] ?? base.ceilings.maxTimeoutMs,
         maxOutputBytes: numbers["max-output-bytes"] ?? base.ceilings.maxOutputBytes,
+        maxWriteBytes: numbers["max-write-bytes"] ?? base.ceilings.maxWriteBytes,
         allowedRoots: v["allow-mount-root"].map((root) => path.resolve(root)),
       },
       // A lowered ceiling lowers the built-in default with it; only an explicit
@@ -116,6 +125,7 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         memoryLimitBytes: Math.min(base.defaults.memoryLimitBytes, numbers["max-memory-bytes"] ?? Infinity),
         timeoutMs: numbers["default-timeout-ms"] ?? Math.min(base.defaults.timeoutMs, numbers["max-timeout-ms"] ?? Infinity),
         maxOutputBytes: Math.min(base.defaults.maxOutputBytes, numbers["max-output-bytes"] ?? Infinity),
+        maxWriteBytes: Math.min(base.defaults.maxWriteBytes, numbers["max-write-bytes"] ?? Infinity),
       },
       ...(numbers["cache-max-bytes"] ? { cacheMaxBytes: numbers["cache-max-bytes"] } : {}),
       ...admin,

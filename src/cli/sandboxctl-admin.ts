@@ -72,7 +72,7 @@ export async function adminCommand(args: string[]): Promise<number> {
       case "evict": {
         const response = await client.evictModule(moduleId, options);
         if (values.json) json(response);
-        else out(`evicted ${moduleId} (disk: ${response.evictedFromDisk ? "removed" : "was not there"}, memory: ${response.evictedFromMemory} compiled copies)`);
+        else out(`evicted ${moduleId} (disk: ${response.evictedFromDisk ? "removed" : "was not there"}, memory: ${response.evictedFromMemory ? "removed" : "was not there"})`);
         return 0;
       }
       case "clear": {

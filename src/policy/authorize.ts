@@ -16,6 +16,8 @@ export interface PolicyCeilings {
   maxTimeoutMs: number;
   /** Largest max_output_bytes a policy may grant. */
   maxOutputBytes: number;
+  /** Largest max_write_bytes a policy may grant. */
+  maxWriteBytes: number;
   /** Host directories under which mounts may lie (checked after resolving symlinks). Empty = no mounts at all. */
   allowedRoots: readonly string[];
 }
@@ -28,6 +30,8 @@ export interface PolicyDefaults {
   timeoutMs: number;
   /** Output cap (stdout and stderr each) when the policy leaves it at 0. */
   maxOutputBytes: number;
+  /** Bytes a run may add to its writable mounts when the policy leaves it at 0. */
+  maxWriteBytes: number;
 }
 
 /** Everything a run is allowed, after every check passed; the runtime enforces exactly this. */
@@ -44,6 +48,8 @@ export interface Grant {
   timeoutMs: number;
   /** Output cap in bytes, stdout and stderr each. */
   maxOutputBytes: number;
+  /** Bytes the run may add to its writable mounts. */
+  maxWriteBytes: number;
   /** Whether the policy grants network access. */
   network: boolean;
 }
@@ -82,6 +88,7 @@ export async function authorize(signed: SignedPolicyInput | undefined, ctx: Auth
       memoryLimitBytes: ctx.defaults.memoryLimitBytes,
       timeoutMs: ctx.defaults.timeoutMs,
       maxOutputBytes: ctx.defaults.maxOutputBytes,
+      maxWriteBytes: ctx.defaults.maxWriteBytes,
       network: false,
     };
   }
@@ -96,6 +103,7 @@ export async function authorize(signed: SignedPolicyInput | undefined, ctx: Auth
     memoryLimitBytes: policy.memoryLimitBytes === 0 ? ctx.defaults.memoryLimitBytes : policy.memoryLimitBytes,
     timeoutMs: policy.timeoutMs === 0 ? ctx.defaults.timeoutMs : policy.timeoutMs,
     maxOutputBytes: policy.maxOutputBytes === 0 ? ctx.defaults.maxOutputBytes : policy.maxOutputBytes,
+    maxWriteBytes: policy.maxWriteBytes === 0 ? ctx.defaults.maxWriteBytes : policy.maxWriteBytes,
     network: policy.network,
   };
 }
@@ -117,6 +125,7 @@ function checkCeilings(policy: Policy, ceilings: PolicyCeilings): void {
     ["memory_limit_bytes", policy.memoryLimitBytes, ceilings.maxMemoryBytes],
     ["timeout_ms", policy.timeoutMs, ceilings.maxTimeoutMs],
     ["max_output_bytes", policy.maxOutputBytes, ceilings.maxOutputBytes],
+    ["max_write_bytes", policy.maxWriteBytes, ceilings.maxWriteBytes],
   ];
   for (const [field, requested, ceiling] of limits) {
     if (requested > ceiling) {

@@ -28,6 +28,7 @@ export function parsePolicyJson(value: unknown): ParseResult<Policy> {
     memoryLimitBytes: fields.int("memoryLimitBytes", "memory_limit_bytes", "uint64"),
     timeoutMs: fields.int("timeoutMs", "timeout_ms", "uint32"),
     maxOutputBytes: fields.int("maxOutputBytes", "max_output_bytes", "uint64"),
+    maxWriteBytes: fields.int("maxWriteBytes", "max_write_bytes", "uint64"),
     network: fields.bool("network", "network"),
   };
   const mounts = fields.raw("mounts", "mounts");

@@ -1,80 +1,100 @@
 import { SandboxError } from "../errors/sandbox-error.js";
-import { capMemory } from "./wasm/memory-cap.js";
+import { importMemory, type MemoryLimits } from "./wasm/memory-cap.js";
 
-/** Compiled modules kept in memory; each is posted once to each worker that runs it. */
-export const MAX_COMPILED_MODULES = 128;
-
-/** WebAssembly page size, fixed by the spec. */
-const WASM_PAGE_BYTES = 65_536;
-
-/** A module compiled for one memory limit, ready to post to workers. */
+/** A module compiled once for every memory limit, ready to post to workers. */
 export interface CompiledModule {
-  /** Identifies module id + memory cap; workers cache by this key. */
+  /** Workers cache modules by this key (the module id). */
   readonly key: string;
   readonly module: WebAssembly.Module;
+  /** The limits the module declared for its memory; each run supplies a memory within them and its own cap. */
+  readonly memory: MemoryLimits | undefined;
+  /** Size of the binary it was compiled from: what the registry's byte budget counts. */
+  readonly bytes: number;
+}
+
+interface Entry {
+  readonly compiled: Promise<CompiledModule>;
+  /** Known once compiled; until then the entry counts as nothing. */
+  bytes: number;
 }
 
 /**
- * In-memory LRU of compiled `WebAssembly.Module`s. The memory limit is baked
- * into the binary (its memory maximum is rewritten), so the same module under
- * two limits is two entries. V8 shares a compiled module's code with every
- * worker it is posted to, so each is compiled once per limit, not per run.
+ * In-memory LRU of compiled `WebAssembly.Module`s, bounded by the total size of their binaries.
+ * The module's memory is an import (see importMemory), so the same module under any number of
+ * memory limits is one entry. V8 shares a compiled module's code with every worker it is posted
+ * to, so each module is compiled once, not per run or per limit.
  */
 export class ModuleRegistry {
-  private readonly entries = new Map<string, Promise<CompiledModule>>();
+  private readonly entries = new Map<string, Entry>();
+  private totalBytes = 0;
 
   constructor(
     private readonly onEvict: (key: string) => void,
-    private readonly capacity = MAX_COMPILED_MODULES,
+    private readonly maxBytes: number,
   ) {}
 
-  /** The compiled module for id under a memory limit; `load` supplies the verified bytes on a miss. */
-  get(moduleId: string, memoryLimitBytes: number, load: () => Promise<Uint8Array>): Promise<CompiledModule> {
-    const pages = Math.floor(memoryLimitBytes / WASM_PAGE_BYTES);
-    const key = `${moduleId}/${pages}`;
-    const hit = this.entries.get(key);
+  /** Bytes of the modules held now. */
+  get bytes(): number {
+    return this.totalBytes;
+  }
+
+  /** The compiled module for an id; `load` supplies the verified bytes on a miss. */
+  get(moduleId: string, load: () => Promise<Uint8Array>): Promise<CompiledModule> {
+    const hit = this.entries.get(moduleId);
     if (hit) {
       // Refresh recency: Map iteration order is insertion order.
-      this.entries.delete(key);
-      this.entries.set(key, hit);
-      return hit;
+      this.entries.delete(moduleId);
+      this.entries.set(moduleId, hit);
+      return hit.compiled;
     }
-    const compiled = this.compile(key, pages, load);
-    this.entries.set(key, compiled);
-    compiled.catch(() => this.entries.delete(key));
-    while (this.entries.size > this.capacity) {
-      const oldest = this.entries.keys().next().value as string;
-      this.entries.delete(oldest);
-      this.onEvict(oldest);
-    }
-    return compiled;
+    const entry: Entry = { compiled: this.compile(moduleId, load), bytes: 0 };
+    this.entries.set(moduleId, entry);
+    entry.compiled.then(
+      (c) => {
+        if (this.entries.get(moduleId) !== entry) return;
+        entry.bytes = c.bytes;
+        this.totalBytes += c.bytes;
+        this.evictBeyondBudget();
+      },
+      () => {
+        if (this.entries.get(moduleId) === entry) this.entries.delete(moduleId);
+      },
+    );
+    return entry.compiled;
   }
 
-  /** Drops every compiled copy of a module (one per memory limit); runs already holding one finish. Returns how many. */
-  evict(moduleId: string): number {
-    let dropped = 0;
-    for (const key of [...this.entries.keys()]) {
-      if (!key.startsWith(`${moduleId}/`)) continue;
-      this.entries.delete(key);
-      this.onEvict(key);
-      dropped++;
-    }
-    return dropped;
+  /** Drops a module (the operator evicted or blocked it); runs already holding it finish. False when it was not held. */
+  evict(moduleId: string): boolean {
+    const entry = this.entries.get(moduleId);
+    if (!entry) return false;
+    this.entries.delete(moduleId);
+    this.totalBytes -= entry.bytes;
+    this.onEvict(moduleId);
+    return true;
   }
 
-  /** Drops every compiled module; runs already holding one finish. */
+  /** Drops every module; runs already holding one finish. */
   clear(): void {
-    for (const key of [...this.entries.keys()]) {
+    for (const moduleId of [...this.entries.keys()]) this.evict(moduleId);
+  }
+
+  /** Drops the least recently used modules until the rest fit, always keeping the newest one. */
+  private evictBeyondBudget(): void {
+    for (const [key, entry] of this.entries) {
+      if (this.totalBytes <= this.maxBytes || this.entries.size <= 1) return;
+      if (entry.bytes === 0) continue; // still compiling: it is about to be used
       this.entries.delete(key);
+      this.totalBytes -= entry.bytes;
       this.onEvict(key);
     }
   }
 
-  private async compile(key: string, pages: number, load: () => Promise<Uint8Array>): Promise<CompiledModule> {
-    const capped = capMemory(await load(), pages * WASM_PAGE_BYTES);
-    if (!capped.ok) throw new SandboxError("INVALID_WASM", capped.error);
+  private async compile(key: string, load: () => Promise<Uint8Array>): Promise<CompiledModule> {
+    const bytes = await load();
+    const rewritten = importMemory(bytes);
+    if (!rewritten.ok) throw new SandboxError("INVALID_WASM", rewritten.error);
     try {
-      return { key, module: await WebAssembly.compile(capped.wasm as Uint8Array<ArrayBuffer>) };
+      return { key, module: await WebAssembly.compile(rewritten.wasm), memory: rewritten.memory, bytes: bytes.byteLength };
     } catch (e: unknown) {
       throw new SandboxError("INVALID_WASM", `module does not compile: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }

@@ -269,7 +269,10 @@ export class WorkerPool {
       stdin: exactCopy(job.stdin),
       mounts: job.mounts,
       memoryLimitBytes: job.memoryLimitBytes,
+      ...(job.memory ? { memory: job.memory } : {}),
       maxOutputBytes: job.maxOutputBytes,
+      maxWriteBytes: job.maxWriteBytes,
+      maxCreatedEntries: job.maxCreatedEntries,
       ...(window ? { streamWindow: window } : {}),
     };
     slot.worker.postMessage(message);

@@ -2,7 +2,11 @@ import type { Denial, RunMount } from "./execution.js";
 import type { WasiHostOptions, WasiRunResult } from "./wasi/host.js";
 
 /** What the guest's run is given, as the pool receives it and as the worker gets it. */
-export interface GuestParameters extends Pick<WasiHostOptions, "env" | "stdin" | "memoryLimitBytes" | "maxOutputBytes"> {
+export interface GuestParameters extends Pick<WasiHostOptions, "env" | "stdin" | "memoryLimitBytes" | "memory" | "maxOutputBytes"> {
+  /** Bytes the run may add to its writable mounts. */
+  readonly maxWriteBytes: number;
+  /** Files, directories and links the run may create. */
+  readonly maxCreatedEntries: number;
   readonly moduleKey: string;
   /** Full argv, argv[0] included (the host's `args`). */
   readonly argv: readonly string[];

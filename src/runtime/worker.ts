@@ -138,7 +138,10 @@ function run(message: RunMessage): void {
         stdin: message.stdin,
         mounts: message.mounts,
         memoryLimitBytes: message.memoryLimitBytes,
+        ...(message.memory ? { memory: message.memory } : {}),
         maxOutputBytes: message.maxOutputBytes,
+        maxWriteBytes: message.maxWriteBytes,
+        maxCreatedEntries: message.maxCreatedEntries,
         onStdout: (bytes) => stdout.write(bytes),
         onStderr: (bytes) => stderr.write(bytes),
         onDenial: (denial) => {

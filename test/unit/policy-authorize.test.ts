@@ -47,8 +47,8 @@ describe("policy authorize", () => {
     return {
       keys,
       allowUnsigned: false,
-      ceilings: { maxMemoryBytes: 512 * MIB, maxTimeoutMs: 60_000, maxOutputBytes: 32 * MIB, allowedRoots: [root] },
-      defaults: { memoryLimitBytes: 128 * MIB, timeoutMs: 5_000, maxOutputBytes: MIB },
+      ceilings: { maxMemoryBytes: 512 * MIB, maxTimeoutMs: 60_000, maxOutputBytes: 32 * MIB, maxWriteBytes: 8 * MIB, allowedRoots: [root] },
+      defaults: { memoryLimitBytes: 128 * MIB, timeoutMs: 5_000, maxOutputBytes: MIB, maxWriteBytes: 2 * MIB },
       nowMs: NOW_UNIX * 1000,
       ...overrides,
     };
@@ -89,6 +89,7 @@ describe("policy authorize", () => {
         memoryLimitBytes: 64 * MIB,
         timeoutMs: 2_000,
         maxOutputBytes: 4096,
+        maxWriteBytes: 2 * MIB,
         network: true,
       } satisfies Grant);
     });
@@ -133,6 +134,7 @@ describe("policy authorize", () => {
         memoryLimitBytes: 128 * MIB,
         timeoutMs: 5_000,
         maxOutputBytes: MIB,
+        maxWriteBytes: 2 * MIB,
         network: false,
       } satisfies Grant);
     });
@@ -248,6 +250,7 @@ describe("policy authorize", () => {
       ["memory_limit_bytes", { memoryLimitBytes: 512 * MIB + 1 }],
       ["timeout_ms", { timeoutMs: 60_001 }],
       ["max_output_bytes", { maxOutputBytes: 32 * MIB + 1 }],
+      ["max_write_bytes", { maxWriteBytes: 8 * MIB + 1 }],
     ];
     for (const [field, extra] of cases) {
       it(`refuses ${field} above the ceiling with POLICY_CEILING_EXCEEDED, never clamping`, async () => {

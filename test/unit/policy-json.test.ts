@@ -13,6 +13,7 @@ describe("policy JSON parsing", () => {
       memory_limit_bytes: "9007199254740991",
       timeout_ms: 7,
       max_output_bytes: 8,
+      max_write_bytes: 9,
       network: true,
     });
     const camel = parsePolicyJson({
@@ -24,6 +25,7 @@ describe("policy JSON parsing", () => {
       memoryLimitBytes: 9007199254740991,
       timeoutMs: 7,
       maxOutputBytes: "8",
+      maxWriteBytes: 9,
       network: true,
     });
     expect(snake).to.deep.equal(camel);
@@ -38,6 +40,7 @@ describe("policy JSON parsing", () => {
         memoryLimitBytes: 9007199254740991,
         timeoutMs: 7,
         maxOutputBytes: 8,
+        maxWriteBytes: 9,
         network: true,
       },
     });

@@ -1,6 +1,7 @@
 import { expect } from "chai";
-import { capMemory, WASM_PAGE_BYTES } from "../../src/runtime/wasm/memory-cap.js";
+import { capMemory, importMemory, MEMORY_IMPORT_MODULE, MEMORY_IMPORT_NAME, memoryForRun, WASM_PAGE_BYTES } from "../../src/runtime/wasm/memory-cap.js";
 import { validateCommandModule } from "../../src/runtime/wasm/validate.js";
+import { buildModule as buildGuest, call, DROP, i32, WASI } from "../fixtures/hostile/wasm-builder.js";
 
 /** Hand-assembled modules, so each test controls exactly the section it is about. */
 function leb(n: number): number[] {
@@ -121,5 +122,52 @@ describe("wasm: validateCommandModule", () => {
       "import env.f: only wasi_snapshot_preview1 imports are provided",
       "import wasi_snapshot_preview1.no_such_call: not a wasi_snapshot_preview1 function",
     ]);
+  });
+});
+
+describe("wasm: importMemory", () => {
+  function run(wasm: Uint8Array, memory: { initial: number; maximum: number }): WebAssembly.Instance {
+    const provided = new WebAssembly.Memory(memory);
+    const instance = new WebAssembly.Instance(new WebAssembly.Module(wasm as Uint8Array<ArrayBuffer>), {
+      [MEMORY_IMPORT_MODULE]: { [MEMORY_IMPORT_NAME]: provided },
+      wasi_snapshot_preview1: { fd_write: () => 0 },
+    });
+    expect(instance.exports["memory"]).to.equal(provided);
+    return instance;
+  }
+
+  it("turns the defined memory into an import with the same limits, in a module without imports", () => {
+    const r = importMemory(buildGuest({ memory: { min: 2, max: 40 }, data: [{ offset: 70_000, bytes: [9] }], funcs: [{ params: [], results: [], body: [] }] }));
+    if (!r.ok) throw new Error(r.error);
+    expect(r.memory).to.deep.equal({ initialPages: 2, maximumPages: 40 });
+    const instance = run(r.wasm, { initial: 2, maximum: 3 });
+    // The data segment landed in the memory the run supplied.
+    expect(new Uint8Array((instance.exports["memory"] as WebAssembly.Memory).buffer)[70_000]).to.equal(9);
+  });
+
+  it("appends to an existing import section without moving function indices", () => {
+    const wasm = buildGuest({ imports: [WASI.fd_write], memory: { min: 1 }, funcs: [{ params: [], results: [], body: [...i32(1), ...i32(0), ...i32(0), ...i32(0), ...call(0), ...DROP] }] });
+    const r = importMemory(wasm);
+    if (!r.ok) throw new Error(r.error);
+    expect(r.memory).to.deep.equal({ initialPages: 1, maximumPages: undefined });
+    const instance = run(r.wasm, { initial: 1, maximum: 5 });
+    (instance.exports["_start"] as () => void)();
+    expect(WebAssembly.Module.imports(new WebAssembly.Module(r.wasm)).map((i) => `${i.module}.${i.name}:${i.kind}`)).to.deep.equal([
+      "wasi_snapshot_preview1.fd_write:function",
+      `${MEMORY_IMPORT_MODULE}.${MEMORY_IMPORT_NAME}:memory`,
+    ]);
+  });
+
+  it("a run's maximum is the smaller of the module's and the limit's, and growth stops there", () => {
+    expect(memoryForRun({ initialPages: 1, maximumPages: undefined }, 4 * WASM_PAGE_BYTES + 100)).to.deep.equal({ initial: 1, maximum: 4 });
+    expect(memoryForRun({ initialPages: 1, maximumPages: 2 }, 10 * WASM_PAGE_BYTES)).to.deep.equal({ initial: 1, maximum: 2 });
+    expect(memoryForRun({ initialPages: 10, maximumPages: undefined }, 4 * WASM_PAGE_BYTES)).to.equal(undefined);
+    const memory = new WebAssembly.Memory({ initial: 1, maximum: 4 });
+    expect(() => memory.grow(4)).to.throw(RangeError);
+  });
+
+  it("returns errors for malformed binaries instead of throwing", () => {
+    expect(importMemory(Uint8Array.from([1, 2, 3])).ok).to.equal(false);
+    expect(importMemory(buildGuest({ memory: { min: 1 }, funcs: [{ params: [], results: [], body: [] }] }).slice(0, 20)).ok).to.equal(false);
   });
 });

@@ -15,6 +15,7 @@ export const Errno = {
   AGAIN: 6,
   BADF: 8,
   BUSY: 10,
+  DQUOT: 19,
   EXIST: 20,
   FAULT: 21,
   FBIG: 22,

@@ -38,7 +38,7 @@ const BY_CODE: Readonly<Record<string, number>> = {
   ESPIPE: Errno.SPIPE,
   ETXTBSY: Errno.TXTBSY,
   EXDEV: Errno.XDEV,
-  EDQUOT: Errno.NOSPC,
+  EDQUOT: Errno.DQUOT,
 };
 
 /** The preview1 errno for a thrown Node fs error; EIO for anything unrecognised. */

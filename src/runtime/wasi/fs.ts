@@ -1,7 +1,7 @@
 import { execFileSync } from "node:child_process";
 import * as nodeFs from "node:fs";
 import { resolve as resolvePath } from "node:path";
-import { MAX_OPEN_FDS } from "../../limits.js";
+import { DEFAULT_MAX_CREATED_ENTRIES, DEFAULT_MAX_WRITE_BYTES, MAX_OPEN_FDS } from "../../limits.js";
 import {
   DIR_RIGHTS, DIRENT_SIZE, Errno, EventType, FILE_RIGHTS, FILESTAT_SIZE, Fdflags, Filetype, Fstflags,
   LOOKUP_SYMLINK_FOLLOW, MUTATING_RIGHTS, Oflags, Rights, Whence,
@@ -103,11 +103,18 @@ export class WasiFs {
   /** Which standard stream (0, 1, 2) a guest fd currently names; fd_renumber and fd_close can move or drop them. */
   private readonly stdioAt: (number | undefined)[] = [0, 1, 2];
   private openCount = 0;
+  /** Bytes this run may still add to its writable mounts. */
+  private writeBytesLeft: number;
+  /** Files, directories and links this run may still create. */
+  private createsLeft: number;
 
   constructor(
     private readonly options: WasiHostOptions,
     private readonly memory: () => GuestMemory,
-  ) {}
+  ) {
+    this.writeBytesLeft = options.maxWriteBytes ?? DEFAULT_MAX_WRITE_BYTES;
+    this.createsLeft = options.maxCreatedEntries ?? DEFAULT_MAX_CREATED_ENTRIES;
+  }
 
   /** Opens one descriptor per mount (fds 3, 4, ...); returns an error text if a mount cannot be served. */
   openPreopens(): string | undefined {
@@ -229,6 +236,30 @@ export class WasiFs {
     const base = d.guestPath.endsWith("/") ? d.guestPath : `${d.guestPath}/`;
     const guestPath = path === "" ? d.guestPath : path.startsWith("/") ? path : `${base}${path}`;
     this.options.onDenial({ operation, path: guestPath, reason });
+  }
+
+  /**
+   * Takes `bytes` from the run's write quota, or refuses the whole operation with EDQUOT and a denial:
+   * writable mounts may share a filesystem with the module cache and other callers' data.
+   */
+  private chargeWrite(operation: string, d: Descriptor, bytes: number): void {
+    if (bytes <= 0) return;
+    if (bytes > this.writeBytesLeft) {
+      const quota = this.options.maxWriteBytes ?? DEFAULT_MAX_WRITE_BYTES;
+      this.deny(operation, d, "", `the run's write quota of ${quota} bytes (max_write_bytes) would be exceeded`);
+      throw new GuestErrno(Errno.DQUOT);
+    }
+    this.writeBytesLeft -= bytes;
+  }
+
+  /** Counts one new file, directory or link, or refuses it with EDQUOT and a denial past the run's allowance. */
+  private chargeCreate(operation: string, d: Descriptor, path: string): void {
+    if (this.createsLeft <= 0) {
+      const allowed = this.options.maxCreatedEntries ?? DEFAULT_MAX_CREATED_ENTRIES;
+      this.deny(operation, d, path, `the run may create at most ${allowed} files, directories and links`);
+      throw new GuestErrno(Errno.DQUOT);
+    }
+    this.createsLeft--;
   }
 
   private get(fd: number): Descriptor {
@@ -517,9 +548,12 @@ export class WasiFs {
     return n;
   }
 
-  private writeFrom(d: Descriptor, iovs: number, iovsLen: number, position: number | null): number {
+  private writeFrom(operation: string, d: Descriptor, iovs: number, iovsLen: number, position: number | null): number {
     let n = 0;
     const list = this.iovecs(iovs, iovsLen);
+    let total = 0;
+    for (let i = 0; i < list.count; i++) total += list.at(i).length;
+    this.chargeWrite(operation, d, total);
     for (let i = 0; i < list.count; i++) {
       const buf = list.at(i);
       let off = 0;
@@ -541,10 +575,10 @@ export class WasiFs {
       let n: number;
       if ((d.fdflags & Fdflags.APPEND) !== 0) {
         // The host fd has O_APPEND, so concurrent appenders (another execution on the same mount) never interleave.
-        n = this.writeFrom(d, iovs, iovsLen, null);
+        n = this.writeFrom("fd_write", d, iovs, iovsLen, null);
         d.position = nodeFs.fstatSync(d.hostFd).size;
       } else {
-        n = this.writeFrom(d, iovs, iovsLen, d.position);
+        n = this.writeFrom("fd_write", d, iovs, iovsLen, d.position);
         d.position += n;
       }
       this.memory().view.setUint32(out, n, true);
@@ -589,7 +623,7 @@ export class WasiFs {
       }
       if (offset > BigInt(Number.MAX_SAFE_INTEGER)) return Errno.INVAL;
       // With O_APPEND, Linux pwrite appends regardless of the offset; POSIX allows either.
-      const n = this.writeFrom(d, iovs, iovsLen, Number(offset));
+      const n = this.writeFrom("fd_pwrite", d, iovs, iovsLen, Number(offset));
       this.memory().view.setUint32(out, n, true);
       return Errno.SUCCESS;
     });
@@ -699,6 +733,7 @@ export class WasiFs {
         return Errno.BADF;
       }
       if (size > BigInt(Number.MAX_SAFE_INTEGER)) return Errno.FBIG;
+      this.chargeWrite("fd_filestat_set_size", d, Number(size) - nodeFs.fstatSync(d.hostFd).size);
       nodeFs.ftruncateSync(d.hostFd, Number(size));
       return Errno.SUCCESS;
     });
@@ -739,7 +774,11 @@ export class WasiFs {
       }
       const end = offset + len;
       if (end > BigInt(Number.MAX_SAFE_INTEGER)) return Errno.FBIG;
-      if (Number(end) > nodeFs.fstatSync(d.hostFd).size) nodeFs.ftruncateSync(d.hostFd, Number(end));
+      const size = nodeFs.fstatSync(d.hostFd).size;
+      if (Number(end) > size) {
+        this.chargeWrite("fd_allocate", d, Number(end) - size);
+        nodeFs.ftruncateSync(d.hostFd, Number(end));
+      }
       return Errno.SUCCESS;
     });
   }
@@ -904,6 +943,7 @@ export class WasiFs {
         else flags |= O_RDONLY;
         if (r.trailingSlash && (oflags & Oflags.CREAT) !== 0) return Errno.ISDIR;
         if (r.trailingSlash) flags |= O_DIRECTORY;
+        if ((oflags & Oflags.CREAT) !== 0 && !this.exists(r)) this.chargeCreate("path_open", d, path);
         let opened: { fd: number; slot: number };
         try {
           opened = this.openHost(at(r.dirFd, r.name), flags, 0o666);
@@ -951,6 +991,7 @@ export class WasiFs {
       this.requireRights(d, Rights.PATH_CREATE_DIRECTORY);
       return this.withPath("path_create_directory", d, path, false, (r) => {
         if (r.name === ".") return Errno.EXIST;
+        this.chargeCreate("path_create_directory", d, path);
         nodeFs.mkdirSync(at(r.dirFd, r.name), 0o777);
         return Errno.SUCCESS;
       });
@@ -1005,6 +1046,7 @@ export class WasiFs {
           if (st.isDirectory()) return Errno.PERM;
           if (ro.trailingSlash) return Errno.NOTDIR;
           if (rn.trailingSlash) return this.exists(rn) ? Errno.EXIST : Errno.NOENT;
+          this.chargeCreate("path_link", nd, newPath);
           nodeFs.linkSync(at(ro.dirFd, ro.name), at(rn.dirFd, rn.name));
           return Errno.SUCCESS;
         }));
@@ -1084,6 +1126,7 @@ export class WasiFs {
       return this.withPath("path_symlink", d, path, false, (r) => {
         if (r.name === ".") return Errno.EXIST;
         if (r.trailingSlash) return this.exists(r) ? Errno.EXIST : Errno.NOENT;
+        this.chargeCreate("path_symlink", d, path);
         nodeFs.symlinkSync(target, at(r.dirFd, r.name));
         return Errno.SUCCESS;
       });

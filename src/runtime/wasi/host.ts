@@ -1,3 +1,4 @@
+import { MEMORY_IMPORT_MODULE, MEMORY_IMPORT_NAME } from "../wasm/memory-cap.js";
 import { randomFillSync } from "node:crypto";
 import {
   Clock, Errno, EVENT_SIZE, EVENTRW_HANGUP, EventType, Filetype, Rights, STDIO_RIGHTS, SUBCLOCK_ABSTIME,
@@ -19,7 +20,13 @@ export interface WasiHostOptions {
   readonly stdin: Uint8Array;
   readonly mounts: readonly WasiMount[];
   readonly memoryLimitBytes: number;
+  /** The memory this run supplies to a module whose memory is an import (see importMemory), in pages. */
+  readonly memory?: { readonly initial: number; readonly maximum: number };
   readonly maxOutputBytes: number;
+  /** Bytes the run may add to its writable mounts (writes, and growth by set_size or allocate); DEFAULT_MAX_WRITE_BYTES if absent. */
+  readonly maxWriteBytes?: number;
+  /** Files, directories and links the run may create; DEFAULT_MAX_CREATED_ENTRIES if absent. */
+  readonly maxCreatedEntries?: number;
   onStdout(bytes: Uint8Array): void;
   onStderr(bytes: Uint8Array): void;
   onDenial(denial: WasiDenial): void;
@@ -124,7 +131,9 @@ export class WasiHost {
     try {
       const fsError = this.fs.openPreopens();
       if (fsError !== undefined) return { outcome: "trap", message: fsError };
-      const instance = new WebAssembly.Instance(module, { [WASI_MODULE]: this.imports() });
+      const imports: WebAssembly.Imports = { [WASI_MODULE]: this.imports() };
+      if (this.options.memory) imports[MEMORY_IMPORT_MODULE] = { [MEMORY_IMPORT_NAME]: new WebAssembly.Memory(this.options.memory) };
+      const instance = new WebAssembly.Instance(module, imports);
       const memory = instance.exports["memory"];
       const start = instance.exports["_start"];
       if (!(memory instanceof WebAssembly.Memory) || typeof start !== "function") {

@@ -1,7 +1,10 @@
 /**
- * Caps a module's own linear memory by rewriting the maximum in its memory
- * section. Worker resourceLimits do not cover wasm memory, so this is what
- * makes `memory.grow` fail (and Rust's allocator report failure) at the cap.
+ * Caps a module's linear memory and tables. Worker resourceLimits do not cover
+ * wasm memory, so the memory's maximum is what makes `memory.grow` fail (and
+ * Rust's allocator report failure) at the cap. `importMemory` turns the
+ * module's own memory into an import, so one compiled module serves every
+ * memory limit and each run supplies a memory with its own maximum;
+ * `capMemory` rewrites the maximum in place (for tools that run a module once).
  *
  * It caps the module's tables too: table elements live on the worker's V8 heap,
  * and a heap that overflows inside one synchronous allocation (instantiating
@@ -14,8 +17,15 @@ import { MAX_WASM_TABLE_ELEMENTS } from "../../limits.js";
 export const WASM_PAGE_BYTES = 65_536;
 /** Largest page count a 32-bit memory may declare. */
 const MAX_MEMORY32_PAGES = 65_536;
+const IMPORT_SECTION_ID = 2;
 const MEMORY_SECTION_ID = 5;
 const TABLE_SECTION_ID = 4;
+const CUSTOM_SECTION_ID = 0;
+const MEMORY_IMPORT_KIND = 0x02;
+/** Where a module rewritten by importMemory imports its memory from: not a name any guest may import itself. */
+export const MEMORY_IMPORT_MODULE = "sandboxd";
+/** The field name of that import. */
+export const MEMORY_IMPORT_NAME = "memory";
 /** Reference types a table may hold (funcref, externref). */
 const FUNCREF = 0x70;
 const EXTERNREF = 0x6f;
@@ -54,12 +64,8 @@ function writeU32(value: number): number[] {
  *  and its tables' maxima so that all of them together stay near MAX_WASM_TABLE_ELEMENTS.
  *  Returns an error (not throw) if the module's initial memory or tables already exceed them or the binary is malformed. */
 export function capMemory(wasm: Uint8Array, maxBytes: number): { ok: true; wasm: Uint8Array<ArrayBuffer> } | { ok: false; error: string } {
-  if (wasm.length < 8 || wasm[0] !== 0 || wasm[1] !== 0x61 || wasm[2] !== 0x73 || wasm[3] !== 0x6d) {
-    return { ok: false, error: "not a wasm binary (bad magic)" };
-  }
-  if (wasm[4] !== 1 || wasm[5] !== 0 || wasm[6] !== 0 || wasm[7] !== 0) {
-    return { ok: false, error: "unsupported wasm binary version (components are not supported)" };
-  }
+  const header = checkHeader(wasm);
+  if (header !== undefined) return { ok: false, error: header };
   const capPages = Math.min(MAX_MEMORY32_PAGES, Math.floor(Math.max(0, maxBytes) / WASM_PAGE_BYTES));
   const parts: Uint8Array[] = [wasm.subarray(0, 8)];
   let pos = 8;
@@ -83,13 +89,7 @@ export function capMemory(wasm: Uint8Array, maxBytes: number): { ok: true; wasm:
     pos = end;
   }
   // A module without a memory section has nothing to cap (validation rejects modules without an exported memory).
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return { ok: true, wasm: out };
+  return { ok: true, wasm: concat(parts) };
 }
 
 /** Refuses tables whose initial sizes add up past the budget, and lowers every maximum to an equal share of it
@@ -156,4 +156,124 @@ function rewriteMemorySection(body: Uint8Array, capPages: number): { ok: true; b
   }
   if (pos !== body.length) return { ok: false, error: "trailing bytes in memory section" };
   return { ok: true, body: Uint8Array.from(out) };
+}
+
+/** The limits a module declared for its memory, in pages; what a run's memory must satisfy. */
+export interface MemoryLimits {
+  readonly initialPages: number;
+  /** The module's own maximum, if it declared one. */
+  readonly maximumPages: number | undefined;
+}
+
+/**
+ * Caps the module's tables (as capMemory does) and turns its one defined memory into an import of
+ * `MEMORY_IMPORT_MODULE.MEMORY_IMPORT_NAME` with the same limits. Memory indices do not move: with a
+ * single memory, imported or defined, it is memory 0, and exports and data segments keep naming it.
+ * A module without a memory is returned with `memory` undefined (validation refuses it elsewhere).
+ */
+export function importMemory(wasm: Uint8Array): { ok: true; wasm: Uint8Array<ArrayBuffer>; memory: MemoryLimits | undefined } | { ok: false; error: string } {
+  const header = checkHeader(wasm);
+  if (header !== undefined) return { ok: false, error: header };
+  const sections: { id: number; body: Uint8Array }[] = [];
+  let memory: MemoryLimits | undefined;
+  let memoryFlags = 0;
+  let pos = 8;
+  while (pos < wasm.length) {
+    const id = wasm[pos] as number;
+    const size = readU32(wasm, pos + 1);
+    if (size === undefined) return { ok: false, error: `malformed section header at byte ${pos}` };
+    const end = size.next + size.value;
+    if (end > wasm.length) return { ok: false, error: `section at byte ${pos} runs past the end of the binary` };
+    const body = wasm.subarray(size.next, end);
+    pos = end;
+    if (id === MEMORY_SECTION_ID) {
+      const parsed = parseMemorySection(body);
+      if (!parsed.ok) return parsed;
+      memory = parsed.memory;
+      memoryFlags = parsed.flags;
+      continue;
+    }
+    if (id === TABLE_SECTION_ID) {
+      const tables = rewriteTableSection(body);
+      if (!tables.ok) return tables;
+      sections.push({ id, body: tables.body });
+      continue;
+    }
+    sections.push({ id, body });
+  }
+  if (memory !== undefined) {
+    const entry = Uint8Array.from([
+      ...name(MEMORY_IMPORT_MODULE), ...name(MEMORY_IMPORT_NAME), MEMORY_IMPORT_KIND, memoryFlags,
+      ...writeU32(memory.initialPages), ...(memory.maximumPages === undefined ? [] : writeU32(memory.maximumPages)),
+    ]);
+    const existing = sections.find((s) => s.id === IMPORT_SECTION_ID);
+    if (existing) {
+      const count = readU32(existing.body, 0);
+      if (count === undefined) return { ok: false, error: "malformed import section" };
+      existing.body = concat([Uint8Array.from(writeU32(count.value + 1)), existing.body.subarray(count.next), entry]);
+    } else {
+      // The import section goes right after the type section: before the first known section with a higher id.
+      const at = sections.findIndex((s) => s.id !== CUSTOM_SECTION_ID && s.id > IMPORT_SECTION_ID);
+      const section = { id: IMPORT_SECTION_ID, body: concat([Uint8Array.from(writeU32(1)), entry]) };
+      if (at < 0) sections.push(section);
+      else sections.splice(at, 0, section);
+    }
+  }
+  const parts: Uint8Array[] = [wasm.subarray(0, 8)];
+  for (const s of sections) parts.push(Uint8Array.from([s.id, ...writeU32(s.body.length)]), s.body);
+  return { ok: true, wasm: concat(parts), memory };
+}
+
+/**
+ * The memory a run of a module rewritten by importMemory gets: its declared initial size, and a
+ * maximum that is the smaller of its own and the run's limit. Undefined if the module needs more
+ * memory to start than the limit allows.
+ */
+export function memoryForRun(limits: MemoryLimits, limitBytes: number): { initial: number; maximum: number } | undefined {
+  const capPages = Math.min(MAX_MEMORY32_PAGES, Math.floor(Math.max(0, limitBytes) / WASM_PAGE_BYTES));
+  if (limits.initialPages > capPages) return undefined;
+  return { initial: limits.initialPages, maximum: Math.min(limits.maximumPages ?? MAX_MEMORY32_PAGES, capPages) };
+}
+
+function parseMemorySection(body: Uint8Array): { ok: true; memory: MemoryLimits; flags: number } | { ok: false; error: string } {
+  const count = readU32(body, 0);
+  if (count === undefined) return { ok: false, error: "malformed memory section" };
+  if (count.value !== 1) return { ok: false, error: `the module defines ${count.value} memories; exactly one is supported` };
+  const flags = body[count.next];
+  if (flags === undefined) return { ok: false, error: "truncated memory section" };
+  if (flags > 1) return { ok: false, error: "shared or 64-bit memories are not supported" };
+  const min = readU32(body, count.next + 1);
+  if (min === undefined) return { ok: false, error: "malformed memory limits" };
+  let next = min.next;
+  let max: number | undefined;
+  if (flags === 1) {
+    const m = readU32(body, next);
+    if (m === undefined) return { ok: false, error: "malformed memory limits" };
+    max = m.value;
+    next = m.next;
+  }
+  if (next !== body.length) return { ok: false, error: "trailing bytes in memory section" };
+  if (min.value > MAX_MEMORY32_PAGES) return { ok: false, error: `the module's initial memory (${min.value} pages) exceeds wasm32's 4 GiB` };
+  return { ok: true, memory: { initialPages: min.value, maximumPages: max }, flags };
+}
+
+function checkHeader(wasm: Uint8Array): string | undefined {
+  if (wasm.length < 8 || wasm[0] !== 0 || wasm[1] !== 0x61 || wasm[2] !== 0x73 || wasm[3] !== 0x6d) return "not a wasm binary (bad magic)";
+  if (wasm[4] !== 1 || wasm[5] !== 0 || wasm[6] !== 0 || wasm[7] !== 0) return "unsupported wasm binary version (components are not supported)";
+  return undefined;
+}
+
+function name(text: string): number[] {
+  const bytes = Buffer.from(text, "utf8");
+  return [...writeU32(bytes.length), ...bytes];
+}
+
+function concat(parts: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
