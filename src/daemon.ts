@@ -28,6 +28,7 @@ import { DEFAULT_WORKERS, Sandbox } from "./sandbox.js";
 import { SandboxServer, type ListenAddress } from "./grpc/server.js";
 import { AdminServer } from "./grpc/admin-server.js";
 import { resolveGroup } from "./unix-group.js";
+import type { ConnectionLimits } from "./grpc/connection-listener.js";
 
 /** Everything a daemon is started with; the CLI fills it from flags. */
 export interface DaemonConfig {
@@ -55,6 +56,8 @@ export interface DaemonConfig {
   readonly adminSocketPath?: string;
   /** --admin-socket-group: group (name or gid) that may use the admin socket besides the daemon's user. */
   readonly adminSocketGroup?: string;
+  /** --max-connections, --connection-idle-timeout-ms (defaults: DEFAULT_CONNECTION_LIMITS). */
+  readonly connections?: ConnectionLimits;
 }
 
 /** Defaults for every setting but the listen address. */
@@ -160,7 +163,7 @@ export class Daemon {
     try {
       // Before the main socket: once a client sees "listening", the admin socket is there too.
       if (config.adminSocketPath) admin = await listenAdmin(sandbox, config.adminSocketPath, config.adminSocketGroup, logger);
-      const server = new SandboxServer(sandbox, logger);
+      const server = new SandboxServer(sandbox, logger, config.connections);
       const address = await server.listen(config.listen);
       logger.info(`sandboxd listening on ${address}`, { address, workers: config.workers, cacheDir: config.cacheDir });
       return new Daemon(sandbox, server, address, logger, admin);
