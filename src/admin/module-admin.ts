@@ -6,7 +6,7 @@
 import { SandboxError } from "../errors/sandbox-error.js";
 import { DEFAULT_ADMIN_PAGE_SIZE, MAX_ADMIN_PAGE_SIZE, MAX_BLOCK_REASON_BYTES } from "../limits.js";
 import { MODULE_ID_PATTERN, type ModuleStore } from "../cache/module-store.js";
-import { decodeModuleMeta, type ModuleOrigin, type ToolchainRecord } from "../compiler/module-meta.js";
+import { decodeProvenance, type ModuleOrigin, type ToolchainRecord } from "../compiler/module-meta.js";
 import type { BlockEntry, ModuleBlocklist } from "../policy/module-blocklist.js";
 import type { ModuleRegistry } from "../runtime/module-registry.js";
 
@@ -24,6 +24,8 @@ export interface ModuleInfo {
   readonly hits: number;
   readonly pinned: boolean;
   readonly block: BlockEntry | undefined;
+  /** The entry is a cached compile failure of a source (diagnostics, no module). */
+  readonly compileFailed: boolean;
 }
 
 /** ModuleInfo plus the toolchain that built it. */
@@ -132,7 +134,7 @@ export class ModuleAdmin {
     const usage = this.store.usage(moduleId);
     const block = this.blocklist.get(moduleId);
     if (!usage && !block) return undefined;
-    const meta = usage ? decodeModuleMeta(await this.store.describe(moduleId)) : undefined;
+    const meta = usage ? decodeProvenance(await this.store.describe(moduleId)) : undefined;
     return {
       moduleId,
       cached: usage !== undefined,
@@ -143,6 +145,7 @@ export class ModuleAdmin {
       hits: usage?.hits ?? 0,
       pinned: usage?.pinned ?? false,
       block,
+      compileFailed: meta?.compileFailed ?? false,
       toolchain: meta?.toolchain,
     };
   }
@@ -159,6 +162,7 @@ export class ModuleAdmin {
       hits: 0,
       pinned: false,
       block: this.blocklist.get(moduleId),
+      compileFailed: false,
       toolchain: undefined,
     };
   }

@@ -153,7 +153,7 @@ function moduleJson(m: ModuleInfo): Record<string, unknown> {
 }
 
 function flags(m: ModuleInfo): string {
-  return [m.pinned ? "pinned" : "", m.blocked ? "blocked" : "", m.cached ? "" : "not-cached"].filter(Boolean).join(",");
+  return [m.pinned ? "pinned" : "", m.blocked ? "blocked" : "", m.cached ? "" : "not-cached", m.compileFailed ? "compile-failed" : ""].filter(Boolean).join(",");
 }
 
 function originName(origin: ModuleOrigin): string {

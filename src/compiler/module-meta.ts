@@ -1,4 +1,7 @@
-import type { Diagnostic } from "./diagnostics.js";
+/**
+ * Where a cache entry came from: fields written into every entry's metadata beside the
+ * compiler's own (see StoredMeta in compiler.ts), for the operator's view of the cache.
+ */
 
 /** Where a module came from: compiled here from Rust source, or registered precompiled. */
 export type ModuleOrigin = "source" | "upload";
@@ -11,28 +14,31 @@ export interface ToolchainRecord {
   readonly description: string;
 }
 
-/** What is stored beside a module in its cache entry (written with it, atomically). */
-export interface ModuleMeta {
-  /** The warnings of its successful compile. */
-  readonly diagnostics: readonly Diagnostic[];
-  /** Undefined for entries written before the origin was recorded. */
-  readonly origin: ModuleOrigin | undefined;
-  /** When the entry was written (Unix ms); 0 when not recorded. */
-  readonly createdUnixMs: number;
-  readonly toolchain: ToolchainRecord | undefined;
+/** The provenance fields an entry's metadata carries (all optional: older entries lack them). */
+export interface ProvenanceFields {
+  readonly origin?: ModuleOrigin;
+  /** When the entry was written (Unix ms). */
+  readonly createdUnixMs?: number;
+  readonly toolchain?: ToolchainRecord;
 }
 
-/** Serializes a module's metadata for the module store. */
-export function encodeModuleMeta(meta: ModuleMeta): Uint8Array {
-  return Buffer.from(JSON.stringify(meta));
+/** What an entry's metadata says about it. */
+export interface Provenance {
+  /** Undefined for entries written before the origin was recorded. */
+  readonly origin: ModuleOrigin | undefined;
+  /** 0 when not recorded. */
+  readonly createdUnixMs: number;
+  readonly toolchain: ToolchainRecord | undefined;
+  /** A cached compile failure of a source: no module, only its diagnostics. */
+  readonly compileFailed: boolean;
 }
 
 /**
- * Reads metadata back, field by field: an entry whose metadata is damaged or older than a field
+ * Reads provenance back, field by field: an entry whose metadata is damaged or older than a field
  * still describes what it can (the module itself is verified separately, by its hash).
  */
-export function decodeModuleMeta(bytes: Uint8Array | undefined): ModuleMeta {
-  const empty: ModuleMeta = { diagnostics: [], origin: undefined, createdUnixMs: 0, toolchain: undefined };
+export function decodeProvenance(bytes: Uint8Array | undefined): Provenance {
+  const empty: Provenance = { origin: undefined, createdUnixMs: 0, toolchain: undefined, compileFailed: false };
   if (!bytes || bytes.byteLength === 0) return empty;
   let parsed: Record<string, unknown>;
   try {
@@ -44,12 +50,12 @@ export function decodeModuleMeta(bytes: Uint8Array | undefined): ModuleMeta {
   }
   const toolchain = parsed["toolchain"] as Partial<ToolchainRecord> | undefined;
   return {
-    diagnostics: Array.isArray(parsed["diagnostics"]) ? (parsed["diagnostics"] as Diagnostic[]) : [],
     origin: parsed["origin"] === "source" || parsed["origin"] === "upload" ? parsed["origin"] : undefined,
     createdUnixMs: Number.isSafeInteger(parsed["createdUnixMs"]) ? (parsed["createdUnixMs"] as number) : 0,
     toolchain:
       typeof toolchain?.fingerprint === "string" && typeof toolchain.description === "string"
         ? { fingerprint: toolchain.fingerprint, description: toolchain.description }
         : undefined,
+    compileFailed: parsed["ok"] === false,
   };
 }

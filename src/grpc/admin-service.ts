@@ -50,6 +50,7 @@ export function moduleInfoMessage(info: ModuleInfo): ModuleInfoMessage {
     blocked: info.block !== undefined,
     blockedUnixMs: info.block?.blockedUnixMs ?? 0,
     blockReason: info.block?.reason ?? "",
+    compileFailed: info.compileFailed,
   };
 }
 

@@ -99,6 +99,17 @@ describe("AdminService on the admin socket", function () {
     expect(uploadDetails.toolchainFingerprint).to.equal("");
   });
 
+  it("lists a cached compile failure as one, and evicting it makes Compile run rustc again", async function () {
+    daemon = await startDaemon({ cacheDir, admin: [] });
+    const broken = 'fn main() { let x: u32 = "not a number"; }';
+    expect((await daemon.compile({ input: { $case: "source", value: broken } })).ok).to.equal(false);
+    const [failure] = (await daemon.admin!.listModules()).modules;
+    expect(failure).to.deep.include({ compileFailed: true, origin: ModuleOrigin.MODULE_ORIGIN_SOURCE, cached: true });
+    expect((await daemon.compile({ input: { $case: "source", value: broken } })).cacheHit).to.equal(true);
+    await daemon.admin!.evictModule(failure!.moduleId);
+    expect((await daemon.compile({ input: { $case: "source", value: broken } })).cacheHit).to.equal(false);
+  });
+
   it("pages through modules in id order with page_size and page_token", async function () {
     daemon = await startDaemon({ cacheDir, admin: [] });
     const ids = [];
