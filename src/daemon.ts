@@ -20,8 +20,9 @@ import {
   DEFAULT_TIMEOUT_MS,
   SHUTDOWN_GRACE_MS,
 } from "./limits.js";
-import { detectToolchain, TOOLCHAIN_INSTALL_HINT } from "./compiler/toolchain.js";
+import { probeToolchain } from "./compiler/toolchain.js";
 import type { CompilerSettings } from "./compiler/compiler.js";
+import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from "./request-limits.js";
 import { TrustedKeys } from "./policy/trusted-keys.js";
 import type { PolicyCeilings, PolicyDefaults } from "./policy/authorize.js";
 import { DEFAULT_WORKERS, Sandbox } from "./sandbox.js";
@@ -58,6 +59,8 @@ export interface DaemonConfig {
   readonly adminSocketGroup?: string;
   /** --max-connections, --connection-idle-timeout-ms (defaults: DEFAULT_CONNECTION_LIMITS). */
   readonly connections?: ConnectionLimits;
+  /** --max-args, --max-args-bytes, --max-env-vars, --max-env-bytes. */
+  readonly requestLimits: RequestLimits;
 }
 
 /** Defaults for every setting but the listen address. */
@@ -86,6 +89,7 @@ export function defaultConfig(listen: ListenAddress = { kind: "unix", path: defa
       maxOutputBytes: DEFAULT_MAX_OUTPUT_BYTES,
       maxWriteBytes: DEFAULT_MAX_WRITE_BYTES,
     },
+    requestLimits: DEFAULT_REQUEST_LIMITS,
   };
 }
 
@@ -136,9 +140,9 @@ export class Daemon {
   static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
     const invalid = validateConfig(config);
     if (invalid) throw invalid;
-    const toolchain = detectToolchain(config.rustc).then((found) => {
-      if (found) logger.info("toolchain", { rustc: found.rustc, target: found.target });
-      else logger.warn(`Compile is unavailable: ${TOOLCHAIN_INSTALL_HINT}`);
+    // The compiler logs once whether Compile is unavailable, after it has also tried a build.
+    const toolchain = probeToolchain(config.rustc).then((found) => {
+      if (found.toolchain) logger.info("toolchain", { rustc: found.toolchain.rustc, target: found.toolchain.target });
       return found;
     });
     const keys = await TrustedKeys.load(config.trustedKeysDir, (message) => logger.warn(message));
@@ -158,14 +162,19 @@ export class Daemon {
       logger,
       ...(config.compile ? { compile: config.compile } : {}),
       ...(config.cacheMaxBytes ? { cacheMaxBytes: config.cacheMaxBytes } : {}),
+      requestLimits: config.requestLimits,
     });
     let admin: AdminServer | undefined;
     try {
       // Before the main socket: once a client sees "listening", the admin socket is there too.
       if (config.adminSocketPath) admin = await listenAdmin(sandbox, config.adminSocketPath, config.adminSocketGroup, logger);
-      const server = new SandboxServer(sandbox, logger, config.connections);
+      const server = new SandboxServer(sandbox, logger, config.requestLimits, config.connections);
       const address = await server.listen(config.listen);
       logger.info(`sandboxd listening on ${address}`, { address, workers: config.workers, cacheDir: config.cacheDir });
+      // Health tells operators what the log says: this host cannot compile.
+      void sandbox.compileUnavailable().then((reason) => {
+        if (reason) server.markCompileUnavailable();
+      });
       return new Daemon(sandbox, server, address, logger, admin);
     } catch (e: unknown) {
       await admin?.close(0);

@@ -30,7 +30,7 @@ import {
 } from "../gen/grpc/sandbox/v1/admin.js";
 import type { PeerCredentials } from "./peer-credentials.js";
 import { toServiceError } from "./status.js";
-import { rejectUndecodable } from "./translate.js";
+import { rejectRefused } from "./translate.js";
 
 /** Who made an admin call, or why that is unknown. */
 export type Caller = PeerCredentials | Error;
@@ -71,7 +71,7 @@ export function adminService(admin: ModuleAdmin, logger: Logger, callerOf: (call
       const moduleId = moduleIdOf(call.request);
       const fields = { method, ...(moduleId ? { moduleId } : {}), ...callerFields(caller) };
       try {
-        rejectUndecodable(call.request);
+        rejectRefused(call.request);
         const response = await run(call.request);
         logger.warn(`admin ${method}`, { ...fields, result: "OK" });
         callback(null, response);
