@@ -30,6 +30,7 @@ import { SandboxServer, type ListenAddress } from "./grpc/server.js";
 import { AdminServer } from "./grpc/admin-server.js";
 import { resolveGroup } from "./unix-group.js";
 import type { ConnectionLimits } from "./grpc/connection-listener.js";
+import type { RemoteCacheSettings } from "./cache/remote-cache.js";
 
 /** Everything a daemon is started with; the CLI fills it from flags. */
 export interface DaemonConfig {
@@ -61,6 +62,8 @@ export interface DaemonConfig {
   readonly connections?: ConnectionLimits;
   /** --max-args, --max-args-bytes, --max-env-vars, --max-env-bytes. */
   readonly requestLimits: RequestLimits;
+  /** --remote-cache, --remote-cache-key, --remote-cache-mode, --remote-cache-timeout-ms; no shared cache when absent. */
+  readonly remoteCache?: RemoteCacheSettings;
 }
 
 /** Defaults for every setting but the listen address. */
@@ -163,6 +166,7 @@ export class Daemon {
       ...(config.compile ? { compile: config.compile } : {}),
       ...(config.cacheMaxBytes ? { cacheMaxBytes: config.cacheMaxBytes } : {}),
       requestLimits: config.requestLimits,
+      ...(config.remoteCache ? { remoteCache: config.remoteCache } : {}),
     });
     let admin: AdminServer | undefined;
     try {

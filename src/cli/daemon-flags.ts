@@ -7,7 +7,8 @@ import { parseArgs } from "node:util";
 import path from "node:path";
 import { defaultConfig, defaultSocketPath, type DaemonConfig } from "../daemon.js";
 import { DEFAULT_CONNECTION_LIMITS, parseListenAddress } from "../grpc/server.js";
-import { MAX_ARGS, MAX_ARGS_BYTES, MAX_ENV_BYTES, MAX_ENV_VARS } from "../limits.js";
+import { MAX_ARGS, MAX_ARGS_BYTES, MAX_ENV_BYTES, MAX_ENV_VARS, REMOTE_CACHE_OP_TIMEOUT_MS } from "../limits.js";
+import { parseRemoteCacheAddress, type RemoteCacheSettings } from "../cache/remote-cache.js";
 
 /** The --help text. */
 export const USAGE = `usage: sandboxd [options]
@@ -44,6 +45,11 @@ export const USAGE = `usage: sandboxd [options]
                            close a connection with no call in flight for N ms (default ${DEFAULT_CONNECTION_LIMITS.idleTimeoutMs})
   --admin-listen unix:///PATH  serve AdminService (module cache management) on this socket only (mode 0600)
   --admin-socket-group GROUP   let this group (name or gid) use the admin socket too (mode 0660)
+  --remote-cache URL       share compiled modules with other hosts through Redis: redis://HOST:PORT,
+                           rediss://USER:PASSWORD@HOST:PORT (TLS) or unix:///PATH (needs --remote-cache-key)
+  --remote-cache-key FILE  cluster key(s) that authenticate shared entries, one per line; the first signs
+  --remote-cache-mode MODE rw (default: read and publish) or ro (read only)
+  --remote-cache-timeout-ms N  budget of one Redis operation; past it the lookup is a miss (default ${REMOTE_CACHE_OP_TIMEOUT_MS})
   --log-level LEVEL        error, warn, info (default) or debug
   -h, --help               this text
 `;
@@ -88,6 +94,10 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         "connection-idle-timeout-ms": { type: "string" },
         "admin-listen": { type: "string" },
         "admin-socket-group": { type: "string" },
+        "remote-cache": { type: "string" },
+        "remote-cache-key": { type: "string" },
+        "remote-cache-mode": { type: "string" },
+        "remote-cache-timeout-ms": { type: "string" },
         "log-level": { type: "string", default: "info" },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -101,7 +111,7 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
   const listen = v.listen === undefined ? base.listen : parseListenAddress(v.listen);
   if (listen instanceof Error) return listen;
   const numbers: Record<string, number | undefined> = {};
-  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "max-write-bytes", "max-created-entries", "default-timeout-ms", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes", "compile-concurrency", "compile-max-queued", "max-queued-executions", "max-buffered-bytes", "memory-cache-max-bytes", "max-connections", "connection-idle-timeout-ms", "max-args", "max-args-bytes", "max-env-vars", "max-env-bytes"] as const) {
+  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "max-write-bytes", "max-created-entries", "default-timeout-ms", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes", "compile-concurrency", "compile-max-queued", "max-queued-executions", "max-buffered-bytes", "memory-cache-max-bytes", "max-connections", "connection-idle-timeout-ms", "max-args", "max-args-bytes", "max-env-vars", "max-env-bytes", "remote-cache-timeout-ms"] as const) {
     const text = v[flag];
     if (text === undefined) continue;
     const n = Number(text);
@@ -112,6 +122,8 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
   const admin = parseAdminFlags(v["admin-listen"], v["admin-socket-group"]);
   if (admin instanceof Error) return admin;
   if (listen.kind === "unix" && admin.adminSocketPath === listen.path) return new Error("--admin-listen must be another socket than --listen");
+  const remoteCache = parseRemoteCacheFlags(v["remote-cache"], v["remote-cache-key"], v["remote-cache-mode"], numbers["remote-cache-timeout-ms"]);
+  if (remoteCache instanceof Error) return remoteCache;
   return {
     logLevel: v["log-level"],
     config: {
@@ -143,6 +155,7 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
       },
       ...(numbers["cache-max-bytes"] ? { cacheMaxBytes: numbers["cache-max-bytes"] } : {}),
       ...admin,
+      ...(remoteCache ? { remoteCache } : {}),
       connections: {
         maxConnections: numbers["max-connections"] ?? DEFAULT_CONNECTION_LIMITS.maxConnections,
         idleTimeoutMs: numbers["connection-idle-timeout-ms"] ?? DEFAULT_CONNECTION_LIMITS.idleTimeoutMs,
@@ -174,4 +187,17 @@ function parseAdminFlags(listen: string | undefined, group: string | undefined):
   }
   if (group !== undefined && !/^(\d+|[A-Za-z_][A-Za-z0-9_.-]*\$?)$/.test(group)) return new Error(`--admin-socket-group takes a group name or gid, got ${JSON.stringify(group)}`);
   return { adminSocketPath: address.path, ...(group === undefined ? {} : { adminSocketGroup: group }) };
+}
+
+/** The shared cache needs its key (an unauthenticated shared cache is what it exists to prevent); its other flags need it. */
+function parseRemoteCacheFlags(url: string | undefined, keyFile: string | undefined, mode: string | undefined, timeoutMs: number | undefined): RemoteCacheSettings | undefined | Error {
+  if (url === undefined) {
+    if (keyFile !== undefined || mode !== undefined || timeoutMs !== undefined) return new Error("--remote-cache-key, --remote-cache-mode and --remote-cache-timeout-ms need --remote-cache");
+    return undefined;
+  }
+  const address = parseRemoteCacheAddress(url);
+  if (address instanceof Error) return address;
+  if (keyFile === undefined) return new Error("--remote-cache needs --remote-cache-key FILE: entries shared without a cluster key could be forged by anyone who can write to Redis");
+  if (mode !== undefined && mode !== "ro" && mode !== "rw") return new Error(`--remote-cache-mode takes ro or rw, got ${JSON.stringify(mode)}`);
+  return { address, keyFile: path.resolve(keyFile), mode: mode ?? "rw", ...(timeoutMs ? { opTimeoutMs: timeoutMs } : {}) };
 }
