@@ -165,7 +165,9 @@ export class RemoteCache {
       commandTimeout: opTimeoutMs,
       connectTimeout: opTimeoutMs,
       retryStrategy: (attempt: number) => Math.min(REMOTE_CACHE_RECONNECT_BASE_MS * 2 ** Math.min(attempt - 1, 16), REMOTE_CACHE_RECONNECT_MAX_MS),
-      // The lease, record and module are separate keys; nothing here needs a particular database.
+      // Only the commands the ACLs in docs/scale-out.md grant: no INFO ready check, no CLIENT SETINFO.
+      enableReadyCheck: false,
+      disableClientInfo: true,
       lazyConnect: false,
     };
     const redis = settings.address.kind === "unix" ? new Redis({ ...options, path: settings.address.path }) : new Redis(settings.address.url, options);
