@@ -71,3 +71,9 @@ export const DEFAULT_MEMORY_CACHE_MAX_BYTES = 256 * 1024 * 1024;
 export const DEFAULT_CACHE_MAX_BYTES = 2 * 1024 * 1024 * 1024;
 /** Elements of all of a guest's wasm tables together (they live on the worker's V8 heap, not in the memory cap). */
 export const MAX_WASM_TABLE_ELEMENTS = 1_000_000;
+/**
+ * Largest guest memory a worker zeroes and hands to its next run instead of allocating a fresh one:
+ * below it zeroing is cheaper than a new memory (and the garbage collections fresh ones cause); above it
+ * a fresh memory, whose untouched pages cost nothing, is cheaper and keeps idle workers small.
+ */
+export const MEMORY_REUSE_MAX_BYTES = 8 * 1024 * 1024;

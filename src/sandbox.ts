@@ -161,6 +161,7 @@ export class Sandbox {
     const result = await this.pool.run({
       moduleKey: compiled.key,
       module: compiled.module,
+      instantiateAhead: compiled.instantiateAhead,
       argv: [`${moduleId}.wasm`, ...input.args],
       env: input.env,
       stdin: input.stdin,

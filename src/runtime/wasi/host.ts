@@ -6,6 +6,7 @@ import {
 } from "./abi.js";
 import { FD_REGISTRY_SLOTS, releaseHostFds } from "./fd-registry.js";
 import { WasiFs } from "./fs.js";
+import { PREVIEW1_FUNCTIONS } from "./functions.js";
 
 export { FD_REGISTRY_SLOTS, releaseHostFds };
 
@@ -115,6 +116,8 @@ export class WasiHost {
    */
   private ended: ProcExit | OutputLimit | undefined;
   private readonly fs: WasiFs;
+  /** This run's preview1 functions, called through a {@link WasiImports}. */
+  private readonly table: WebAssembly.ModuleImports;
   /** Unix epoch minus the monotonic origin, taken per run so a stepped system clock is picked up by the next run. */
   private readonly realtimeOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
 
@@ -123,17 +126,31 @@ export class WasiHost {
     this.argv = encodeStrings(options.args);
     this.environ = encodeStrings(Object.entries(options.env).map(([k, v]) => `${k}=${v}`));
     this.fs = new WasiFs(options, () => this.refresh());
+    this.table = this.functions();
   }
 
   /** Instantiates the module with our imports and runs `_start`. Never throws for anything the guest does;
    *  closes every host fd it opened before returning, however the run ended. */
   run(module: WebAssembly.Module): WasiRunResult {
+    const imports = new WasiImports();
+    return this.runWith(imports, () => {
+      const namespaces: WebAssembly.Imports = { [WASI_MODULE]: imports.functions };
+      if (this.options.memory) namespaces[MEMORY_IMPORT_MODULE] = { [MEMORY_IMPORT_NAME]: new WebAssembly.Memory(this.options.memory) };
+      return new WebAssembly.Instance(module, namespaces);
+    });
+  }
+
+  /**
+   * Runs `_start` of the instance `instantiate` returns: one made now, or one made in advance with
+   * `imports` that has never run. The imports call this host until the run ends. Never throws for
+   * anything the guest does; closes every host fd it opened before returning.
+   */
+  runWith(imports: WasiImports, instantiate: () => WebAssembly.Instance): WasiRunResult {
+    imports.host = this;
     try {
       const fsError = this.fs.openPreopens();
       if (fsError !== undefined) return { outcome: "trap", message: fsError };
-      const imports: WebAssembly.Imports = { [WASI_MODULE]: this.imports() };
-      if (this.options.memory) imports[MEMORY_IMPORT_MODULE] = { [MEMORY_IMPORT_NAME]: new WebAssembly.Memory(this.options.memory) };
-      const instance = new WebAssembly.Instance(module, imports);
+      const instance = instantiate();
       const memory = instance.exports["memory"];
       const start = instance.exports["_start"];
       if (!(memory instanceof WebAssembly.Memory) || typeof start !== "function") {
@@ -146,6 +163,7 @@ export class WasiHost {
     } catch (e: unknown) {
       return this.classify(this.ended ?? e);
     } finally {
+      imports.host = undefined;
       this.fs.closeAll();
     }
   }
@@ -365,17 +383,25 @@ export class WasiHost {
     return this.fs.readiness(fd, type);
   }
 
-  /** The preview1 functions, each refusing to run once the guest has ended (see `ended`). */
-  private imports(): WebAssembly.ModuleImports {
-    const guarded: WebAssembly.ModuleImports = {};
-    for (const [name, f] of Object.entries(this.functions())) {
-      const fn = f as (...args: unknown[]) => unknown;
-      guarded[name] = (...args: unknown[]): unknown => {
-        if (this.ended !== undefined) throw this.ended;
-        return fn(...args);
+  /**
+   * The `wasi_snapshot_preview1` namespace bound to `imports`: each function calls the functions of
+   * the host whose run is in progress, and refuses to run once that guest has ended (see `ended`).
+   * Built once per worker, so a run allocates no import closures and an instance can be made before
+   * its run's host exists.
+   */
+  static bind(imports: WasiImports): WebAssembly.ModuleImports {
+    const namespace: WebAssembly.ModuleImports = {};
+    for (const name of PREVIEW1_FUNCTIONS) {
+      // Fixed parameters rather than a rest array: no allocation per guest call. No preview1 function takes more than nine.
+      namespace[name] = (a: unknown, b: unknown, c: unknown, d: unknown, e: unknown, f: unknown, g: unknown, h: unknown, i: unknown): unknown => {
+        const host = imports.host;
+        // Only a wasm start function can get here, while an instance is made ahead of its run.
+        if (host === undefined) throw new WebAssembly.RuntimeError(`${name} called with no run in progress`);
+        if (host.ended !== undefined) throw host.ended;
+        return (host.table[name] as (...args: unknown[]) => unknown)(a, b, c, d, e, f, g, h, i);
       };
     }
-    return guarded;
+    return namespace;
   }
 
   private functions(): WebAssembly.ModuleImports {
@@ -492,6 +518,17 @@ export class WasiHost {
       sock_shutdown: (fd: number, _how: number) => (fs.isOpen(fd) ? Errno.NOTSOCK : Errno.BADF),
     };
   }
+}
+
+/**
+ * An import object for instances of any module, whose functions call the host of the run in progress
+ * (see WasiHost.runWith). A worker keeps one for its life; an instance made with it runs at most once.
+ */
+export class WasiImports {
+  /** The host whose run is in progress; undefined between runs. */
+  host: WasiHost | undefined = undefined;
+  /** The `wasi_snapshot_preview1` namespace to instantiate with. */
+  readonly functions: WebAssembly.ModuleImports = WasiHost.bind(this);
 }
 
 /** Convenience for tests and the pool: a fresh registry of the right size. */
