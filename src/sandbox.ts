@@ -175,7 +175,18 @@ export class Sandbox {
       ...(hooks ? { listener: hooks } : {}),
       ...(signal ? { signal } : {}),
     });
-    return { ...result, moduleId, diagnostics };
+    // Field by field rather than a spread: this runs once per call.
+    return {
+      outcome: result.outcome,
+      exitCode: result.exitCode,
+      stdout: result.stdout,
+      stderr: result.stderr,
+      message: result.message,
+      denials: result.denials,
+      durationUs: result.durationUs,
+      moduleId,
+      diagnostics,
+    };
   }
 
   /** Replaces the trusted keys' contents from disk (SIGHUP). */

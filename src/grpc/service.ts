@@ -26,19 +26,24 @@ const CLIENT_CANCELLED = new SandboxError("CANCELLED", "cancelled by the client"
 /**
  * One AbortSignal per call, fired by client cancellation, deadline, or daemon
  * shutdown; the core hands it to rustc and to the worker running the guest.
- * `release` must run when the call ends: it unhooks the call from shutdown.
+ * `release` must run when the call ends. Live calls are kept in `live` and
+ * aborted from there on shutdown: a listener per call on the shutdown signal
+ * costs an EventTarget registration each, and grpc-js emits "cancelled" at the
+ * end of every call, finished or not, so only a call still running is aborted.
  */
-function callSignal(call: { on(event: "cancelled", listener: () => void): unknown }, shutdown: AbortSignal): { signal: AbortSignal; release(): void } {
+function callSignal(
+  call: { on(event: "cancelled", listener: () => void): unknown },
+  shutdown: AbortSignal,
+  live: Set<AbortController>,
+): { signal: AbortSignal; release(): void } {
   const controller = new AbortController();
-  // Not AbortSignal.any: on Node 20 every signal it makes stays in the source's
-  // dependants forever (nodejs/node#55351), a leak of one entry per call.
-  const onShutdown = (): void => controller.abort(shutdown.reason);
-  if (shutdown.aborted) onShutdown();
-  else shutdown.addEventListener("abort", onShutdown, { once: true });
-  // grpc-js emits "cancelled" at the end of every call, finished or not: a
-  // shared reason keeps that from costing an Error (and its stack) per call.
-  call.on("cancelled", () => controller.abort(CLIENT_CANCELLED));
-  return { signal: controller.signal, release: () => shutdown.removeEventListener("abort", onShutdown) };
+  if (shutdown.aborted) controller.abort(shutdown.reason);
+  else live.add(controller);
+  // A shared reason keeps a cancel from costing an Error (and its stack).
+  call.on("cancelled", () => {
+    if (live.delete(controller)) controller.abort(CLIENT_CANCELLED);
+  });
+  return { signal: controller.signal, release: () => live.delete(controller) };
 }
 
 /**
@@ -70,6 +75,16 @@ function streamWriter(call: ServerWritableStream<ExecuteRequest, ExecuteEvent>):
 
 /** Builds the SandboxService implementation around a core. */
 export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: AbortSignal): SandboxServiceServer {
+  const live = new Set<AbortController>();
+  // Not AbortSignal.any: on Node 20 every signal it makes stays in the source's dependants forever (nodejs/node#55351).
+  shutdown.addEventListener(
+    "abort",
+    () => {
+      for (const controller of live) controller.abort(shutdown.reason);
+      live.clear();
+    },
+    { once: true },
+  );
   const fail = (method: string, e: unknown): Partial<ServiceError> => {
     const status = toServiceError(e);
     const error = SandboxError.from(e);
@@ -81,7 +96,7 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
   return {
     async compile(call: ServerUnaryCall<CompileRequest, CompileResponse>, callback: sendUnaryData<CompileResponse>) {
       const started = performance.now();
-      const { signal, release } = callSignal(call, shutdown);
+      const { signal, release } = callSignal(call, shutdown, live);
       try {
         const result = await sandbox.compile(compileInputFrom(call.request), signal);
         const durationUs = elapsedUs(started);
@@ -95,7 +110,7 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
     },
 
     async execute(call: ServerUnaryCall<ExecuteRequest, ExecuteResponse>, callback: sendUnaryData<ExecuteResponse>) {
-      const { signal, release } = callSignal(call, shutdown);
+      const { signal, release } = callSignal(call, shutdown, live);
       try {
         const result = await sandbox.execute(executeInputFrom(call.request), signal);
         if (logger.isInfoEnabled()) logger.info("execute", { moduleId: result.moduleId, outcome: result.outcome, durationUs: result.durationUs });
@@ -110,7 +125,7 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
     async streamOutput(call: ServerWritableStream<ExecuteRequest, ExecuteEvent>) {
       let started = false;
       const send = streamWriter(call);
-      const { signal, release } = callSignal(call, shutdown);
+      const { signal, release } = callSignal(call, shutdown, live);
       try {
         const result = await sandbox.execute(executeInputFrom(call.request), signal, {
           onStarted: (executionId, moduleId) => {

@@ -93,22 +93,31 @@ export function compileResponseFrom(result: CompileResult, durationUs: number): 
 
 /** Core execution result → ExecuteResponse. */
 export function executeResponseFrom(result: ExecuteResult): ExecuteResponse {
-  const base = {
-    outcome: OUTCOMES[result.outcome],
-    diagnostics: result.diagnostics.map(diagnosticFrom),
-    moduleId: result.moduleId,
-    durationUs: result.durationUs,
-  };
+  // Built field by field, without spreads or copies of what is already plain: this runs once per call.
+  const diagnostics = result.diagnostics.length === 0 ? [] : result.diagnostics.map(diagnosticFrom);
   if (result.outcome === "compile_error") {
-    return { ...base, exitCode: 0, stdout: EMPTY, stderr: EMPTY, message: "source did not compile", denials: [] };
+    return {
+      outcome: OUTCOMES[result.outcome],
+      diagnostics,
+      moduleId: result.moduleId,
+      durationUs: result.durationUs,
+      exitCode: 0,
+      stdout: EMPTY,
+      stderr: EMPTY,
+      message: "source did not compile",
+      denials: [],
+    };
   }
   return {
-    ...base,
+    outcome: OUTCOMES[result.outcome],
+    diagnostics,
+    moduleId: result.moduleId,
+    durationUs: result.durationUs,
     exitCode: result.exitCode,
     stdout: asBuffer(result.stdout),
     stderr: asBuffer(result.stderr),
     message: result.message,
-    denials: result.denials.map((d) => ({ ...d })),
+    denials: result.denials.length === 0 ? [] : result.denials.map((d) => ({ operation: d.operation, path: d.path, reason: d.reason })),
   };
 }
 
