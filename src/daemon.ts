@@ -20,12 +20,19 @@ import {
   DEFAULT_TIMEOUT_MS,
   SHUTDOWN_GRACE_MS,
 } from "./limits.js";
-import { detectToolchain, TOOLCHAIN_INSTALL_HINT } from "./compiler/toolchain.js";
+import { detectToolchain, TOOLCHAIN_INSTALL_HINT, type Toolchain } from "./compiler/toolchain.js";
 import type { CompilerSettings } from "./compiler/compiler.js";
 import { TrustedKeys } from "./policy/trusted-keys.js";
 import type { PolicyCeilings, PolicyDefaults } from "./policy/authorize.js";
 import { DEFAULT_WORKERS, Sandbox } from "./sandbox.js";
 import { SandboxServer, type ListenAddress } from "./grpc/server.js";
+
+/**
+ * How long after it starts serving the daemon probes the toolchain (rustc start-ups, loading the
+ * process library): the first calls, a supervisor's health check and the workers' boot, go first.
+ * A Compile meanwhile waits for it.
+ */
+const TOOLCHAIN_PROBE_DELAY_MS = 250;
 
 /** Everything a daemon is started with; the CLI fills it from flags. */
 export interface DaemonConfig {
@@ -122,19 +129,34 @@ export class Daemon {
     private readonly logger: Logger,
   ) {}
 
-  /** Detects the toolchain, loads keys, starts workers and binds the listen address. */
+  /** Loads keys, starts workers, binds the listen address, then detects the toolchain. Serves before the workers are up: calls wait for one. */
   static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
     const invalid = validateConfig(config);
     if (invalid) throw invalid;
-    const toolchain = detectToolchain(config.rustc).then((found) => {
-      if (found) logger.info("toolchain", { rustc: found.rustc, target: found.target });
-      else logger.warn(`Compile is unavailable: ${TOOLCHAIN_INSTALL_HINT}`);
-      return found;
+    // The toolchain probe (rustc start-ups) runs once the daemon serves, so it does not compete with
+    // start-up for the cores; a Compile meanwhile waits for it.
+    let startProbe!: () => void;
+    const toolchain = new Promise<Toolchain | undefined>((resolve) => {
+      startProbe = () =>
+        resolve(
+          detectToolchain(config.rustc).then((found) => {
+            if (found) logger.info("toolchain", { rustc: found.rustc, target: found.target });
+            else logger.warn(`Compile is unavailable: ${TOOLCHAIN_INSTALL_HINT}`);
+            return found;
+          }),
+        );
     });
+    let probing = false;
+    const probeToolchain = (): void => {
+      if (probing) return;
+      probing = true;
+      startProbe();
+    };
     const keys = await TrustedKeys.load(config.trustedKeysDir, (message) => logger.warn(message));
     if (config.allowUnsigned) logger.warn("--allow-unsigned: requests without a policy run with default limits and no mounts");
     const sandbox = await Sandbox.create({
       toolchain,
+      requestToolchain: probeToolchain,
       cacheDir: config.cacheDir,
       workers: config.workers,
       maxQueuedExecutions: config.maxQueuedExecutions,
@@ -153,6 +175,8 @@ export class Daemon {
       const server = new SandboxServer(sandbox, logger);
       const address = await server.listen(config.listen);
       logger.info(`sandboxd listening on ${address}`, { address, workers: config.workers, cacheDir: config.cacheDir });
+      sandbox.startWorkers();
+      setTimeout(probeToolchain, TOOLCHAIN_PROBE_DELAY_MS).unref();
       return new Daemon(sandbox, server, address, logger);
     } catch (e: unknown) {
       await sandbox.close();

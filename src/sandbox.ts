@@ -28,6 +28,8 @@ export const DEFAULT_WORKERS = Math.max(4, availableParallelism());
 export interface SandboxOptions {
   /** The detected toolchain, or its detection still under way (the daemon serves meanwhile). */
   readonly toolchain: Toolchain | undefined | Promise<Toolchain | undefined>;
+  /** Called whenever a call needs the compiler, so a probe deferred past start-up begins at once. */
+  readonly requestToolchain?: () => void;
   readonly cacheDir: string;
   readonly workers: number;
   /** Executions allowed to wait for a worker. */
@@ -87,11 +89,13 @@ export class Sandbox {
      * waits for it, so start-up costs no rustc time.
      */
     private readonly compiler: Promise<Compiler>,
+    /** The module cache: a cached module runs without waiting for the compiler. */
+    private readonly store: ModuleStore,
     private readonly registry: ModuleRegistry,
     private readonly pool: WorkerPool,
   ) {}
 
-  /** Builds the core and starts its workers; the compiler finishes setting up in the background. */
+  /** Builds the core; the compiler finishes setting up in the background, and the workers start with startWorkers(). */
   static async create(options: SandboxOptions): Promise<Sandbox> {
     const pool = new WorkerPool({
       workers: options.workers,
@@ -99,7 +103,6 @@ export class Sandbox {
       budget: new BufferBudget(options.maxBufferedBytes),
       logger: options.logger,
     });
-    const poolStarted = pool.start();
     try {
       const store = await ModuleStore.open(options.cacheDir, {
         ...(options.cacheMaxBytes ? { maxBytes: options.cacheMaxBytes } : {}),
@@ -110,18 +113,25 @@ export class Sandbox {
       );
       // Calls that need it will see the failure; the operator must see it now.
       compiler.catch((e: unknown) => options.logger.error("the compiler failed to initialise", { error: String(e) }));
-      await poolStarted;
-      return new Sandbox(options, compiler, new ModuleRegistry((key) => pool.evict(key), options.moduleMemoryMaxBytes), pool);
+      return new Sandbox(options, compiler, store, new ModuleRegistry((key) => pool.evict(key), options.moduleMemoryMaxBytes), pool);
     } catch (e: unknown) {
-      await poolStarted.catch(() => undefined);
       await pool.close();
       throw e;
     }
   }
 
+  /**
+   * Starts the workers without waiting for them: the daemon serves meanwhile (their boot would
+   * compete with its own start for the cores), and runs wait for the first ready one. A worker that
+   * fails to start is logged and started again by the pool.
+   */
+  startWorkers(): void {
+    this.pool.start().catch(() => undefined);
+  }
+
   /** Compiles source or registers a precompiled module. */
   compile(input: CompileInput, signal?: AbortSignal): Promise<CompileResult> {
-    return this.compiler.then((c) => ("source" in input ? c.compile(input.source, signal) : c.register(input.wasm, signal)));
+    return this.needCompiler().then((c) => ("source" in input ? c.compile(input.source, signal) : c.register(input.wasm, signal)));
   }
 
   /** Checks the policy, resolves the module (compiling source first) and runs it. */
@@ -138,7 +148,7 @@ export class Sandbox {
     let moduleId: string;
     let diagnostics: readonly Diagnostic[] = [];
     if ("source" in input.target) {
-      const compiled = await (await this.compiler).compile(input.target.source, signal);
+      const compiled = await (await this.needCompiler()).compile(input.target.source, signal);
       if (!compiled.ok) {
         return { outcome: "compile_error", moduleId: "", diagnostics: compiled.diagnostics, durationUs: elapsedUs(started) };
       }
@@ -148,8 +158,7 @@ export class Sandbox {
       moduleId = input.target.moduleId;
     }
     bindToModule(grant, moduleId);
-    const compiler = await this.compiler;
-    const compiled = await this.registry.get(moduleId, () => compiler.load(moduleId));
+    const compiled = await this.registry.get(moduleId, () => this.loadModule(moduleId));
     const memory = compiled.memory && memoryForRun(compiled.memory, grant.memoryLimitBytes);
     if (compiled.memory && !memory) {
       throw new SandboxError(
@@ -187,6 +196,18 @@ export class Sandbox {
       moduleId,
       diagnostics,
     };
+  }
+
+  private needCompiler(): Promise<Compiler> {
+    this.options.requestToolchain?.();
+    return this.compiler;
+  }
+
+  /** The verified bytes of a cached module, or NOT_FOUND (a corrupt entry is evicted and reported as not found). */
+  private async loadModule(moduleId: string): Promise<Uint8Array> {
+    const bytes = await this.store.get(moduleId);
+    if (!bytes) throw new SandboxError("MODULE_NOT_FOUND", `no module ${moduleId} in the cache; compile it first`);
+    return bytes;
   }
 
   /** Replaces the trusted keys' contents from disk (SIGHUP). */

@@ -2,7 +2,6 @@ import { createHash } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import path from "node:path";
-import { execa } from "execa";
 import { SandboxError } from "../errors/sandbox-error.js";
 import type { Logger } from "../logger.js";
 import { COMPILE_MAX_QUEUED, COMPILE_MEMORY_LIMIT_BYTES, COMPILE_TIMEOUT_MS, MAX_SOURCE_BYTES, MAX_WASM_BYTES } from "../limits.js";
@@ -14,6 +13,7 @@ import { detectBubblewrap, hermeticCommand, insecureCommand, type HermeticComman
 import { DEFAULT_SDK_DIR, loadSdk, type SdkArtifacts } from "./sdk.js";
 import { Singleflight } from "./singleflight.js";
 import { TOOLCHAIN_INSTALL_HINT, type Toolchain } from "./toolchain.js";
+import { loadExeca } from "./lazy-execa.js";
 
 /** Re-exported from src/limits.ts for callers that knew it here (the wall-clock budget of one rustc run). */
 export { COMPILE_TIMEOUT_MS };
@@ -209,6 +209,7 @@ export class Compiler {
           })
         : insecureCommand({ rustc: toolchain.rustc, args, memoryLimitBytes });
       const started = performance.now();
+      const execa = await loadExeca();
       const result = await execa(cmd.file, cmd.args, {
         cwd: dir,
         env: cmd.env,
