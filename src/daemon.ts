@@ -26,6 +26,7 @@ import { TrustedKeys } from "./policy/trusted-keys.js";
 import type { PolicyCeilings, PolicyDefaults } from "./policy/authorize.js";
 import { DEFAULT_WORKERS, Sandbox } from "./sandbox.js";
 import { SandboxServer, type ListenAddress } from "./grpc/server.js";
+import type { ConnectionLimits } from "./grpc/connection-listener.js";
 
 /**
  * How long after it starts serving the daemon probes the toolchain (rustc start-ups, loading the
@@ -56,6 +57,8 @@ export interface DaemonConfig {
   readonly compile?: CompilerSettings;
   /** --cache-max-bytes: size cap of the on-disk module cache. */
   readonly cacheMaxBytes?: number;
+  /** --max-connections, --connection-idle-timeout-ms (defaults: DEFAULT_CONNECTION_LIMITS). */
+  readonly connections?: ConnectionLimits;
 }
 
 /** Defaults for every setting but the listen address. */
@@ -172,7 +175,7 @@ export class Daemon {
       ...(config.cacheMaxBytes ? { cacheMaxBytes: config.cacheMaxBytes } : {}),
     });
     try {
-      const server = new SandboxServer(sandbox, logger);
+      const server = new SandboxServer(sandbox, logger, config.connections);
       const address = await server.listen(config.listen);
       logger.info(`sandboxd listening on ${address}`, { address, workers: config.workers, cacheDir: config.cacheDir });
       sandbox.startWorkers();

@@ -20,6 +20,17 @@ export const MAX_WASM_BYTES = 64 * 1024 * 1024;
 export const MAX_DENIALS = 64;
 /** Largest gRPC message the server accepts (requests carry wasm and stdin). */
 export const MAX_GRPC_MESSAGE_BYTES = 128 * 1024 * 1024;
+/** Room an Execute response keeps for all but stdout and stderr: diagnostics (MAX_DIAGNOSTICS_BYTES), denials, message. */
+export const UNARY_RESPONSE_RESERVE_BYTES = 4 * 1024 * 1024;
+/**
+ * Largest output cap (stdout and stderr each) Execute accepts, 62 MiB: both streams at the cap plus
+ * the reserve still fit in one message. StreamOutput has no such bound.
+ */
+export const MAX_UNARY_OUTPUT_BYTES = (MAX_GRPC_MESSAGE_BYTES - UNARY_RESPONSE_RESERVE_BYTES) / 2;
+/** Output bytes one StreamOutput event carries at most, so a client's default receive limit (4 MiB in most gRPC libraries) always holds one. */
+export const MAX_STREAM_EVENT_OUTPUT_BYTES = 1024 * 1024;
+/** Bytes of diagnostics a compile returns at most; beyond them a note counts what was left out. */
+export const MAX_DIAGNOSTICS_BYTES = 1024 * 1024;
 /** Executions waiting for a worker beyond which new ones are refused (`--max-queued-executions`). */
 export const DEFAULT_MAX_QUEUED_EXECUTIONS = 1024;
 /**
@@ -71,6 +82,24 @@ export const DEFAULT_MEMORY_CACHE_MAX_BYTES = 256 * 1024 * 1024;
 export const DEFAULT_CACHE_MAX_BYTES = 2 * 1024 * 1024 * 1024;
 /** Elements of all of a guest's wasm tables together (they live on the worker's V8 heap, not in the memory cap). */
 export const MAX_WASM_TABLE_ELEMENTS = 1_000_000;
+/** After an uncaught exception, how long the daemon waits for its last log line to be written before it exits anyway. */
+export const FATAL_LOG_FLUSH_TIMEOUT_MS = 2_000;
+/** Largest trusted key file read (an Ed25519 PEM public key is 113 bytes); a bigger `*.pub` is skipped. */
+export const MAX_TRUSTED_KEY_FILE_BYTES = 16 * 1024;
+/** Wall-clock budget of one read of the trusted key directory; a reload that takes longer keeps the previous keys. */
+export const TRUSTED_KEYS_RELOAD_TIMEOUT_MS = 5_000;
+/** Client connections open at once beyond which new ones are closed on arrival (`--max-connections`); each costs a descriptor. */
+export const DEFAULT_MAX_CONNECTIONS = 1024;
+/** A connection with no call in flight for this long is closed with GOAWAY (`--idle-timeout-ms`); gRPC clients reconnect on their next call. */
+export const DEFAULT_CONNECTION_IDLE_TIMEOUT_MS = 5 * 60 * 1000;
+/** Once the daemon has sent its last bytes on a connection it is closing, how long the peer gets to close its end before the socket is destroyed. */
+export const CONNECTION_CLOSE_GRACE_MS = 1_000;
+/** At most one log line per this interval about connections refused at the cap. */
+export const CONNECTION_CAP_LOG_INTERVAL_MS = 10_000;
+/** Longest a guest's filesystem call waits for another run's rename or path operation before failing with EBUSY. */
+export const NAMESPACE_LOCK_WAIT_MS = 2_000;
+/** Bytes a file write moves per hold of the namespace lock, so a large write delays other guests' renames only briefly. */
+export const NAMESPACE_LOCK_WRITE_CHUNK_BYTES = 1024 * 1024;
 /**
  * Largest guest memory a worker zeroes and hands to its next run instead of allocating a fresh one:
  * below it zeroing is cheaper than a new memory (and the garbage collections fresh ones cause); above it

@@ -6,9 +6,11 @@ import type { Logger } from "../logger.js";
 import type { BufferBudget } from "./buffer-budget.js";
 import type { Denial, RunListener, RunResult } from "./execution.js";
 import { createStreamWindow, credit } from "./stream-window.js";
+import { namespaceLockHolder, processNamespaceLock, releaseNamespaceLockHeldBy } from "./wasi/host.js";
+import type { WorkerInit } from "./worker.js";
 import {
   CONTROL_HEADER_BYTES, CONTROL_STATE, CONTROL_STDIN_BYTES, CONTROL_VIA_PORT, REQUEST_AREA_BYTES, REQUEST_AREA_OFFSET, REQUEST_READY,
-  type FromWorker, type GuestParameters, type RunChannel, type RunHeader, type RunMessage,
+  type FromWorker, type GuestParameters, type RunHeader, type RunMessage,
 } from "./worker-protocol.js";
 
 /**
@@ -189,9 +191,10 @@ export class WorkerPool {
     // A fresh channel per worker: a terminated worker's successor never shares its request area.
     const shared = new SharedArrayBuffer(REQUEST_AREA_OFFSET + REQUEST_AREA_BYTES);
     const { port1, port2 } = new MessageChannel();
-    const channel: RunChannel = { shared, port: port2 };
+    const namespaceLock = processNamespaceLock();
+    const init: WorkerInit = { shared, port: port2, namespaceLock };
     const worker = new Worker(new URL("./worker.js", import.meta.url), {
-      workerData: channel,
+      workerData: init,
       transferList: [port2],
       resourceLimits: { maxOldGenerationSizeMb: WORKER_MAX_OLD_GENERATION_MB },
       // The guest must never reach the daemon's own stdio or environment.
@@ -200,6 +203,9 @@ export class WorkerPool {
       stdin: false,
       env: {},
     });
+    // A worker terminated mid-call may die holding the namespace lock: release it for the thread once it is gone.
+    const holder = namespaceLockHolder(worker.threadId);
+    worker.once("exit", () => releaseNamespaceLockHeldBy(namespaceLock, holder));
     slot.worker = worker;
     slot.control = new Int32Array(shared, 0, REQUEST_AREA_OFFSET / Int32Array.BYTES_PER_ELEMENT);
     slot.area = Buffer.from(shared, REQUEST_AREA_OFFSET, REQUEST_AREA_BYTES);

@@ -22,8 +22,15 @@ import {
   REQUEST_READY, type EvictMessage, type FromWorker, type RunChannel, type RunHeader, type RunMessage,
 } from "./worker-protocol.js";
 
+/** Data the pool gives each worker at start. */
+export interface WorkerInit extends RunChannel {
+  /** The process's namespace lock, which orders guests' renames against other guests' path operations. */
+  readonly namespaceLock: Int32Array;
+}
+
 const port = parentPort;
 if (!port) throw new Error("worker.ts must run in a worker thread");
+const init = workerData as WorkerInit;
 const modules = new Map<string, WebAssembly.Module>();
 
 function post(message: FromWorker): void {
@@ -239,6 +246,7 @@ function run(message: RunMessage): WebAssembly.Memory | undefined {
         maxOutputBytes: message.maxOutputBytes,
         maxWriteBytes: message.maxWriteBytes,
         maxCreatedEntries: message.maxCreatedEntries,
+        namespaceLock: init.namespaceLock,
         onStdout: (bytes) => stdout.write(bytes),
         onStderr: (bytes) => stderr.write(bytes),
         onDenial: (denial) => {
@@ -280,7 +288,7 @@ function run(message: RunMessage): WebAssembly.Memory | undefined {
   return memory;
 }
 
-const channel = workerData as RunChannel;
+const channel: RunChannel = init;
 const control = new Int32Array(channel.shared, 0, REQUEST_AREA_OFFSET / Int32Array.BYTES_PER_ELEMENT);
 const area = Buffer.from(channel.shared, REQUEST_AREA_OFFSET, REQUEST_AREA_BYTES);
 

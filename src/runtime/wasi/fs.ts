@@ -1,13 +1,17 @@
 import { execFileSync } from "node:child_process";
 import * as nodeFs from "node:fs";
 import { resolve as resolvePath } from "node:path";
-import { DEFAULT_MAX_CREATED_ENTRIES, DEFAULT_MAX_WRITE_BYTES, MAX_OPEN_FDS } from "../../limits.js";
+import {
+  DEFAULT_MAX_CREATED_ENTRIES, DEFAULT_MAX_WRITE_BYTES, MAX_OPEN_FDS, NAMESPACE_LOCK_WAIT_MS, NAMESPACE_LOCK_WRITE_CHUNK_BYTES,
+} from "../../limits.js";
 import {
   DIR_RIGHTS, DIRENT_SIZE, Errno, EventType, FILE_RIGHTS, FILESTAT_SIZE, Fdflags, Filetype, Fstflags,
   LOOKUP_SYMLINK_FOLLOW, MUTATING_RIGHTS, Oflags, Rights, Whence,
 } from "./abi.js";
-import { registerHostFd, unregisterHostFd } from "./fd-registry.js";
 import { errnoOf } from "./errno.js";
+import {
+  acquireExclusive, acquireShared, namespaceLockHolder, processNamespaceLock, releaseExclusive, releaseShared,
+} from "./namespace-lock.js";
 import type { GuestMemory, WasiHostOptions } from "./host.js";
 
 const {
@@ -19,6 +23,8 @@ const {
 const MAX_SYMLINK_EXPANSIONS = 40;
 /** Longest guest path accepted, as Linux's PATH_MAX. */
 const MAX_PATH_BYTES = 4096;
+/** Times path_open retries an O_CREAT whose file another writer keeps removing and recreating under it. */
+const MAX_CREATE_ATTEMPTS = 3;
 
 /** A mount as served: its real (symlink-free) host root, fixed when the run starts. */
 interface MountState {
@@ -30,7 +36,6 @@ interface MountState {
 /** One open guest descriptor (3 and up) and the host fd behind it. */
 interface Descriptor {
   hostFd: number;
-  slot: number;
   readonly isDir: boolean;
   readonly mount: MountState;
   /** Guest-visible path, for denial records only. */
@@ -54,7 +59,6 @@ interface Dirent {
 /** Where a guest path landed: a directory host fd we hold and one final component (or "." for the directory itself). */
 interface Resolved {
   readonly dirFd: number;
-  readonly dirSlot: number;
   readonly owned: boolean;
   readonly name: string;
   readonly trailingSlash: boolean;
@@ -107,6 +111,9 @@ export class WasiFs {
   private writeBytesLeft: number;
   /** Files, directories and links this run may still create. */
   private createsLeft: number;
+  /** Serializes every guest's renames against every guest's path operations and file mutations (see namespace-lock.ts). */
+  private readonly lock: Int32Array;
+  private readonly holder = namespaceLockHolder();
 
   constructor(
     private readonly options: WasiHostOptions,
@@ -114,6 +121,7 @@ export class WasiFs {
   ) {
     this.writeBytesLeft = options.maxWriteBytes ?? DEFAULT_MAX_WRITE_BYTES;
     this.createsLeft = options.maxCreatedEntries ?? DEFAULT_MAX_CREATED_ENTRIES;
+    this.lock = options.namespaceLock ?? processNamespaceLock();
   }
 
   /** Opens one descriptor per mount (fds 3, 4, ...); returns an error text if a mount cannot be served. */
@@ -131,7 +139,6 @@ export class WasiFs {
       } catch (e: unknown) {
         return `mount ${m.guestPath}: cannot open host directory ${m.hostPath}: ${e instanceof Error ? e.message : String(e)}`;
       }
-      const slot = registerHostFd(this.options.fdRegistry, fd);
       let opened = "";
       try {
         opened = nodeFs.readlinkSync(`/proc/self/fd/${fd}`);
@@ -139,14 +146,14 @@ export class WasiFs {
         // Unreadable: treated as changed below.
       }
       if (opened !== realRoot) {
-        this.closeHost(fd, slot);
+        this.closeHost(fd);
         return `mount ${m.guestPath}: host directory ${m.hostPath} has changed since the policy was checked`;
       }
       const mount: MountState = { guestPath: m.guestPath, realRoot, writable: m.writable };
       const rights = m.writable ? DIR_RIGHTS : DIR_RIGHTS & ~MUTATING_RIGHTS;
       const inheriting = m.writable ? DIR_RIGHTS | FILE_RIGHTS : (DIR_RIGHTS | FILE_RIGHTS) & ~MUTATING_RIGHTS;
       this.install({
-        hostFd: fd, slot, isDir: true, mount, guestPath: m.guestPath, rightsBase: rights, rightsInheriting: inheriting,
+        hostFd: fd, isDir: true, mount, guestPath: m.guestPath, rightsBase: rights, rightsInheriting: inheriting,
         fdflags: 0, access: O_RDONLY, position: 0, preopenName: encoder.encode(m.guestPath), dirents: undefined,
       });
     }
@@ -157,7 +164,7 @@ export class WasiFs {
   closeAll(): void {
     for (let i = 0; i < this.fds.length; i++) {
       const d = this.fds[i];
-      if (d !== undefined) this.closeHost(d.hostFd, d.slot);
+      if (d !== undefined) this.closeHost(d.hostFd);
     }
     this.fds.length = 0;
     this.openCount = 0;
@@ -200,8 +207,7 @@ export class WasiFs {
     return fd;
   }
 
-  private closeHost(hostFd: number, slot: number): void {
-    unregisterHostFd(this.options.fdRegistry, slot);
+  private closeHost(hostFd: number): void {
     try {
       nodeFs.closeSync(hostFd);
     } catch {
@@ -210,14 +216,14 @@ export class WasiFs {
   }
 
   /** Opens `path` with O_NOFOLLOW and records it; throws GuestErrno on failure. */
-  private openHost(path: string, flags: number, mode?: number): { fd: number; slot: number } {
+  private openHost(path: string, flags: number, mode?: number): number {
     let fd: number;
     try {
       fd = nodeFs.openSync(path, flags | O_NOFOLLOW, mode);
     } catch (e: unknown) {
       throw new GuestErrno(errnoOf(e));
     }
-    return { fd, slot: registerHostFd(this.options.fdRegistry, fd) };
+    return fd;
   }
 
   /** The kernel's view of what `fd` really is must lie under the mount's real root. */
@@ -322,19 +328,17 @@ export class WasiFs {
     // Pending components, last one first, so a symlink's target can be pushed in front of the rest.
     const pending = path.split("/").filter((c) => c !== "").reverse();
     let cur = d.hostFd;
-    let curSlot = -1;
     let owned = false;
     let depth = 0;
     let expansions = 0;
-    const step = (next: { fd: number; slot: number }): void => {
-      if (!this.insideMount(next.fd, d.mount)) {
-        this.closeHost(next.fd, next.slot);
+    const step = (next: number): void => {
+      if (!this.insideMount(next, d.mount)) {
+        this.closeHost(next);
         this.deny(operation, d, path, "a directory on the path resolved outside the mount (moved or swapped during resolution)");
         throw new GuestErrno(Errno.NOTCAPABLE);
       }
-      if (owned) this.closeHost(cur, curSlot);
-      cur = next.fd;
-      curSlot = next.slot;
+      if (owned) this.closeHost(cur);
+      cur = next;
       owned = true;
     };
     const expand = (name: string): void => {
@@ -357,10 +361,10 @@ export class WasiFs {
     try {
       for (;;) {
         const c = pending.pop();
-        if (c === undefined) return { dirFd: cur, dirSlot: curSlot, owned, name: ".", trailingSlash };
+        if (c === undefined) return { dirFd: cur, owned, name: ".", trailingSlash };
         const last = pending.length === 0;
         if (c === ".") {
-          if (last) return { dirFd: cur, dirSlot: curSlot, owned, name: ".", trailingSlash };
+          if (last) return { dirFd: cur, owned, name: ".", trailingSlash };
           continue;
         }
         if (c === "..") {
@@ -373,7 +377,7 @@ export class WasiFs {
           continue;
         }
         if (last && !followFinal && !trailingSlash) {
-          return { dirFd: cur, dirSlot: curSlot, owned, name: c, trailingSlash };
+          return { dirFd: cur, owned, name: c, trailingSlash };
         }
         if (last) {
           let st: nodeFs.Stats;
@@ -381,16 +385,16 @@ export class WasiFs {
             st = nodeFs.lstatSync(at(cur, c));
           } catch (e: unknown) {
             const errno = errnoOf(e);
-            if (errno === Errno.NOENT) return { dirFd: cur, dirSlot: curSlot, owned, name: c, trailingSlash };
+            if (errno === Errno.NOENT) return { dirFd: cur, owned, name: c, trailingSlash };
             throw new GuestErrno(errno);
           }
           if (st.isSymbolicLink() && (followFinal || trailingSlash)) {
             expand(c);
             continue;
           }
-          return { dirFd: cur, dirSlot: curSlot, owned, name: c, trailingSlash };
+          return { dirFd: cur, owned, name: c, trailingSlash };
         }
-        let next: { fd: number; slot: number };
+        let next: number;
         try {
           next = this.openHost(at(cur, c), O_RDONLY | O_DIRECTORY);
         } catch (e: unknown) {
@@ -409,13 +413,13 @@ export class WasiFs {
         depth++;
       }
     } catch (e: unknown) {
-      if (owned) this.closeHost(cur, curSlot);
+      if (owned) this.closeHost(cur);
       throw e;
     }
   }
 
   private release(r: Resolved): void {
-    if (r.owned) this.closeHost(r.dirFd, r.dirSlot);
+    if (r.owned) this.closeHost(r.dirFd);
   }
 
   /** Runs `body` with a resolved path and releases the intermediate directory however it ends. */
@@ -425,6 +429,100 @@ export class WasiFs {
       return body(r);
     } finally {
       this.release(r);
+    }
+  }
+
+  /**
+   * Runs `body` (a whole path operation: walk, checks and act, or a check and a mutation through an open file) as
+   * a reader of the namespace lock, so no guest's rename can move a directory between its checks and its act.
+   */
+  private shared<T>(operation: string, d: Descriptor, path: string, body: () => T): T {
+    const slot = acquireShared(this.lock, this.holder, NAMESPACE_LOCK_WAIT_MS);
+    if (slot < 0) this.lockTimedOut(operation, d, path);
+    try {
+      return body();
+    } finally {
+      releaseShared(this.lock, slot);
+    }
+  }
+
+  /** Runs `body` (a rename) with the namespace lock alone: no other guest is between a check and an act meanwhile. */
+  private exclusive<T>(operation: string, d: Descriptor, path: string, body: () => T): T {
+    if (!acquireExclusive(this.lock, this.holder, NAMESPACE_LOCK_WAIT_MS)) this.lockTimedOut(operation, d, path);
+    try {
+      return body();
+    } finally {
+      releaseExclusive(this.lock, this.holder);
+    }
+  }
+
+  private lockTimedOut(operation: string, d: Descriptor, path: string): never {
+    this.deny(operation, d, path, `another run held the filesystem lock for over ${NAMESPACE_LOCK_WAIT_MS} ms`);
+    throw new GuestErrno(Errno.BUSY);
+  }
+
+  /** Runs `body`, a mutation through the open file `d`, only while the file still lies under its mount. */
+  private mutateFile<T>(operation: string, d: Descriptor, body: () => T): T {
+    return this.shared(operation, d, "", () => {
+      // Writes follow the file wherever it is moved; a guest's grant covers it only while it is in the mount.
+      if (!this.insideMount(d.hostFd, d.mount)) {
+        this.deny(operation, d, "", "it was moved outside the mount after it was opened");
+        throw new GuestErrno(Errno.NOTCAPABLE);
+      }
+      return body();
+    });
+  }
+
+  /**
+   * After `r.name` was created in `r.dirFd`: if that directory no longer lies under the mount, remove what was
+   * created (`undo`) and refuse. Guests' renames cannot get here (they wait for the lock); a process outside the
+   * daemon can, by moving the directory away during the call. The undo acts in that same directory, which
+   * whoever moved it can write to anyway (moving a directory to a new parent needs write access to it).
+   */
+  private keepCreatedInside(operation: string, d: Descriptor, path: string, r: Resolved, undo: () => void): void {
+    if (this.insideMount(r.dirFd, d.mount)) return;
+    try {
+      undo();
+    } catch {
+      // Already gone or replaced: nothing of ours is left to remove.
+    }
+    this.deny(operation, d, path, "the directory was moved outside the mount during the call; what it created there was removed");
+    throw new GuestErrno(Errno.NOTCAPABLE);
+  }
+
+  /** Removes `r.name` if it is still the inode `created` (what this call made), never something put there since. */
+  private unlinkIfSame(r: Resolved, created: nodeFs.BigIntStats): void {
+    const now = nodeFs.lstatSync(at(r.dirFd, r.name), { bigint: true });
+    if (now.ino === created.ino && now.dev === created.dev) nodeFs.unlinkSync(at(r.dirFd, r.name));
+  }
+
+  /**
+   * Opens the final component of a path_open. With O_CREAT but not O_EXCL it first tries O_EXCL, so it knows
+   * whether this call created the file (only then may a refusal remove it); the kernel's answers stay those of
+   * the single open (EISDIR for an existing directory, ELOOP for a symlink).
+   */
+  private openFinal(r: Resolved, flags: number): { fd: number; created: boolean } {
+    const target = at(r.dirFd, r.name);
+    if ((flags & O_CREAT) === 0 || (flags & O_EXCL) !== 0) return { fd: this.openHost(target, flags, 0o666), created: (flags & O_CREAT) !== 0 };
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return { fd: this.openHost(target, flags | O_EXCL, 0o666), created: true };
+      } catch (e: unknown) {
+        if (!(e instanceof GuestErrno) || e.errno !== Errno.EXIST) throw e;
+      }
+      let opened: number;
+      try {
+        opened = this.openHost(target, flags & ~O_CREAT);
+      } catch (e: unknown) {
+        // Removed between the two opens: create it after all (another writer keeps racing us: give up).
+        if (e instanceof GuestErrno && e.errno === Errno.NOENT && attempt < MAX_CREATE_ATTEMPTS) continue;
+        throw e;
+      }
+      if (nodeFs.fstatSync(opened).isDirectory()) {
+        this.closeHost(opened);
+        throw new GuestErrno(Errno.ISDIR);
+      }
+      return { fd: opened, created: false };
     }
   }
 
@@ -548,6 +646,11 @@ export class WasiFs {
     return n;
   }
 
+  /**
+   * Writes the iovecs in pieces of at most NAMESPACE_LOCK_WRITE_CHUNK_BYTES, each under the namespace lock and
+   * only while the file is still inside its mount, so one large write never holds up other guests' renames for
+   * long. Refused after some bytes went out, it reports the short count (the guest's next write is refused).
+   */
   private writeFrom(operation: string, d: Descriptor, iovs: number, iovsLen: number, position: number | null): number {
     let n = 0;
     const list = this.iovecs(iovs, iovsLen);
@@ -557,7 +660,18 @@ export class WasiFs {
     for (let i = 0; i < list.count; i++) {
       const buf = list.at(i);
       let off = 0;
-      while (off < buf.length) off += nodeFs.writeSync(d.hostFd, buf, off, buf.length - off, position === null ? null : position + n + off);
+      while (off < buf.length) {
+        const len = Math.min(buf.length - off, NAMESPACE_LOCK_WRITE_CHUNK_BYTES);
+        try {
+          off += this.mutateFile(operation, d, () =>
+            nodeFs.writeSync(d.hostFd, buf, off, len, position === null ? null : position + n + off));
+        } catch (e: unknown) {
+          // Charged in full above: give back what was never written.
+          this.writeBytesLeft += total - (n + off);
+          if (n + off > 0 && e instanceof GuestErrno) return n + off;
+          throw e;
+        }
+      }
       n += buf.length;
     }
     return n;
@@ -692,14 +806,12 @@ export class WasiFs {
     } catch (e: unknown) {
       throw new GuestErrno(errnoOf(e));
     }
-    const slot = registerHostFd(this.options.fdRegistry, fd);
     if (!this.insideMount(fd, d.mount)) {
-      this.closeHost(fd, slot);
+      this.closeHost(fd);
       throw new GuestErrno(Errno.NOTCAPABLE);
     }
-    this.closeHost(d.hostFd, d.slot);
+    this.closeHost(d.hostFd);
     d.hostFd = fd;
-    d.slot = slot;
   }
 
   /** fd_fdstat_set_rights: rights may only shrink. */
@@ -733,8 +845,10 @@ export class WasiFs {
         return Errno.BADF;
       }
       if (size > BigInt(Number.MAX_SAFE_INTEGER)) return Errno.FBIG;
-      this.chargeWrite("fd_filestat_set_size", d, Number(size) - nodeFs.fstatSync(d.hostFd).size);
-      nodeFs.ftruncateSync(d.hostFd, Number(size));
+      this.mutateFile("fd_filestat_set_size", d, () => {
+        this.chargeWrite("fd_filestat_set_size", d, Number(size) - nodeFs.fstatSync(d.hostFd).size);
+        nodeFs.ftruncateSync(d.hostFd, Number(size));
+      });
       return Errno.SUCCESS;
     });
   }
@@ -748,7 +862,8 @@ export class WasiFs {
         return Errno.BADF;
       }
       // The magic link, followed, is exactly the file we hold.
-      this.setTimes(`/proc/self/fd/${d.hostFd}`, false, () => nodeFs.fstatSync(d.hostFd, { bigint: true }), atim, mtim, flags);
+      this.mutateFile("fd_filestat_set_times", d, () =>
+        this.setTimes(`/proc/self/fd/${d.hostFd}`, false, () => nodeFs.fstatSync(d.hostFd, { bigint: true }), atim, mtim, flags));
       return Errno.SUCCESS;
     });
   }
@@ -774,11 +889,13 @@ export class WasiFs {
       }
       const end = offset + len;
       if (end > BigInt(Number.MAX_SAFE_INTEGER)) return Errno.FBIG;
-      const size = nodeFs.fstatSync(d.hostFd).size;
-      if (Number(end) > size) {
-        this.chargeWrite("fd_allocate", d, Number(end) - size);
-        nodeFs.ftruncateSync(d.hostFd, Number(end));
-      }
+      this.mutateFile("fd_allocate", d, () => {
+        const size = nodeFs.fstatSync(d.hostFd).size;
+        if (Number(end) > size) {
+          this.chargeWrite("fd_allocate", d, Number(end) - size);
+          nodeFs.ftruncateSync(d.hostFd, Number(end));
+        }
+      });
       return Errno.SUCCESS;
     });
   }
@@ -813,7 +930,7 @@ export class WasiFs {
     if (d === undefined) return Errno.BADF;
     this.fds[fd] = undefined;
     this.openCount--;
-    this.closeHost(d.hostFd, d.slot);
+    this.closeHost(d.hostFd);
     return Errno.SUCCESS;
   }
 
@@ -928,7 +1045,7 @@ export class WasiFs {
         return Errno.MFILE;
       }
       const follow = (dirflags & LOOKUP_SYMLINK_FOLLOW) !== 0;
-      return this.withPath("path_open", d, path, follow, (r) => {
+      return this.shared("path_open", d, path, () => this.withPath("path_open", d, path, follow, (r) => {
         let flags = O_NONBLOCK; // never hang on a FIFO the mount may contain; regular files ignore it
         if ((oflags & Oflags.DIRECTORY) !== 0) flags |= O_DIRECTORY;
         if ((oflags & Oflags.CREAT) !== 0) flags |= O_CREAT;
@@ -944,9 +1061,9 @@ export class WasiFs {
         if (r.trailingSlash && (oflags & Oflags.CREAT) !== 0) return Errno.ISDIR;
         if (r.trailingSlash) flags |= O_DIRECTORY;
         if ((oflags & Oflags.CREAT) !== 0 && !this.exists(r)) this.chargeCreate("path_open", d, path);
-        let opened: { fd: number; slot: number };
+        let opened: { fd: number; created: boolean };
         try {
-          opened = this.openHost(at(r.dirFd, r.name), flags, 0o666);
+          opened = this.openFinal(r, flags);
         } catch (e: unknown) {
           // O_NOFOLLOW on a symlink says ELOOP; for a directory lookup, "not a directory" is the POSIX answer.
           if (e instanceof GuestErrno && e.errno === Errno.LOOP && (oflags & Oflags.DIRECTORY) !== 0) return Errno.NOTDIR;
@@ -955,7 +1072,15 @@ export class WasiFs {
         let keep = false;
         try {
           if (!this.insideMount(opened.fd, d.mount)) {
-            this.deny("path_open", d, path, "the opened file lies outside the mount");
+            // Only a process outside the daemon can get here (guests' renames wait for the lock): see keepCreatedInside.
+            if (opened.created) {
+              try {
+                this.unlinkIfSame(r, nodeFs.fstatSync(opened.fd, { bigint: true }));
+              } catch {
+                // Already gone or replaced: nothing of ours is left to remove.
+              }
+            }
+            this.deny("path_open", d, path, `the opened file lies outside the mount${opened.created ? "; the file it created there was removed" : ""}`);
             return Errno.NOTCAPABLE;
           }
           const st = nodeFs.fstatSync(opened.fd);
@@ -967,7 +1092,7 @@ export class WasiFs {
           const mask = (isDir ? DIR_RIGHTS : FILE_RIGHTS) & (d.mount.writable ? ~0n : ~MUTATING_RIGHTS);
           const joined = `${d.guestPath.endsWith("/") ? d.guestPath : `${d.guestPath}/`}${path}`;
           const newFd = this.install({
-            hostFd: opened.fd, slot: opened.slot, isDir, mount: d.mount, guestPath: joined,
+            hostFd: opened.fd, isDir, mount: d.mount, guestPath: joined,
             rightsBase: base & d.rightsInheriting & mask, rightsInheriting: inheriting & d.rightsInheriting,
             fdflags: fdflags & ~Fdflags.NONBLOCK, access: flags & (O_WRONLY | O_RDWR), position: 0,
             preopenName: undefined, dirents: undefined,
@@ -976,9 +1101,9 @@ export class WasiFs {
           this.memory().view.setUint32(out, newFd, true);
           return Errno.SUCCESS;
         } finally {
-          if (!keep) this.closeHost(opened.fd, opened.slot);
+          if (!keep) this.closeHost(opened.fd);
         }
-      });
+      }));
     });
   }
 
@@ -989,12 +1114,14 @@ export class WasiFs {
       const path = this.readPath(pathPtr, pathLen);
       this.requireWritable("path_create_directory", d, path);
       this.requireRights(d, Rights.PATH_CREATE_DIRECTORY);
-      return this.withPath("path_create_directory", d, path, false, (r) => {
+      return this.shared("path_create_directory", d, path, () => this.withPath("path_create_directory", d, path, false, (r) => {
         if (r.name === ".") return Errno.EXIST;
         this.chargeCreate("path_create_directory", d, path);
         nodeFs.mkdirSync(at(r.dirFd, r.name), 0o777);
+        // rmdir removes only an empty directory: never anything someone put in its place.
+        this.keepCreatedInside("path_create_directory", d, path, r, () => nodeFs.rmdirSync(at(r.dirFd, r.name)));
         return Errno.SUCCESS;
-      });
+      }));
     });
   }
 
@@ -1004,12 +1131,12 @@ export class WasiFs {
       const d = this.get(fd);
       const path = this.readPath(pathPtr, pathLen);
       this.requireRights(d, Rights.PATH_FILESTAT_GET);
-      return this.withPath("path_filestat_get", d, path, (flags & LOOKUP_SYMLINK_FOLLOW) !== 0, (r) => {
+      return this.shared("path_filestat_get", d, path, () => this.withPath("path_filestat_get", d, path, (flags & LOOKUP_SYMLINK_FOLLOW) !== 0, (r) => {
         const st = this.lstatAt(r);
         if (r.trailingSlash && !st.isDirectory()) return Errno.NOTDIR;
         this.writeFilestat(out, st);
         return Errno.SUCCESS;
-      });
+      }));
     });
   }
 
@@ -1021,10 +1148,10 @@ export class WasiFs {
       const path = this.readPath(pathPtr, pathLen);
       this.requireWritable("path_filestat_set_times", d, path);
       this.requireRights(d, Rights.PATH_FILESTAT_SET_TIMES);
-      return this.withPath("path_filestat_set_times", d, path, (flags & LOOKUP_SYMLINK_FOLLOW) !== 0, (r) => {
+      return this.shared("path_filestat_set_times", d, path, () => this.withPath("path_filestat_set_times", d, path, (flags & LOOKUP_SYMLINK_FOLLOW) !== 0, (r) => {
         this.setTimes(at(r.dirFd, r.name), true, () => this.lstatAt(r), atim, mtim, fst);
         return Errno.SUCCESS;
-      });
+      }));
     });
   }
 
@@ -1040,7 +1167,7 @@ export class WasiFs {
       this.requireWritable("path_link", nd, newPath);
       this.requireRights(od, Rights.PATH_LINK_SOURCE);
       this.requireRights(nd, Rights.PATH_LINK_TARGET);
-      return this.withPath("path_link", od, oldPath, (oldFlags & LOOKUP_SYMLINK_FOLLOW) !== 0, (ro) =>
+      return this.shared("path_link", nd, newPath, () => this.withPath("path_link", od, oldPath, (oldFlags & LOOKUP_SYMLINK_FOLLOW) !== 0, (ro) =>
         this.withPath("path_link", nd, newPath, false, (rn) => {
           const st = this.lstatAt(ro);
           if (st.isDirectory()) return Errno.PERM;
@@ -1048,8 +1175,9 @@ export class WasiFs {
           if (rn.trailingSlash) return this.exists(rn) ? Errno.EXIST : Errno.NOENT;
           this.chargeCreate("path_link", nd, newPath);
           nodeFs.linkSync(at(ro.dirFd, ro.name), at(rn.dirFd, rn.name));
+          this.keepCreatedInside("path_link", nd, newPath, rn, () => this.unlinkIfSame(rn, st));
           return Errno.SUCCESS;
-        }));
+        })));
     });
   }
 
@@ -1059,14 +1187,14 @@ export class WasiFs {
       const d = this.get(fd);
       const path = this.readPath(pathPtr, pathLen);
       this.requireRights(d, Rights.PATH_READLINK);
-      return this.withPath("path_readlink", d, path, false, (r) => {
+      return this.shared("path_readlink", d, path, () => this.withPath("path_readlink", d, path, false, (r) => {
         const target = nodeFs.readlinkSync(at(r.dirFd, r.name), { encoding: "buffer" });
         const n = Math.min(target.length, bufLen);
         const { view, u8 } = this.memory();
         u8.set(target.subarray(0, n), buf);
         view.setUint32(out, n, true);
         return Errno.SUCCESS;
-      });
+      }));
     });
   }
 
@@ -1077,13 +1205,13 @@ export class WasiFs {
       const path = this.readPath(pathPtr, pathLen);
       this.requireWritable("path_remove_directory", d, path);
       this.requireRights(d, Rights.PATH_REMOVE_DIRECTORY);
-      return this.withPath("path_remove_directory", d, path, false, (r) => {
+      return this.shared("path_remove_directory", d, path, () => this.withPath("path_remove_directory", d, path, false, (r) => {
         if (r.name === ".") return Errno.INVAL;
         const st = this.lstatAt(r);
         if (!st.isDirectory()) return Errno.NOTDIR;
         nodeFs.rmdirSync(at(r.dirFd, r.name));
         return Errno.SUCCESS;
-      });
+      }));
     });
   }
 
@@ -1098,7 +1226,8 @@ export class WasiFs {
       this.requireWritable("path_rename", nd, newPath);
       this.requireRights(od, Rights.PATH_RENAME_SOURCE);
       this.requireRights(nd, Rights.PATH_RENAME_TARGET);
-      return this.withPath("path_rename", od, oldPath, false, (ro) =>
+      // The one call that moves directories (and files) between mounts: it runs alone, see namespace-lock.ts.
+      return this.exclusive("path_rename", nd, newPath, () => this.withPath("path_rename", od, oldPath, false, (ro) =>
         this.withPath("path_rename", nd, newPath, false, (rn) => {
           if (ro.name === "." || rn.name === ".") return Errno.BUSY;
           if (ro.trailingSlash || rn.trailingSlash) {
@@ -1106,7 +1235,7 @@ export class WasiFs {
           }
           nodeFs.renameSync(at(ro.dirFd, ro.name), at(rn.dirFd, rn.name));
           return Errno.SUCCESS;
-        }));
+        })));
     });
   }
 
@@ -1123,13 +1252,16 @@ export class WasiFs {
         this.deny("path_symlink", d, path, `symlink target ${target} is absolute, outside the mount`);
         return Errno.PERM;
       }
-      return this.withPath("path_symlink", d, path, false, (r) => {
+      return this.shared("path_symlink", d, path, () => this.withPath("path_symlink", d, path, false, (r) => {
         if (r.name === ".") return Errno.EXIST;
         if (r.trailingSlash) return this.exists(r) ? Errno.EXIST : Errno.NOENT;
         this.chargeCreate("path_symlink", d, path);
         nodeFs.symlinkSync(target, at(r.dirFd, r.name));
+        this.keepCreatedInside("path_symlink", d, path, r, () => {
+          if (nodeFs.readlinkSync(at(r.dirFd, r.name)) === target) nodeFs.unlinkSync(at(r.dirFd, r.name));
+        });
         return Errno.SUCCESS;
-      });
+      }));
     });
   }
 
@@ -1140,14 +1272,14 @@ export class WasiFs {
       const path = this.readPath(pathPtr, pathLen);
       this.requireWritable("path_unlink_file", d, path);
       this.requireRights(d, Rights.PATH_UNLINK_FILE);
-      return this.withPath("path_unlink_file", d, path, false, (r) => {
+      return this.shared("path_unlink_file", d, path, () => this.withPath("path_unlink_file", d, path, false, (r) => {
         if (r.name === ".") return Errno.ISDIR;
         const st = this.lstatAt(r);
         if (st.isDirectory()) return Errno.ISDIR;
         if (r.trailingSlash) return Errno.NOTDIR;
         nodeFs.unlinkSync(at(r.dirFd, r.name));
         return Errno.SUCCESS;
-      });
+      }));
     });
   }
 }

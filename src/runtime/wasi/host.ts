@@ -4,11 +4,11 @@ import {
   Clock, Errno, EVENT_SIZE, EVENTRW_HANGUP, EventType, Filetype, Rights, STDIO_RIGHTS, SUBCLOCK_ABSTIME,
   SUBSCRIPTION_SIZE, WASI_MODULE,
 } from "./abi.js";
-import { FD_REGISTRY_SLOTS, releaseHostFds } from "./fd-registry.js";
 import { WasiFs } from "./fs.js";
 import { PREVIEW1_FUNCTIONS } from "./functions.js";
+import { namespaceLockHolder, processNamespaceLock, releaseNamespaceLockHeldBy } from "./namespace-lock.js";
 
-export { FD_REGISTRY_SLOTS, releaseHostFds };
+export { namespaceLockHolder, processNamespaceLock, releaseNamespaceLockHeldBy };
 
 /** A host directory the guest sees at `guestPath`. */
 export interface WasiMount { readonly hostPath: string; readonly guestPath: string; readonly writable: boolean }
@@ -32,7 +32,8 @@ export interface WasiHostOptions {
   onStderr(bytes: Uint8Array): void;
   onDenial(denial: WasiDenial): void;
   flush?(): void;
-  readonly fdRegistry?: Int32Array;
+  /** The process's namespace lock (processNamespaceLock), shared with the other workers' guests; a worker thread must be given it. */
+  readonly namespaceLock?: Int32Array;
 }
 /** How one run ended. */
 export type WasiRunResult =
@@ -529,9 +530,4 @@ export class WasiImports {
   host: WasiHost | undefined = undefined;
   /** The `wasi_snapshot_preview1` namespace to instantiate with. */
   readonly functions: WebAssembly.ModuleImports = WasiHost.bind(this);
-}
-
-/** Convenience for tests and the pool: a fresh registry of the right size. */
-export function createFdRegistry(): Int32Array {
-  return new Int32Array(new SharedArrayBuffer(FD_REGISTRY_SLOTS * Int32Array.BYTES_PER_ELEMENT));
 }
