@@ -10,7 +10,7 @@ import { elapsedUs } from "./elapsed.js";
 import type { Logger } from "./logger.js";
 import { MAX_STDIN_BYTES, MAX_UNARY_OUTPUT_BYTES } from "./limits.js";
 import { MODULE_ID_PATTERN, ModuleStore } from "./cache/module-store.js";
-import { Compiler, type CompileResult, type CompilerSettings } from "./compiler/compiler.js";
+import { Compiler, loadStoredModule, type CompileResult, type CompilerSettings } from "./compiler/compiler.js";
 import type { Diagnostic } from "./compiler/diagnostics.js";
 import type { Toolchain } from "./compiler/toolchain.js";
 import { authorize, bindToModule, type PolicyCeilings, type PolicyDefaults, type SignedPolicyInput } from "./policy/authorize.js";
@@ -178,7 +178,7 @@ export class Sandbox {
       moduleId = input.target.moduleId;
     }
     bindToModule(grant, moduleId);
-    const compiled = await this.registry.get(moduleId, () => this.loadModule(moduleId));
+    const compiled = await this.registry.get(moduleId, () => loadStoredModule(this.store, moduleId));
     const memory = compiled.memory && memoryForRun(compiled.memory, grant.memoryLimitBytes);
     if (compiled.memory && !memory) {
       throw new SandboxError(
@@ -222,13 +222,6 @@ export class Sandbox {
   private needCompiler(): Promise<Compiler> {
     this.options.requestToolchain?.();
     return this.compiler;
-  }
-
-  /** The verified bytes of a cached module, or NOT_FOUND (a corrupt entry is evicted and reported as not found). */
-  private async loadModule(moduleId: string): Promise<Uint8Array> {
-    const bytes = await this.store.get(moduleId);
-    if (!bytes) throw new SandboxError("MODULE_NOT_FOUND", `no module ${moduleId} in the cache; compile it first`);
-    return bytes;
   }
 
   /** Replaces the trusted keys' contents from disk (SIGHUP). */

@@ -331,9 +331,18 @@ export class Compiler {
    * The verified bytes of a stored module, or NOT_FOUND (a corrupt entry is evicted and reported as
    * not found; a cached compile failure has no module).
    */
-  async load(moduleId: string): Promise<Uint8Array> {
-    const bytes = await this.store.get(moduleId);
-    if (!bytes || bytes.byteLength === 0) throw new SandboxError("MODULE_NOT_FOUND", `no module ${moduleId} in the cache; compile it first`);
-    return bytes;
+  load(moduleId: string): Promise<Uint8Array> {
+    return loadStoredModule(this.store, moduleId);
   }
+}
+
+/**
+ * The verified bytes of a module in `store`, or NOT_FOUND (a corrupt entry is evicted and reported as
+ * not found; a cached compile failure has no module). Needs no toolchain: a cached module runs while
+ * the compiler is still being set up.
+ */
+export async function loadStoredModule(store: ModuleStore, moduleId: string): Promise<Uint8Array> {
+  const bytes = await store.get(moduleId);
+  if (!bytes || bytes.byteLength === 0) throw new SandboxError("MODULE_NOT_FOUND", `no module ${moduleId} in the cache; compile it first`);
+  return bytes;
 }
