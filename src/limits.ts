@@ -100,9 +100,3 @@ export const CONNECTION_CAP_LOG_INTERVAL_MS = 10_000;
 export const NAMESPACE_LOCK_WAIT_MS = 2_000;
 /** Bytes a file write moves per hold of the namespace lock, so a large write delays other guests' renames only briefly. */
 export const NAMESPACE_LOCK_WRITE_CHUNK_BYTES = 1024 * 1024;
-/**
- * Largest guest memory a worker zeroes and hands to its next run instead of allocating a fresh one:
- * below it zeroing is cheaper than a new memory (and the garbage collections fresh ones cause); above it
- * a fresh memory, whose untouched pages cost nothing, is cheaper and keeps idle workers small.
- */
-export const MEMORY_REUSE_MAX_BYTES = 8 * 1024 * 1024;

@@ -2,21 +2,20 @@
  * Entry point of a pool worker thread. It keeps compiled modules it was sent,
  * runs one guest at a time through our WASI host, and reports back. Everything
  * the guest can do happens synchronously here; the main thread enforces time by
- * terminating this thread. Runs arrive through shared memory (see RunChannel),
- * and nothing is allocated per run that can be kept: the import object, the
- * output blocks and (zeroed) memories live as long as the worker, and the next
- * instance of the last module is made while idle. A guest's state never
- * outlives its run: an instance runs once, a memory is zeroed before reuse.
+ * terminating this thread. Runs arrive through shared memory (see RunChannel);
+ * the import object and output blocks live as long as the worker, and the next
+ * instance of the last module (with a fresh memory) is made while idle. A
+ * guest's state never outlives its run: an instance and its memory run once.
  */
 import { parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
 import { performance } from "node:perf_hooks";
-import { MAX_DENIALS, MEMORY_REUSE_MAX_BYTES, STREAM_FLUSH_BYTES, STREAM_FLUSH_INTERVAL_MS, STREAM_WINDOW_BYTES } from "../limits.js";
+import { MAX_DENIALS, STREAM_FLUSH_BYTES, STREAM_FLUSH_INTERVAL_MS, STREAM_WINDOW_BYTES } from "../limits.js";
 import { elapsedUs } from "../elapsed.js";
 import type { Denial } from "./execution.js";
 import { waitAndCharge } from "./stream-window.js";
 import { WASI_MODULE } from "./wasi/abi.js";
 import { WasiHost, WasiImports } from "./wasi/host.js";
-import { MEMORY_IMPORT_MODULE, MEMORY_IMPORT_NAME, WASM_PAGE_BYTES } from "./wasm/memory-cap.js";
+import { MEMORY_IMPORT_MODULE, MEMORY_IMPORT_NAME } from "./wasm/memory-cap.js";
 import {
   CONTROL_HEADER_BYTES, CONTROL_STATE, CONTROL_STDIN_BYTES, CONTROL_VIA_PORT, IDLE, REQUEST_AREA_BYTES, REQUEST_AREA_OFFSET,
   REQUEST_READY, type EvictMessage, type FromWorker, type RunChannel, type RunHeader, type RunMessage,
@@ -163,8 +162,6 @@ interface MemorySpec {
   readonly initial: number;
   readonly maximum: number;
 }
-/** A zeroed memory no instance holds, ready for the next run that needs one of its size. */
-let spare: { readonly memory: WebAssembly.Memory; readonly spec: MemorySpec } | undefined;
 /** An instance made while idle, for the next run of `key` under `spec`; taken (and so never run twice) by that run. */
 let ahead: { readonly key: string; readonly spec: MemorySpec | undefined; readonly instance: WebAssembly.Instance; readonly memory: WebAssembly.Memory | undefined } | undefined;
 /** The module and memory of the last run: what to instantiate ahead. */
@@ -178,23 +175,13 @@ function sameSpec(a: MemorySpec | undefined, b: MemorySpec | undefined): boolean
   return a === b || (a !== undefined && b !== undefined && a.initial === b.initial && a.maximum === b.maximum);
 }
 
-/** A memory for a run: the spare one if it has the right size, else a fresh one. */
-function takeMemory(spec: MemorySpec): WebAssembly.Memory {
-  if (spare !== undefined && sameSpec(spare.spec, spec)) {
-    const { memory } = spare;
-    spare = undefined;
-    return memory;
-  }
-  return new WebAssembly.Memory(spec);
-}
-
-/** Keeps a memory a run (or an instance made ahead) had, zeroed, unless the guest grew it or it is too large to zero cheaply. */
-function recycle(memory: WebAssembly.Memory | undefined, spec: MemorySpec | undefined): void {
-  if (memory === undefined || spec === undefined) return;
-  const bytes = spec.initial * WASM_PAGE_BYTES;
-  if (memory.buffer.byteLength !== bytes || bytes > MEMORY_REUSE_MAX_BYTES) return;
-  new Uint8Array(memory.buffer).fill(0);
-  spare = { memory, spec };
+/**
+ * A fresh memory for every instance. Reusing one (zeroed) took a third of the daemon's CPU per run
+ * off, but V8 then collects dead instances, whose native memory it does not count, far less often:
+ * a warm daemon's RSS settled ~110 MB higher.
+ */
+function freshMemory(spec: MemorySpec | undefined): WebAssembly.Memory | undefined {
+  return spec === undefined ? undefined : new WebAssembly.Memory(spec);
 }
 
 function instantiate(module: WebAssembly.Module, memory: WebAssembly.Memory | undefined): WebAssembly.Instance {
@@ -203,13 +190,12 @@ function instantiate(module: WebAssembly.Module, memory: WebAssembly.Memory | un
   return new WebAssembly.Instance(module, namespaces);
 }
 
-/** While idle: zeroes the last run's memory and makes the next instance of its module, off the next run's critical path. */
-function prepareNext(used: WebAssembly.Memory | undefined): void {
-  recycle(used, last?.spec);
+/** While idle: makes the next instance of the last run's module, off the next run's critical path. */
+function prepareNext(): void {
   if (last === undefined || !last.ahead || ahead !== undefined) return;
   const module = modules.get(last.key);
   if (module === undefined) return;
-  const memory = last.spec === undefined ? undefined : takeMemory(last.spec);
+  const memory = freshMemory(last.spec);
   try {
     ahead = { key: last.key, spec: last.spec, instance: instantiate(module, memory), memory };
   } catch {
@@ -217,7 +203,7 @@ function prepareNext(used: WebAssembly.Memory | undefined): void {
   }
 }
 
-function run(message: RunMessage): WebAssembly.Memory | undefined {
+function run(message: RunMessage): void {
   if (message.module) modules.set(message.moduleKey, message.module);
   const module = modules.get(message.moduleKey);
   const stream = message.streamWindow !== undefined;
@@ -226,12 +212,10 @@ function run(message: RunMessage): WebAssembly.Memory | undefined {
   const denials: Denial[] = [];
   let deniedBeyondCap = 0;
   const spec = message.memory;
-  let memory: WebAssembly.Memory | undefined;
   let instance: WebAssembly.Instance | undefined;
   if (ahead !== undefined) {
     // An instance made ahead serves exactly one run; one made for another module or size is dropped unrun.
-    if (ahead.key === message.moduleKey && sameSpec(ahead.spec, spec)) ({ instance, memory } = ahead);
-    else recycle(ahead.memory, ahead.spec);
+    if (ahead.key === message.moduleKey && sameSpec(ahead.spec, spec)) instance = ahead.instance;
     ahead = undefined;
   }
   last = { key: message.moduleKey, spec, ahead: message.instantiateAhead };
@@ -262,9 +246,7 @@ function run(message: RunMessage): WebAssembly.Memory | undefined {
           stderr.flush();
         },
       }).runWith(imports, () => {
-        if (instance !== undefined) return instance;
-        memory = spec === undefined ? undefined : takeMemory(spec);
-        return instantiate(module, memory);
+        return instance ?? instantiate(module, freshMemory(spec));
       })
     : ({ outcome: "trap", message: `internal: module ${message.moduleKey} was never sent to this worker` } as const);
   const durationUs = elapsedUs(started);
@@ -285,7 +267,6 @@ function run(message: RunMessage): WebAssembly.Memory | undefined {
     { type: "done", runId: message.runId, result, stdout: out, stderr: err, denials, deniedBeyondCap, durationUs } satisfies FromWorker,
     transfer,
   );
-  return memory;
 }
 
 const channel: RunChannel = init;
@@ -320,9 +301,9 @@ function serve(): void {
   }
   const message = takeRequest();
   Atomics.store(control, CONTROL_STATE, IDLE);
-  const used = run(message);
+  run(message);
   setImmediate(() => {
-    prepareNext(used);
+    prepareNext();
     serve();
   });
 }

@@ -1,6 +1,6 @@
 /**
- * Every run starts from a fresh instance and all-zero memory, although a worker reuses memories
- * (zeroed) and instantiates the next run's module while idle: nothing of one run may reach the next.
+ * Every run starts from a fresh instance and all-zero memory, although a worker instantiates the
+ * next run's module while idle: nothing of one run may reach the next.
  */
 import { expect } from "chai";
 import { Outcome } from "../../src/gen/grpc/sandbox/v1/sandbox.js";
@@ -58,7 +58,7 @@ function words(stdout: Uint8Array): number[] {
   return Array.from({ length: stdout.byteLength / 4 }, (_, i) => view.getUint32(i * 4, true));
 }
 
-describe("fresh state per run on a reusing worker", function () {
+describe("fresh state per run on a worker that instantiates ahead", function () {
   this.timeout(120_000);
   let daemon: TestDaemon;
   let dirtier: string;
