@@ -20,8 +20,9 @@ import {
   DEFAULT_TIMEOUT_MS,
   SHUTDOWN_GRACE_MS,
 } from "./limits.js";
-import { detectToolchain, TOOLCHAIN_INSTALL_HINT, type Toolchain } from "./compiler/toolchain.js";
+import { probeToolchain, type ToolchainProbe } from "./compiler/toolchain.js";
 import type { CompilerSettings } from "./compiler/compiler.js";
+import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from "./request-limits.js";
 import { TrustedKeys } from "./policy/trusted-keys.js";
 import type { PolicyCeilings, PolicyDefaults } from "./policy/authorize.js";
 import { DEFAULT_WORKERS, Sandbox } from "./sandbox.js";
@@ -59,6 +60,8 @@ export interface DaemonConfig {
   readonly cacheMaxBytes?: number;
   /** --max-connections, --connection-idle-timeout-ms (defaults: DEFAULT_CONNECTION_LIMITS). */
   readonly connections?: ConnectionLimits;
+  /** --max-args, --max-args-bytes, --max-env-vars, --max-env-bytes. */
+  readonly requestLimits: RequestLimits;
 }
 
 /** Defaults for every setting but the listen address. */
@@ -87,6 +90,7 @@ export function defaultConfig(listen: ListenAddress = { kind: "unix", path: defa
       maxOutputBytes: DEFAULT_MAX_OUTPUT_BYTES,
       maxWriteBytes: DEFAULT_MAX_WRITE_BYTES,
     },
+    requestLimits: DEFAULT_REQUEST_LIMITS,
   };
 }
 
@@ -136,21 +140,21 @@ export class Daemon {
   static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
     const invalid = validateConfig(config);
     if (invalid) throw invalid;
-    // The toolchain probe (rustc start-ups) runs once the daemon serves, so it does not compete with
-    // start-up for the cores; a Compile meanwhile waits for it.
+    // The toolchain probe (rustc start-ups, a test build) runs once the daemon serves, so it does not
+    // compete with start-up for the cores; a Compile meanwhile waits for it. The compiler logs once
+    // whether Compile is unavailable, after it has also tried a build.
     let startProbe!: () => void;
-    const toolchain = new Promise<Toolchain | undefined>((resolve) => {
+    const toolchain = new Promise<ToolchainProbe>((resolve) => {
       startProbe = () =>
         resolve(
-          detectToolchain(config.rustc).then((found) => {
-            if (found) logger.info("toolchain", { rustc: found.rustc, target: found.target });
-            else logger.warn(`Compile is unavailable: ${TOOLCHAIN_INSTALL_HINT}`);
+          probeToolchain(config.rustc).then((found) => {
+            if (found.toolchain) logger.info("toolchain", { rustc: found.toolchain.rustc, target: found.toolchain.target });
             return found;
           }),
         );
     });
     let probing = false;
-    const probeToolchain = (): void => {
+    const requestProbe = (): void => {
       if (probing) return;
       probing = true;
       startProbe();
@@ -159,7 +163,7 @@ export class Daemon {
     if (config.allowUnsigned) logger.warn("--allow-unsigned: requests without a policy run with default limits and no mounts");
     const sandbox = await Sandbox.create({
       toolchain,
-      requestToolchain: probeToolchain,
+      requestToolchain: requestProbe,
       cacheDir: config.cacheDir,
       workers: config.workers,
       maxQueuedExecutions: config.maxQueuedExecutions,
@@ -173,13 +177,18 @@ export class Daemon {
       logger,
       ...(config.compile ? { compile: config.compile } : {}),
       ...(config.cacheMaxBytes ? { cacheMaxBytes: config.cacheMaxBytes } : {}),
+      requestLimits: config.requestLimits,
     });
     try {
-      const server = new SandboxServer(sandbox, logger, config.connections);
+      const server = new SandboxServer(sandbox, logger, config.requestLimits, config.connections);
       const address = await server.listen(config.listen);
       logger.info(`sandboxd listening on ${address}`, { address, workers: config.workers, cacheDir: config.cacheDir });
       sandbox.startWorkers();
-      setTimeout(probeToolchain, TOOLCHAIN_PROBE_DELAY_MS).unref();
+      setTimeout(requestProbe, TOOLCHAIN_PROBE_DELAY_MS).unref();
+      // Health tells operators what the log says: this host cannot compile.
+      void sandbox.compileUnavailable().then((reason) => {
+        if (reason) server.markCompileUnavailable();
+      });
       return new Daemon(sandbox, server, address, logger);
     } catch (e: unknown) {
       await sandbox.close();

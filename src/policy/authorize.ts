@@ -50,7 +50,7 @@ export interface Grant {
   maxOutputBytes: number;
   /** Bytes the run may add to its writable mounts. */
   maxWriteBytes: number;
-  /** Whether the policy grants network access. */
+  /** Whether the policy grants network access (always false for now: such policies are refused). */
   network: boolean;
 }
 
@@ -95,6 +95,7 @@ export async function authorize(signed: SignedPolicyInput | undefined, ctx: Auth
   const policy = verifySignedPolicy(signed, ctx.keys);
   checkValidity(policy, ctx.nowMs);
   checkCeilings(policy, ctx.ceilings);
+  checkSupported(policy);
   const mounts = await resolveMounts(policy.mounts, ctx.ceilings.allowedRoots);
   return {
     policyId: policy.policyId,
@@ -135,6 +136,21 @@ function checkCeilings(policy: Policy, ceilings: PolicyCeilings): void {
         { metadata: { policy_id: policy.policyId, field, requested: String(requested), ceiling: String(ceiling) } },
       );
     }
+  }
+}
+
+/**
+ * A grant this daemon cannot honour is refused, never silently dropped: the
+ * signer meant the script to have it. Nothing provides or confines network
+ * access yet (WASI preview1 has no sockets of its own).
+ */
+function checkSupported(policy: Policy): void {
+  if (policy.network) {
+    throw new SandboxError(
+      "UNSUPPORTED",
+      `policy "${policy.policyId}" grants network access, which this daemon does not implement yet; sign it with network=false`,
+      { metadata: { policy_id: policy.policyId, field: "network" } },
+    );
   }
 }
 

@@ -17,7 +17,8 @@ export interface WasiDenial { readonly operation: string; readonly path: string;
 /** Everything one execution of a command module needs. */
 export interface WasiHostOptions {
   readonly args: readonly string[];
-  readonly env: Readonly<Record<string, string>>;
+  /** A Map (it survives postMessage intact), so that every key reaches the guest, `__proto__` included. */
+  readonly env: ReadonlyMap<string, string>;
   readonly stdin: Uint8Array;
   readonly mounts: readonly WasiMount[];
   readonly memoryLimitBytes: number;
@@ -84,6 +85,22 @@ function inBounds(u8: Uint8Array, ptr: number, len: number): boolean {
   return ptr + len <= u8.length;
 }
 
+/** What V8 says when a DataView or typed-array access falls outside guest memory (Node 20's messages). */
+const GUEST_MEMORY_FAULT_MESSAGE = /outside the bounds of the DataView|offset is out of bounds/;
+
+/**
+ * Whether the host threw because a guest-supplied pointer lies outside guest memory: the guest's fault,
+ * which preview1 answers with EFAULT (a host call must never end the run with a host exception).
+ */
+/** An i32 argument as the u32 it stands for (other arguments, i64 BigInts and absent ones, as they are). */
+function u32(x: unknown): unknown {
+  return typeof x === "number" ? x >>> 0 : x;
+}
+
+function isGuestMemoryFault(e: unknown): boolean {
+  return e instanceof RangeError && GUEST_MEMORY_FAULT_MESSAGE.test(e.message);
+}
+
 function monotonicNs(): bigint {
   return process.hrtime.bigint();
 }
@@ -125,7 +142,7 @@ export class WasiHost {
   constructor(options: WasiHostOptions) {
     this.options = options;
     this.argv = encodeStrings(options.args);
-    this.environ = encodeStrings(Object.entries(options.env).map(([k, v]) => `${k}=${v}`));
+    this.environ = encodeStrings(Array.from(options.env, ([k, v]) => `${k}=${v}`));
     this.fs = new WasiFs(options, () => this.refresh());
     this.table = this.functions();
   }
@@ -388,7 +405,12 @@ export class WasiHost {
    * The `wasi_snapshot_preview1` namespace bound to `imports`: each function calls the functions of
    * the host whose run is in progress, and refuses to run once that guest has ended (see `ended`).
    * Built once per worker, so a run allocates no import closures and an instance can be made before
-   * its run's host exists.
+   * its run's host exists. Guest faults are converted here, in one place. Every i32 parameter of
+   * preview1 is unsigned (pointers, lengths, fds, flags) but reaches JS signed, so each is taken as its
+   * u32 first: a pointer of 2^31 or more was read as negative, which some calls wrote through at the
+   * wrong place (typed-array offsets count back from the end) and answered SUCCESS. And a result pointer
+   * past the end of memory, which the functions write through without checking, is EFAULT, as it is for
+   * their input buffers; it was a trap that ended the run.
    */
   static bind(imports: WasiImports): WebAssembly.ModuleImports {
     const namespace: WebAssembly.ModuleImports = {};
@@ -399,7 +421,12 @@ export class WasiHost {
         // Only a wasm start function can get here, while an instance is made ahead of its run.
         if (host === undefined) throw new WebAssembly.RuntimeError(`${name} called with no run in progress`);
         if (host.ended !== undefined) throw host.ended;
-        return (host.table[name] as (...args: unknown[]) => unknown)(a, b, c, d, e, f, g, h, i);
+        try {
+          return (host.table[name] as (...args: unknown[]) => unknown)(u32(a), u32(b), u32(c), u32(d), u32(e), u32(f), u32(g), u32(h), u32(i));
+        } catch (error: unknown) {
+          if (isGuestMemoryFault(error)) return Errno.FAULT;
+          throw error;
+        }
       };
     }
     return namespace;
