@@ -297,7 +297,7 @@ export class WorkerPool {
       moduleKey: job.moduleKey,
       instantiateAhead: job.instantiateAhead,
       argv: job.argv,
-      env: job.env,
+      env: [...job.env],
       mounts: job.mounts,
       memoryLimitBytes: job.memoryLimitBytes,
       memory: job.memory,
@@ -319,6 +319,7 @@ export class WorkerPool {
       const message: RunMessage = {
         type: "run",
         ...header,
+        env: job.env,
         ...(hasModule ? {} : { module: job.module }),
         stdin: exactCopy(job.stdin),
         ...(window ? { streamWindow: window } : {}),

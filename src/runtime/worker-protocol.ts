@@ -49,8 +49,13 @@ export const REQUEST_AREA_OFFSET = 16;
 /** Size of the request area: a typical request (JSON header, small stdin) fits, larger ones go through the port. */
 export const REQUEST_AREA_BYTES = 64 * 1024;
 
-/** A request as the area carries it: everything but stdin, which follows as raw bytes. */
-export type RunHeader = Omit<RunMessage, "type" | "module" | "streamWindow" | "stdin">;
+/**
+ * A request as the area carries it, as JSON: everything but stdin, which follows as raw bytes. JSON has
+ * no Map, so env travels as its entries (a Map stringifies as `{}`: the guest would get no environment).
+ */
+export type RunHeader = Omit<RunMessage, "type" | "module" | "streamWindow" | "stdin" | "env"> & {
+  readonly env: readonly (readonly [string, string])[];
+};
 
 /** Main thread → worker: run one module. */
 export interface RunMessage extends GuestParameters {

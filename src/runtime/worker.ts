@@ -285,7 +285,7 @@ function takeRequest(): RunMessage {
   const header = JSON.parse(area.toString("utf8", 0, headerBytes)) as RunHeader;
   // A view, not a copy: the main thread writes the area again only after this run is done (a successor worker gets its own).
   const stdin = new Uint8Array(channel.shared, REQUEST_AREA_OFFSET + headerBytes, stdinBytes);
-  return { type: "run", ...header, stdin };
+  return { type: "run", ...header, env: new Map(header.env), stdin };
 }
 
 /**
