@@ -16,7 +16,7 @@ export const REASONS = {
   INVALID_REQUEST: { code: Code.InvalidArgument, description: "The request is malformed: a required field is missing, or a oneof has neither or both members." },
   EMPTY_SOURCE: { code: Code.InvalidArgument, description: "The Rust source is empty." },
   SOURCE_TOO_LARGE: { code: Code.InvalidArgument, description: "The Rust source exceeds the daemon's size limit." },
-  INVALID_WASM: { code: Code.InvalidArgument, description: "The bytes are not a valid WASI preview1 command module (bad binary, missing `_start`/`memory`, or imports outside `wasi_snapshot_preview1`)." },
+  INVALID_WASM: { code: Code.InvalidArgument, description: "The bytes are not a valid WASI preview1 command module (bad binary, missing `_start`/`memory`, or imports outside `wasi_snapshot_preview1` and `sandboxd_http_v1`, or with another signature)." },
   WASM_TOO_LARGE: { code: Code.InvalidArgument, description: "The precompiled module exceeds the daemon's size limit." },
   INVALID_MODULE_ID: { code: Code.InvalidArgument, description: "The module id is not 64 lowercase hex characters." },
   STDIN_TOO_LARGE: { code: Code.InvalidArgument, description: "stdin exceeds the daemon's size limit." },

@@ -6,6 +6,7 @@ import type { Logger } from "../logger.js";
 import type { BufferBudget } from "./buffer-budget.js";
 import type { Denial, RunListener, RunResult } from "./execution.js";
 import { createStreamWindow, credit } from "./stream-window.js";
+import { openOutboundSession, type OutboundSettings } from "./net/outbound-session.js";
 import type { FromWorker, GuestParameters, RunMessage } from "./worker-protocol.js";
 
 /**
@@ -25,6 +26,8 @@ export interface PoolJob extends GuestParameters {
   readonly timeoutMs: number;
   readonly listener?: RunListener;
   readonly signal?: AbortSignal;
+  /** Outbound HTTP the run may make; absent = none. */
+  readonly network?: OutboundSettings;
 }
 
 /** How the pool is sized and bounded. */
@@ -246,6 +249,7 @@ export class WorkerPool {
     const onAbort = (): void => this.replace(slot, ended("cancelled", "cancelled by the client", this.elapsedUs(slot)));
     job.signal?.addEventListener("abort", onAbort, { once: true });
     const window = job.listener ? createStreamWindow() : undefined;
+    const http = job.network ? openOutboundSession(job.network, this.options.logger) : undefined;
     slot.job = {
       runId,
       job,
@@ -255,6 +259,7 @@ export class WorkerPool {
       cleanup: () => {
         clearTimeout(timer);
         job.signal?.removeEventListener("abort", onAbort);
+        http?.close();
       },
     };
     const hasModule = slot.modules.has(job.moduleKey);
@@ -274,8 +279,9 @@ export class WorkerPool {
       maxWriteBytes: job.maxWriteBytes,
       maxCreatedEntries: job.maxCreatedEntries,
       ...(window ? { streamWindow: window } : {}),
+      ...(http ? { http: { channel: http.worker, timeoutMs: job.timeoutMs } } : {}),
     };
-    slot.worker.postMessage(message);
+    slot.worker.postMessage(message, http ? [http.worker.port] : []);
   }
 
   private onMessage(slot: Slot, m: Exclude<FromWorker, { type: "ready" }>): void {

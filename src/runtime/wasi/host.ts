@@ -1,4 +1,6 @@
 import { MEMORY_IMPORT_MODULE, MEMORY_IMPORT_NAME } from "../wasm/memory-cap.js";
+import { HTTP_MODULE } from "../net/http-abi.js";
+import { guestHttpImports, type HttpTransport } from "../net/guest-http.js";
 import { randomFillSync } from "node:crypto";
 import {
   Clock, Errno, EVENT_SIZE, EVENTRW_HANGUP, EventType, Filetype, Rights, STDIO_RIGHTS, SUBCLOCK_ABSTIME,
@@ -31,6 +33,8 @@ export interface WasiHostOptions {
   onStderr(bytes: Uint8Array): void;
   onDenial(denial: WasiDenial): void;
   flush?(): void;
+  /** Carries the guest's outbound HTTP requests; absent when the policy grants no network (each request is then refused). */
+  readonly http?: HttpTransport;
   readonly fdRegistry?: Int32Array;
 }
 /** How one run ended. */
@@ -131,7 +135,13 @@ export class WasiHost {
     try {
       const fsError = this.fs.openPreopens();
       if (fsError !== undefined) return { outcome: "trap", message: fsError };
-      const imports: WebAssembly.Imports = { [WASI_MODULE]: this.imports() };
+      const http = guestHttpImports({
+        transport: this.options.http,
+        memory: () => this.refresh().u8,
+        onDenial: (denial) => this.options.onDenial(denial),
+        flush: () => this.options.flush?.(),
+      });
+      const imports: WebAssembly.Imports = { [WASI_MODULE]: this.guarded(this.functions()), [HTTP_MODULE]: this.guarded(http) };
       if (this.options.memory) imports[MEMORY_IMPORT_MODULE] = { [MEMORY_IMPORT_NAME]: new WebAssembly.Memory(this.options.memory) };
       const instance = new WebAssembly.Instance(module, imports);
       const memory = instance.exports["memory"];
@@ -365,10 +375,10 @@ export class WasiHost {
     return this.fs.readiness(fd, type);
   }
 
-  /** The preview1 functions, each refusing to run once the guest has ended (see `ended`). */
-  private imports(): WebAssembly.ModuleImports {
+  /** The given import functions, each refusing to run once the guest has ended (see `ended`). */
+  private guarded(functions: WebAssembly.ModuleImports): WebAssembly.ModuleImports {
     const guarded: WebAssembly.ModuleImports = {};
-    for (const [name, f] of Object.entries(this.functions())) {
+    for (const [name, f] of Object.entries(functions)) {
       const fn = f as (...args: unknown[]) => unknown;
       guarded[name] = (...args: unknown[]): unknown => {
         if (this.ended !== undefined) throw this.ended;
@@ -484,8 +494,9 @@ export class WasiHost {
       path_rename: (fd: number, op: number, ol: number, nfd: number, np: number, nl: number) => fs.path_rename(fd, op, ol, nfd, np, nl),
       path_symlink: (op: number, ol: number, fd: number, np: number, nl: number) => fs.path_symlink(op, ol, fd, np, nl),
       path_unlink_file: (fd: number, p: number, l: number) => fs.path_unlink_file(fd, p, l),
-      // No network grants exist yet: accepting is the capability we withhold (ENOTCAPABLE); and since no
-      // descriptor can ever be a socket, the calls on an existing one say so (ENOTSOCK), as the suite expects.
+      // Sockets are never granted (a network grant is outbound HTTP through sandboxd_http_v1, each request vetted):
+      // accepting is the capability we withhold (ENOTCAPABLE); and since no descriptor can ever be a socket, the
+      // calls on an existing one say so (ENOTSOCK), as the suite expects.
       sock_accept: (fd: number, _flags: number, _out: number) => (fs.isOpen(fd) ? Errno.NOTCAPABLE : Errno.BADF),
       sock_recv: (fd: number, _a: number, _b: number, _c: number, _d: number, _e: number) => (fs.isOpen(fd) ? Errno.NOTSOCK : Errno.BADF),
       sock_send: (fd: number, _a: number, _b: number, _c: number, _d: number) => (fs.isOpen(fd) ? Errno.NOTSOCK : Errno.BADF),
