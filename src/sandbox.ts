@@ -124,7 +124,7 @@ export class Sandbox {
 
   /** Compiles source or registers a precompiled module. */
   compile(input: CompileInput, signal?: AbortSignal): Promise<CompileResult> {
-    return this.compiler.then((c) => ("source" in input ? c.compile(input.source, signal) : c.register(input.wasm)));
+    return this.compiler.then((c) => ("source" in input ? c.compile(input.source, signal) : c.register(input.wasm, signal)));
   }
 
   /** Checks the policy, resolves the module (compiling source first) and runs it. */

@@ -251,12 +251,19 @@ export class Compiler {
     }
   }
 
-  /** Registers a precompiled WASI preview1 command module; its id is the SHA-256 of its bytes. */
-  async register(wasm: Uint8Array): Promise<CompileResult> {
+  /**
+   * Registers a precompiled WASI preview1 command module; its id is the SHA-256 of its bytes. Compiling
+   * and storing up to 64 MiB is as heavy as a small rustc run, so uploads share the compile queue's bounds.
+   */
+  async register(wasm: Uint8Array, signal?: AbortSignal): Promise<CompileResult> {
     if (wasm.byteLength === 0) throw new SandboxError("INVALID_WASM", "wasm is empty");
     if (wasm.byteLength > MAX_WASM_BYTES) throw new SandboxError("WASM_TOO_LARGE", `module is ${wasm.byteLength} bytes; the limit is ${MAX_WASM_BYTES}`);
     const moduleId = createHash("sha256").update(wasm).digest("hex");
     if (await this.store.lookup(moduleId)) return { ok: true, moduleId, cacheHit: true, diagnostics: [] };
+    return this.queue.run(() => this.validateAndStore(moduleId, wasm), signal);
+  }
+
+  private async validateAndStore(moduleId: string, wasm: Uint8Array): Promise<CompileResult> {
     let module: WebAssembly.Module;
     try {
       module = await WebAssembly.compile(wasm as Uint8Array<ArrayBuffer>);

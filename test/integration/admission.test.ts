@@ -38,6 +38,30 @@ describe("admission control", function () {
     expect(results.map((r) => r.outcome)).to.deep.equal([Outcome.OUTCOME_TIMEOUT, Outcome.OUTCOME_TIMEOUT, Outcome.OUTCOME_TIMEOUT]);
   });
 
+  it("time spent queued counts against the caller's deadline, never against the guest's timeout", async function () {
+    daemon = await startDaemon({ args: ["--allow-unsigned", "--workers", "1", "--default-timeout-ms", "1000"] });
+    const loopId = await register(daemon, loopWasm());
+    const helloId = await register(daemon, helloWasm());
+    const blocker = daemon.execute({ target: moduleTarget(loopId) });
+    await sleep(100);
+    // It waits ~0.9 s for the one worker, then gets its whole 1 s budget once it runs.
+    const queued = await daemon.execute({ target: moduleTarget(helloId) });
+    expect(queued.outcome, queued.message).to.equal(Outcome.OUTCOME_EXITED);
+    expect((await blocker).outcome).to.equal(Outcome.OUTCOME_TIMEOUT);
+    // A caller whose deadline passes while it waits is told so, and its run never starts.
+    const again = daemon.execute({ target: moduleTarget(loopId) });
+    await sleep(100);
+    const { connect } = await import("../../src/grpc/client.js");
+    const client = connect(`unix://${daemon.socketPath}`);
+    try {
+      const late = await client.execute({ target: moduleTarget(helloId) }, { deadline: Date.now() + 300 }).then(() => status.OK, (e: { code: number }) => e.code);
+      expect(late).to.equal(status.DEADLINE_EXCEEDED);
+    } finally {
+      client.close();
+    }
+    await again;
+  });
+
   it("regression: queued stdin is bounded in bytes, not only in count (30 queued 16 MiB stdins took the daemon from 90 to 1089 MB)", async function () {
     daemon = await startDaemon({ args: ["--allow-unsigned", "--workers", "1", "--max-buffered-bytes", String(64 * MIB), "--default-timeout-ms", "1500"] });
     const pid = daemon.process.pid!;

@@ -118,3 +118,28 @@ describe("Singleflight", function () {
     for (const c of calls) expect(await reasonOf(c)).to.equal("COMPILE_TIMEOUT");
   });
 });
+
+describe("precompiled uploads", function () {
+  it("share the compile queue's bounds: past concurrency + backlog, COMPILE_QUEUE_FULL", async function () {
+    const { mkdtemp, rm } = await import("node:fs/promises");
+    const { tmpdir } = await import("node:os");
+    const path = await import("node:path");
+    const { Compiler } = await import("../../src/compiler/compiler.js");
+    const { ModuleStore } = await import("../../src/cache/module-store.js");
+    const { silentLogger } = await import("../../src/logger.js");
+    const { buildModule } = await import("../fixtures/hostile/wasm-builder.js");
+    const cache = await mkdtemp(path.join(tmpdir(), "sandboxd-uploads-"));
+    try {
+      const compiler = await Compiler.create(undefined, await ModuleStore.open(cache), silentLogger(), { concurrency: 1, maxQueued: 1 });
+      // Five distinct modules at once: one validates, one waits, three are refused.
+      const modules = Array.from({ length: 5 }, (_, i) => buildModule({ memory: { min: 1 }, data: [{ offset: 0, bytes: [i] }], funcs: [{ params: [], results: [], body: [] }] }));
+      const reasons = await Promise.all(modules.map((m) => reasonOf(compiler.register(m))));
+      expect(reasons.filter((r) => r === "resolved")).to.have.length(2);
+      expect(reasons.filter((r) => r === "COMPILE_QUEUE_FULL")).to.have.length(3);
+      // A module already stored is answered from the store without a slot.
+      expect(await reasonOf(compiler.register(modules[0]!))).to.equal("resolved");
+    } finally {
+      await rm(cache, { recursive: true, force: true });
+    }
+  });
+});
