@@ -122,7 +122,7 @@ export async function authorize(signed: SignedPolicyInput | undefined, ctx: Auth
   }
   const policy = verifySignedPolicy(signed, ctx.keys);
   checkValidity(policy, ctx.nowMs);
-  const allowedHosts = checkNetwork(policy);
+  const allowedHosts = checkNetworkGrant(policy);
   checkCeilings(policy, ctx.ceilings);
   checkHostCeiling(policy, allowedHosts, ctx.ceilings.networkHosts);
   const mounts = await resolveMounts(policy.mounts, ctx.ceilings.allowedRoots);
@@ -179,11 +179,12 @@ function checkCeilings(policy: Policy, ceilings: PolicyCeilings): void {
 }
 
 /**
+ * Throws POLICY_MALFORMED unless `network` and allowed_hosts come together and every entry parses; returns them.
  * `network` is the master switch and allowed_hosts says where to: a policy with one and not the other
  * is self-contradictory (its author meant something it does not say), so it is refused rather than
- * read either way. Returns the parsed entries.
+ * read either way.
  */
-function checkNetwork(policy: Policy): HostPattern[] {
+export function checkNetworkGrant(policy: Policy): HostPattern[] {
   const malformed = (message: string): SandboxError =>
     new SandboxError("POLICY_MALFORMED", `policy "${policy.policyId}": ${message}`, { metadata: { policy_id: policy.policyId, field: "allowed_hosts" } });
   if (policy.network && policy.allowedHosts.length === 0) {

@@ -143,6 +143,21 @@ describe("policy sandboxctl (compiled CLI)", () => {
     expect(noExpiry.stdout + typo.stdout + guest.stdout).to.equal("");
   });
 
+  it("sign refuses network without allowed_hosts, allowed_hosts without network, and a malformed host", async () => {
+    const key = ["--key", join(keys, "authority-1.key"), "--id", "authority-1"];
+    const cases = [
+      { policyId: "n1", expiresAtUnix: nowUnix() + 60, network: true },
+      { policyId: "n2", expiresAtUnix: nowUnix() + 60, allowedHosts: ["https://api.example.com"] },
+      { policyId: "n3", expiresAtUnix: nowUnix() + 60, network: true, allowedHosts: ["api.example.com"] },
+    ];
+    for (const [i, policy] of cases.entries()) {
+      const r = await sandboxctl("policy", "sign", ...key, await writePolicy(`net${i}.json`, policy));
+      expect(r.code, r.stderr).to.equal(1);
+      expect(r.stderr).to.contain("POLICY_MALFORMED");
+      expect(r.stdout).to.equal("");
+    }
+  });
+
   describe("verify exits non-zero with the reason", () => {
     let good: string;
     before(async () => {
