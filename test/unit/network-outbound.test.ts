@@ -23,6 +23,10 @@ describe("network: outbound requests (main thread)", function () {
       "/echo": (req, res) => res.writeHead(200).end(JSON.stringify({ host: req.headers.host })),
       "/to-rebind": (_req, res) => res.writeHead(302, { location: `http://rebind.test:${server.port}/echo` }).end(),
       "/to-other": (_req, res) => res.writeHead(301, { location: `http://other.test:${server.port}/echo` }).end(),
+      "/truncated": (_req, res) => {
+        res.writeHead(200, { "content-length": "100" });
+        res.write("short", () => res.socket?.destroy());
+      },
     });
   });
   after(async () => {
@@ -105,6 +109,13 @@ describe("network: outbound requests (main thread)", function () {
     expect(followed).to.deep.include({ ok: true, url: `http://other.test:${server.port}/echo` });
     expect(open.usage.requests).to.equal(2);
     expect(logs.map((l) => [l.host, l.status])).to.deep.equal([["api.test", 301], ["api.test", 301], ["other.test", 200]]);
+  });
+
+  it("a server that closes the connection mid-body is FAILED at once, not a wait for the request timeout", async () => {
+    const started = Date.now();
+    const reply = await go(`${server.origin}/truncated`, ctx([server.origin], [], { requestTimeoutMs: 20_000 }));
+    expect(reply).to.deep.include({ ok: false, result: HttpResult.FAILED });
+    expect(Date.now() - started).to.be.below(5_000);
   });
 
   it("a name that does not resolve is FAILED, not a denial", async () => {
