@@ -33,6 +33,7 @@ import type { PolicyCeilings, PolicyDefaults } from "./policy/authorize.js";
 import type { CidrRange } from "./runtime/net/address-rules.js";
 import { DEFAULT_WORKERS, Sandbox } from "./sandbox.js";
 import { SandboxServer, type ListenAddress } from "./grpc/server.js";
+import type { ConnectionLimits } from "./grpc/connection-listener.js";
 
 /** Everything a daemon is started with; the CLI fills it from flags. */
 export interface DaemonConfig {
@@ -58,6 +59,8 @@ export interface DaemonConfig {
   readonly compile?: CompilerSettings;
   /** --cache-max-bytes: size cap of the on-disk module cache. */
   readonly cacheMaxBytes?: number;
+  /** --max-connections, --connection-idle-timeout-ms (defaults: DEFAULT_CONNECTION_LIMITS). */
+  readonly connections?: ConnectionLimits;
 }
 
 /** Defaults for every setting but the listen address. */
@@ -171,7 +174,7 @@ export class Daemon {
       ...(config.cacheMaxBytes ? { cacheMaxBytes: config.cacheMaxBytes } : {}),
     });
     try {
-      const server = new SandboxServer(sandbox, logger);
+      const server = new SandboxServer(sandbox, logger, config.connections);
       const address = await server.listen(config.listen);
       logger.info(`sandboxd listening on ${address}`, { address, workers: config.workers, cacheDir: config.cacheDir });
       return new Daemon(sandbox, server, address, logger);

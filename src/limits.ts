@@ -71,6 +71,24 @@ export const DEFAULT_MEMORY_CACHE_MAX_BYTES = 256 * 1024 * 1024;
 export const DEFAULT_CACHE_MAX_BYTES = 2 * 1024 * 1024 * 1024;
 /** Elements of all of a guest's wasm tables together (they live on the worker's V8 heap, not in the memory cap). */
 export const MAX_WASM_TABLE_ELEMENTS = 1_000_000;
+/** After an uncaught exception, how long the daemon waits for its last log line to be written before it exits anyway. */
+export const FATAL_LOG_FLUSH_TIMEOUT_MS = 2_000;
+/** Largest trusted key file read (an Ed25519 PEM public key is 113 bytes); a bigger `*.pub` is skipped. */
+export const MAX_TRUSTED_KEY_FILE_BYTES = 16 * 1024;
+/** Wall-clock budget of one read of the trusted key directory; a reload that takes longer keeps the previous keys. */
+export const TRUSTED_KEYS_RELOAD_TIMEOUT_MS = 5_000;
+/** Client connections open at once beyond which new ones are closed on arrival (`--max-connections`); each costs a descriptor. */
+export const DEFAULT_MAX_CONNECTIONS = 1024;
+/** A connection with no call in flight for this long is closed with GOAWAY (`--idle-timeout-ms`); gRPC clients reconnect on their next call. */
+export const DEFAULT_CONNECTION_IDLE_TIMEOUT_MS = 5 * 60 * 1000;
+/** Once the daemon has sent its last bytes on a connection it is closing, how long the peer gets to close its end before the socket is destroyed. */
+export const CONNECTION_CLOSE_GRACE_MS = 1_000;
+/** At most one log line per this interval about connections refused at the cap. */
+export const CONNECTION_CAP_LOG_INTERVAL_MS = 10_000;
+/** Longest a guest's filesystem call waits for another run's rename or path operation before failing with EBUSY. */
+export const NAMESPACE_LOCK_WAIT_MS = 2_000;
+/** Bytes a file write moves per hold of the namespace lock, so a large write delays other guests' renames only briefly. */
+export const NAMESPACE_LOCK_WRITE_CHUNK_BYTES = 1024 * 1024;
 /** Outbound HTTP requests one run may make (redirect hops count) when the policy does not say. */
 export const DEFAULT_MAX_HTTP_REQUESTS = 100;
 /** Operator ceiling on a policy's max_http_requests unless --max-http-requests says otherwise. */

@@ -6,7 +6,7 @@
 import { parseArgs } from "node:util";
 import path from "node:path";
 import { defaultConfig, defaultSocketPath, type DaemonConfig } from "../daemon.js";
-import { parseListenAddress } from "../grpc/server.js";
+import { DEFAULT_CONNECTION_LIMITS, parseListenAddress } from "../grpc/server.js";
 import { parseHostPatterns } from "../policy/host-patterns.js";
 import { parseCidr, type CidrRange } from "../runtime/net/address-rules.js";
 
@@ -42,6 +42,9 @@ export const USAGE = `usage: sandboxd [options]
   --workers N              warm worker threads running guests
   --max-queued-executions N  executions waiting for a worker beyond which Execute is RESOURCE_EXHAUSTED
   --max-buffered-bytes N   bytes held for queued stdin and unread streamed output; beyond it Execute is RESOURCE_EXHAUSTED
+  --max-connections N      client connections open at once; more are closed on arrival (default ${DEFAULT_CONNECTION_LIMITS.maxConnections})
+  --connection-idle-timeout-ms N
+                           close a connection with no call in flight for N ms (default ${DEFAULT_CONNECTION_LIMITS.idleTimeoutMs})
   --log-level LEVEL        error, warn, info (default) or debug
   -h, --help               this text
 `;
@@ -83,6 +86,8 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         workers: { type: "string" },
         "max-queued-executions": { type: "string" },
         "max-buffered-bytes": { type: "string" },
+        "max-connections": { type: "string" },
+        "connection-idle-timeout-ms": { type: "string" },
         "log-level": { type: "string", default: "info" },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -96,7 +101,7 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
   const listen = v.listen === undefined ? base.listen : parseListenAddress(v.listen);
   if (listen instanceof Error) return listen;
   const numbers: Record<string, number | undefined> = {};
-  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "max-write-bytes", "max-created-entries", "max-http-requests", "max-http-response-bytes", "max-http-timeout-ms", "default-timeout-ms", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes", "compile-concurrency", "compile-max-queued", "max-queued-executions", "max-buffered-bytes", "memory-cache-max-bytes"] as const) {
+  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "max-write-bytes", "max-created-entries", "max-http-requests", "max-http-response-bytes", "max-http-timeout-ms", "default-timeout-ms", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes", "compile-concurrency", "compile-max-queued", "max-queued-executions", "max-buffered-bytes", "memory-cache-max-bytes", "max-connections", "connection-idle-timeout-ms"] as const) {
     const text = v[flag];
     if (text === undefined) continue;
     const n = Number(text);
@@ -150,6 +155,10 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
       },
       privateNetworks,
       ...(numbers["cache-max-bytes"] ? { cacheMaxBytes: numbers["cache-max-bytes"] } : {}),
+      connections: {
+        maxConnections: numbers["max-connections"] ?? DEFAULT_CONNECTION_LIMITS.maxConnections,
+        idleTimeoutMs: numbers["connection-idle-timeout-ms"] ?? DEFAULT_CONNECTION_LIMITS.idleTimeoutMs,
+      },
       compile: {
         insecureCompile: v["insecure-compile"],
         ...(v.bwrap ? { bwrapPath: path.resolve(v.bwrap) } : {}),

@@ -2,13 +2,22 @@
 /**
  * `sandboxd`: the daemon's command line. Parses flags into a DaemonConfig,
  * starts the daemon, and maps signals: SIGTERM/SIGINT stop it cleanly, SIGHUP
- * reloads the trusted keys.
+ * reloads the trusted keys, SIGUSR1/SIGUSR2 log a status line (and never open
+ * Node's debugger). An uncaught exception ends the process with a non-zero status.
  */
-import { createLogger } from "../logger.js";
-import { Daemon } from "../daemon.js";
-import { parseFlags, USAGE } from "./daemon-flags.js";
+import type { Daemon } from "../daemon.js";
+import { guardDebugSignals } from "./debug-signals.js";
 
 async function main(): Promise<void> {
+  // First, before the rest of the daemon loads (most of a second): until this
+  // runs, SIGUSR1 would open an unauthenticated debugger on 127.0.0.1:9229.
+  const debugSignals = guardDebugSignals();
+  const [{ createLogger }, { Daemon }, { parseFlags, USAGE }, { exitOnFatalErrors }] = await Promise.all([
+    import("../logger.js"),
+    import("../daemon.js"),
+    import("./daemon-flags.js"),
+    import("./fatal-errors.js"),
+  ]);
   const flags = parseFlags(process.argv.slice(2));
   if (flags instanceof Error) {
     process.stderr.write(`sandboxd: ${flags.message}\n\n${USAGE}`);
@@ -23,9 +32,7 @@ async function main(): Promise<void> {
   process.stderr.on("error", () => undefined);
   process.stdout.on("error", () => undefined);
   const logger = createLogger(flags.logLevel);
-  // A bug must be logged loudly, but one failing call must not take everyone's work down with it.
-  process.on("uncaughtException", (e) => logger.error("uncaught exception", { error: e.message, stack: e.stack }));
-  process.on("unhandledRejection", (e) => logger.error("unhandled rejection", { error: String(e) }));
+  exitOnFatalErrors(logger);
   // Signals are handled from the very start: the daemon logs "listening" before
   // Daemon.start returns, and a supervisor may send SIGTERM right after it; with
   // no handler yet, Node's default would kill us without removing the socket.
@@ -55,6 +62,15 @@ async function main(): Promise<void> {
       () => logger.info("trusted keys reloaded"),
       (e: unknown) => logger.error("reloading trusted keys failed", { error: String(e) }),
     );
+  });
+  debugSignals.report((signal) => {
+    const memory = process.memoryUsage();
+    logger.info(`received ${signal}: status (this daemon opens no debugger)`, {
+      pid: process.pid,
+      uptimeS: Math.round(process.uptime()),
+      rssBytes: memory.rss,
+      heapUsedBytes: memory.heapUsed,
+    });
   });
   try {
     daemon = await Daemon.start(flags.config, logger);

@@ -29,7 +29,7 @@ export const REASONS = {
   POLICY_REQUIRED: { code: Code.Unauthenticated, description: "The request carries no signed policy and the daemon does not allow unsigned runs." },
   POLICY_UNKNOWN_KEY: { code: Code.Unauthenticated, description: "The policy's key_id names no trusted key." },
   POLICY_BAD_SIGNATURE: { code: Code.Unauthenticated, description: "The signature does not verify over the policy bytes with the named key." },
-  POLICY_MALFORMED: { code: Code.Unauthenticated, description: "The signed policy bytes do not decode as a Policy, or grant network without allowed_hosts (or the reverse), or list a malformed host." },
+  POLICY_MALFORMED: { code: Code.Unauthenticated, description: "The signed policy bytes do not decode as a Policy, carry a field this daemon does not know, or grant network without allowed_hosts (or the reverse) or a malformed host." },
   POLICY_NOT_YET_VALID: { code: Code.PermissionDenied, description: "The policy's not_before_unix is in the future." },
   POLICY_EXPIRED: { code: Code.PermissionDenied, description: "The policy's expires_at_unix is in the past, or missing." },
   POLICY_MODULE_MISMATCH: { code: Code.PermissionDenied, description: "The policy is bound to a different module_id." },

@@ -3,14 +3,15 @@ import { loadSync } from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 import { fileURLToPath } from "node:url";
-import { createConnection } from "node:net";
+import { createConnection, type ListenOptions } from "node:net";
 import { lstat, mkdir, unlink } from "node:fs/promises";
 import path from "node:path";
 import { SandboxError } from "../errors/sandbox-error.js";
 import type { Logger } from "../logger.js";
-import { MAX_GRPC_MESSAGE_BYTES } from "../limits.js";
+import { DEFAULT_CONNECTION_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, MAX_GRPC_MESSAGE_BYTES } from "../limits.js";
 import { SandboxServiceService } from "../gen/grpc/sandbox/v1/sandbox.js";
 import type { Sandbox } from "../sandbox.js";
+import { ConnectionListener, type ConnectionLimits } from "./connection-listener.js";
 import { serializeExecuteEvent } from "./output-event-encoding.js";
 import { sandboxService } from "./service.js";
 import { tolerantDecoder } from "./translate.js";
@@ -38,6 +39,12 @@ export function parseListenAddress(text: string): ListenAddress | Error {
   return new Error(`--listen takes unix:///path/to.sock or HOST:PORT, got ${JSON.stringify(text)}`);
 }
 
+/** Connection limits unless the operator sets them. */
+export const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = {
+  maxConnections: DEFAULT_MAX_CONNECTIONS,
+  idleTimeoutMs: DEFAULT_CONNECTION_IDLE_TIMEOUT_MS,
+};
+
 /** The gRPC address string grpc-js binds or dials for a listen address. */
 export function grpcTarget(address: ListenAddress): string {
   return address.kind === "unix" ? `unix://${address.path}` : address.hostPort;
@@ -48,16 +55,23 @@ export class SandboxServer {
   private readonly server: Server;
   private readonly health: HealthImplementation;
   private readonly shutdown = new AbortController();
+  private readonly connections: ConnectionListener;
   private bound: ListenAddress | undefined;
 
   constructor(
     sandbox: Sandbox,
     private readonly logger: Logger,
+    limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS,
   ) {
     this.server = new Server({
       "grpc.max_receive_message_length": MAX_GRPC_MESSAGE_BYTES,
       "grpc.max_send_message_length": MAX_GRPC_MESSAGE_BYTES,
+      // A connection with no call in flight gets GOAWAY; the listener then frees its descriptor even if the peer never answers.
+      "grpc.max_connection_idle_ms": limits.idleTimeoutMs,
     });
+    // The daemon accepts connections itself (to cap them) and hands each to grpc-js.
+    const injector = this.server.createConnectionInjector(ServerCredentials.createInsecure());
+    this.connections = new ConnectionListener((socket) => injector.injectConnection(socket), limits.maxConnections, logger);
     const base = SandboxServiceService;
     const service = {
       compile: { ...base.compile, requestDeserialize: tolerantDecoder(base.compile.requestDeserialize) },
@@ -78,9 +92,7 @@ export class SandboxServer {
   /** Binds and starts serving; returns the bound address (with the real port for HOST:0). */
   async listen(address: ListenAddress): Promise<string> {
     if (address.kind === "unix") await prepareSocketPath(address.path);
-    const port = await new Promise<number>((resolve, reject) => {
-      this.server.bindAsync(grpcTarget(address), ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p)));
-    });
+    const port = await this.connections.listen(listenOptions(address));
     this.bound = address;
     this.health.setStatus("", "SERVING");
     this.health.setStatus(SERVICE_NAME, "SERVING");
@@ -94,11 +106,13 @@ export class SandboxServer {
   async close(graceMs: number): Promise<void> {
     this.health.setStatus("", "NOT_SERVING");
     this.health.setStatus(SERVICE_NAME, "NOT_SERVING");
+    this.connections.stopAccepting();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.logger.warn(`grace period of ${graceMs} ms elapsed; cancelling the calls still running`);
         this.shutdown.abort(new SandboxError("SHUTTING_DOWN", "the daemon is shutting down"));
         this.server.forceShutdown();
+        this.connections.destroyAll();
         resolve();
       }, graceMs);
       this.server.tryShutdown(() => {
@@ -108,6 +122,14 @@ export class SandboxServer {
     });
     if (this.bound?.kind === "unix") await unlink(this.bound.path).catch(() => undefined);
   }
+}
+
+/** What net.Server.listen takes for a listen address: the socket path, or HOST:PORT split (brackets off an IPv6 host). */
+function listenOptions(address: ListenAddress): ListenOptions {
+  if (address.kind === "unix") return { path: address.path };
+  const match = /^(?:\[([0-9a-fA-F:]+)\]|([^:]+)):(\d+)$/.exec(address.hostPort);
+  if (!match) throw new Error(`cannot listen on ${address.hostPort}`);
+  return { host: match[1] ?? match[2], port: Number(match[3]) };
 }
 
 /**

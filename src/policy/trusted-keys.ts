@@ -1,12 +1,22 @@
 import { createPublicKey, type KeyObject } from "node:crypto";
-import { readdir, readFile } from "node:fs/promises";
+import { constants, type Stats } from "node:fs";
+import { open, readdir, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
+import { MAX_TRUSTED_KEY_FILE_BYTES, TRUSTED_KEYS_RELOAD_TIMEOUT_MS } from "../limits.js";
 
 /** File name suffix of a trusted public key: `<key_id>.pub`. */
 export const PUBLIC_KEY_SUFFIX = ".pub";
 
 /** PEM header of an SPKI public key; anything else in a .pub file is refused. */
 const SPKI_PEM_HEADER = "-----BEGIN PUBLIC KEY-----";
+
+/**
+ * A key file is opened without following a symlink and without waiting: opening
+ * a FIFO for reading would otherwise block until a writer came, and since
+ * reloads run one after another, every later reload (a key's removal among
+ * them) would wait behind it for ever.
+ */
+const KEY_FILE_OPEN_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW;
 
 /** Receives one human-readable sentence per key file (or directory) that could not be used. */
 export type ProblemReporter = (message: string) => void;
@@ -20,26 +30,29 @@ export type ProblemReporter = (message: string) => void;
 export class TrustedKeys {
   readonly #dir: string | undefined;
   readonly #onProblem: ProblemReporter;
+  readonly #timeoutMs: number;
   /** Replaced as a whole on reload, so a lookup never sees a half-read directory. */
   #keys: ReadonlyMap<string, KeyObject>;
   /** Reloads run one after another, so a slow older read never overwrites a newer one. */
   #reloading: Promise<void> = Promise.resolve();
 
-  private constructor(dir: string | undefined, onProblem: ProblemReporter, keys: ReadonlyMap<string, KeyObject>) {
+  private constructor(dir: string | undefined, onProblem: ProblemReporter, timeoutMs: number, keys: ReadonlyMap<string, KeyObject>) {
     this.#dir = dir;
     this.#onProblem = onProblem;
+    this.#timeoutMs = timeoutMs;
     this.#keys = keys;
   }
 
   /**
    * Loads every `<key_id>.pub` in `dir` (no directory = no trusted keys, so only
    * --allow-unsigned runs can succeed). Rejects if the directory itself cannot be
-   * read: at startup that is an operator mistake worth stopping for.
+   * read, or not within `timeoutMs`: at startup that is an operator mistake worth
+   * stopping for. Every later reload has the same time budget.
    */
-  static async load(dir: string | undefined, onProblem: ProblemReporter = () => {}): Promise<TrustedKeys> {
-    if (dir === undefined) return new TrustedKeys(undefined, onProblem, new Map());
-    const keys = await readKeyDir(dir, onProblem);
-    return new TrustedKeys(dir, onProblem, keys);
+  static async load(dir: string | undefined, onProblem: ProblemReporter = () => {}, timeoutMs = TRUSTED_KEYS_RELOAD_TIMEOUT_MS): Promise<TrustedKeys> {
+    if (dir === undefined) return new TrustedKeys(undefined, onProblem, timeoutMs, new Map());
+    const keys = await readKeyDirWithin(dir, onProblem, timeoutMs);
+    return new TrustedKeys(dir, onProblem, timeoutMs, keys);
   }
 
   /**
@@ -48,6 +61,8 @@ export class TrustedKeys {
    * was removed, nothing is trusted any more (the operator revoked everything); if
    * it cannot be read for another reason (permissions, I/O), the problem is
    * reported and the previous set stays, so a transient error is not an outage.
+   * A read that takes longer than the time budget is abandoned the same way, so
+   * the reloads queued behind it still run.
    */
   async reload(): Promise<void> {
     const next = this.#reloading.then(() => this.#reloadNow());
@@ -59,7 +74,7 @@ export class TrustedKeys {
   async #reloadNow(): Promise<void> {
     if (this.#dir === undefined) return;
     try {
-      this.#keys = await readKeyDir(this.#dir, this.#onProblem);
+      this.#keys = await readKeyDirWithin(this.#dir, this.#onProblem, this.#timeoutMs);
     } catch (e: unknown) {
       if (isErrnoException(e) && e.code === "ENOENT") {
         this.#onProblem(`trusted key directory ${this.#dir} no longer exists; no key is trusted now`);
@@ -86,11 +101,31 @@ export class TrustedKeys {
   }
 }
 
-/** Reads one key directory into a fresh map; rejects only if the directory cannot be listed. */
-async function readKeyDir(dir: string, onProblem: ProblemReporter): Promise<Map<string, KeyObject>> {
+/** readKeyDir, abandoned (and rejecting) after `timeoutMs`; an abandoned read stops at its next file. */
+async function readKeyDirWithin(dir: string, onProblem: ProblemReporter, timeoutMs: number): Promise<Map<string, KeyObject>> {
+  const abandon = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const error = new Error(`reading ${dir} took longer than ${timeoutMs} ms`);
+      abandon.abort(error);
+      reject(error);
+    }, timeoutMs);
+  });
+  try {
+    // race() subscribes to both, so the abandoned read's later rejection is handled.
+    return await Promise.race([readKeyDir(dir, onProblem, abandon.signal), timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Reads one key directory into a fresh map; rejects only if the directory cannot be listed, or on `signal`. */
+async function readKeyDir(dir: string, onProblem: ProblemReporter, signal: AbortSignal): Promise<Map<string, KeyObject>> {
   const entries = await readdir(dir, { withFileTypes: true });
   const keys = new Map<string, KeyObject>();
   for (const entry of entries) {
+    signal.throwIfAborted();
     if (!entry.name.endsWith(PUBLIC_KEY_SUFFIX)) continue;
     const keyId = entry.name.slice(0, -PUBLIC_KEY_SUFFIX.length);
     const file = join(dir, entry.name);
@@ -110,12 +145,8 @@ async function readKeyDir(dir: string, onProblem: ProblemReporter): Promise<Map<
 
 /** Parses one key file; returns the key, or a sentence saying why it is unusable. */
 async function readPublicKey(file: string): Promise<KeyObject | string> {
-  let pem: string;
-  try {
-    pem = await readFile(file, "utf8");
-  } catch (e: unknown) {
-    return `cannot read it (${describe(e)})`;
-  }
+  const pem = await readKeyFile(file);
+  if (pem instanceof Error) return pem.message;
   // createPublicKey would happily derive a public key from a private one; a private
   // key in the trust directory is a leak to flag, not something to use quietly.
   if (!pem.includes(SPKI_PEM_HEADER)) return `not a PEM SPKI public key (expected "${SPKI_PEM_HEADER}")`;
@@ -127,6 +158,51 @@ async function readPublicKey(file: string): Promise<KeyObject | string> {
   }
   if (key.asymmetricKeyType !== "ed25519") return `key type is ${key.asymmetricKeyType ?? "unknown"}, expected ed25519`;
   return key;
+}
+
+/**
+ * The text of a key file if it is a regular file of at most
+ * MAX_TRUSTED_KEY_FILE_BYTES, else an Error saying what it is instead.
+ */
+async function readKeyFile(file: string): Promise<string | Error> {
+  let handle: FileHandle;
+  try {
+    handle = await open(file, KEY_FILE_OPEN_FLAGS);
+  } catch (e: unknown) {
+    if (isErrnoException(e) && e.code === "ELOOP") return new Error("it is a symbolic link (key files must be regular files in the directory itself)");
+    return new Error(`cannot open it (${describe(e)})`);
+  }
+  try {
+    const stats = await handle.stat();
+    if (!stats.isFile()) return new Error(`it is ${fileKind(stats)}, not a regular file`);
+    if (stats.size > MAX_TRUSTED_KEY_FILE_BYTES) return tooLarge(stats.size);
+    // Read one byte past the cap: the file may have grown since fstat.
+    const buffer = Buffer.alloc(MAX_TRUSTED_KEY_FILE_BYTES + 1);
+    let length = 0;
+    for (;;) {
+      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, length);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+      if (length > MAX_TRUSTED_KEY_FILE_BYTES) return tooLarge(length);
+    }
+    return buffer.toString("utf8", 0, length);
+  } catch (e: unknown) {
+    return new Error(`cannot read it (${describe(e)})`);
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
+}
+
+function tooLarge(bytes: number): Error {
+  return new Error(`it has ${bytes} bytes, more than the ${MAX_TRUSTED_KEY_FILE_BYTES} a key file may have`);
+}
+
+function fileKind(stats: Stats): string {
+  if (stats.isDirectory()) return "a directory";
+  if (stats.isFIFO()) return "a FIFO";
+  if (stats.isSocket()) return "a socket";
+  if (stats.isCharacterDevice() || stats.isBlockDevice()) return "a device";
+  return "of an unknown kind";
 }
 
 function isErrnoException(e: unknown): e is NodeJS.ErrnoException {

@@ -5,8 +5,10 @@ import { elapsedUs } from "../elapsed.js";
 import type { Logger } from "../logger.js";
 import type { BufferBudget } from "./buffer-budget.js";
 import type { Denial, RunListener, RunResult } from "./execution.js";
-import { createStreamWindow, credit } from "./stream-window.js";
 import { openOutboundSession, type OutboundSettings } from "./net/outbound-session.js";
+import { createStreamWindow, credit } from "./stream-window.js";
+import { namespaceLockHolder, processNamespaceLock, releaseNamespaceLockHeldBy } from "./wasi/host.js";
+import type { WorkerInit } from "./worker.js";
 import type { FromWorker, GuestParameters, RunMessage } from "./worker-protocol.js";
 
 /**
@@ -172,7 +174,10 @@ export class WorkerPool {
    * must never touch the job that runs in its slot now.
    */
   private attachWorker(slot: Slot): Promise<void> {
+    const namespaceLock = processNamespaceLock();
+    const init: WorkerInit = { namespaceLock };
     const worker = new Worker(new URL("./worker.js", import.meta.url), {
+      workerData: init,
       resourceLimits: { maxOldGenerationSizeMb: WORKER_MAX_OLD_GENERATION_MB },
       // The guest must never reach the daemon's own stdio or environment.
       stdout: true,
@@ -180,6 +185,9 @@ export class WorkerPool {
       stdin: false,
       env: {},
     });
+    // A worker terminated mid-call may die holding the namespace lock: release it for the thread once it is gone.
+    const holder = namespaceLockHolder(worker.threadId);
+    worker.once("exit", () => releaseNamespaceLockHeldBy(namespaceLock, holder));
     slot.worker = worker;
     slot.ready = false;
     slot.modules.clear();

@@ -4,7 +4,7 @@
  * the guest can do happens synchronously here; the main thread enforces time by
  * terminating this thread.
  */
-import { parentPort } from "node:worker_threads";
+import { parentPort, workerData } from "node:worker_threads";
 import { performance } from "node:perf_hooks";
 import { MAX_DENIALS, STREAM_FLUSH_BYTES, STREAM_FLUSH_INTERVAL_MS, STREAM_WINDOW_BYTES } from "../limits.js";
 import { elapsedUs } from "../elapsed.js";
@@ -14,8 +14,15 @@ import { waitAndCharge } from "./stream-window.js";
 import { WasiHost } from "./wasi/host.js";
 import type { FromWorker, RunMessage, ToWorker } from "./worker-protocol.js";
 
+/** Data the pool gives each worker at start. */
+export interface WorkerInit {
+  /** The process's namespace lock, which orders guests' renames against other guests' path operations. */
+  readonly namespaceLock: Int32Array;
+}
+
 const port = parentPort;
 if (!port) throw new Error("worker.ts must run in a worker thread");
+const init = workerData as WorkerInit;
 const modules = new Map<string, WebAssembly.Module>();
 
 function post(message: FromWorker): void {
@@ -143,6 +150,7 @@ function run(message: RunMessage): void {
         maxOutputBytes: message.maxOutputBytes,
         maxWriteBytes: message.maxWriteBytes,
         maxCreatedEntries: message.maxCreatedEntries,
+        namespaceLock: init.namespaceLock,
         ...(message.http ? { http: new HttpChannelClient(message.http.channel, started + message.http.timeoutMs) } : {}),
         onStdout: (bytes) => stdout.write(bytes),
         onStderr: (bytes) => stderr.write(bytes),

@@ -30,6 +30,10 @@ describe("systemd/sandboxd.service", function () {
     expect(directive("KillSignal")).to.equal("SIGTERM");
     expect(directive("ExecReload")).to.contain("kill -HUP $MAINPID");
   });
+
+  it("restarts the daemon after it exits non-zero, as it does on an uncaught exception", function () {
+    expect(directive("Restart")).to.be.oneOf(["on-failure", "always"]);
+  });
 });
 
 describe("daemon flags", function () {

@@ -1,9 +1,30 @@
+import { execFileSync } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
-import { mkdir, rm, unlink, writeFile } from "node:fs/promises";
+import { closeSync, constants, openSync } from "node:fs";
+import { mkdir, open, rm, symlink, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { expect } from "chai";
+import { MAX_TRUSTED_KEY_FILE_BYTES } from "../../src/limits.js";
 import { TrustedKeys } from "../../src/policy/trusted-keys.js";
 import { makeKey, tempDir, writePublicKeys } from "./policy-fixtures.js";
+
+/**
+ * Occupies every libuv threadpool thread of this process with an open() of a
+ * FIFO that has no writer yet, so this process's file system calls wait behind
+ * them (a real stalled file system, not a mock). Returns the release.
+ */
+function stallFileSystem(scratch: string): () => Promise<void> {
+  const threads = Number(process.env["UV_THREADPOOL_SIZE"] ?? 4);
+  const fifos = Array.from({ length: threads }, (_, i) => join(scratch, `stall-${i}`));
+  for (const fifo of fifos) execFileSync("mkfifo", [fifo]);
+  const stalled = fifos.map((fifo) => open(fifo, "r"));
+  return async () => {
+    // A writer arriving completes each stalled open().
+    const writers = fifos.map((fifo) => openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK));
+    for (const handle of await Promise.all(stalled)) await handle.close();
+    for (const fd of writers) closeSync(fd);
+  };
+}
 
 describe("policy trusted keys", () => {
   let tmp: { path: string; remove: () => Promise<void> };
@@ -119,5 +140,60 @@ describe("policy trusted keys", () => {
     expect(keys.ids()).to.deep.equal(["a"]);
     expect(problems).to.have.length(1);
     expect(problems[0]).to.contain("keeping");
+  });
+
+  it("skips a FIFO, a symlink and an oversize file without blocking, saying why", async () => {
+    await writePublicKeys(dir, [makeKey("good")]);
+    execFileSync("mkfifo", [join(dir, "fifo.pub")]);
+    const elsewhere = makeKey("elsewhere");
+    await writePublicKeys(tmp.path, [elsewhere]);
+    await symlink(join(tmp.path, "elsewhere.pub"), join(dir, "elsewhere.pub"));
+    await writeFile(join(dir, "huge.pub"), "#".repeat(MAX_TRUSTED_KEY_FILE_BYTES) + "\n" + makeKey("huge").publicPem);
+    const problems: string[] = [];
+    const keys = await TrustedKeys.load(dir, (m) => problems.push(m));
+    expect(keys.ids()).to.deep.equal(["good"]);
+    expect(problems.find((p) => p.includes("fifo.pub"))).to.contain("it is a FIFO, not a regular file");
+    expect(problems.find((p) => p.includes("elsewhere.pub"))).to.contain("it is a symbolic link");
+    expect(problems.find((p) => p.includes("huge.pub"))).to.contain(`more than the ${MAX_TRUSTED_KEY_FILE_BYTES} a key file may have`);
+  });
+
+  it("accepts a key file of exactly the size cap", async () => {
+    const key = makeKey("padded");
+    await writeFile(join(dir, "padded.pub"), "#".repeat(MAX_TRUSTED_KEY_FILE_BYTES - key.publicPem.length - 1) + "\n" + key.publicPem);
+    const keys = await TrustedKeys.load(dir);
+    expect(keys.ids()).to.deep.equal(["padded"]);
+  });
+
+  it("a reload that outlasts its time budget keeps the previous keys, and the next reload still runs", async () => {
+    const RELOAD_BUDGET_MS = 300;
+    await writePublicKeys(dir, [makeKey("old")]);
+    const problems: string[] = [];
+    const keys = await TrustedKeys.load(dir, (m) => problems.push(m), RELOAD_BUDGET_MS);
+    await unlink(join(dir, "old.pub"));
+    await writePublicKeys(dir, [makeKey("new")]);
+    const release = stallFileSystem(tmp.path);
+    try {
+      const started = Date.now();
+      await keys.reload();
+      expect(Date.now() - started).to.be.within(RELOAD_BUDGET_MS - 10, RELOAD_BUDGET_MS + 1_000);
+      expect(keys.ids()).to.deep.equal(["old"]);
+      expect(problems.join("\n")).to.contain(`took longer than ${RELOAD_BUDGET_MS} ms`).and.to.contain("keeping the 1 key(s) loaded before");
+    } finally {
+      await release();
+    }
+    await keys.reload();
+    expect(keys.ids()).to.deep.equal(["new"]);
+  });
+
+  it("load rejects when reading the directory outlasts its time budget", async () => {
+    await writePublicKeys(dir, [makeKey("a")]);
+    const release = stallFileSystem(tmp.path);
+    let failure: unknown;
+    try {
+      await TrustedKeys.load(dir, () => {}, 100).catch((e: unknown) => (failure = e));
+    } finally {
+      await release();
+    }
+    expect(String(failure)).to.contain("took longer than 100 ms");
   });
 });

@@ -222,4 +222,23 @@ describe("WASI red team: filesystem", function () {
     expect(s.run(mounts)).to.deep.equal([0, 0, Errno.NOTCAPABLE, 0, 0, 0, Errno.NOTCAPABLE, Errno.NOTCAPABLE]);
     expect(existsSync(join(root, "other", "moved", "b", "x"))).to.equal(false);
   });
+
+  it("path_open with O_CREAT (tried first with O_EXCL, to know what it created) gives the kernel's answers", () => {
+    writeFileSync(join(mount, "f"), "keep");
+    symlinkSync("f", join(mount, "link"));
+    symlinkSync("nowhere", join(mount, "dangling"));
+    const s = new Script()
+      .open(3, "f", Oflags.CREAT, RW).close(4) // exists: opened as is, not truncated
+      .open(3, "new", Oflags.CREAT, RW).close(4)
+      .open(3, "sub", Oflags.CREAT, Rights.FD_READ) // a directory
+      .open(3, "sub", Oflags.CREAT, RW)
+      .open(3, "link", Oflags.CREAT, RW) // symlinks are never followed by the kernel
+      .open(3, "dangling", Oflags.CREAT, RW)
+      .open(3, "f", Oflags.CREAT | Oflags.EXCL, RW)
+      .open(3, "f", Oflags.CREAT | Oflags.TRUNC, RW).close(4);
+    expect(s.run(rw())).to.deep.equal([0, 0, 0, 0, Errno.ISDIR, Errno.ISDIR, Errno.LOOP, Errno.LOOP, Errno.EXIST, 0, 0]);
+    expect(readFileSync(join(mount, "f"), "utf8")).to.equal("");
+    expect(existsSync(join(mount, "new"))).to.equal(true);
+    expect(existsSync(join(mount, "nowhere"))).to.equal(false);
+  });
 });

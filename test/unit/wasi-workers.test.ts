@@ -2,27 +2,8 @@ import { expect } from "chai";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { Worker } from "node:worker_threads";
 import type { WasiMount } from "../../src/runtime/wasi/host.js";
-import type { GuestJob, GuestReply } from "../fixtures/wasi/worker-entry.js";
-import { guestWasmPath, openFdCount } from "../fixtures/wasi/guest.js";
-
-const WORKER_ENTRY = fileURLToPath(new URL("../fixtures/wasi/worker-entry.js", import.meta.url));
-
-function startGuest(job: GuestJob): { worker: Worker; done: Promise<GuestReply>; spoke: Promise<void> } {
-  const worker = new Worker(WORKER_ENTRY, { workerData: job });
-  let spoke!: () => void;
-  const spokePromise = new Promise<void>((r) => { spoke = r; });
-  const done = new Promise<GuestReply>((resolve, reject) => {
-    worker.on("message", (m: GuestReply | { progress: string }) => {
-      if ("progress" in m) spoke();
-      else resolve(m);
-    });
-    worker.once("error", reject);
-  });
-  return { worker, done, spoke: spokePromise };
-}
+import { guestWasmPath, openFdCount, startGuestWorker as startGuest } from "../fixtures/wasi/guest.js";
 
 describe("WASI host in worker threads", function () {
   this.timeout(120_000);
@@ -45,8 +26,8 @@ describe("WASI host in worker threads", function () {
     const b = startGuest({ wasmPath, args: ["append-many", "/shared/log", "B", String(lines)], mounts });
     const [ra, rb] = await Promise.all([a.done, b.done]);
     await Promise.all([a.worker.terminate(), b.worker.terminate()]);
-    expect(ra).to.deep.equal({ outcome: "exited", stdout: "ok\n" });
-    expect(rb).to.deep.equal({ outcome: "exited", stdout: "ok\n" });
+    expect(ra).to.deep.equal({ outcome: "exited", stdout: "ok\n", denials: [] });
+    expect(rb).to.deep.equal({ outcome: "exited", stdout: "ok\n", denials: [] });
     const log = readFileSync(join(dir, "log"), "utf8").split("\n").filter((l) => l !== "");
     expect(log).to.have.length(2 * lines);
     for (const tag of ["A", "B"]) {

@@ -1,13 +1,18 @@
 import { execFileSync } from "node:child_process";
 import * as nodeFs from "node:fs";
 import { resolve as resolvePath } from "node:path";
-import { DEFAULT_MAX_CREATED_ENTRIES, DEFAULT_MAX_WRITE_BYTES, MAX_OPEN_FDS } from "../../limits.js";
+import {
+  DEFAULT_MAX_CREATED_ENTRIES, DEFAULT_MAX_WRITE_BYTES, MAX_OPEN_FDS, NAMESPACE_LOCK_WAIT_MS, NAMESPACE_LOCK_WRITE_CHUNK_BYTES,
+} from "../../limits.js";
 import {
   DIR_RIGHTS, DIRENT_SIZE, Errno, EventType, FILE_RIGHTS, FILESTAT_SIZE, Fdflags, Filetype, Fstflags,
   LOOKUP_SYMLINK_FOLLOW, MUTATING_RIGHTS, Oflags, Rights, Whence,
 } from "./abi.js";
 import { registerHostFd, unregisterHostFd } from "./fd-registry.js";
 import { errnoOf } from "./errno.js";
+import {
+  acquireExclusive, acquireShared, namespaceLockHolder, processNamespaceLock, releaseExclusive, releaseShared,
+} from "./namespace-lock.js";
 import type { GuestMemory, WasiHostOptions } from "./host.js";
 
 const {
@@ -19,6 +24,8 @@ const {
 const MAX_SYMLINK_EXPANSIONS = 40;
 /** Longest guest path accepted, as Linux's PATH_MAX. */
 const MAX_PATH_BYTES = 4096;
+/** Times path_open retries an O_CREAT whose file another writer keeps removing and recreating under it. */
+const MAX_CREATE_ATTEMPTS = 3;
 
 /** A mount as served: its real (symlink-free) host root, fixed when the run starts. */
 interface MountState {
@@ -107,6 +114,9 @@ export class WasiFs {
   private writeBytesLeft: number;
   /** Files, directories and links this run may still create. */
   private createsLeft: number;
+  /** Serializes every guest's renames against every guest's path operations and file mutations (see namespace-lock.ts). */
+  private readonly lock: Int32Array;
+  private readonly holder = namespaceLockHolder();
 
   constructor(
     private readonly options: WasiHostOptions,
@@ -114,6 +124,7 @@ export class WasiFs {
   ) {
     this.writeBytesLeft = options.maxWriteBytes ?? DEFAULT_MAX_WRITE_BYTES;
     this.createsLeft = options.maxCreatedEntries ?? DEFAULT_MAX_CREATED_ENTRIES;
+    this.lock = options.namespaceLock ?? processNamespaceLock();
   }
 
   /** Opens one descriptor per mount (fds 3, 4, ...); returns an error text if a mount cannot be served. */
@@ -428,6 +439,100 @@ export class WasiFs {
     }
   }
 
+  /**
+   * Runs `body` (a whole path operation: walk, checks and act, or a check and a mutation through an open file) as
+   * a reader of the namespace lock, so no guest's rename can move a directory between its checks and its act.
+   */
+  private shared<T>(operation: string, d: Descriptor, path: string, body: () => T): T {
+    const slot = acquireShared(this.lock, this.holder, NAMESPACE_LOCK_WAIT_MS);
+    if (slot < 0) this.lockTimedOut(operation, d, path);
+    try {
+      return body();
+    } finally {
+      releaseShared(this.lock, slot);
+    }
+  }
+
+  /** Runs `body` (a rename) with the namespace lock alone: no other guest is between a check and an act meanwhile. */
+  private exclusive<T>(operation: string, d: Descriptor, path: string, body: () => T): T {
+    if (!acquireExclusive(this.lock, this.holder, NAMESPACE_LOCK_WAIT_MS)) this.lockTimedOut(operation, d, path);
+    try {
+      return body();
+    } finally {
+      releaseExclusive(this.lock, this.holder);
+    }
+  }
+
+  private lockTimedOut(operation: string, d: Descriptor, path: string): never {
+    this.deny(operation, d, path, `another run held the filesystem lock for over ${NAMESPACE_LOCK_WAIT_MS} ms`);
+    throw new GuestErrno(Errno.BUSY);
+  }
+
+  /** Runs `body`, a mutation through the open file `d`, only while the file still lies under its mount. */
+  private mutateFile<T>(operation: string, d: Descriptor, body: () => T): T {
+    return this.shared(operation, d, "", () => {
+      // Writes follow the file wherever it is moved; a guest's grant covers it only while it is in the mount.
+      if (!this.insideMount(d.hostFd, d.mount)) {
+        this.deny(operation, d, "", "it was moved outside the mount after it was opened");
+        throw new GuestErrno(Errno.NOTCAPABLE);
+      }
+      return body();
+    });
+  }
+
+  /**
+   * After `r.name` was created in `r.dirFd`: if that directory no longer lies under the mount, remove what was
+   * created (`undo`) and refuse. Guests' renames cannot get here (they wait for the lock); a process outside the
+   * daemon can, by moving the directory away during the call. The undo acts in that same directory, which
+   * whoever moved it can write to anyway (moving a directory to a new parent needs write access to it).
+   */
+  private keepCreatedInside(operation: string, d: Descriptor, path: string, r: Resolved, undo: () => void): void {
+    if (this.insideMount(r.dirFd, d.mount)) return;
+    try {
+      undo();
+    } catch {
+      // Already gone or replaced: nothing of ours is left to remove.
+    }
+    this.deny(operation, d, path, "the directory was moved outside the mount during the call; what it created there was removed");
+    throw new GuestErrno(Errno.NOTCAPABLE);
+  }
+
+  /** Removes `r.name` if it is still the inode `created` (what this call made), never something put there since. */
+  private unlinkIfSame(r: Resolved, created: nodeFs.BigIntStats): void {
+    const now = nodeFs.lstatSync(at(r.dirFd, r.name), { bigint: true });
+    if (now.ino === created.ino && now.dev === created.dev) nodeFs.unlinkSync(at(r.dirFd, r.name));
+  }
+
+  /**
+   * Opens the final component of a path_open. With O_CREAT but not O_EXCL it first tries O_EXCL, so it knows
+   * whether this call created the file (only then may a refusal remove it); the kernel's answers stay those of
+   * the single open (EISDIR for an existing directory, ELOOP for a symlink).
+   */
+  private openFinal(r: Resolved, flags: number): { fd: number; slot: number; created: boolean } {
+    const target = at(r.dirFd, r.name);
+    if ((flags & O_CREAT) === 0 || (flags & O_EXCL) !== 0) return { ...this.openHost(target, flags, 0o666), created: (flags & O_CREAT) !== 0 };
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return { ...this.openHost(target, flags | O_EXCL, 0o666), created: true };
+      } catch (e: unknown) {
+        if (!(e instanceof GuestErrno) || e.errno !== Errno.EXIST) throw e;
+      }
+      let opened: { fd: number; slot: number };
+      try {
+        opened = this.openHost(target, flags & ~O_CREAT);
+      } catch (e: unknown) {
+        // Removed between the two opens: create it after all (another writer keeps racing us: give up).
+        if (e instanceof GuestErrno && e.errno === Errno.NOENT && attempt < MAX_CREATE_ATTEMPTS) continue;
+        throw e;
+      }
+      if (nodeFs.fstatSync(opened.fd).isDirectory()) {
+        this.closeHost(opened.fd, opened.slot);
+        throw new GuestErrno(Errno.ISDIR);
+      }
+      return { ...opened, created: false };
+    }
+  }
+
   /** Turns thrown GuestErrno/Node errors into an errno for the guest. */
   private guard(body: () => number): number {
     try {
@@ -548,6 +653,11 @@ export class WasiFs {
     return n;
   }
 
+  /**
+   * Writes the iovecs in pieces of at most NAMESPACE_LOCK_WRITE_CHUNK_BYTES, each under the namespace lock and
+   * only while the file is still inside its mount, so one large write never holds up other guests' renames for
+   * long. Refused after some bytes went out, it reports the short count (the guest's next write is refused).
+   */
   private writeFrom(operation: string, d: Descriptor, iovs: number, iovsLen: number, position: number | null): number {
     let n = 0;
     const list = this.iovecs(iovs, iovsLen);
@@ -557,7 +667,18 @@ export class WasiFs {
     for (let i = 0; i < list.count; i++) {
       const buf = list.at(i);
       let off = 0;
-      while (off < buf.length) off += nodeFs.writeSync(d.hostFd, buf, off, buf.length - off, position === null ? null : position + n + off);
+      while (off < buf.length) {
+        const len = Math.min(buf.length - off, NAMESPACE_LOCK_WRITE_CHUNK_BYTES);
+        try {
+          off += this.mutateFile(operation, d, () =>
+            nodeFs.writeSync(d.hostFd, buf, off, len, position === null ? null : position + n + off));
+        } catch (e: unknown) {
+          // Charged in full above: give back what was never written.
+          this.writeBytesLeft += total - (n + off);
+          if (n + off > 0 && e instanceof GuestErrno) return n + off;
+          throw e;
+        }
+      }
       n += buf.length;
     }
     return n;
@@ -733,8 +854,10 @@ export class WasiFs {
         return Errno.BADF;
       }
       if (size > BigInt(Number.MAX_SAFE_INTEGER)) return Errno.FBIG;
-      this.chargeWrite("fd_filestat_set_size", d, Number(size) - nodeFs.fstatSync(d.hostFd).size);
-      nodeFs.ftruncateSync(d.hostFd, Number(size));
+      this.mutateFile("fd_filestat_set_size", d, () => {
+        this.chargeWrite("fd_filestat_set_size", d, Number(size) - nodeFs.fstatSync(d.hostFd).size);
+        nodeFs.ftruncateSync(d.hostFd, Number(size));
+      });
       return Errno.SUCCESS;
     });
   }
@@ -748,7 +871,8 @@ export class WasiFs {
         return Errno.BADF;
       }
       // The magic link, followed, is exactly the file we hold.
-      this.setTimes(`/proc/self/fd/${d.hostFd}`, false, () => nodeFs.fstatSync(d.hostFd, { bigint: true }), atim, mtim, flags);
+      this.mutateFile("fd_filestat_set_times", d, () =>
+        this.setTimes(`/proc/self/fd/${d.hostFd}`, false, () => nodeFs.fstatSync(d.hostFd, { bigint: true }), atim, mtim, flags));
       return Errno.SUCCESS;
     });
   }
@@ -774,11 +898,13 @@ export class WasiFs {
       }
       const end = offset + len;
       if (end > BigInt(Number.MAX_SAFE_INTEGER)) return Errno.FBIG;
-      const size = nodeFs.fstatSync(d.hostFd).size;
-      if (Number(end) > size) {
-        this.chargeWrite("fd_allocate", d, Number(end) - size);
-        nodeFs.ftruncateSync(d.hostFd, Number(end));
-      }
+      this.mutateFile("fd_allocate", d, () => {
+        const size = nodeFs.fstatSync(d.hostFd).size;
+        if (Number(end) > size) {
+          this.chargeWrite("fd_allocate", d, Number(end) - size);
+          nodeFs.ftruncateSync(d.hostFd, Number(end));
+        }
+      });
       return Errno.SUCCESS;
     });
   }
@@ -928,7 +1054,7 @@ export class WasiFs {
         return Errno.MFILE;
       }
       const follow = (dirflags & LOOKUP_SYMLINK_FOLLOW) !== 0;
-      return this.withPath("path_open", d, path, follow, (r) => {
+      return this.shared("path_open", d, path, () => this.withPath("path_open", d, path, follow, (r) => {
         let flags = O_NONBLOCK; // never hang on a FIFO the mount may contain; regular files ignore it
         if ((oflags & Oflags.DIRECTORY) !== 0) flags |= O_DIRECTORY;
         if ((oflags & Oflags.CREAT) !== 0) flags |= O_CREAT;
@@ -944,9 +1070,9 @@ export class WasiFs {
         if (r.trailingSlash && (oflags & Oflags.CREAT) !== 0) return Errno.ISDIR;
         if (r.trailingSlash) flags |= O_DIRECTORY;
         if ((oflags & Oflags.CREAT) !== 0 && !this.exists(r)) this.chargeCreate("path_open", d, path);
-        let opened: { fd: number; slot: number };
+        let opened: { fd: number; slot: number; created: boolean };
         try {
-          opened = this.openHost(at(r.dirFd, r.name), flags, 0o666);
+          opened = this.openFinal(r, flags);
         } catch (e: unknown) {
           // O_NOFOLLOW on a symlink says ELOOP; for a directory lookup, "not a directory" is the POSIX answer.
           if (e instanceof GuestErrno && e.errno === Errno.LOOP && (oflags & Oflags.DIRECTORY) !== 0) return Errno.NOTDIR;
@@ -955,7 +1081,15 @@ export class WasiFs {
         let keep = false;
         try {
           if (!this.insideMount(opened.fd, d.mount)) {
-            this.deny("path_open", d, path, "the opened file lies outside the mount");
+            // Only a process outside the daemon can get here (guests' renames wait for the lock): see keepCreatedInside.
+            if (opened.created) {
+              try {
+                this.unlinkIfSame(r, nodeFs.fstatSync(opened.fd, { bigint: true }));
+              } catch {
+                // Already gone or replaced: nothing of ours is left to remove.
+              }
+            }
+            this.deny("path_open", d, path, `the opened file lies outside the mount${opened.created ? "; the file it created there was removed" : ""}`);
             return Errno.NOTCAPABLE;
           }
           const st = nodeFs.fstatSync(opened.fd);
@@ -978,7 +1112,7 @@ export class WasiFs {
         } finally {
           if (!keep) this.closeHost(opened.fd, opened.slot);
         }
-      });
+      }));
     });
   }
 
@@ -989,12 +1123,14 @@ export class WasiFs {
       const path = this.readPath(pathPtr, pathLen);
       this.requireWritable("path_create_directory", d, path);
       this.requireRights(d, Rights.PATH_CREATE_DIRECTORY);
-      return this.withPath("path_create_directory", d, path, false, (r) => {
+      return this.shared("path_create_directory", d, path, () => this.withPath("path_create_directory", d, path, false, (r) => {
         if (r.name === ".") return Errno.EXIST;
         this.chargeCreate("path_create_directory", d, path);
         nodeFs.mkdirSync(at(r.dirFd, r.name), 0o777);
+        // rmdir removes only an empty directory: never anything someone put in its place.
+        this.keepCreatedInside("path_create_directory", d, path, r, () => nodeFs.rmdirSync(at(r.dirFd, r.name)));
         return Errno.SUCCESS;
-      });
+      }));
     });
   }
 
@@ -1004,12 +1140,12 @@ export class WasiFs {
       const d = this.get(fd);
       const path = this.readPath(pathPtr, pathLen);
       this.requireRights(d, Rights.PATH_FILESTAT_GET);
-      return this.withPath("path_filestat_get", d, path, (flags & LOOKUP_SYMLINK_FOLLOW) !== 0, (r) => {
+      return this.shared("path_filestat_get", d, path, () => this.withPath("path_filestat_get", d, path, (flags & LOOKUP_SYMLINK_FOLLOW) !== 0, (r) => {
         const st = this.lstatAt(r);
         if (r.trailingSlash && !st.isDirectory()) return Errno.NOTDIR;
         this.writeFilestat(out, st);
         return Errno.SUCCESS;
-      });
+      }));
     });
   }
 
@@ -1021,10 +1157,10 @@ export class WasiFs {
       const path = this.readPath(pathPtr, pathLen);
       this.requireWritable("path_filestat_set_times", d, path);
       this.requireRights(d, Rights.PATH_FILESTAT_SET_TIMES);
-      return this.withPath("path_filestat_set_times", d, path, (flags & LOOKUP_SYMLINK_FOLLOW) !== 0, (r) => {
+      return this.shared("path_filestat_set_times", d, path, () => this.withPath("path_filestat_set_times", d, path, (flags & LOOKUP_SYMLINK_FOLLOW) !== 0, (r) => {
         this.setTimes(at(r.dirFd, r.name), true, () => this.lstatAt(r), atim, mtim, fst);
         return Errno.SUCCESS;
-      });
+      }));
     });
   }
 
@@ -1040,7 +1176,7 @@ export class WasiFs {
       this.requireWritable("path_link", nd, newPath);
       this.requireRights(od, Rights.PATH_LINK_SOURCE);
       this.requireRights(nd, Rights.PATH_LINK_TARGET);
-      return this.withPath("path_link", od, oldPath, (oldFlags & LOOKUP_SYMLINK_FOLLOW) !== 0, (ro) =>
+      return this.shared("path_link", nd, newPath, () => this.withPath("path_link", od, oldPath, (oldFlags & LOOKUP_SYMLINK_FOLLOW) !== 0, (ro) =>
         this.withPath("path_link", nd, newPath, false, (rn) => {
           const st = this.lstatAt(ro);
           if (st.isDirectory()) return Errno.PERM;
@@ -1048,8 +1184,9 @@ export class WasiFs {
           if (rn.trailingSlash) return this.exists(rn) ? Errno.EXIST : Errno.NOENT;
           this.chargeCreate("path_link", nd, newPath);
           nodeFs.linkSync(at(ro.dirFd, ro.name), at(rn.dirFd, rn.name));
+          this.keepCreatedInside("path_link", nd, newPath, rn, () => this.unlinkIfSame(rn, st));
           return Errno.SUCCESS;
-        }));
+        })));
     });
   }
 
@@ -1059,14 +1196,14 @@ export class WasiFs {
       const d = this.get(fd);
       const path = this.readPath(pathPtr, pathLen);
       this.requireRights(d, Rights.PATH_READLINK);
-      return this.withPath("path_readlink", d, path, false, (r) => {
+      return this.shared("path_readlink", d, path, () => this.withPath("path_readlink", d, path, false, (r) => {
         const target = nodeFs.readlinkSync(at(r.dirFd, r.name), { encoding: "buffer" });
         const n = Math.min(target.length, bufLen);
         const { view, u8 } = this.memory();
         u8.set(target.subarray(0, n), buf);
         view.setUint32(out, n, true);
         return Errno.SUCCESS;
-      });
+      }));
     });
   }
 
@@ -1077,13 +1214,13 @@ export class WasiFs {
       const path = this.readPath(pathPtr, pathLen);
       this.requireWritable("path_remove_directory", d, path);
       this.requireRights(d, Rights.PATH_REMOVE_DIRECTORY);
-      return this.withPath("path_remove_directory", d, path, false, (r) => {
+      return this.shared("path_remove_directory", d, path, () => this.withPath("path_remove_directory", d, path, false, (r) => {
         if (r.name === ".") return Errno.INVAL;
         const st = this.lstatAt(r);
         if (!st.isDirectory()) return Errno.NOTDIR;
         nodeFs.rmdirSync(at(r.dirFd, r.name));
         return Errno.SUCCESS;
-      });
+      }));
     });
   }
 
@@ -1098,7 +1235,8 @@ export class WasiFs {
       this.requireWritable("path_rename", nd, newPath);
       this.requireRights(od, Rights.PATH_RENAME_SOURCE);
       this.requireRights(nd, Rights.PATH_RENAME_TARGET);
-      return this.withPath("path_rename", od, oldPath, false, (ro) =>
+      // The one call that moves directories (and files) between mounts: it runs alone, see namespace-lock.ts.
+      return this.exclusive("path_rename", nd, newPath, () => this.withPath("path_rename", od, oldPath, false, (ro) =>
         this.withPath("path_rename", nd, newPath, false, (rn) => {
           if (ro.name === "." || rn.name === ".") return Errno.BUSY;
           if (ro.trailingSlash || rn.trailingSlash) {
@@ -1106,7 +1244,7 @@ export class WasiFs {
           }
           nodeFs.renameSync(at(ro.dirFd, ro.name), at(rn.dirFd, rn.name));
           return Errno.SUCCESS;
-        }));
+        })));
     });
   }
 
@@ -1123,13 +1261,16 @@ export class WasiFs {
         this.deny("path_symlink", d, path, `symlink target ${target} is absolute, outside the mount`);
         return Errno.PERM;
       }
-      return this.withPath("path_symlink", d, path, false, (r) => {
+      return this.shared("path_symlink", d, path, () => this.withPath("path_symlink", d, path, false, (r) => {
         if (r.name === ".") return Errno.EXIST;
         if (r.trailingSlash) return this.exists(r) ? Errno.EXIST : Errno.NOENT;
         this.chargeCreate("path_symlink", d, path);
         nodeFs.symlinkSync(target, at(r.dirFd, r.name));
+        this.keepCreatedInside("path_symlink", d, path, r, () => {
+          if (nodeFs.readlinkSync(at(r.dirFd, r.name)) === target) nodeFs.unlinkSync(at(r.dirFd, r.name));
+        });
         return Errno.SUCCESS;
-      });
+      }));
     });
   }
 
@@ -1140,14 +1281,14 @@ export class WasiFs {
       const path = this.readPath(pathPtr, pathLen);
       this.requireWritable("path_unlink_file", d, path);
       this.requireRights(d, Rights.PATH_UNLINK_FILE);
-      return this.withPath("path_unlink_file", d, path, false, (r) => {
+      return this.shared("path_unlink_file", d, path, () => this.withPath("path_unlink_file", d, path, false, (r) => {
         if (r.name === ".") return Errno.ISDIR;
         const st = this.lstatAt(r);
         if (st.isDirectory()) return Errno.ISDIR;
         if (r.trailingSlash) return Errno.NOTDIR;
         nodeFs.unlinkSync(at(r.dirFd, r.name));
         return Errno.SUCCESS;
-      });
+      }));
     });
   }
 }

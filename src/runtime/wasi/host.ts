@@ -8,8 +8,9 @@ import {
 } from "./abi.js";
 import { FD_REGISTRY_SLOTS, releaseHostFds } from "./fd-registry.js";
 import { WasiFs } from "./fs.js";
+import { namespaceLockHolder, processNamespaceLock, releaseNamespaceLockHeldBy } from "./namespace-lock.js";
 
-export { FD_REGISTRY_SLOTS, releaseHostFds };
+export { FD_REGISTRY_SLOTS, namespaceLockHolder, processNamespaceLock, releaseHostFds, releaseNamespaceLockHeldBy };
 
 /** A host directory the guest sees at `guestPath`. */
 export interface WasiMount { readonly hostPath: string; readonly guestPath: string; readonly writable: boolean }
@@ -36,6 +37,8 @@ export interface WasiHostOptions {
   /** Carries the guest's outbound HTTP requests; absent when the policy grants no network (each request is then refused). */
   readonly http?: HttpTransport;
   readonly fdRegistry?: Int32Array;
+  /** The process's namespace lock (processNamespaceLock), shared with the other workers' guests; a worker thread must be given it. */
+  readonly namespaceLock?: Int32Array;
 }
 /** How one run ended. */
 export type WasiRunResult =
