@@ -151,7 +151,7 @@ function run(message: RunMessage): void {
         maxWriteBytes: message.maxWriteBytes,
         maxCreatedEntries: message.maxCreatedEntries,
         namespaceLock: init.namespaceLock,
-        ...(message.http ? { http: new HttpChannelClient(message.http.channel, started + message.http.timeoutMs) } : {}),
+        ...(message.http ? { http: new HttpChannelClient(message.http.channel, started + message.http.timeoutMs, message.http.timeoutMs) } : {}),
         onStdout: (bytes) => stdout.write(bytes),
         onStderr: (bytes) => stderr.write(bytes),
         onDenial: (denial) => {

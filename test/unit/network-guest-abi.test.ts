@@ -71,6 +71,7 @@ describe(`network: the ${HTTP_MODULE} imports`, () => {
       transport: { send: (h, b) => (sent.push({ head: Buffer.from(h).toString(), body: Buffer.from(b).toString() }), reply) },
       memory: () => memory,
       onDenial: () => expect.fail("no denial expected"),
+      endRunOutOfTime: () => expect.fail("the run has time left"),
     });
     memory.set(Buffer.from(head), HEAD_AT);
     memory.set(Buffer.from("payload"), 0x1800);
@@ -88,11 +89,28 @@ describe(`network: the ${HTTP_MODULE} imports`, () => {
     expect(view.getUint32(NREAD_AT, true)).to.equal(0);
   });
 
+  it("regression: a run out of time while waiting for a response ends as a timeout, not as the guest's error and a clean exit", () => {
+    // The daemon's timer terminates the worker at the deadline, but on a loaded machine the worker's own
+    // deadline came first: the guest got TIMEOUT, carried on and exited 0, and the run was reported EXITED.
+    const { main, worker } = createHttpChannel();
+    try {
+      const host = new WasiHost({
+        args: ["raw.wasm"], env: {}, stdin: new Uint8Array(0), mounts: [], memoryLimitBytes: 1 << 20, maxOutputBytes: 1 << 20,
+        onStdout: () => undefined, onStderr: () => undefined, onDenial: () => undefined,
+        http: new HttpChannelClient(worker, performance.now() + 200, 200),
+      });
+      const wasm = scriptedGuest([WASI.fd_write, REQUEST, READ], [request(HEAD_AT, head.length)], [{ offset: HEAD_AT, bytes: [...Buffer.from(head)] }]);
+      expect(host.run(new WebAssembly.Module(wasm))).to.deep.equal({ outcome: "timeout", message: "wall-clock limit of 200 ms exceeded while waiting for an HTTP response" });
+    } finally {
+      main.port.close();
+    }
+  });
+
   it("the worker's wait for a reply ends at the run's deadline, as TIMEOUT", () => {
     const { main, worker } = createHttpChannel();
     try {
       const started = Date.now();
-      const reply = new HttpChannelClient(worker, performance.now() + 250).send(new Uint8Array(2), new Uint8Array(0));
+      const reply = new HttpChannelClient(worker, performance.now() + 250, 250).send(new Uint8Array(2), new Uint8Array(0));
       expect(reply).to.deep.include({ ok: false, result: HttpResult.TIMEOUT });
       expect(Date.now() - started).to.be.within(200, 2000);
     } finally {

@@ -31,7 +31,7 @@ pub enum HttpErrorKind {
     Invalid,
     /// A per-run limit ran out: the number of requests or the response bytes.
     Limit,
-    /// No complete response within the request timeout (or the run's remaining time).
+    /// No complete response within the request timeout. (A run out of time ends there, as a timeout.)
     Timeout,
     /// The name did not resolve, the connection or TLS failed, or the server broke the protocol.
     Failed,

@@ -24,6 +24,8 @@ export interface GuestHttpOptions {
   onDenial(denial: { operation: string; path: string; reason: string }): void;
   /** Hands buffered output on before the guest blocks on the network, as a sleep does. */
   flush?(): void;
+  /** Ends the run as a timeout (the run's time ran out during a request); never returns. */
+  endRunOutOfTime(message: string): never;
 }
 
 const encoder = new TextEncoder();
@@ -75,7 +77,9 @@ export function guestHttpImports(options: GuestHttpOptions): Record<keyof typeof
       if (options.transport === undefined) return refuse(HttpResult.DENIED, "the policy does not grant network access");
       const body = u8.slice(bodyPtr, bodyPtr + bodyLen);
       options.flush?.();
-      return finish(out, options.transport.send(head, body));
+      const reply = options.transport.send(head, body);
+      if (!reply.ok && reply.runOutOfTime) options.endRunOutOfTime(reply.message);
+      return finish(out, reply);
     },
     read: (partArg, offsetArg, bufArg, lenArg, nreadArg) => {
       const u8 = options.memory();

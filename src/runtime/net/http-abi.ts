@@ -30,7 +30,7 @@ export const HttpResult = {
   INVALID: 2,
   /** A per-run limit ran out: request count or response bytes. A Denial records it. */
   LIMIT: 3,
-  /** No complete response within the per-request timeout (or what was left of the run's time). */
+  /** No complete response within the per-request timeout. */
   TIMEOUT: 4,
   /** The name did not resolve, the connection or TLS failed, or the server broke the protocol. */
   FAILED: 5,

@@ -6,7 +6,8 @@
  * request with Node's http/https, posts the reply on the port and wakes it; the
  * worker takes the reply with receiveMessageOnPort, which needs no event loop.
  * The wait is cut into slices (termination also ends it) and never outlasts the
- * run's remaining time, so a time limit or a cancel still ends the run at once.
+ * run's remaining time, so a time limit or a cancel still ends the run at once; a
+ * wait that reaches the run's deadline ends the run as a timeout (see guest-http.ts).
  */
 import { MessageChannel, receiveMessageOnPort, type MessagePort } from "node:worker_threads";
 import { performance } from "node:perf_hooks";
@@ -36,6 +37,8 @@ export interface HttpFailureReply {
   readonly result: Exclude<HttpResultCode, typeof HttpResult.OK>;
   readonly message: string;
   readonly denial?: { readonly path: string; readonly reason: string };
+  /** Set by the worker's end alone: the run's own time ran out while it waited, so the run ends as a timeout. */
+  readonly runOutOfTime?: true;
 }
 
 /** The main thread's answer to one HttpCall. */
@@ -60,13 +63,16 @@ export function createHttpChannel(): { main: HttpChannelEnd; worker: HttpChannel
   return { main: { port: port1, signal }, worker: { port: port2, signal } };
 }
 
-/** Worker side: sends a call and blocks until its reply arrives or `deadlineMs` (performance.now() time) passes. */
+/** Worker side: sends a call and blocks until its reply arrives or the run's deadline passes. */
 export class HttpChannelClient {
   private seq = 0;
 
   constructor(
     private readonly end: HttpChannelEnd,
+    /** When the run's time runs out, in performance.now() time. */
     private readonly deadlineMs: number,
+    /** The run's time limit, for the message. */
+    private readonly timeoutMs: number,
   ) {}
 
   /** One request, synchronously. `body` is moved to the main thread (the caller must not reuse it). */
@@ -83,7 +89,11 @@ export class HttpChannelClient {
         continue;
       }
       const left = this.deadlineMs - performance.now();
-      if (left <= 0) return { ok: false, result: HttpResult.TIMEOUT, message: "the run's time limit was reached while waiting for the response" };
+      if (left <= 0) {
+        // The daemon's timer ends the run at this moment too; on a loaded machine it can fire late, and the
+        // guest must not carry on (and exit cleanly) past its time.
+        return { ok: false, result: HttpResult.TIMEOUT, message: `wall-clock limit of ${this.timeoutMs} ms exceeded while waiting for an HTTP response`, runOutOfTime: true };
+      }
       Atomics.wait(signal, REPLIED, 0, Math.min(left, WAIT_SLICE_MS));
       Atomics.store(signal, REPLIED, 0);
     }

@@ -45,7 +45,8 @@ export type WasiRunResult =
   | { readonly outcome: "exited"; readonly exitCode: number }
   | { readonly outcome: "trap"; readonly message: string }
   | { readonly outcome: "memory_limit"; readonly message: string }
-  | { readonly outcome: "output_limit"; readonly message: string };
+  | { readonly outcome: "output_limit"; readonly message: string }
+  | { readonly outcome: "timeout"; readonly message: string };
 
 /** Thrown by proc_exit to unwind the guest's stack; never escapes run(). */
 class ProcExit {
@@ -53,6 +54,10 @@ class ProcExit {
 }
 /** Thrown when a stream reaches its cap; never escapes run(). */
 class OutputLimit {
+  constructor(readonly message: string) {}
+}
+/** Thrown when the run's time ran out while the guest waited on the host (an HTTP response); never escapes run(). */
+class TimeLimit {
   constructor(readonly message: string) {}
 }
 
@@ -120,7 +125,7 @@ export class WasiHost {
    * its exit, or return normally so that an exit code or an output_limit was reported as a clean exit 0
    * (red-team finding). So the end is remembered, every later host call throws it again, and it wins.
    */
-  private ended: ProcExit | OutputLimit | undefined;
+  private ended: ProcExit | OutputLimit | TimeLimit | undefined;
   private readonly fs: WasiFs;
   /** Unix epoch minus the monotonic origin, taken per run so a stepped system clock is picked up by the next run. */
   private readonly realtimeOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
@@ -143,6 +148,10 @@ export class WasiHost {
         memory: () => this.refresh().u8,
         onDenial: (denial) => this.options.onDenial(denial),
         flush: () => this.options.flush?.(),
+        endRunOutOfTime: (message) => {
+          this.ended = new TimeLimit(message);
+          throw this.ended;
+        },
       });
       const imports: WebAssembly.Imports = { [WASI_MODULE]: this.guarded(this.functions()), [HTTP_MODULE]: this.guarded(http) };
       if (this.options.memory) imports[MEMORY_IMPORT_MODULE] = { [MEMORY_IMPORT_NAME]: new WebAssembly.Memory(this.options.memory) };
@@ -166,6 +175,7 @@ export class WasiHost {
   private classify(e: unknown): WasiRunResult {
     if (e instanceof ProcExit) return { outcome: "exited", exitCode: e.code };
     if (e instanceof OutputLimit) return { outcome: "output_limit", message: e.message };
+    if (e instanceof TimeLimit) return { outcome: "timeout", message: e.message };
     const message = e instanceof Error ? e.message : String(e);
     if (this.sawAllocFailure) {
       return { outcome: "memory_limit", message: `guest memory allocation failed at the ${this.options.memoryLimitBytes}-byte memory limit (${message})` };
