@@ -261,7 +261,7 @@ function daemonRunner(client: SandboxClient, sign: (moduleId: string, rootCopy: 
       const exited = result.outcome === Outcome.OUTCOME_EXITED;
       return {
         outcome: exited ? "exited" : outcomeToJSON(result.outcome),
-        exitCode: result.exitCode,
+        exitCode: result.exitCode ?? -1,
         message: result.message + (result.denials.length > 0 ? ` denials: ${JSON.stringify(result.denials)}` : ""),
         stdout: result.stdout.toString("utf8"),
         stderr: result.stderr.toString("utf8"),

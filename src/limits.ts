@@ -20,6 +20,17 @@ export const MAX_WASM_BYTES = 64 * 1024 * 1024;
 export const MAX_DENIALS = 64;
 /** Largest gRPC message the server accepts (requests carry wasm and stdin). */
 export const MAX_GRPC_MESSAGE_BYTES = 128 * 1024 * 1024;
+/** Room an Execute response keeps for all but stdout and stderr: diagnostics (MAX_DIAGNOSTICS_BYTES), denials, message. */
+export const UNARY_RESPONSE_RESERVE_BYTES = 4 * 1024 * 1024;
+/**
+ * Largest output cap (stdout and stderr each) Execute accepts, 62 MiB: both streams at the cap plus
+ * the reserve still fit in one message. StreamOutput has no such bound.
+ */
+export const MAX_UNARY_OUTPUT_BYTES = (MAX_GRPC_MESSAGE_BYTES - UNARY_RESPONSE_RESERVE_BYTES) / 2;
+/** Output bytes one StreamOutput event carries at most, so a client's default receive limit (4 MiB in most gRPC libraries) always holds one. */
+export const MAX_STREAM_EVENT_OUTPUT_BYTES = 1024 * 1024;
+/** Bytes of diagnostics a compile returns at most; beyond them a note counts what was left out. */
+export const MAX_DIAGNOSTICS_BYTES = 1024 * 1024;
 /** Executions waiting for a worker beyond which new ones are refused (`--max-queued-executions`). */
 export const DEFAULT_MAX_QUEUED_EXECUTIONS = 1024;
 /**

@@ -8,7 +8,7 @@ import { performance } from "node:perf_hooks";
 import { SandboxError } from "./errors/sandbox-error.js";
 import { elapsedUs } from "./elapsed.js";
 import type { Logger } from "./logger.js";
-import { MAX_STDIN_BYTES } from "./limits.js";
+import { MAX_STDIN_BYTES, MAX_UNARY_OUTPUT_BYTES } from "./limits.js";
 import { MODULE_ID_PATTERN, ModuleStore } from "./cache/module-store.js";
 import { Compiler, type CompileResult, type CompilerSettings } from "./compiler/compiler.js";
 import type { Diagnostic } from "./compiler/diagnostics.js";
@@ -64,20 +64,26 @@ export interface ExecuteInput {
   readonly policy: SignedPolicyInput | undefined;
 }
 
-/** Hooks of a streaming execution. */
+/** Hooks of a streaming execution; with them, output goes to the hooks instead of into the result. */
 export interface ExecuteHooks extends RunListener {
-  /** Called once the module is known and the run is about to start. */
+  /** Called for a source target once it is known whether rustc must run, before it does. */
+  onCompiling?(cacheHit: boolean): void;
+  /** Called once the module is known and the run is about to start; never when the source did not compile. */
   onStarted?(executionId: string, moduleId: string): void;
 }
 
-/** Result of an Execute: a run result, or a compile error for source targets. */
+/**
+ * Result of an Execute: a run result, or a compile error for source targets. `durationUs` is the
+ * guest's run time alone (0 when it never ran); `compileDurationUs` the time spent compiling.
+ */
 export type ExecuteResult =
-  | (RunResult & { readonly moduleId: string; readonly diagnostics: readonly Diagnostic[] })
+  | (RunResult & { readonly moduleId: string; readonly diagnostics: readonly Diagnostic[]; readonly compileDurationUs: number })
   | {
       readonly outcome: "compile_error";
       readonly moduleId: "";
       readonly diagnostics: readonly Diagnostic[];
-      readonly durationUs: number;
+      readonly durationUs: 0;
+      readonly compileDurationUs: number;
     };
 
 /** The daemon's core: compiler, module cache, policy checks and the worker pool. */
@@ -127,9 +133,12 @@ export class Sandbox {
     return this.compiler.then((c) => ("source" in input ? c.compile(input.source, signal) : c.register(input.wasm, signal)));
   }
 
-  /** Checks the policy, resolves the module (compiling source first) and runs it. */
+  /**
+   * Checks the policy, resolves the module (compiling source first) and runs it. Without hooks the
+   * output comes back whole in the result, which must fit one response: a grant whose output cap
+   * would not is refused before anything compiles or runs.
+   */
   async execute(input: ExecuteInput, signal?: AbortSignal, hooks?: ExecuteHooks): Promise<ExecuteResult> {
-    const started = performance.now();
     validateExecuteInput(input);
     const grant = await authorize(input.policy, {
       keys: this.options.keys,
@@ -138,12 +147,23 @@ export class Sandbox {
       defaults: this.options.defaults,
       nowMs: Date.now(),
     });
+    if (hooks === undefined && grant.maxOutputBytes > MAX_UNARY_OUTPUT_BYTES) {
+      throw new SandboxError(
+        "UNARY_OUTPUT_TOO_LARGE",
+        `max_output_bytes=${grant.maxOutputBytes} lets stdout and stderr outgrow one Execute response; ` +
+          `Execute accepts at most ${MAX_UNARY_OUTPUT_BYTES}: use StreamOutput, which streams output in small events, or lower the cap`,
+        { metadata: { max_output_bytes: String(grant.maxOutputBytes), max_unary_output_bytes: String(MAX_UNARY_OUTPUT_BYTES) } },
+      );
+    }
     let moduleId: string;
     let diagnostics: readonly Diagnostic[] = [];
+    let compileDurationUs = 0;
     if ("source" in input.target) {
-      const compiled = await (await this.compiler).compile(input.target.source, signal);
+      const compileStarted = performance.now();
+      const compiled = await (await this.compiler).compile(input.target.source, signal, (cacheHit) => hooks?.onCompiling?.(cacheHit));
+      compileDurationUs = elapsedUs(compileStarted);
       if (!compiled.ok) {
-        return { outcome: "compile_error", moduleId: "", diagnostics: compiled.diagnostics, durationUs: elapsedUs(started) };
+        return { outcome: "compile_error", moduleId: "", diagnostics: compiled.diagnostics, durationUs: 0, compileDurationUs };
       }
       moduleId = compiled.moduleId;
       diagnostics = compiled.diagnostics;
@@ -178,7 +198,7 @@ export class Sandbox {
       ...(signal ? { signal } : {}),
       ...(grant.network ? { network: { grant: grant.network, opened: this.options.privateNetworks, policyId: grant.policyId } } : {}),
     });
-    return { ...result, moduleId, diagnostics };
+    return { ...result, moduleId, diagnostics, compileDurationUs };
   }
 
   /** Replaces the trusted keys' contents from disk (SIGHUP). */

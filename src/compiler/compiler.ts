@@ -5,11 +5,12 @@ import path from "node:path";
 import { execa } from "execa";
 import { SandboxError } from "../errors/sandbox-error.js";
 import type { Logger } from "../logger.js";
-import { COMPILE_MAX_QUEUED, COMPILE_MEMORY_LIMIT_BYTES, COMPILE_TIMEOUT_MS, MAX_SOURCE_BYTES, MAX_WASM_BYTES } from "../limits.js";
+import { COMPILE_MAX_QUEUED, COMPILE_MEMORY_LIMIT_BYTES, COMPILE_TIMEOUT_MS, MAX_DIAGNOSTICS_BYTES, MAX_SOURCE_BYTES, MAX_WASM_BYTES } from "../limits.js";
 import { ModuleStore, sha256Hex } from "../cache/module-store.js";
 import { validateCommandModule } from "../runtime/wasm/validate.js";
 import { CompileQueue } from "./compile-queue.js";
-import { hasErrors, parseRustcDiagnostics, type Diagnostic } from "./diagnostics.js";
+import { hasErrors, limitDiagnostics, parseRustcDiagnostics, rustcMessages, type Diagnostic } from "./diagnostics.js";
+import { applyMachineApplicableFixes } from "./fixes.js";
 import { detectBubblewrap, hermeticCommand, insecureCommand, type HermeticCommand } from "./hermetic.js";
 import { DEFAULT_SDK_DIR, loadSdk, type SdkArtifacts } from "./sdk.js";
 import { Singleflight } from "./singleflight.js";
@@ -45,10 +46,17 @@ const OUT_OF_MEMORY_RE = /memory allocation of \d+ bytes failed|failed to map se
 /** The result of a Compile. A compile error is a result, not an exception. */
 export interface CompileResult {
   readonly ok: boolean;
+  /** "" when the source did not compile. */
   readonly moduleId: string;
+  /** The result (a module, or a failure's diagnostics) came from the cache and rustc did not run. */
   readonly cacheHit: boolean;
   readonly diagnostics: readonly Diagnostic[];
+  /** The source with rustc's machine-applicable suggestions applied; "" when there are none. */
+  readonly fixedSource: string;
 }
+
+/** Called once a compile knows whether it is served from the cache, before rustc starts. */
+export type OnCompiling = (cacheHit: boolean) => void;
 
 /** Operator settings of the compiler; every field has a default. */
 export interface CompilerSettings {
@@ -106,23 +114,52 @@ function packageSdkDir(): string {
   return path.resolve(path.dirname(new URL(import.meta.url).pathname), "../../..", DEFAULT_SDK_DIR);
 }
 
-/** The metadata stored next to a compiled module: the warnings of its successful compile. */
+/**
+ * Version of the metadata stored with each cache entry. An entry with another version (or none:
+ * the first format kept only warnings) is rebuilt on its next Compile, so its diagnostics gain
+ * what later versions carry; its module stays runnable by id meanwhile.
+ */
+const META_VERSION = 2;
+
+/**
+ * What the cache keeps for a source: its diagnostics and fixed source, and whether it compiled.
+ * A source that failed is kept too (with no module bytes), so an agent retrying it is answered
+ * without rustc, under the same integrity checks as a module.
+ */
 interface StoredMeta {
+  v: typeof META_VERSION;
+  ok: boolean;
   diagnostics: readonly Diagnostic[];
+  fixedSource: string;
 }
 
-function encodeMeta(diagnostics: readonly Diagnostic[]): Uint8Array {
-  return Buffer.from(JSON.stringify({ diagnostics } satisfies StoredMeta));
+function encodeMeta(meta: Omit<StoredMeta, "v">): Uint8Array {
+  return Buffer.from(JSON.stringify({ v: META_VERSION, ...meta } satisfies StoredMeta));
 }
 
-function decodeMeta(meta: Uint8Array | undefined): readonly Diagnostic[] {
-  if (!meta || meta.byteLength === 0) return [];
+/** The stored compile result, or undefined for an entry to rebuild (older format, or unreadable). */
+function decodeMeta(moduleId: string, meta: Uint8Array): CompileResult | undefined {
   try {
     const parsed = JSON.parse(Buffer.from(meta).toString("utf8")) as Partial<StoredMeta>;
-    return Array.isArray(parsed.diagnostics) ? parsed.diagnostics : [];
+    if (parsed.v !== META_VERSION || typeof parsed.ok !== "boolean" || !Array.isArray(parsed.diagnostics)) return undefined;
+    return {
+      ok: parsed.ok,
+      moduleId: parsed.ok ? moduleId : "",
+      cacheHit: true,
+      diagnostics: parsed.diagnostics,
+      fixedSource: typeof parsed.fixedSource === "string" ? parsed.fixedSource : "",
+    };
   } catch {
-    return []; // the module is verified; lost warnings are not worth a recompile
+    return undefined;
   }
+}
+
+/**
+ * Whether a failed compile is a verdict on the source, worth caching: an error points into it.
+ * Errors with no span there (a linker that could not write, a full /tmp) may not recur.
+ */
+function failedOnSource(diagnostics: readonly Diagnostic[]): boolean {
+  return diagnostics.some((d) => d.severity === "error" && d.spans.length > 0);
 }
 
 /** Compiles Rust source to WASI preview1 modules and registers precompiled ones, through the module store. */
@@ -162,8 +199,11 @@ export class Compiler {
     return this.options.sdk;
   }
 
-  /** Compiles source (or finds it in the cache). Identical concurrent compiles run rustc once. */
-  async compile(source: string, signal?: AbortSignal): Promise<CompileResult> {
+  /**
+   * Compiles source (or finds its module, or its earlier failure, in the cache). Identical
+   * concurrent compiles run rustc once. `onCompiling` hears whether rustc will run before it does.
+   */
+  async compile(source: string, signal?: AbortSignal, onCompiling?: OnCompiling): Promise<CompileResult> {
     if (source.trim() === "") throw new SandboxError("EMPTY_SOURCE", "source is empty");
     if (Buffer.byteLength(source) > MAX_SOURCE_BYTES) {
       throw new SandboxError("SOURCE_TOO_LARGE", `source exceeds ${MAX_SOURCE_BYTES} bytes`);
@@ -177,9 +217,16 @@ export class Compiler {
       );
     }
     const moduleId = this.moduleIdFor(source, toolchain);
-    const hit = await this.store.lookup(moduleId);
-    if (hit) return { ok: true, moduleId, cacheHit: true, diagnostics: decodeMeta(hit.meta) };
+    const hit = await this.cached(moduleId);
+    onCompiling?.(hit !== undefined);
+    if (hit) return hit;
     return this.flights.do(moduleId, (flightSignal) => this.queue.run(() => this.build(source, moduleId, toolchain, flightSignal), flightSignal), signal);
+  }
+
+  /** The cached result of a source (its module or its failure), if a verified, current entry exists. */
+  private async cached(moduleId: string): Promise<CompileResult | undefined> {
+    const hit = await this.store.lookup(moduleId);
+    return hit ? decodeMeta(moduleId, hit.meta) : undefined;
   }
 
   /** module_id of a source: SHA-256 over everything that determines the module. */
@@ -189,8 +236,8 @@ export class Compiler {
 
   private async build(source: string, moduleId: string, toolchain: Toolchain, signal: AbortSignal): Promise<CompileResult> {
     // Another flight (or a daemon sharing the cache) may have finished it while we queued.
-    const hit = await this.store.lookup(moduleId);
-    if (hit) return { ok: true, moduleId, cacheHit: true, diagnostics: decodeMeta(hit.meta) };
+    const hit = await this.cached(moduleId);
+    if (hit) return hit;
     const dir = await mkdtemp(path.join(tmpdir(), WORK_DIR_PREFIX));
     try {
       await writeFile(path.join(dir, SOURCE_FILE), source);
@@ -227,25 +274,28 @@ export class Compiler {
           metadata: { limit: "wall_clock", limit_ms: String(timeoutMs) },
         });
       }
-      const diagnostics = parseRustcDiagnostics(result.stderr, { userFile: SOURCE_FILE, lineOffset: 0, displayName: SOURCE_FILE });
+      const parsed = parseRustcDiagnostics(result.stderr, { userFile: SOURCE_FILE, lineOffset: 0, displayName: SOURCE_FILE });
+      const diagnostics = limitDiagnostics(parsed, MAX_DIAGNOSTICS_BYTES);
+      const fixedSource = applyMachineApplicableFixes(source, rustcMessages(result.stderr), SOURCE_FILE, MAX_SOURCE_BYTES);
       if (result.exitCode !== 0) {
-        if (OUT_OF_MEMORY_RE.test(result.stderr) && !hasErrors(diagnostics)) {
+        if (OUT_OF_MEMORY_RE.test(result.stderr) && !hasErrors(parsed)) {
           throw new SandboxError("COMPILE_TIMEOUT", `rustc exceeded its memory budget of ${memoryLimitBytes} bytes`, {
             metadata: { limit: "memory", limit_bytes: String(memoryLimitBytes) },
           });
         }
-        if (!hasErrors(diagnostics)) {
+        if (!hasErrors(parsed)) {
           // Not a verdict on the source: the sandbox or rustc itself broke. Never blame the user's code.
           this.logger.error("rustc failed without diagnostics", { exitCode: result.exitCode, signal: result.signal, stderr: result.stderr.slice(-4096) });
           throw new SandboxError("INTERNAL", "rustc failed without reporting a diagnostic; the daemon log has its output");
         }
-        this.logger.debug("compile failed", { errors: diagnostics.length, rustcMs });
-        return { ok: false, moduleId: "", cacheHit: false, diagnostics };
+        this.logger.debug("compile failed", { diagnostics: parsed.length, rustcMs });
+        if (failedOnSource(parsed)) await this.store.put(moduleId, new Uint8Array(0), encodeMeta({ ok: false, diagnostics, fixedSource }));
+        return { ok: false, moduleId: "", cacheHit: false, diagnostics, fixedSource };
       }
       const wasm = await readFile(path.join(dir, "main.wasm"));
-      await this.store.put(moduleId, wasm, encodeMeta(diagnostics));
+      await this.store.put(moduleId, wasm, encodeMeta({ ok: true, diagnostics, fixedSource }));
       this.logger.debug("compiled", { moduleId, bytes: wasm.byteLength, rustcMs });
-      return { ok: true, moduleId, cacheHit: false, diagnostics };
+      return { ok: true, moduleId, cacheHit: false, diagnostics, fixedSource };
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -259,7 +309,7 @@ export class Compiler {
     if (wasm.byteLength === 0) throw new SandboxError("INVALID_WASM", "wasm is empty");
     if (wasm.byteLength > MAX_WASM_BYTES) throw new SandboxError("WASM_TOO_LARGE", `module is ${wasm.byteLength} bytes; the limit is ${MAX_WASM_BYTES}`);
     const moduleId = createHash("sha256").update(wasm).digest("hex");
-    if (await this.store.lookup(moduleId)) return { ok: true, moduleId, cacheHit: true, diagnostics: [] };
+    if (await this.store.lookup(moduleId)) return { ok: true, moduleId, cacheHit: true, diagnostics: [], fixedSource: "" };
     return this.queue.run(() => this.validateAndStore(moduleId, wasm), signal);
   }
 
@@ -273,13 +323,16 @@ export class Compiler {
     const problems = validateCommandModule(module, wasm);
     if (problems.length > 0) throw new SandboxError("INVALID_WASM", `not a WASI preview1 command: ${problems.join("; ")}`);
     await this.store.put(moduleId, wasm);
-    return { ok: true, moduleId, cacheHit: false, diagnostics: [] };
+    return { ok: true, moduleId, cacheHit: false, diagnostics: [], fixedSource: "" };
   }
 
-  /** The verified bytes of a stored module, or NOT_FOUND (a corrupt entry is evicted and reported as not found). */
+  /**
+   * The verified bytes of a stored module, or NOT_FOUND (a corrupt entry is evicted and reported as
+   * not found; a cached compile failure has no module).
+   */
   async load(moduleId: string): Promise<Uint8Array> {
     const bytes = await this.store.get(moduleId);
-    if (!bytes) throw new SandboxError("MODULE_NOT_FOUND", `no module ${moduleId} in the cache; compile it first`);
+    if (!bytes || bytes.byteLength === 0) throw new SandboxError("MODULE_NOT_FOUND", `no module ${moduleId} in the cache; compile it first`);
     return bytes;
   }
 }

@@ -1,7 +1,8 @@
 /**
  * rustc's `--error-format=json` output, turned into diagnostics an agent can act on:
  * every span in the user's own source (1-based, prelude lines removed), labels,
- * machine-applicable suggestions and child notes/help, plus the rendered text.
+ * suggestions with how safely they apply, child notes/help, the rendered text and
+ * the long explanation of each error code.
  *
  * Parsers return data, they never throw: a line that is not rustc JSON is skipped.
  */
@@ -9,6 +10,12 @@ import path from "node:path";
 
 /** How serious a diagnostic is, as rustc says it. */
 export type Severity = "error" | "warning" | "note" | "help";
+
+/** How safely a suggestion applies, as rustc rates it; "none" when the span suggests nothing, "unknown" when rustc did not rate it. */
+export type Applicability = "none" | "machine_applicable" | "maybe_incorrect" | "has_placeholders" | "unknown";
+
+/** An error code (as opposed to a lint name, which is lowercase snake_case). */
+export const ERROR_CODE_PATTERN = /^E\d{4}$/;
 
 /** A region of the user's source a diagnostic points at (1-based lines and columns, end exclusive as rustc gives it). */
 export interface Span {
@@ -22,6 +29,8 @@ export interface Span {
   label: string;
   /** Text that replaces the span when the suggestion is applied, "" if none. */
   suggestedReplacement: string;
+  /** How safely `suggestedReplacement` applies; "none" when there is no suggestion. */
+  applicability: Applicability;
 }
 
 /** One rustc message with its spans and its child notes/help. */
@@ -34,6 +43,8 @@ export interface Diagnostic {
   /** rustc's human-readable rendering (line numbers corrected for the prelude); "" for children. */
   rendered: string;
   children: Diagnostic[];
+  /** The text `rustc --explain <code>` prints for an error code; "" for lints, children and no code. */
+  explanation: string;
 }
 
 /** Options for {@link parseRustcDiagnostics}. */
@@ -47,8 +58,10 @@ export interface ParseRustcDiagnosticsOptions {
 }
 
 /** The subset of rustc's JSON span we read. */
-interface RustcSpan {
+export interface RustcSpan {
   file_name?: unknown;
+  byte_start?: unknown;
+  byte_end?: unknown;
   line_start?: unknown;
   line_end?: unknown;
   column_start?: unknown;
@@ -56,13 +69,14 @@ interface RustcSpan {
   is_primary?: unknown;
   label?: unknown;
   suggested_replacement?: unknown;
+  suggestion_applicability?: unknown;
   expansion?: { span?: RustcSpan } | null;
 }
 
 /** The subset of rustc's JSON diagnostic we read. */
-interface RustcDiagnostic {
+export interface RustcDiagnostic {
   message?: unknown;
-  code?: { code?: unknown } | null;
+  code?: { code?: unknown; explanation?: unknown } | null;
   level?: unknown;
   spans?: unknown;
   children?: unknown;
@@ -76,6 +90,15 @@ interface RustcDiagnostic {
  */
 export function parseRustcDiagnostics(stderr: string, options: ParseRustcDiagnosticsOptions): Diagnostic[] {
   const out: Diagnostic[] = [];
+  for (const value of rustcMessages(stderr)) {
+    if (onlyInPrelude(value, options)) continue;
+    out.push(toDiagnostic(value, options, true));
+  }
+  return out;
+}
+
+/** rustc's top-level JSON diagnostics in stderr, in order, without its closing tallies. */
+export function* rustcMessages(stderr: string): Generator<RustcDiagnostic> {
   for (const line of stderr.split("\n")) {
     const trimmed = line.trim();
     if (!trimmed.startsWith("{")) continue;
@@ -85,10 +108,39 @@ export function parseRustcDiagnostics(stderr: string, options: ParseRustcDiagnos
     } catch {
       continue; // rustc or a linker printed something that merely looks like JSON
     }
-    if (!isRustcDiagnostic(value) || isSummary(value) || onlyInPrelude(value, options)) continue;
-    out.push(toDiagnostic(value, options, true));
+    if (isRustcDiagnostic(value) && !isSummary(value)) yield value;
   }
-  return out;
+}
+
+/**
+ * Keeps diagnostics while their total size stays within `maxBytes` (measured as JSON, never smaller
+ * than their protobuf encoding), errors before warnings so a flood of warnings cannot hide the error
+ * that failed the build, in their original order. What is left out is counted in a closing note.
+ */
+export function limitDiagnostics(diagnostics: readonly Diagnostic[], maxBytes: number): Diagnostic[] {
+  const sizes = diagnostics.map((d) => Buffer.byteLength(JSON.stringify(d)));
+  const total = sizes.reduce((a, b) => a + b, 0);
+  if (total <= maxBytes) return [...diagnostics];
+  const kept = new Set<number>();
+  let used = 0;
+  const order = diagnostics.map((_, i) => i).sort((a, b) => Number(diagnostics[a]!.severity !== "error") - Number(diagnostics[b]!.severity !== "error") || a - b);
+  for (const i of order) {
+    if (used + sizes[i]! > maxBytes) continue;
+    used += sizes[i]!;
+    kept.add(i);
+  }
+  const left = diagnostics.filter((_, i) => !kept.has(i));
+  const errors = left.filter((d) => d.severity === "error").length;
+  const note: Diagnostic = {
+    severity: "note",
+    code: "",
+    message: `${left.length} more diagnostics (${errors} of them errors) were left out: a response carries at most ${maxBytes} bytes of them`,
+    spans: [],
+    rendered: "",
+    children: [],
+    explanation: "",
+  };
+  return [...diagnostics.filter((_, i) => kept.has(i)), note];
 }
 
 /**
@@ -110,7 +162,8 @@ export function hasErrors(diagnostics: readonly Diagnostic[]): boolean {
   return diagnostics.some((d) => d.severity === "error");
 }
 
-function isRustcDiagnostic(v: unknown): v is RustcDiagnostic {
+/** True if `v` has the shape of a rustc JSON diagnostic (message and level). */
+export function isRustcDiagnostic(v: unknown): v is RustcDiagnostic {
   return typeof v === "object" && v !== null && typeof (v as RustcDiagnostic).message === "string" && typeof (v as RustcDiagnostic).level === "string";
 }
 
@@ -155,6 +208,7 @@ function toDiagnostic(d: RustcDiagnostic, options: ParseRustcDiagnosticsOptions,
   const rawChildren = Array.isArray(d.children) ? (d.children as unknown[]) : [];
   const code = d.code && typeof d.code.code === "string" ? d.code.code : "";
   const rendered = topLevel && typeof d.rendered === "string" ? fixRendered(d.rendered, options) : "";
+  const explanation = topLevel && ERROR_CODE_PATTERN.test(code) && typeof d.code?.explanation === "string" ? asExplained(d.code.explanation) : "";
   return {
     severity: toSeverity(String(d.level)),
     code,
@@ -162,10 +216,52 @@ function toDiagnostic(d: RustcDiagnostic, options: ParseRustcDiagnosticsOptions,
     spans: mapSpans(rawSpans, options),
     rendered,
     children: rawChildren.filter(isRustcDiagnostic).map((c) => toDiagnostic(c, options, false)),
+    explanation,
   };
 }
 
-function sameFile(fileName: string, userFile: string): boolean {
+/**
+ * rustc's JSON carries each code's entry of its error index; `rustc --explain` prints that entry
+ * with code-fence info strings cut (```compile_fail,E0308 → ```) and doc-test-only `# ` lines
+ * inside code blocks dropped. We do the same, so the text is exactly what `rustc --explain` prints,
+ * without running rustc once more per code.
+ */
+export function asExplained(entry: string): string {
+  const lines = entry.split("\n");
+  if (lines[lines.length - 1] === "") lines.pop();
+  let inCodeBlock = false;
+  let text = "";
+  for (const raw of lines) {
+    const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+    const indent = line.length - line.trimStart().length;
+    const dedented = line.slice(indent);
+    if (dedented.startsWith("```")) {
+      inCodeBlock = !inCodeBlock;
+      text += `${line.slice(0, indent + 3)}\n`;
+    } else if (inCodeBlock && dedented.startsWith("# ")) {
+      continue;
+    } else {
+      text += `${line}\n`;
+    }
+  }
+  return text;
+}
+
+const APPLICABILITIES: Readonly<Record<string, Applicability>> = {
+  MachineApplicable: "machine_applicable",
+  MaybeIncorrect: "maybe_incorrect",
+  HasPlaceholders: "has_placeholders",
+  Unspecified: "unknown",
+};
+
+/** The rating of a span's suggestion; "none" without one, "unknown" for a rating this parser does not know. */
+function applicabilityOf(s: RustcSpan): Applicability {
+  if (typeof s.suggested_replacement !== "string") return "none";
+  return typeof s.suggestion_applicability === "string" ? (APPLICABILITIES[s.suggestion_applicability] ?? "unknown") : "unknown";
+}
+
+/** True if rustc's `file_name` names the user's file. */
+export function sameFile(fileName: string, userFile: string): boolean {
   return fileName === userFile || path.resolve(fileName) === path.resolve(userFile);
 }
 
@@ -191,6 +287,8 @@ function mapSpans(spans: readonly RustcSpan[], options: ParseRustcDiagnosticsOpt
     const lineStart = num(s.line_start) - options.lineOffset;
     const lineEnd = num(s.line_end) - options.lineOffset;
     if (lineStart < 1 || lineEnd < 1) continue; // inside the daemon's prelude
+    // a replacement for text inside a foreign macro would be wrong at the call site
+    const suggests = !viaExpansion && typeof raw.suggested_replacement === "string";
     const span: Span = {
       lineStart,
       columnStart: num(s.column_start),
@@ -198,8 +296,8 @@ function mapSpans(spans: readonly RustcSpan[], options: ParseRustcDiagnosticsOpt
       columnEnd: num(s.column_end),
       primary: raw.is_primary === true,
       label: typeof raw.label === "string" ? raw.label : "",
-      // a replacement for text inside a foreign macro would be wrong at the call site
-      suggestedReplacement: !viaExpansion && typeof raw.suggested_replacement === "string" ? raw.suggested_replacement : "",
+      suggestedReplacement: suggests ? String(raw.suggested_replacement) : "",
+      applicability: suggests ? applicabilityOf(raw) : "none",
     };
     const key = JSON.stringify(span);
     if (seen.has(key)) continue;

@@ -20,6 +20,7 @@ export const REASONS = {
   WASM_TOO_LARGE: { code: Code.InvalidArgument, description: "The precompiled module exceeds the daemon's size limit." },
   INVALID_MODULE_ID: { code: Code.InvalidArgument, description: "The module id is not 64 lowercase hex characters." },
   STDIN_TOO_LARGE: { code: Code.InvalidArgument, description: "stdin exceeds the daemon's size limit." },
+  UNARY_OUTPUT_TOO_LARGE: { code: Code.InvalidArgument, description: "The policy's max_output_bytes lets stdout and stderr outgrow one Execute response (the message says the largest cap Execute accepts); use StreamOutput, or a smaller cap." },
   MODULE_NOT_FOUND: { code: Code.NotFound, description: "No module with this id is cached; compile it first." },
   TOOLCHAIN_MISSING: { code: Code.FailedPrecondition, description: "No rustc with a wasm32-wasip1/wasm32-wasi target was found; the message says what to install." },
   COMPILE_SANDBOX_MISSING: { code: Code.FailedPrecondition, description: "bubblewrap is not available to make rustc hermetic and --insecure-compile was not given." },

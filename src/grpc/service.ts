@@ -18,7 +18,7 @@ import type {
 } from "../gen/grpc/sandbox/v1/sandbox.js";
 import type { Sandbox } from "../sandbox.js";
 import { toServiceError } from "./status.js";
-import { asBuffer, compileInputFrom, compileResponseFrom, executeInputFrom, executeResponseFrom } from "./translate.js";
+import { checkUnaryResponseFits, compileInputFrom, compileResponseFrom, executeInputFrom, executeResponseFrom, outputEvents } from "./translate.js";
 
 /** The abort reason of every call the client cancelled. */
 const CLIENT_CANCELLED = new SandboxError("CANCELLED", "cancelled by the client");
@@ -98,8 +98,10 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
       const { signal, release } = callSignal(call, shutdown);
       try {
         const result = await sandbox.execute(executeInputFrom(call.request), signal);
+        const response = executeResponseFrom(result);
+        checkUnaryResponseFits(response);
         if (logger.isInfoEnabled()) logger.info("execute", { moduleId: result.moduleId, outcome: result.outcome, durationUs: result.durationUs });
-        callback(null, executeResponseFrom(result));
+        callback(null, response);
       } catch (e: unknown) {
         callback(fail("execute", e) as ServiceError, null);
       } finally {
@@ -108,22 +110,24 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
     },
 
     async streamOutput(call: ServerWritableStream<ExecuteRequest, ExecuteEvent>) {
-      let started = false;
       const send = streamWriter(call);
+      // Events are written in order, so the last piece of a chunk being handed on means all were.
+      const sendOutput = (stream: "stdout" | "stderr", chunk: Uint8Array): Promise<void> | undefined => {
+        let last: Promise<void> | undefined;
+        for (const event of outputEvents(stream, chunk)) last = send(event);
+        return last;
+      };
       const { signal, release } = callSignal(call, shutdown);
       try {
         const result = await sandbox.execute(executeInputFrom(call.request), signal, {
-          onStarted: (executionId, moduleId) => {
-            started = true;
-            void send({ $case: "started", value: { executionId, moduleId } });
-          },
-          onStdout: (chunk) => send({ $case: "stdout", value: asBuffer(chunk) }),
-          onStderr: (chunk) => send({ $case: "stderr", value: asBuffer(chunk) }),
+          onCompiling: (cacheHit) => void send({ $case: "compiling", value: { cacheHit } }),
+          onStarted: (executionId, moduleId) => void send({ $case: "started", value: { executionId, moduleId } }),
+          onStdout: (chunk) => sendOutput("stdout", chunk),
+          onStderr: (chunk) => sendOutput("stderr", chunk),
           onDenial: (denial) => void send({ $case: "denial", value: { ...denial } }),
         });
         if (logger.isInfoEnabled()) logger.info("stream", { moduleId: result.moduleId, outcome: result.outcome, durationUs: result.durationUs });
-        // Every stream opens with `started`, even when the source never compiled.
-        if (!started) void send({ $case: "started", value: { executionId: "", moduleId: result.moduleId } });
+        // A source that did not compile never started: the stream is `compiling` then `finished`.
         void send({ $case: "finished", value: executeResponseFrom(result) });
         call.end();
       } catch (e: unknown) {

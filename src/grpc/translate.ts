@@ -1,15 +1,19 @@
 /** Conversions between wire messages and the core's plain types. */
 import { SandboxError } from "../errors/sandbox-error.js";
-import type { Diagnostic as CoreDiagnostic } from "../compiler/diagnostics.js";
+import type { Diagnostic as CoreDiagnostic, Span as CoreSpan } from "../compiler/diagnostics.js";
 import type { CompileResult } from "../compiler/compiler.js";
+import { MAX_GRPC_MESSAGE_BYTES, MAX_STREAM_EVENT_OUTPUT_BYTES, MAX_UNARY_OUTPUT_BYTES } from "../limits.js";
 import {
+  Applicability,
   type CompileRequest,
   type CompileResponse,
   type Diagnostic,
+  type ExecuteEvent,
   type ExecuteRequest,
-  type ExecuteResponse,
+  ExecuteResponse,
   Outcome,
   Severity,
+  type Span,
 } from "../gen/grpc/sandbox/v1/sandbox.js";
 import type { CompileInput, ExecuteInput, ExecuteResult } from "../sandbox.js";
 
@@ -18,6 +22,14 @@ const SEVERITIES: Record<CoreDiagnostic["severity"], Severity> = {
   warning: Severity.SEVERITY_WARNING,
   note: Severity.SEVERITY_NOTE,
   help: Severity.SEVERITY_HELP,
+};
+
+const APPLICABILITIES: Record<CoreSpan["applicability"], Applicability> = {
+  none: Applicability.APPLICABILITY_UNSPECIFIED,
+  machine_applicable: Applicability.APPLICABILITY_MACHINE_APPLICABLE,
+  maybe_incorrect: Applicability.APPLICABILITY_MAYBE_INCORRECT,
+  has_placeholders: Applicability.APPLICABILITY_HAS_PLACEHOLDERS,
+  unknown: Applicability.APPLICABILITY_UNKNOWN,
 };
 
 const OUTCOMES: Record<ExecuteResult["outcome"], Outcome> = {
@@ -88,28 +100,62 @@ export function compileResponseFrom(result: CompileResult, durationUs: number): 
     cacheHit: result.cacheHit,
     diagnostics: result.diagnostics.map(diagnosticFrom),
     durationUs,
+    fixedSource: result.fixedSource,
   };
 }
 
-/** Core execution result → ExecuteResponse. */
+/** Core execution result → ExecuteResponse. exit_code is present only with OUTCOME_EXITED. */
 export function executeResponseFrom(result: ExecuteResult): ExecuteResponse {
   const base = {
     outcome: OUTCOMES[result.outcome],
     diagnostics: result.diagnostics.map(diagnosticFrom),
     moduleId: result.moduleId,
     durationUs: result.durationUs,
+    compileDurationUs: result.compileDurationUs,
   };
   if (result.outcome === "compile_error") {
-    return { ...base, exitCode: 0, stdout: EMPTY, stderr: EMPTY, message: "source did not compile", denials: [] };
+    return { ...base, exitCode: undefined, stdout: EMPTY, stderr: EMPTY, message: "source did not compile", denials: [] };
   }
   return {
     ...base,
-    exitCode: result.exitCode,
+    exitCode: result.outcome === "exited" ? result.exitCode : undefined,
     stdout: asBuffer(result.stdout),
     stderr: asBuffer(result.stderr),
     message: result.message,
     denials: result.denials.map((d) => ({ ...d })),
   };
+}
+
+/** Protobuf framing of one bytes field beyond its payload: a tag and a length of at most 5 bytes each (generous). */
+const BYTES_FIELD_FRAMING_BYTES = 10;
+
+/**
+ * Throws UNARY_OUTPUT_TOO_LARGE if `response` would not fit in one gRPC message. Output caps are
+ * checked before a run so this should never fire; if it does, the client still gets a catalogued
+ * reason instead of the transport's bare RESOURCE_EXHAUSTED. Output bytes are counted, not copied.
+ */
+export function checkUnaryResponseFits(response: ExecuteResponse): void {
+  const rest = ExecuteResponse.encode({ ...response, stdout: EMPTY, stderr: EMPTY }).finish().byteLength;
+  const bytes = rest + response.stdout.byteLength + response.stderr.byteLength + 2 * BYTES_FIELD_FRAMING_BYTES;
+  if (bytes <= MAX_GRPC_MESSAGE_BYTES) return;
+  throw new SandboxError(
+    "UNARY_OUTPUT_TOO_LARGE",
+    `the result is ${bytes} bytes, more than one response can carry (${MAX_GRPC_MESSAGE_BYTES}); run it with StreamOutput, or with a max_output_bytes of at most ${MAX_UNARY_OUTPUT_BYTES}`,
+    { metadata: { response_bytes: String(bytes), max_message_bytes: String(MAX_GRPC_MESSAGE_BYTES) } },
+  );
+}
+
+/**
+ * One chunk of guest output as StreamOutput events of at most MAX_STREAM_EVENT_OUTPUT_BYTES each:
+ * a guest's single large write would otherwise be one event beyond clients' receive limits. The
+ * events are views of the chunk, not copies.
+ */
+export function outputEvents(stream: "stdout" | "stderr", chunk: Uint8Array): ExecuteEvent["event"][] {
+  const events: ExecuteEvent["event"][] = [];
+  for (let offset = 0; offset < chunk.byteLength; offset += MAX_STREAM_EVENT_OUTPUT_BYTES) {
+    events.push({ $case: stream, value: asBuffer(chunk.subarray(offset, offset + MAX_STREAM_EVENT_OUTPUT_BYTES)) });
+  }
+  return events;
 }
 
 /** A Buffer view of the same bytes (the generated messages type bytes as Buffer); no copy. */
@@ -122,8 +168,13 @@ function diagnosticFrom(d: CoreDiagnostic): Diagnostic {
     severity: SEVERITIES[d.severity],
     code: d.code,
     message: d.message,
-    spans: d.spans.map((s) => ({ ...s })),
+    spans: d.spans.map(spanFrom),
     rendered: d.rendered,
     children: d.children.map(diagnosticFrom),
+    explanation: d.explanation,
   };
+}
+
+function spanFrom(s: CoreSpan): Span {
+  return { ...s, applicability: APPLICABILITIES[s.applicability] };
 }

@@ -6,27 +6,15 @@ import path from "node:path";
 import { expect } from "chai";
 import { execa } from "execa";
 import { MAX_WASM_BYTES } from "../../src/limits.js";
-import { Outcome, Severity, type CompileResponse } from "../../src/gen/grpc/sandbox/v1/sandbox.js";
+import { Applicability, Outcome, Severity, type CompileResponse } from "../../src/gen/grpc/sandbox/v1/sandbox.js";
 import { moduleTarget, rejection, startDaemon, type TestDaemon } from "../helpers/daemon.js";
+import { childPids } from "../helpers/processes.js";
 
 const src = (value: string): { input: { $case: "source"; value: string } } => ({ input: { $case: "source", value } });
 const wasmInput = (value: Uint8Array): { input: { $case: "wasm"; value: Buffer } } => ({ input: { $case: "wasm", value: Buffer.from(value) } });
 
 /** A source nobody compiled before, so the test sees a cold compile. */
 const fresh = (body = 'println!("hi");'): string => `// ${randomBytes(8).toString("hex")}\nfn main() { ${body} }\n`;
-
-/** Pids whose parent is `pid`, from /proc (no procps needed), joined by spaces. */
-async function childPids(pid: number): Promise<string> {
-  const found: string[] = [];
-  for (const entry of await readdir("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    const stat = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => "");
-    // field 4 is the parent pid; the command name (field 2) may contain spaces, so split after its ")"
-    const ppid = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1];
-    if (ppid === String(pid)) found.push(entry);
-  }
-  return found.join(" ");
-}
 
 function primary(r: CompileResponse, code: string): { lineStart: number; columnStart: number; lineEnd: number; columnEnd: number } {
   const d = r.diagnostics.find((x) => x.code === code);
@@ -51,7 +39,7 @@ describe("Compile: diagnostics an agent can act on (real daemon, real rustc)", f
     const d = r.diagnostics.find((x) => x.code === "E0308")!;
     expect(d.severity).to.equal(Severity.SEVERITY_ERROR);
     expect(d.message).to.equal("mismatched types");
-    expect(d.spans).to.deep.include({ lineStart: 2, columnStart: 18, lineEnd: 2, columnEnd: 25, primary: true, label: "expected `i32`, found `&str`", suggestedReplacement: "" });
+    expect(d.spans).to.deep.include({ lineStart: 2, columnStart: 18, lineEnd: 2, columnEnd: 25, primary: true, label: "expected `i32`, found `&str`", suggestedReplacement: "", applicability: Applicability.APPLICABILITY_UNSPECIFIED });
     expect(d.rendered).to.contain("--> main.rs:2:18");
     // rustc's closing tallies are not diagnostics
     expect(r.diagnostics.map((x) => x.message).join("\n")).to.not.contain("aborting due to");

@@ -43,9 +43,9 @@ describe("StreamOutput", function () {
     expect(stderr).to.contain("deliberate panic");
   });
 
-  it("opens with `started` and closes with a COMPILE_ERROR `finished` when the source does not compile", async function () {
+  it("is `compiling` then a COMPILE_ERROR `finished`, with no `started`, when the source does not compile", async function () {
     const events = await daemon.stream({ target: sourceTarget("fn main() { undefined_name(); }\n") });
-    expect(events.map((e) => e.event.event?.$case)).to.deep.equal(["started", "finished"]);
+    expect(events.map((e) => e.event.event?.$case)).to.deep.equal(["compiling", "finished"]);
     const finished = events[1]!.event.event as { value: { outcome: Outcome } };
     expect(finished.value.outcome).to.equal(Outcome.OUTCOME_COMPILE_ERROR);
   });

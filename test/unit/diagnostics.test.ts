@@ -1,13 +1,13 @@
 import { readFileSync } from "node:fs";
 import { expect } from "chai";
-import { flattenDiagnostics, hasErrors, parseRustcDiagnostics } from "../../src/compiler/diagnostics.js";
+import { asExplained, flattenDiagnostics, hasErrors, limitDiagnostics, parseRustcDiagnostics, type Diagnostic } from "../../src/compiler/diagnostics.js";
 
 // Captured from Debian rustc 1.63: `rustc --error-format=json --edition 2021 --target wasm32-wasi
 // --crate-type bin -O -C strip=symbols X.rs 2> X.stderr.txt` run inside test/fixtures/compiler.
 const FIXTURES = new URL("../../../test/fixtures/compiler/", import.meta.url);
 
-function fixture(name: string): string {
-  return readFileSync(new URL(`${name}.stderr.txt`, FIXTURES), "utf8");
+function fixture(name: string, suffix = "stderr.txt"): string {
+  return readFileSync(new URL(`${name}.${suffix}`, FIXTURES), "utf8");
 }
 
 describe("parseRustcDiagnostics", () => {
@@ -19,8 +19,8 @@ describe("parseRustcDiagnostics", () => {
     expect(d?.code).to.equal("E0308");
     expect(d?.message).to.equal("mismatched types");
     expect(d?.spans).to.deep.equal([
-      { lineStart: 2, columnStart: 18, lineEnd: 2, columnEnd: 25, primary: true, label: "expected `i32`, found `&str`", suggestedReplacement: "" },
-      { lineStart: 2, columnStart: 12, lineEnd: 2, columnEnd: 15, primary: false, label: "expected due to this", suggestedReplacement: "" },
+      { lineStart: 2, columnStart: 18, lineEnd: 2, columnEnd: 25, primary: true, label: "expected `i32`, found `&str`", suggestedReplacement: "", applicability: "none" },
+      { lineStart: 2, columnStart: 12, lineEnd: 2, columnEnd: 15, primary: false, label: "expected due to this", suggestedReplacement: "", applicability: "none" },
     ]);
     expect(d?.rendered).to.contain("error[E0308]: mismatched types").and.contain("e0308.rs:2:18");
     expect(hasErrors(ds)).to.equal(true);
@@ -109,7 +109,59 @@ describe("parseRustcDiagnostics", () => {
       }],
     });
     const [d] = parseRustcDiagnostics(line, { userFile: "main.rs", lineOffset: 0 });
-    expect(d?.spans).to.deep.equal([{ lineStart: 7, columnStart: 3, lineEnd: 7, columnEnd: 9, primary: true, label: "here", suggestedReplacement: "" }]);
+    expect(d?.spans).to.deep.equal([{ lineStart: 7, columnStart: 3, lineEnd: 7, columnEnd: 9, primary: true, label: "here", suggestedReplacement: "", applicability: "none" }]);
+  });
+
+  it("rates each suggestion as rustc does: `;` machine-applicable, a similar name maybe-incorrect, an extra argument with placeholders", () => {
+    const semicolon = parseRustcDiagnostics(fixture("missing-semicolon"), { userFile: "missing-semicolon.rs", lineOffset: 0 })[0];
+    expect(semicolon?.children[0]?.spans[0]).to.include({ suggestedReplacement: ";", applicability: "machine_applicable" });
+    expect(semicolon?.spans.every((s) => s.applicability === "none")).to.equal(true);
+    const similar = parseRustcDiagnostics(fixture("e0425"), { userFile: "e0425.rs", lineOffset: 0 })[0];
+    expect(similar?.children[0]?.spans[0]).to.include({ suggestedReplacement: "total", applicability: "maybe_incorrect" });
+    const extra = parseRustcDiagnostics(fixture("foreign-span"), { userFile: "foreign-span.rs", lineOffset: 2 })[2];
+    expect(extra?.children[1]?.spans[0]).to.include({ applicability: "has_placeholders" });
+    // a deletion has an empty replacement: only its applicability says there is a suggestion
+    const removal = parseRustcDiagnostics(fixture("fixes"), { userFile: "fixes.rs", lineOffset: 0 })[0];
+    expect(removal?.children[1]?.spans[0]).to.include({ suggestedReplacement: "", applicability: "machine_applicable" });
+  });
+
+  it("a suggestion rustc did not rate is `unknown`, one it rated in a way we do not know too", () => {
+    const line = (applicability: unknown): string =>
+      JSON.stringify({
+        message: "m", code: null, level: "error", rendered: "", spans: [],
+        children: [{ message: "help", code: null, level: "help", children: [], spans: [{ file_name: "main.rs", line_start: 1, line_end: 1, column_start: 1, column_end: 2, is_primary: true, suggested_replacement: "x", suggestion_applicability: applicability }] }],
+      });
+    for (const rating of ["Unspecified", null, "SomethingNew"]) {
+      expect(parseRustcDiagnostics(line(rating), { userFile: "main.rs", lineOffset: 0 })[0]?.children[0]?.spans[0]?.applicability).to.equal("unknown");
+    }
+  });
+
+  it("an error code carries exactly the text `rustc --explain` prints for it; lints and children carry none", () => {
+    const [e0308] = parseRustcDiagnostics(fixture("e0308"), { userFile: "e0308.rs", lineOffset: 0 });
+    expect(e0308?.explanation).to.equal(fixture("e0308", "explain.txt"));
+    // E0425's entry has doc-test-only `# ` lines, which rustc --explain leaves out
+    const [e0425] = parseRustcDiagnostics(fixture("e0425"), { userFile: "e0425.rs", lineOffset: 0 });
+    expect(e0425?.explanation).to.equal(fixture("e0425", "explain.txt"));
+    expect(e0425?.children.every((c) => c.explanation === "")).to.equal(true);
+    const [lint] = parseRustcDiagnostics(fixture("warning-only"), { userFile: "warning-only.rs", lineOffset: 0 });
+    expect(lint).to.include({ code: "unused_variables", explanation: "" });
+  });
+
+  it("explains like rustc --explain: fence info cut, hidden lines only inside code blocks dropped, indentation kept", () => {
+    const entry = "Text.\n\n# not hidden outside code\n\n  ```compile_fail,E0001\n  # hidden\n  shown\n  ```\n";
+    expect(asExplained(entry)).to.equal("Text.\n\n# not hidden outside code\n\n  ```\n  shown\n  ```\n");
+  });
+
+  it("limits diagnostics to a byte budget, keeping errors over warnings in their order and counting the rest", () => {
+    const d = (severity: Diagnostic["severity"], message: string): Diagnostic => ({ severity, code: "", message, spans: [], rendered: "x".repeat(100), children: [], explanation: "" });
+    const all = [d("warning", "w1"), d("error", "e1"), d("warning", "w2"), d("error", "e2"), d("warning", "w3")];
+    expect(limitDiagnostics(all, 1_000_000)).to.deep.equal(all);
+    const size = Buffer.byteLength(JSON.stringify(all[0]));
+    const kept = limitDiagnostics(all, 3 * size + 5);
+    expect(kept.map((x) => x.message).slice(0, 3)).to.deep.equal(["w1", "e1", "e2"]);
+    expect(kept[3]).to.include({ severity: "note" });
+    expect(kept[3]?.message).to.contain("2 more diagnostics (0 of them errors) were left out");
+    expect(limitDiagnostics(all, size).map((x) => x.message)[0]).to.equal("e1");
   });
 
   it("flattens children after their parent for the wire format", () => {

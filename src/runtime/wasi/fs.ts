@@ -8,7 +8,6 @@ import {
   DIR_RIGHTS, DIRENT_SIZE, Errno, EventType, FILE_RIGHTS, FILESTAT_SIZE, Fdflags, Filetype, Fstflags,
   LOOKUP_SYMLINK_FOLLOW, MUTATING_RIGHTS, Oflags, Rights, Whence,
 } from "./abi.js";
-import { registerHostFd, unregisterHostFd } from "./fd-registry.js";
 import { errnoOf } from "./errno.js";
 import {
   acquireExclusive, acquireShared, namespaceLockHolder, processNamespaceLock, releaseExclusive, releaseShared,
@@ -37,7 +36,6 @@ interface MountState {
 /** One open guest descriptor (3 and up) and the host fd behind it. */
 interface Descriptor {
   hostFd: number;
-  slot: number;
   readonly isDir: boolean;
   readonly mount: MountState;
   /** Guest-visible path, for denial records only. */
@@ -61,7 +59,6 @@ interface Dirent {
 /** Where a guest path landed: a directory host fd we hold and one final component (or "." for the directory itself). */
 interface Resolved {
   readonly dirFd: number;
-  readonly dirSlot: number;
   readonly owned: boolean;
   readonly name: string;
   readonly trailingSlash: boolean;
@@ -142,7 +139,6 @@ export class WasiFs {
       } catch (e: unknown) {
         return `mount ${m.guestPath}: cannot open host directory ${m.hostPath}: ${e instanceof Error ? e.message : String(e)}`;
       }
-      const slot = registerHostFd(this.options.fdRegistry, fd);
       let opened = "";
       try {
         opened = nodeFs.readlinkSync(`/proc/self/fd/${fd}`);
@@ -150,14 +146,14 @@ export class WasiFs {
         // Unreadable: treated as changed below.
       }
       if (opened !== realRoot) {
-        this.closeHost(fd, slot);
+        this.closeHost(fd);
         return `mount ${m.guestPath}: host directory ${m.hostPath} has changed since the policy was checked`;
       }
       const mount: MountState = { guestPath: m.guestPath, realRoot, writable: m.writable };
       const rights = m.writable ? DIR_RIGHTS : DIR_RIGHTS & ~MUTATING_RIGHTS;
       const inheriting = m.writable ? DIR_RIGHTS | FILE_RIGHTS : (DIR_RIGHTS | FILE_RIGHTS) & ~MUTATING_RIGHTS;
       this.install({
-        hostFd: fd, slot, isDir: true, mount, guestPath: m.guestPath, rightsBase: rights, rightsInheriting: inheriting,
+        hostFd: fd, isDir: true, mount, guestPath: m.guestPath, rightsBase: rights, rightsInheriting: inheriting,
         fdflags: 0, access: O_RDONLY, position: 0, preopenName: encoder.encode(m.guestPath), dirents: undefined,
       });
     }
@@ -168,7 +164,7 @@ export class WasiFs {
   closeAll(): void {
     for (let i = 0; i < this.fds.length; i++) {
       const d = this.fds[i];
-      if (d !== undefined) this.closeHost(d.hostFd, d.slot);
+      if (d !== undefined) this.closeHost(d.hostFd);
     }
     this.fds.length = 0;
     this.openCount = 0;
@@ -211,8 +207,7 @@ export class WasiFs {
     return fd;
   }
 
-  private closeHost(hostFd: number, slot: number): void {
-    unregisterHostFd(this.options.fdRegistry, slot);
+  private closeHost(hostFd: number): void {
     try {
       nodeFs.closeSync(hostFd);
     } catch {
@@ -221,14 +216,14 @@ export class WasiFs {
   }
 
   /** Opens `path` with O_NOFOLLOW and records it; throws GuestErrno on failure. */
-  private openHost(path: string, flags: number, mode?: number): { fd: number; slot: number } {
+  private openHost(path: string, flags: number, mode?: number): number {
     let fd: number;
     try {
       fd = nodeFs.openSync(path, flags | O_NOFOLLOW, mode);
     } catch (e: unknown) {
       throw new GuestErrno(errnoOf(e));
     }
-    return { fd, slot: registerHostFd(this.options.fdRegistry, fd) };
+    return fd;
   }
 
   /** The kernel's view of what `fd` really is must lie under the mount's real root. */
@@ -333,19 +328,17 @@ export class WasiFs {
     // Pending components, last one first, so a symlink's target can be pushed in front of the rest.
     const pending = path.split("/").filter((c) => c !== "").reverse();
     let cur = d.hostFd;
-    let curSlot = -1;
     let owned = false;
     let depth = 0;
     let expansions = 0;
-    const step = (next: { fd: number; slot: number }): void => {
-      if (!this.insideMount(next.fd, d.mount)) {
-        this.closeHost(next.fd, next.slot);
+    const step = (next: number): void => {
+      if (!this.insideMount(next, d.mount)) {
+        this.closeHost(next);
         this.deny(operation, d, path, "a directory on the path resolved outside the mount (moved or swapped during resolution)");
         throw new GuestErrno(Errno.NOTCAPABLE);
       }
-      if (owned) this.closeHost(cur, curSlot);
-      cur = next.fd;
-      curSlot = next.slot;
+      if (owned) this.closeHost(cur);
+      cur = next;
       owned = true;
     };
     const expand = (name: string): void => {
@@ -368,10 +361,10 @@ export class WasiFs {
     try {
       for (;;) {
         const c = pending.pop();
-        if (c === undefined) return { dirFd: cur, dirSlot: curSlot, owned, name: ".", trailingSlash };
+        if (c === undefined) return { dirFd: cur, owned, name: ".", trailingSlash };
         const last = pending.length === 0;
         if (c === ".") {
-          if (last) return { dirFd: cur, dirSlot: curSlot, owned, name: ".", trailingSlash };
+          if (last) return { dirFd: cur, owned, name: ".", trailingSlash };
           continue;
         }
         if (c === "..") {
@@ -384,7 +377,7 @@ export class WasiFs {
           continue;
         }
         if (last && !followFinal && !trailingSlash) {
-          return { dirFd: cur, dirSlot: curSlot, owned, name: c, trailingSlash };
+          return { dirFd: cur, owned, name: c, trailingSlash };
         }
         if (last) {
           let st: nodeFs.Stats;
@@ -392,16 +385,16 @@ export class WasiFs {
             st = nodeFs.lstatSync(at(cur, c));
           } catch (e: unknown) {
             const errno = errnoOf(e);
-            if (errno === Errno.NOENT) return { dirFd: cur, dirSlot: curSlot, owned, name: c, trailingSlash };
+            if (errno === Errno.NOENT) return { dirFd: cur, owned, name: c, trailingSlash };
             throw new GuestErrno(errno);
           }
           if (st.isSymbolicLink() && (followFinal || trailingSlash)) {
             expand(c);
             continue;
           }
-          return { dirFd: cur, dirSlot: curSlot, owned, name: c, trailingSlash };
+          return { dirFd: cur, owned, name: c, trailingSlash };
         }
-        let next: { fd: number; slot: number };
+        let next: number;
         try {
           next = this.openHost(at(cur, c), O_RDONLY | O_DIRECTORY);
         } catch (e: unknown) {
@@ -420,13 +413,13 @@ export class WasiFs {
         depth++;
       }
     } catch (e: unknown) {
-      if (owned) this.closeHost(cur, curSlot);
+      if (owned) this.closeHost(cur);
       throw e;
     }
   }
 
   private release(r: Resolved): void {
-    if (r.owned) this.closeHost(r.dirFd, r.dirSlot);
+    if (r.owned) this.closeHost(r.dirFd);
   }
 
   /** Runs `body` with a resolved path and releases the intermediate directory however it ends. */
@@ -508,16 +501,16 @@ export class WasiFs {
    * whether this call created the file (only then may a refusal remove it); the kernel's answers stay those of
    * the single open (EISDIR for an existing directory, ELOOP for a symlink).
    */
-  private openFinal(r: Resolved, flags: number): { fd: number; slot: number; created: boolean } {
+  private openFinal(r: Resolved, flags: number): { fd: number; created: boolean } {
     const target = at(r.dirFd, r.name);
-    if ((flags & O_CREAT) === 0 || (flags & O_EXCL) !== 0) return { ...this.openHost(target, flags, 0o666), created: (flags & O_CREAT) !== 0 };
+    if ((flags & O_CREAT) === 0 || (flags & O_EXCL) !== 0) return { fd: this.openHost(target, flags, 0o666), created: (flags & O_CREAT) !== 0 };
     for (let attempt = 0; ; attempt++) {
       try {
-        return { ...this.openHost(target, flags | O_EXCL, 0o666), created: true };
+        return { fd: this.openHost(target, flags | O_EXCL, 0o666), created: true };
       } catch (e: unknown) {
         if (!(e instanceof GuestErrno) || e.errno !== Errno.EXIST) throw e;
       }
-      let opened: { fd: number; slot: number };
+      let opened: number;
       try {
         opened = this.openHost(target, flags & ~O_CREAT);
       } catch (e: unknown) {
@@ -525,11 +518,11 @@ export class WasiFs {
         if (e instanceof GuestErrno && e.errno === Errno.NOENT && attempt < MAX_CREATE_ATTEMPTS) continue;
         throw e;
       }
-      if (nodeFs.fstatSync(opened.fd).isDirectory()) {
-        this.closeHost(opened.fd, opened.slot);
+      if (nodeFs.fstatSync(opened).isDirectory()) {
+        this.closeHost(opened);
         throw new GuestErrno(Errno.ISDIR);
       }
-      return { ...opened, created: false };
+      return { fd: opened, created: false };
     }
   }
 
@@ -813,14 +806,12 @@ export class WasiFs {
     } catch (e: unknown) {
       throw new GuestErrno(errnoOf(e));
     }
-    const slot = registerHostFd(this.options.fdRegistry, fd);
     if (!this.insideMount(fd, d.mount)) {
-      this.closeHost(fd, slot);
+      this.closeHost(fd);
       throw new GuestErrno(Errno.NOTCAPABLE);
     }
-    this.closeHost(d.hostFd, d.slot);
+    this.closeHost(d.hostFd);
     d.hostFd = fd;
-    d.slot = slot;
   }
 
   /** fd_fdstat_set_rights: rights may only shrink. */
@@ -939,7 +930,7 @@ export class WasiFs {
     if (d === undefined) return Errno.BADF;
     this.fds[fd] = undefined;
     this.openCount--;
-    this.closeHost(d.hostFd, d.slot);
+    this.closeHost(d.hostFd);
     return Errno.SUCCESS;
   }
 
@@ -1070,7 +1061,7 @@ export class WasiFs {
         if (r.trailingSlash && (oflags & Oflags.CREAT) !== 0) return Errno.ISDIR;
         if (r.trailingSlash) flags |= O_DIRECTORY;
         if ((oflags & Oflags.CREAT) !== 0 && !this.exists(r)) this.chargeCreate("path_open", d, path);
-        let opened: { fd: number; slot: number; created: boolean };
+        let opened: { fd: number; created: boolean };
         try {
           opened = this.openFinal(r, flags);
         } catch (e: unknown) {
@@ -1101,7 +1092,7 @@ export class WasiFs {
           const mask = (isDir ? DIR_RIGHTS : FILE_RIGHTS) & (d.mount.writable ? ~0n : ~MUTATING_RIGHTS);
           const joined = `${d.guestPath.endsWith("/") ? d.guestPath : `${d.guestPath}/`}${path}`;
           const newFd = this.install({
-            hostFd: opened.fd, slot: opened.slot, isDir, mount: d.mount, guestPath: joined,
+            hostFd: opened.fd, isDir, mount: d.mount, guestPath: joined,
             rightsBase: base & d.rightsInheriting & mask, rightsInheriting: inheriting & d.rightsInheriting,
             fdflags: fdflags & ~Fdflags.NONBLOCK, access: flags & (O_WRONLY | O_RDWR), position: 0,
             preopenName: undefined, dirents: undefined,
@@ -1110,7 +1101,7 @@ export class WasiFs {
           this.memory().view.setUint32(out, newFd, true);
           return Errno.SUCCESS;
         } finally {
-          if (!keep) this.closeHost(opened.fd, opened.slot);
+          if (!keep) this.closeHost(opened.fd);
         }
       }));
     });

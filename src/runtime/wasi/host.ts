@@ -6,11 +6,10 @@ import {
   Clock, Errno, EVENT_SIZE, EVENTRW_HANGUP, EventType, Filetype, Rights, STDIO_RIGHTS, SUBCLOCK_ABSTIME,
   SUBSCRIPTION_SIZE, WASI_MODULE,
 } from "./abi.js";
-import { FD_REGISTRY_SLOTS, releaseHostFds } from "./fd-registry.js";
 import { WasiFs } from "./fs.js";
 import { namespaceLockHolder, processNamespaceLock, releaseNamespaceLockHeldBy } from "./namespace-lock.js";
 
-export { FD_REGISTRY_SLOTS, namespaceLockHolder, processNamespaceLock, releaseHostFds, releaseNamespaceLockHeldBy };
+export { namespaceLockHolder, processNamespaceLock, releaseNamespaceLockHeldBy };
 
 /** A host directory the guest sees at `guestPath`. */
 export interface WasiMount { readonly hostPath: string; readonly guestPath: string; readonly writable: boolean }
@@ -36,7 +35,6 @@ export interface WasiHostOptions {
   flush?(): void;
   /** Carries the guest's outbound HTTP requests; absent when the policy grants no network (each request is then refused). */
   readonly http?: HttpTransport;
-  readonly fdRegistry?: Int32Array;
   /** The process's namespace lock (processNamespaceLock), shared with the other workers' guests; a worker thread must be given it. */
   readonly namespaceLock?: Int32Array;
 }
@@ -516,9 +514,4 @@ export class WasiHost {
       sock_shutdown: (fd: number, _how: number) => (fs.isOpen(fd) ? Errno.NOTSOCK : Errno.BADF),
     };
   }
-}
-
-/** Convenience for tests and the pool: a fresh registry of the right size. */
-export function createFdRegistry(): Int32Array {
-  return new Int32Array(new SharedArrayBuffer(FD_REGISTRY_SLOTS * Int32Array.BYTES_PER_ELEMENT));
 }
