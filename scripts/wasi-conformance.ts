@@ -55,7 +55,7 @@ const STDERR_LINES_SHOWN = 6;
 /** One test as the suite's JSON spec describes it (legacy or operation-based form, normalized). */
 interface TestCase {
   readonly args: string[];
-  readonly env: Record<string, string>;
+  readonly env: ReadonlyMap<string, string>;
   /** Directory, relative to the spec, preopened as the guest's "/". */
   readonly root: string | undefined;
   readonly stdin: string;
@@ -100,9 +100,9 @@ function findTests(suite: string): string[] {
   return found;
 }
 
-function asStringRecord(value: unknown): Record<string, string> {
-  if (typeof value !== "object" || value === null) return {};
-  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, String(v)]));
+function asStringMap(value: unknown): Map<string, string> {
+  if (typeof value !== "object" || value === null) return new Map();
+  return new Map(Object.entries(value).map(([k, v]) => [k, String(v)]));
 }
 
 /** Normalizes a spec (doc/specification.md of the suite); a string says why we cannot run it. */
@@ -111,7 +111,7 @@ function parseSpec(raw: Record<string, unknown>): TestCase | string {
     // Legacy form: stdout/stderr are checked only when given, as the reference runner does.
     return {
       args: Array.isArray(raw["args"]) ? raw["args"].map(String) : [],
-      env: asStringRecord(raw["env"]),
+      env: asStringMap(raw["env"]),
       root: typeof raw["root"] === "string" ? raw["root"] : undefined,
       stdin: "",
       stdout: typeof raw["stdout"] === "string" ? raw["stdout"] : undefined,
@@ -150,7 +150,7 @@ function parseSpec(raw: Record<string, unknown>): TestCase | string {
   }
   return {
     args: Array.isArray(run?.["args"]) ? run["args"].map(String) : [],
-    env: asStringRecord(run?.["env"]),
+    env: asStringMap(run?.["env"]),
     root: typeof run?.["root"] === "string" ? run["root"] : undefined,
     stdin,
     stdout,
@@ -252,7 +252,7 @@ function daemonRunner(client: SandboxClient, sign: (moduleId: string, rootCopy: 
         {
           target: { $case: "moduleId", value: compiled.moduleId },
           args: test.args,
-          env: test.env,
+          env: new Map(test.env),
           stdin: Buffer.from(test.stdin),
           policy: sign(compiled.moduleId, rootCopy),
         },

@@ -26,8 +26,9 @@ import {
   DEFAULT_TIMEOUT_MS,
   SHUTDOWN_GRACE_MS,
 } from "./limits.js";
-import { detectToolchain, TOOLCHAIN_INSTALL_HINT } from "./compiler/toolchain.js";
+import { probeToolchain } from "./compiler/toolchain.js";
 import type { CompilerSettings } from "./compiler/compiler.js";
+import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from "./request-limits.js";
 import { TrustedKeys } from "./policy/trusted-keys.js";
 import type { PolicyCeilings, PolicyDefaults } from "./policy/authorize.js";
 import type { CidrRange } from "./runtime/net/address-rules.js";
@@ -61,6 +62,8 @@ export interface DaemonConfig {
   readonly cacheMaxBytes?: number;
   /** --max-connections, --connection-idle-timeout-ms (defaults: DEFAULT_CONNECTION_LIMITS). */
   readonly connections?: ConnectionLimits;
+  /** --max-args, --max-args-bytes, --max-env-vars, --max-env-bytes. */
+  readonly requestLimits: RequestLimits;
 }
 
 /** Defaults for every setting but the listen address. */
@@ -97,6 +100,7 @@ export function defaultConfig(listen: ListenAddress = { kind: "unix", path: defa
       httpTimeoutMs: DEFAULT_HTTP_TIMEOUT_MS,
     },
     privateNetworks: [],
+    requestLimits: DEFAULT_REQUEST_LIMITS,
   };
 }
 
@@ -149,9 +153,9 @@ export class Daemon {
   static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
     const invalid = validateConfig(config);
     if (invalid) throw invalid;
-    const toolchain = detectToolchain(config.rustc).then((found) => {
-      if (found) logger.info("toolchain", { rustc: found.rustc, target: found.target });
-      else logger.warn(`Compile is unavailable: ${TOOLCHAIN_INSTALL_HINT}`);
+    // The compiler logs once whether Compile is unavailable, after it has also tried a build.
+    const toolchain = probeToolchain(config.rustc).then((found) => {
+      if (found.toolchain) logger.info("toolchain", { rustc: found.toolchain.rustc, target: found.toolchain.target });
       return found;
     });
     const keys = await TrustedKeys.load(config.trustedKeysDir, (message) => logger.warn(message));
@@ -172,11 +176,16 @@ export class Daemon {
       logger,
       ...(config.compile ? { compile: config.compile } : {}),
       ...(config.cacheMaxBytes ? { cacheMaxBytes: config.cacheMaxBytes } : {}),
+      requestLimits: config.requestLimits,
     });
     try {
-      const server = new SandboxServer(sandbox, logger, config.connections);
+      const server = new SandboxServer(sandbox, logger, config.requestLimits, config.connections);
       const address = await server.listen(config.listen);
       logger.info(`sandboxd listening on ${address}`, { address, workers: config.workers, cacheDir: config.cacheDir });
+      // Health tells operators what the log says: this host cannot compile.
+      void sandbox.compileUnavailable().then((reason) => {
+        if (reason) server.markCompileUnavailable();
+      });
       return new Daemon(sandbox, server, address, logger);
     } catch (e: unknown) {
       await sandbox.close();

@@ -12,6 +12,23 @@ export const DEFAULT_MEMORY_LIMIT_BYTES = 256 * 1024 * 1024;
 export const DEFAULT_MAX_OUTPUT_BYTES = 16 * 1024 * 1024;
 /** Largest stdin a request may carry. */
 export const MAX_STDIN_BYTES = 16 * 1024 * 1024;
+/** Arguments (after argv[0]) a request may carry unless `--max-args` says otherwise. */
+export const MAX_ARGS = 65_536;
+/** Total UTF-8 bytes of a request's arguments unless `--max-args-bytes` says otherwise. */
+export const MAX_ARGS_BYTES = 16 * 1024 * 1024;
+/** Environment variables a request may carry unless `--max-env-vars` says otherwise. */
+export const MAX_ENV_VARS = 65_536;
+/** Total UTF-8 bytes of a request's environment (keys plus values) unless `--max-env-bytes` says otherwise. */
+export const MAX_ENV_BYTES = 16 * 1024 * 1024;
+/**
+ * Protobuf fields (at any depth, unknown ones included) a request may carry besides its args and env
+ * entries: a real request has a handful, and each costs the decoder an allocation and time.
+ */
+export const MAX_OTHER_REQUEST_FIELDS = 1024;
+/** Largest serialized Policy a request's SignedPolicy may carry (checked before verifying its signature). */
+export const MAX_POLICY_BYTES = 64 * 1024;
+/** Mounts one policy may grant. */
+export const MAX_POLICY_MOUNTS = 64;
 /** Largest Rust source a request may carry. */
 export const MAX_SOURCE_BYTES = 1024 * 1024;
 /** Largest precompiled module a request may carry. */

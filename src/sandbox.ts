@@ -9,10 +9,11 @@ import { SandboxError } from "./errors/sandbox-error.js";
 import { elapsedUs } from "./elapsed.js";
 import type { Logger } from "./logger.js";
 import { MAX_STDIN_BYTES, MAX_UNARY_OUTPUT_BYTES } from "./limits.js";
+import { checkArgsAndEnv, DEFAULT_REQUEST_LIMITS, type RequestLimits } from "./request-limits.js";
 import { MODULE_ID_PATTERN, ModuleStore } from "./cache/module-store.js";
 import { Compiler, type CompileResult, type CompilerSettings } from "./compiler/compiler.js";
 import type { Diagnostic } from "./compiler/diagnostics.js";
-import type { Toolchain } from "./compiler/toolchain.js";
+import type { ToolchainProbe } from "./compiler/toolchain.js";
 import { authorize, bindToModule, type PolicyCeilings, type PolicyDefaults, type SignedPolicyInput } from "./policy/authorize.js";
 import type { TrustedKeys } from "./policy/trusted-keys.js";
 import type { RunListener, RunResult } from "./runtime/execution.js";
@@ -27,8 +28,8 @@ export const DEFAULT_WORKERS = Math.max(4, availableParallelism());
 
 /** What the core is built from. */
 export interface SandboxOptions {
-  /** The detected toolchain, or its detection still under way (the daemon serves meanwhile). */
-  readonly toolchain: Toolchain | undefined | Promise<Toolchain | undefined>;
+  /** What toolchain detection found, or its detection still under way (the daemon serves meanwhile). */
+  readonly toolchain: ToolchainProbe | Promise<ToolchainProbe>;
   readonly cacheDir: string;
   readonly workers: number;
   /** Executions allowed to wait for a worker. */
@@ -50,6 +51,8 @@ export interface SandboxOptions {
   readonly compile?: CompilerSettings;
   /** Size cap of the on-disk module cache. */
   readonly cacheMaxBytes?: number;
+  /** Caps on a request's args and env; defaults when absent. */
+  readonly requestLimits?: RequestLimits;
 }
 
 /** Input of a Compile: Rust source or a precompiled module. */
@@ -60,7 +63,8 @@ export interface ExecuteInput {
   readonly target: { readonly moduleId: string } | { readonly source: string };
   readonly stdin: Uint8Array;
   readonly args: readonly string[];
-  readonly env: Readonly<Record<string, string>>;
+  /** Exactly the guest's environment: a Map, so that no key (`__proto__` included) is special. */
+  readonly env: ReadonlyMap<string, string>;
   readonly policy: SignedPolicyInput | undefined;
 }
 
@@ -128,6 +132,18 @@ export class Sandbox {
     }
   }
 
+  /**
+   * Why Compile cannot work on this host (TOOLCHAIN_MISSING naming what to
+   * install, COMPILE_SANDBOX_MISSING), known once the start-up probe is done;
+   * undefined when it can.
+   */
+  compileUnavailable(): Promise<SandboxError | undefined> {
+    return this.compiler.then(
+      (c) => c.unavailable,
+      (e: unknown) => SandboxError.from(e),
+    );
+  }
+
   /** Compiles source or registers a precompiled module. */
   compile(input: CompileInput, signal?: AbortSignal): Promise<CompileResult> {
     return this.compiler.then((c) => ("source" in input ? c.compile(input.source, signal) : c.register(input.wasm, signal)));
@@ -139,7 +155,7 @@ export class Sandbox {
    * would not is refused before anything compiles or runs.
    */
   async execute(input: ExecuteInput, signal?: AbortSignal, hooks?: ExecuteHooks): Promise<ExecuteResult> {
-    validateExecuteInput(input);
+    validateExecuteInput(input, this.options.requestLimits ?? DEFAULT_REQUEST_LIMITS);
     const grant = await authorize(input.policy, {
       keys: this.options.keys,
       allowUnsigned: this.options.allowUnsigned,
@@ -212,7 +228,9 @@ export class Sandbox {
   }
 }
 
-function validateExecuteInput(input: ExecuteInput): void {
+function validateExecuteInput(input: ExecuteInput, limits: RequestLimits): void {
+  // Before anything else: the rest of the checks walk every arg and variable.
+  checkArgsAndEnv(input.args, input.env, limits);
   if ("moduleId" in input.target && !MODULE_ID_PATTERN.test(input.target.moduleId)) {
     throw new SandboxError("INVALID_MODULE_ID", "module_id must be 64 lowercase hex characters (a SHA-256)");
   }
@@ -223,7 +241,7 @@ function validateExecuteInput(input: ExecuteInput): void {
   for (const arg of input.args) {
     if (arg.includes("\0")) throw new SandboxError("INVALID_REQUEST", "args must not contain NUL characters");
   }
-  for (const [key, value] of Object.entries(input.env)) {
+  for (const [key, value] of input.env) {
     if (key === "" || key.includes("=") || key.includes("\0") || value.includes("\0")) {
       throw new SandboxError("INVALID_REQUEST", `env key ${JSON.stringify(key)} is invalid: keys must be non-empty with no '=' or NUL, values no NUL`);
     }

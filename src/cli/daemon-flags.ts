@@ -9,6 +9,7 @@ import { defaultConfig, defaultSocketPath, type DaemonConfig } from "../daemon.j
 import { DEFAULT_CONNECTION_LIMITS, parseListenAddress } from "../grpc/server.js";
 import { parseHostPatterns } from "../policy/host-patterns.js";
 import { parseCidr, type CidrRange } from "../runtime/net/address-rules.js";
+import { MAX_ARGS, MAX_ARGS_BYTES, MAX_ENV_BYTES, MAX_ENV_VARS } from "../limits.js";
 
 /** The --help text. */
 export const USAGE = `usage: sandboxd [options]
@@ -30,6 +31,10 @@ export const USAGE = `usage: sandboxd [options]
   --max-http-response-bytes N  ceiling on a policy's max_http_response_bytes (response bytes per run)
   --max-http-timeout-ms N  ceiling on a policy's http_timeout_ms (one request, redirects included)
   --default-timeout-ms N   wall-clock limit of runs whose policy does not set one (and of unsigned runs)
+  --max-args N             arguments one Execute may carry (default ${MAX_ARGS})
+  --max-args-bytes N       total bytes of those arguments (default ${MAX_ARGS_BYTES})
+  --max-env-vars N         environment variables one Execute may carry (default ${MAX_ENV_VARS})
+  --max-env-bytes N        total bytes of their keys and values (default ${MAX_ENV_BYTES})
   --cache-max-bytes N      size cap of the on-disk module cache (least recently used entries are evicted)
   --memory-cache-max-bytes N  size of the compiled modules kept in memory (least recently used are dropped)
   --insecure-compile       compile even without bubblewrap (scripts can then read host files at compile time)
@@ -74,6 +79,10 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         "max-http-response-bytes": { type: "string" },
         "max-http-timeout-ms": { type: "string" },
         "default-timeout-ms": { type: "string" },
+        "max-args": { type: "string" },
+        "max-args-bytes": { type: "string" },
+        "max-env-vars": { type: "string" },
+        "max-env-bytes": { type: "string" },
         rustc: { type: "string" },
         "cache-max-bytes": { type: "string" },
         "memory-cache-max-bytes": { type: "string" },
@@ -101,7 +110,7 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
   const listen = v.listen === undefined ? base.listen : parseListenAddress(v.listen);
   if (listen instanceof Error) return listen;
   const numbers: Record<string, number | undefined> = {};
-  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "max-write-bytes", "max-created-entries", "max-http-requests", "max-http-response-bytes", "max-http-timeout-ms", "default-timeout-ms", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes", "compile-concurrency", "compile-max-queued", "max-queued-executions", "max-buffered-bytes", "memory-cache-max-bytes", "max-connections", "connection-idle-timeout-ms"] as const) {
+  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "max-write-bytes", "max-created-entries", "max-http-requests", "max-http-response-bytes", "max-http-timeout-ms", "default-timeout-ms", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes", "compile-concurrency", "compile-max-queued", "max-queued-executions", "max-buffered-bytes", "memory-cache-max-bytes", "max-connections", "connection-idle-timeout-ms", "max-args", "max-args-bytes", "max-env-vars", "max-env-bytes"] as const) {
     const text = v[flag];
     if (text === undefined) continue;
     const n = Number(text);
@@ -158,6 +167,12 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
       connections: {
         maxConnections: numbers["max-connections"] ?? DEFAULT_CONNECTION_LIMITS.maxConnections,
         idleTimeoutMs: numbers["connection-idle-timeout-ms"] ?? DEFAULT_CONNECTION_LIMITS.idleTimeoutMs,
+      },
+      requestLimits: {
+        maxArgs: numbers["max-args"] ?? base.requestLimits.maxArgs,
+        maxArgsBytes: numbers["max-args-bytes"] ?? base.requestLimits.maxArgsBytes,
+        maxEnvVars: numbers["max-env-vars"] ?? base.requestLimits.maxEnvVars,
+        maxEnvBytes: numbers["max-env-bytes"] ?? base.requestLimits.maxEnvBytes,
       },
       compile: {
         insecureCompile: v["insecure-compile"],

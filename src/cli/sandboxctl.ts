@@ -16,7 +16,7 @@ import { parsePolicyJson } from "../policy/policy-json.js";
 import { formatSignedPolicyFile, parseSignedPolicyFile, signPolicy } from "../policy/signed-policy-file.js";
 import { keyIdProblem, PUBLIC_KEY_SUFFIX, TrustedKeys } from "../policy/trusted-keys.js";
 import { checkValidity } from "../policy/validity.js";
-import { verifySignedPolicy } from "../policy/verify-signature.js";
+import { checkMountCount, checkPolicyBytes, verifySignedPolicy } from "../policy/verify-signature.js";
 
 /** File name suffix of a private key written by keygen. */
 const PRIVATE_KEY_SUFFIX = ".key";
@@ -99,10 +99,13 @@ async function policySign(args: string[]): Promise<number> {
   }
   // Refuse to sign what every daemon would refuse anyway: better to learn it here than at run time.
   checkValidity(policy, Date.now());
+  checkMountCount(policy);
   checkGuestPaths(policy.mounts);
   checkNetworkGrant(policy);
+  const signed = signPolicy(policy, privateKey, id);
+  checkPolicyBytes(signed.policy, id);
 
-  const text = formatSignedPolicyFile(signPolicy(policy, privateKey, id));
+  const text = formatSignedPolicyFile(signed);
   if (values.out === undefined) process.stdout.write(text);
   else await writeFile(values.out, text);
   return 0;

@@ -14,7 +14,15 @@ import { applyMachineApplicableFixes } from "./fixes.js";
 import { detectBubblewrap, hermeticCommand, insecureCommand, type HermeticCommand } from "./hermetic.js";
 import { DEFAULT_SDK_DIR, loadSdk, type SdkArtifacts } from "./sdk.js";
 import { Singleflight } from "./singleflight.js";
-import { TOOLCHAIN_INSTALL_HINT, type Toolchain } from "./toolchain.js";
+import {
+  LINK_PROBE_SOURCE,
+  NO_TOOLCHAIN,
+  toolchainProblemIn,
+  unrecognisedToolchainProblem,
+  type Toolchain,
+  type ToolchainProbe,
+  type ToolchainProblem,
+} from "./toolchain.js";
 
 /** Re-exported from src/limits.ts for callers that knew it here (the wall-clock budget of one rustc run). */
 export { COMPILE_TIMEOUT_MS };
@@ -162,10 +170,27 @@ function failedOnSource(diagnostics: readonly Diagnostic[]): boolean {
   return diagnostics.some((d) => d.severity === "error" && d.spans.length > 0);
 }
 
+/** TOOLCHAIN_MISSING for a problem, naming the packages that fix it. */
+function toolchainMissing(problem: ToolchainProblem): SandboxError {
+  return new SandboxError("TOOLCHAIN_MISSING", problem.message, { metadata: { install: problem.packages.join(" ") } });
+}
+
+/** What one rustc run left behind. */
+interface RustcRun {
+  readonly exitCode: number | undefined;
+  readonly signal: string | undefined;
+  readonly stderr: string;
+  readonly isCanceled: boolean;
+  readonly timedOut: boolean;
+  readonly rustcMs: number;
+}
+
 /** Compiles Rust source to WASI preview1 modules and registers precompiled ones, through the module store. */
 export class Compiler {
   private readonly queue: CompileQueue;
   private readonly flights = new Singleflight<CompileResult>();
+  /** Why Compile cannot work on this host (found once, at start), or undefined when it can. */
+  private unavailableReason: SandboxError | undefined;
 
   constructor(
     private readonly toolchain: Toolchain | undefined,
@@ -176,14 +201,18 @@ export class Compiler {
     this.queue = new CompileQueue(options.concurrency ?? availableParallelism(), options.maxQueued ?? COMPILE_MAX_QUEUED);
   }
 
-  /** Detects bubblewrap and loads the SDK, says loudly what is missing, and builds the compiler. */
-  static async create(toolchain: Toolchain | undefined, store: ModuleStore, logger: Logger, settings: CompilerSettings = {}): Promise<Compiler> {
+  /**
+   * Detects bubblewrap, loads the SDK, builds a trivial program the way every
+   * script is built (so a missing linker or std shows now, not at the first
+   * Compile), says once and loudly what is missing, and builds the compiler.
+   * `probe` is what toolchain detection found; undefined means nothing at all.
+   */
+  static async create(probe: ToolchainProbe | undefined, store: ModuleStore, logger: Logger, settings: CompilerSettings = {}): Promise<Compiler> {
+    const toolchain = probe?.toolchain;
     const bwrap = await detectBubblewrap(...(settings.bwrapPath ? [[settings.bwrapPath]] : []));
     if (bwrap) logger.info("rustc runs hermetically under bubblewrap", { bwrap });
     else if (settings.insecureCompile) {
       logger.warn("INSECURE: bubblewrap is unavailable and --insecure-compile was given; scripts can read this host's files at compile time");
-    } else {
-      logger.warn("Compile is refused: bubblewrap is unavailable (apt-get install bubblewrap), or pass --insecure-compile");
     }
     let sdk: SdkArtifacts | undefined;
     if (toolchain) {
@@ -191,7 +220,58 @@ export class Compiler {
       if (sdk) logger.info("script SDK loaded", { sdkHash: sdk.sdkHash, dir: sdk.dir });
     }
     await removeStaleWorkDirs(Math.max(STALE_WORK_DIR_MS, 2 * (settings.timeoutMs ?? COMPILE_TIMEOUT_MS)), logger);
-    return new Compiler(toolchain, store, logger, { ...settings, bwrap, sdk });
+    const compiler = new Compiler(toolchain, store, logger, { ...settings, bwrap, sdk });
+    if (!toolchain) compiler.unavailableReason = toolchainMissing(probe?.problem ?? NO_TOOLCHAIN);
+    else if (!compiler.sandboxMissing()) {
+      const problem = await compiler.buildProbe(toolchain);
+      if (problem) compiler.unavailableReason = toolchainMissing(problem);
+    }
+    const reason = compiler.unavailable;
+    if (reason) logger.error(`Compile is unavailable: ${reason.message}`, { reason: reason.reason, ...reason.metadata });
+    return compiler;
+  }
+
+  /** Why Compile cannot work on this host (missing toolchain, linker, std or bubblewrap), or undefined. */
+  get unavailable(): SandboxError | undefined {
+    return this.unavailableReason ?? this.sandboxMissing();
+  }
+
+  /** COMPILE_SANDBOX_MISSING when rustc cannot run hermetically and the operator did not allow otherwise. */
+  private sandboxMissing(): SandboxError | undefined {
+    if (this.options.bwrap || this.options.insecureCompile) return undefined;
+    return new SandboxError(
+      "COMPILE_SANDBOX_MISSING",
+      "bubblewrap is not available to isolate rustc; install it (apt-get install bubblewrap) or start sandboxd with --insecure-compile",
+    );
+  }
+
+  /**
+   * Builds {@link LINK_PROBE_SOURCE} exactly as scripts are built (hermetic,
+   * same flags, no SDK) and returns what is missing if it fails. A probe that
+   * times out on a busy host proves nothing, so it does not disable Compile.
+   */
+  private async buildProbe(toolchain: Toolchain): Promise<ToolchainProblem | undefined> {
+    const dir = await mkdtemp(path.join(tmpdir(), WORK_DIR_PREFIX));
+    try {
+      await writeFile(path.join(dir, SOURCE_FILE), LINK_PROBE_SOURCE);
+      const run = await this.runRustc(dir, [...RUSTC_FLAGS, "--target", toolchain.target, "-o", "main.wasm", SOURCE_FILE]);
+      if (run.exitCode === 0) {
+        this.logger.debug("toolchain probe built and linked a module", { rustcMs: run.rustcMs });
+        return undefined;
+      }
+      // Out of time or of the memory budget: the host or the operator's budgets, not a missing package.
+      if (run.timedOut || run.isCanceled || OUT_OF_MEMORY_RE.test(run.stderr)) {
+        this.logger.warn("the toolchain probe did not finish within the compile budgets; Compile stays enabled", { rustcMs: run.rustcMs });
+        return undefined;
+      }
+      const diagnostics = parseRustcDiagnostics(run.stderr, { userFile: SOURCE_FILE, lineOffset: 0, displayName: SOURCE_FILE });
+      const known = toolchainProblemIn(diagnostics, toolchain.target);
+      if (known) return known;
+      this.logger.error("the toolchain probe failed", { exitCode: run.exitCode, signal: run.signal, stderr: run.stderr.slice(-4096) });
+      return unrecognisedToolchainProblem(toolchain.target);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   }
 
   /** The SDK linked into scripts, if any. */
@@ -208,14 +288,10 @@ export class Compiler {
     if (Buffer.byteLength(source) > MAX_SOURCE_BYTES) {
       throw new SandboxError("SOURCE_TOO_LARGE", `source exceeds ${MAX_SOURCE_BYTES} bytes`);
     }
+    const unavailable = this.unavailable;
+    if (unavailable) throw unavailable;
     const toolchain = this.toolchain;
-    if (!toolchain) throw new SandboxError("TOOLCHAIN_MISSING", TOOLCHAIN_INSTALL_HINT);
-    if (!this.options.bwrap && !this.options.insecureCompile) {
-      throw new SandboxError(
-        "COMPILE_SANDBOX_MISSING",
-        "bubblewrap is not available to isolate rustc; install it (apt-get install bubblewrap) or start sandboxd with --insecure-compile",
-      );
-    }
+    if (!toolchain) throw toolchainMissing(NO_TOOLCHAIN);
     const moduleId = this.moduleIdFor(source, toolchain);
     const hit = await this.cached(moduleId);
     onCompiling?.(hit !== undefined);
@@ -244,30 +320,8 @@ export class Compiler {
       const args = [...RUSTC_FLAGS, "--target", toolchain.target, ...(this.options.sdk?.rustcArgs ?? []), "-o", "main.wasm", SOURCE_FILE];
       const timeoutMs = this.options.timeoutMs ?? COMPILE_TIMEOUT_MS;
       const memoryLimitBytes = this.options.memoryLimitBytes ?? COMPILE_MEMORY_LIMIT_BYTES;
-      const cmd: HermeticCommand = this.options.bwrap
-        ? hermeticCommand({
-            bwrap: this.options.bwrap,
-            rustc: toolchain.rustc,
-            sysroot: toolchain.sysroot,
-            workDir: dir,
-            readOnlyPaths: this.options.sdk?.readOnlyPaths ?? [],
-            args,
-            memoryLimitBytes,
-          })
-        : insecureCommand({ rustc: toolchain.rustc, args, memoryLimitBytes });
-      const started = performance.now();
-      const result = await execa(cmd.file, cmd.args, {
-        cwd: dir,
-        env: cmd.env,
-        extendEnv: false,
-        reject: false,
-        timeout: timeoutMs,
-        cancelSignal: signal,
-        forceKillAfterDelay: RUSTC_KILL_GRACE_MS,
-        stdin: "ignore",
-        maxBuffer: RUSTC_MAX_STDERR_BYTES,
-      });
-      const rustcMs = performance.now() - started;
+      const result = await this.runRustc(dir, args, signal);
+      const rustcMs = result.rustcMs;
       if (result.isCanceled) throw new SandboxError("CANCELLED", "compile cancelled");
       if (result.timedOut) {
         throw new SandboxError("COMPILE_TIMEOUT", `rustc exceeded its wall-clock budget of ${timeoutMs} ms (a macro or const-eval bomb?)`, {
@@ -282,6 +336,12 @@ export class Compiler {
           throw new SandboxError("COMPILE_TIMEOUT", `rustc exceeded its memory budget of ${memoryLimitBytes} bytes`, {
             metadata: { limit: "memory", limit_bytes: String(memoryLimitBytes) },
           });
+        }
+        // The linker or std went missing since the start-up probe: the host's fault, not the script's.
+        const missing = toolchainProblemIn(parsed, toolchain.target);
+        if (missing) {
+          this.logger.error(`Compile failed: ${missing.message}`, { install: missing.packages.join(" ") });
+          throw toolchainMissing(missing);
         }
         if (!hasErrors(parsed)) {
           // Not a verdict on the source: the sandbox or rustc itself broke. Never blame the user's code.
@@ -299,6 +359,44 @@ export class Compiler {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  }
+
+  /** Runs rustc on `args` in `dir`, hermetically when bubblewrap is there, within the compile budgets. */
+  private async runRustc(dir: string, args: string[], signal?: AbortSignal): Promise<RustcRun> {
+    const toolchain = this.toolchain;
+    if (!toolchain) throw toolchainMissing(NO_TOOLCHAIN);
+    const memoryLimitBytes = this.options.memoryLimitBytes ?? COMPILE_MEMORY_LIMIT_BYTES;
+    const cmd: HermeticCommand = this.options.bwrap
+      ? hermeticCommand({
+          bwrap: this.options.bwrap,
+          rustc: toolchain.rustc,
+          sysroot: toolchain.sysroot,
+          workDir: dir,
+          readOnlyPaths: this.options.sdk?.readOnlyPaths ?? [],
+          args,
+          memoryLimitBytes,
+        })
+      : insecureCommand({ rustc: toolchain.rustc, args, memoryLimitBytes });
+    const started = performance.now();
+    const result = await execa(cmd.file, cmd.args, {
+      cwd: dir,
+      env: cmd.env,
+      extendEnv: false,
+      reject: false,
+      timeout: this.options.timeoutMs ?? COMPILE_TIMEOUT_MS,
+      ...(signal ? { cancelSignal: signal } : {}),
+      forceKillAfterDelay: RUSTC_KILL_GRACE_MS,
+      stdin: "ignore",
+      maxBuffer: RUSTC_MAX_STDERR_BYTES,
+    });
+    return {
+      exitCode: result.exitCode,
+      signal: result.signal,
+      stderr: result.stderr,
+      isCanceled: result.isCanceled,
+      timedOut: result.timedOut,
+      rustcMs: performance.now() - started,
+    };
   }
 
   /**

@@ -13,7 +13,7 @@ export interface ReasonInfo {
  * The README lists them; test/unit/error-catalogue.test.ts keeps the two in step.
  */
 export const REASONS = {
-  INVALID_REQUEST: { code: Code.InvalidArgument, description: "The request is malformed: a required field is missing, or a oneof has neither or both members." },
+  INVALID_REQUEST: { code: Code.InvalidArgument, description: "The request is malformed: a required field is missing, a oneof has neither or both members, or it holds more protobuf fields than any request within the daemon's limits." },
   EMPTY_SOURCE: { code: Code.InvalidArgument, description: "The Rust source is empty." },
   SOURCE_TOO_LARGE: { code: Code.InvalidArgument, description: "The Rust source exceeds the daemon's size limit." },
   INVALID_WASM: { code: Code.InvalidArgument, description: "The bytes are not a valid WASI preview1 command module (bad binary, missing `_start`/`memory`, or imports outside `wasi_snapshot_preview1` and `sandboxd_http_v1`, or with another signature)." },
@@ -21,8 +21,11 @@ export const REASONS = {
   INVALID_MODULE_ID: { code: Code.InvalidArgument, description: "The module id is not 64 lowercase hex characters." },
   STDIN_TOO_LARGE: { code: Code.InvalidArgument, description: "stdin exceeds the daemon's size limit." },
   UNARY_OUTPUT_TOO_LARGE: { code: Code.InvalidArgument, description: "The policy's max_output_bytes lets stdout and stderr outgrow one Execute response (the message says the largest cap Execute accepts); use StreamOutput, or a smaller cap." },
+  ARGS_TOO_LARGE: { code: Code.InvalidArgument, description: "`args` has more entries or more bytes than the daemon accepts (`--max-args`, `--max-args-bytes`)." },
+  ENV_TOO_LARGE: { code: Code.InvalidArgument, description: "`env` has more variables or more bytes than the daemon accepts (`--max-env-vars`, `--max-env-bytes`)." },
+  POLICY_TOO_LARGE: { code: Code.InvalidArgument, description: "The signed policy's bytes, or its list of mounts, exceed the daemon's limits." },
   MODULE_NOT_FOUND: { code: Code.NotFound, description: "No module with this id is cached; compile it first." },
-  TOOLCHAIN_MISSING: { code: Code.FailedPrecondition, description: "No rustc with a wasm32-wasip1/wasm32-wasi target was found; the message says what to install." },
+  TOOLCHAIN_MISSING: { code: Code.FailedPrecondition, description: "The toolchain cannot build modules: no rustc with a wasm32-wasip1/wasm32-wasi std, or (found by the start-up probe build) no linker; the message, and ErrorInfo metadata `install`, name the Debian packages to install." },
   COMPILE_SANDBOX_MISSING: { code: Code.FailedPrecondition, description: "bubblewrap is not available to make rustc hermetic and --insecure-compile was not given." },
   COMPILE_TIMEOUT: { code: Code.ResourceExhausted, description: "rustc exceeded its wall-clock or memory budget." },
   COMPILE_QUEUE_FULL: { code: Code.ResourceExhausted, description: "Too many compiles are queued; retry later." },

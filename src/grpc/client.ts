@@ -56,5 +56,5 @@ export function connect(target: string, options: ChannelOptions = {}): SandboxCl
 
 /** An ExecuteRequest with proto defaults for every field not given. */
 export function executeRequest(partial: Partial<ExecuteRequest>): ExecuteRequest {
-  return { target: undefined, stdin: Buffer.alloc(0), args: [], env: {}, policy: undefined, ...partial };
+  return { target: undefined, stdin: Buffer.alloc(0), args: [], env: new Map(), policy: undefined, ...partial };
 }

@@ -10,11 +10,12 @@ import { SandboxError } from "../errors/sandbox-error.js";
 import type { Logger } from "../logger.js";
 import { DEFAULT_CONNECTION_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, MAX_GRPC_MESSAGE_BYTES } from "../limits.js";
 import { SandboxServiceService } from "../gen/grpc/sandbox/v1/sandbox.js";
+import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from "../request-limits.js";
 import type { Sandbox } from "../sandbox.js";
 import { ConnectionListener, type ConnectionLimits } from "./connection-listener.js";
 import { serializeExecuteEvent } from "./output-event-encoding.js";
 import { sandboxService } from "./service.js";
-import { tolerantDecoder } from "./translate.js";
+import { compileRequestDecoder, executeRequestDecoder } from "./translate.js";
 
 /** Fully qualified name of our service, as health checks and reflection know it. */
 export const SERVICE_NAME = "sandbox.v1.SandboxService";
@@ -57,10 +58,12 @@ export class SandboxServer {
   private readonly shutdown = new AbortController();
   private readonly connections: ConnectionListener;
   private bound: ListenAddress | undefined;
+  private compileAvailable = true;
 
   constructor(
     sandbox: Sandbox,
     private readonly logger: Logger,
+    requestLimits: RequestLimits = DEFAULT_REQUEST_LIMITS,
     limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS,
   ) {
     this.server = new Server({
@@ -74,11 +77,11 @@ export class SandboxServer {
     this.connections = new ConnectionListener((socket) => injector.injectConnection(socket), limits.maxConnections, logger);
     const base = SandboxServiceService;
     const service = {
-      compile: { ...base.compile, requestDeserialize: tolerantDecoder(base.compile.requestDeserialize) },
-      execute: { ...base.execute, requestDeserialize: tolerantDecoder(base.execute.requestDeserialize) },
+      compile: { ...base.compile, requestDeserialize: compileRequestDecoder(base.compile.requestDeserialize) },
+      execute: { ...base.execute, requestDeserialize: executeRequestDecoder(base.execute.requestDeserialize, requestLimits) },
       streamOutput: {
         ...base.streamOutput,
-        requestDeserialize: tolerantDecoder(base.streamOutput.requestDeserialize),
+        requestDeserialize: executeRequestDecoder(base.streamOutput.requestDeserialize, requestLimits),
         responseSerialize: serializeExecuteEvent,
       },
     };
@@ -95,8 +98,19 @@ export class SandboxServer {
     const port = await this.connections.listen(listenOptions(address));
     this.bound = address;
     this.health.setStatus("", "SERVING");
-    this.health.setStatus(SERVICE_NAME, "SERVING");
+    this.health.setStatus(SERVICE_NAME, this.compileAvailable ? "SERVING" : "NOT_SERVING");
     return address.kind === "unix" ? grpcTarget(address) : address.hostPort.replace(/:\d+$/, `:${port}`);
+  }
+
+  /**
+   * Compile cannot work on this host (its toolchain probe failed): the service
+   * reports NOT_SERVING from now on, so readiness checks on it fail, while the
+   * server as a whole ("") stays SERVING, since Execute of compiled modules
+   * still works and a restart would not install the missing package.
+   */
+  markCompileUnavailable(): void {
+    this.compileAvailable = false;
+    if (this.bound) this.health.setStatus(SERVICE_NAME, "NOT_SERVING");
   }
 
   /**

@@ -3,7 +3,7 @@
  * result. Errors of any kind go through toServiceError; nothing a client sends
  * can throw past a handler.
  */
-import type { ServerUnaryCall, ServerWritableStream, sendUnaryData, ServiceError } from "@grpc/grpc-js";
+import type { Deadline, ServerUnaryCall, ServerWritableStream, sendUnaryData, ServiceError } from "@grpc/grpc-js";
 import { performance } from "node:perf_hooks";
 import { SandboxError } from "../errors/sandbox-error.js";
 import { elapsedUs } from "../elapsed.js";
@@ -22,13 +22,28 @@ import { checkUnaryResponseFits, compileInputFrom, compileResponseFrom, executeI
 
 /** The abort reason of every call the client cancelled. */
 const CLIENT_CANCELLED = new SandboxError("CANCELLED", "cancelled by the client");
+/** The abort reason of every call whose deadline passed. */
+const DEADLINE_PASSED = new SandboxError("CANCELLED", "the call's deadline passed");
+/**
+ * How long after a call's deadline the handler aborts it itself. grpc-js answers DEADLINE_EXCEEDED at the
+ * deadline and normally tells the handler; aborting at the very same moment could race that answer with
+ * a CANCELLED result, so the handler's own abort only catches calls grpc-js never told it about.
+ */
+const DEADLINE_ABORT_GRACE_MS = 250;
+
+/** What callSignal needs of a grpc-js server call. */
+interface CancellableCall {
+  readonly cancelled: boolean;
+  getDeadline(): Deadline;
+  on(event: "cancelled", listener: () => void): unknown;
+}
 
 /**
  * One AbortSignal per call, fired by client cancellation, deadline, or daemon
  * shutdown; the core hands it to rustc and to the worker running the guest.
  * `release` must run when the call ends: it unhooks the call from shutdown.
  */
-function callSignal(call: { on(event: "cancelled", listener: () => void): unknown }, shutdown: AbortSignal): { signal: AbortSignal; release(): void } {
+function callSignal(call: CancellableCall, shutdown: AbortSignal): { signal: AbortSignal; release(): void } {
   const controller = new AbortController();
   // Not AbortSignal.any: on Node 20 every signal it makes stays in the source's
   // dependants forever (nodejs/node#55351), a leak of one entry per call.
@@ -38,7 +53,25 @@ function callSignal(call: { on(event: "cancelled", listener: () => void): unknow
   // grpc-js emits "cancelled" at the end of every call, finished or not: a
   // shared reason keeps that from costing an Error (and its stack) per call.
   call.on("cancelled", () => controller.abort(CLIENT_CANCELLED));
-  return { signal: controller.signal, release: () => shutdown.removeEventListener("abort", onShutdown) };
+  // But only to a call object that existed when it happened: a unary call cancelled, or past its deadline,
+  // while grpc-js was still reading its request never gets the event, and its guest ran on to the policy's
+  // own timeout with nobody waiting. So the handler also looks for itself, and keeps its own deadline.
+  if (call.cancelled) controller.abort(CLIENT_CANCELLED);
+  const deadline = call.getDeadline();
+  const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
+  let timer: NodeJS.Timeout | undefined;
+  if (Number.isFinite(deadlineMs)) {
+    const leftMs = deadlineMs + DEADLINE_ABORT_GRACE_MS - Date.now();
+    if (leftMs <= 0) controller.abort(DEADLINE_PASSED);
+    else timer = setTimeout(() => controller.abort(DEADLINE_PASSED), leftMs).unref();
+  }
+  return {
+    signal: controller.signal,
+    release: () => {
+      clearTimeout(timer);
+      shutdown.removeEventListener("abort", onShutdown);
+    },
+  };
 }
 
 /**

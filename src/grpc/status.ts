@@ -36,7 +36,7 @@ const GRPC_CODES: Record<Code, GrpcStatus> = {
 export function toServiceError(e: unknown): Partial<ServiceError> {
   const error = SandboxError.from(e);
   const code = GRPC_CODES[error.code];
-  const info = ErrorInfo.encode({ reason: error.reason, domain: ERROR_DOMAIN, metadata: { ...error.metadata } }).finish();
+  const info = ErrorInfo.encode({ reason: error.reason, domain: ERROR_DOMAIN, metadata: new Map(Object.entries(error.metadata)) }).finish();
   const details = Status.encode({
     code,
     message: error.message,

@@ -15,7 +15,9 @@ import {
   Severity,
   type Span,
 } from "../gen/grpc/sandbox/v1/sandbox.js";
+import type { RequestLimits } from "../request-limits.js";
 import type { CompileInput, ExecuteInput, ExecuteResult } from "../sandbox.js";
+import { scanCompileRequest, scanExecuteRequest } from "./request-scan.js";
 
 const SEVERITIES: Record<CoreDiagnostic["severity"], Severity> = {
   error: Severity.SEVERITY_ERROR,
@@ -44,32 +46,63 @@ const OUTCOMES: Record<ExecuteResult["outcome"], Outcome> = {
 
 const EMPTY = Buffer.alloc(0);
 
-/** Marks a request whose bytes did not decode; the handler then answers INVALID_ARGUMENT. */
-const UNDECODABLE = Symbol("undecodable");
+/** Marks a request refused while decoding; the handler then throws the error it carries. */
+const REFUSED = Symbol("refused");
+
+/** A stand-in for a request refused before (or by) decoding. */
+function refusedRequest<T>(error: SandboxError): T {
+  return { [REFUSED]: error } as T;
+}
 
 /**
  * Wraps a generated decoder so that bytes which do not decode become a marked
  * request instead of an exception: grpc-js would answer a throwing decoder with
  * INTERNAL, but a malformed request is the client's error, not ours.
  */
-export function tolerantDecoder<T>(decode: (bytes: Buffer) => T): (bytes: Buffer) => T {
+function tolerantDecoder<T>(decode: (bytes: Buffer) => T): (bytes: Buffer) => T {
   return (bytes) => {
     try {
       return decode(bytes);
     } catch (e: unknown) {
-      return { [UNDECODABLE]: e instanceof Error ? e.message : String(e) } as T;
+      return refusedRequest(new SandboxError("INVALID_REQUEST", `the request is not a valid protobuf message: ${e instanceof Error ? e.message : String(e)}`));
     }
   };
 }
 
-function rejectUndecodable(request: object): void {
-  const reason = (request as { [UNDECODABLE]?: string })[UNDECODABLE];
-  if (reason !== undefined) throw new SandboxError("INVALID_REQUEST", `the request is not a valid protobuf message: ${reason}`);
+/**
+ * The CompileRequest decoder: a tolerant decoder that first refuses, without
+ * decoding it, a message of more fields than a real one has.
+ */
+export function compileRequestDecoder(decode: (bytes: Buffer) => CompileRequest): (bytes: Buffer) => CompileRequest {
+  const tolerant = tolerantDecoder(decode);
+  return (bytes) => {
+    const { refused } = scanCompileRequest(bytes);
+    return refused ? refusedRequest(refused) : tolerant(bytes);
+  };
+}
+
+/**
+ * The ExecuteRequest decoder: a tolerant decoder that first measures `args`,
+ * `env` and the field count on the wire and refuses them over `limits` without
+ * decoding them, since decoding is itself what a flood of tiny fields makes
+ * expensive.
+ */
+export function executeRequestDecoder(decode: (bytes: Buffer) => ExecuteRequest, limits: RequestLimits): (bytes: Buffer) => ExecuteRequest {
+  const tolerant = tolerantDecoder(decode);
+  return (bytes) => {
+    const { refused } = scanExecuteRequest(bytes, limits);
+    return refused ? refusedRequest(refused) : tolerant(bytes);
+  };
+}
+
+function rejectRefused(request: object): void {
+  const error = (request as { [REFUSED]?: SandboxError })[REFUSED];
+  if (error !== undefined) throw error;
 }
 
 /** CompileRequest → core input; exactly one oneof member must be set. */
 export function compileInputFrom(request: CompileRequest): CompileInput {
-  rejectUndecodable(request);
+  rejectRefused(request);
   const input = request.input;
   if (!input) throw new SandboxError("INVALID_REQUEST", "CompileRequest needs exactly one of `source` or `wasm`");
   if (input.$case === "source") return { source: input.value };
@@ -79,7 +112,7 @@ export function compileInputFrom(request: CompileRequest): CompileInput {
 
 /** ExecuteRequest → core input; exactly one target must be set. */
 export function executeInputFrom(request: ExecuteRequest): ExecuteInput {
-  rejectUndecodable(request);
+  rejectRefused(request);
   const target = request.target;
   if (!target) throw new SandboxError("INVALID_REQUEST", "ExecuteRequest needs exactly one of `module_id` or `source`");
   if (target.$case === "source" && target.value.trim() === "") throw new SandboxError("EMPTY_SOURCE", "source is empty");

@@ -2,6 +2,7 @@ import { verify } from "node:crypto";
 import { SandboxError } from "../errors/sandbox-error.js";
 import { Policy } from "../gen/pb/sandbox/v1/sandbox.js";
 import { findUnknownField, KNOWN_POLICY_FIELDS, type UnknownField } from "./policy-fields.js";
+import { MAX_POLICY_BYTES, MAX_POLICY_MOUNTS } from "../limits.js";
 import type { TrustedKeys } from "./trusted-keys.js";
 
 /** What a client sends as sandbox.v1.SignedPolicy: the policy bytes exactly as signed, the key name, the signature. */
@@ -19,6 +20,8 @@ export interface SignedPolicyInput {
  * defaults, and the signature only vouches for what the signer produced.
  */
 export function verifySignedPolicy(signed: SignedPolicyInput, keys: TrustedKeys): Policy {
+  // Before verifying: hashing the bytes for the signature is the first cost a stranger could impose.
+  checkPolicyBytes(signed.policy, signed.keyId);
   const key = keys.get(signed.keyId);
   if (key === undefined) {
     throw new SandboxError("POLICY_UNKNOWN_KEY", `policy key_id "${signed.keyId}" names no trusted key`, {
@@ -56,5 +59,25 @@ export function verifySignedPolicy(signed: SignedPolicyInput, keys: TrustedKeys)
       metadata: { key_id: signed.keyId, field_number: String(unknown.fieldNumber), message: unknown.path },
     });
   }
+  checkMountCount(policy);
   return policy;
+}
+
+/** POLICY_TOO_LARGE if serialized policy bytes exceed MAX_POLICY_BYTES. */
+export function checkPolicyBytes(policy: Uint8Array, keyId: string): void {
+  if (policy.byteLength > MAX_POLICY_BYTES) {
+    throw new SandboxError("POLICY_TOO_LARGE", `the signed policy is ${policy.byteLength} bytes; the limit is ${MAX_POLICY_BYTES}`, {
+      metadata: { key_id: keyId, limit: "bytes", max: String(MAX_POLICY_BYTES) },
+    });
+  }
+}
+
+/** POLICY_TOO_LARGE if a policy lists more than MAX_POLICY_MOUNTS mounts. */
+export function checkMountCount(policy: Policy): void {
+  // Each mount costs a realpath and a comparison with every other: a signer cannot ask for thousands.
+  if (policy.mounts.length > MAX_POLICY_MOUNTS) {
+    throw new SandboxError("POLICY_TOO_LARGE", `policy "${policy.policyId}" has ${policy.mounts.length} mounts; the limit is ${MAX_POLICY_MOUNTS}`, {
+      metadata: { policy_id: policy.policyId, limit: "mounts", max: String(MAX_POLICY_MOUNTS) },
+    });
+  }
 }

@@ -21,7 +21,7 @@ export interface RunSpec {
   readonly stdin: Uint8Array;
   /** Arguments after argv[0]. */
   readonly args: readonly string[];
-  readonly env: Readonly<Record<string, string>>;
+  readonly env: ReadonlyMap<string, string>;
   readonly mounts: readonly RunMount[];
   readonly memoryLimitBytes: number;
   readonly timeoutMs: number;

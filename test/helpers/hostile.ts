@@ -33,13 +33,13 @@ export async function register(daemon: TestDaemon, wasm: Uint8Array): Promise<st
   return response.moduleId;
 }
 
-/** grpc.health.v1 Check of the whole server. */
-export async function healthStatus(daemon: TestDaemon): Promise<string> {
+/** grpc.health.v1 Check of the whole server, or of one service. */
+export async function healthStatus(daemon: TestDaemon, service = ""): Promise<string> {
   const Health = makeGenericClientConstructor(healthService, "Health");
   const health = new Health(`unix://${daemon.socketPath}`, credentials.createInsecure(), FRESH_CONNECTION);
   try {
     const reply = await new Promise<{ status: string }>((resolve, reject) =>
-      health.check({ service: "" }, { deadline: Date.now() + 10_000 }, (e: ServiceError | null, v: { status: string }) => (e ? reject(e) : resolve(v))),
+      health.check({ service }, { deadline: Date.now() + 10_000 }, (e: ServiceError | null, v: { status: string }) => (e ? reject(e) : resolve(v))),
     );
     return reply.status;
   } finally {

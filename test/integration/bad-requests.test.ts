@@ -78,7 +78,7 @@ describe("bad requests get a clear status and never hurt the daemon", function (
   });
 
   it("Execute with an env key containing '=' → INVALID_ARGUMENT", async function () {
-    const r = await rejection(daemon.execute({ target: sourceTarget(script("exit_42")), env: { "A=B": "c" } }));
+    const r = await rejection(daemon.execute({ target: sourceTarget(script("exit_42")), env: new Map([["A=B", "c"]]) }));
     expect(r).to.include({ code: status.INVALID_ARGUMENT, reason: "INVALID_REQUEST" });
   });
 });

@@ -39,7 +39,7 @@ describe("cancellation and deadlines free the worker", function () {
   });
 
   it("a cancelled stream terminates the guest too", async function () {
-    const call = daemon.client.streamOutput({ target: moduleTarget(loopId), stdin: Buffer.alloc(0), args: [], env: {}, policy: undefined });
+    const call = daemon.client.streamOutput({ target: moduleTarget(loopId), stdin: Buffer.alloc(0), args: [], env: new Map(), policy: undefined });
     const cancelled = new Promise<ServiceError>((resolve) => call.on("error", resolve));
     call.on("data", () => undefined);
     await new Promise((r) => setTimeout(r, 300));

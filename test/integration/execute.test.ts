@@ -25,7 +25,7 @@ describe("Execute (real daemon, real rustc, our WASI host)", function () {
       target: moduleTarget(moduleId),
       stdin: Buffer.from('{"task":"sum","values":[1,2,3]}'),
       args: ["--fast", "two words"],
-      env: { GREETING: "hi" },
+      env: new Map([["GREETING", "hi"]]),
     });
     expect(response.outcome).to.equal(Outcome.OUTCOME_EXITED);
     expect(response.exitCode).to.equal(0);

@@ -78,7 +78,7 @@ describe("hostile Rust guests against a real daemon", function () {
 
   it("8 MB of args and 20,000 env entries reach the guest intact", async function () {
     const args = Array.from({ length: 800 }, (_, i) => `${i}:`.padEnd(10_000, "a"));
-    const env = Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`K${i}`, "v".repeat(100)]));
+    const env = new Map(Array.from({ length: 20_000 }, (_, i) => [`K${i}`, "v".repeat(100)]));
     const r = await exec("argsEnv", { args, env });
     expect(r.outcome, r.message).to.equal(Outcome.OUTCOME_EXITED);
     const argv0 = `${ids.get("argsEnv")}.wasm`.length;

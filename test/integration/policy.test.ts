@@ -3,6 +3,7 @@ import { mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { expect } from "chai";
 import type { Reason } from "../../src/errors/reasons.js";
+import { MAX_POLICY_BYTES, MAX_POLICY_MOUNTS } from "../../src/limits.js";
 import { Outcome, type Policy, type SignedPolicy } from "../../src/gen/grpc/sandbox/v1/sandbox.js";
 import { moduleTarget, rejection, sourceTarget, startDaemon, type TestDaemon } from "../helpers/daemon.js";
 import { makeKey, signed, tempDir, wire, writePublicKeys, type TestKey } from "../unit/policy-fixtures.js";
@@ -209,6 +210,37 @@ describe("signed policies (real daemon, real rustc, our WASI host)", function ()
     } finally {
       await rm(link);
     }
+  });
+
+  it("refuses network: true without allowed_hosts (UNAUTHENTICATED/POLICY_MALFORMED) instead of running without it", async function () {
+    const out = await freshOut();
+    const details = await expectRefused(wire(signed(policy(out, { network: true }), authority)), out, status.UNAUTHENTICATED, "POLICY_MALFORMED");
+    expect(details).to.contain("allowed_hosts");
+    const streamed = await rejection(daemon.stream({ target: moduleTarget(moduleId), policy: wire(signed(policy(out, { network: true }), authority)) }));
+    expect({ code: streamed.code, reason: streamed.reason }).to.deep.equal({ code: status.UNAUTHENTICATED, reason: "POLICY_MALFORMED" });
+    expect(await ran(out)).to.equal(false);
+  });
+
+  it("refuses a network grant beyond this daemon's --allow-network-host (none here): PERMISSION_DENIED, POLICY_CEILING_EXCEEDED", async function () {
+    const out = await freshOut();
+    const details = await expectRefused(
+      wire(signed(policy(out, { network: true, allowedHosts: ["https://api.example.com"] }), authority)),
+      out, status.PERMISSION_DENIED, "POLICY_CEILING_EXCEEDED",
+    );
+    expect(details).to.contain("https://api.example.com");
+  });
+
+  it("refuses policy bytes over MAX_POLICY_BYTES (INVALID_ARGUMENT/POLICY_TOO_LARGE) before verifying them", async function () {
+    const out = await freshOut();
+    const huge = { policy: Buffer.alloc(MAX_POLICY_BYTES + 1), keyId: "authority", signature: Buffer.alloc(64) };
+    await expectRefused(huge, out, status.INVALID_ARGUMENT, "POLICY_TOO_LARGE");
+  });
+
+  it("refuses a policy with more than MAX_POLICY_MOUNTS mounts: INVALID_ARGUMENT, POLICY_TOO_LARGE", async function () {
+    const out = await freshOut();
+    const mounts = Array.from({ length: MAX_POLICY_MOUNTS + 1 }, (_, i) => ({ hostPath: join(root, "in"), guestPath: `/in${i}`, writable: false }));
+    const details = await expectRefused(wire(signed(policy(out, { mounts }), authority)), out, status.INVALID_ARGUMENT, "POLICY_TOO_LARGE");
+    expect(details).to.contain(String(MAX_POLICY_MOUNTS));
   });
 
   it("refuses over StreamOutput too, before anything is streamed", async function () {

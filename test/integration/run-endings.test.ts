@@ -94,7 +94,7 @@ describe("runs that end early while holding mounts", function () {
   it(`regression: ${ITERATIONS} cancelled streams of a guest holding mounts never abort the daemon`, async function () {
     const baseline = await openFds(pid);
     for (let i = 0; i < ITERATIONS; i++) {
-      const call = daemon.client.streamOutput({ target: moduleTarget(loopId), stdin: Buffer.alloc(0), args: [], env: {}, policy: policy(60_000) });
+      const call = daemon.client.streamOutput({ target: moduleTarget(loopId), stdin: Buffer.alloc(0), args: [], env: new Map(), policy: policy(60_000) });
       const ended = new Promise<ServiceError>((resolve) => call.on("error", resolve));
       const started = new Promise<void>((resolve) => call.once("data", () => resolve()));
       call.on("data", () => undefined);

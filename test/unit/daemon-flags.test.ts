@@ -2,6 +2,7 @@ import { expect } from "chai";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseFlags } from "../../src/cli/daemon-flags.js";
+import { MAX_ARGS, MAX_ARGS_BYTES, MAX_ENV_BYTES, MAX_ENV_VARS } from "../../src/limits.js";
 
 const UNIT = readFileSync(fileURLToPath(new URL("../../../systemd/sandboxd.service", import.meta.url)), "utf8");
 
@@ -78,6 +79,19 @@ describe("daemon flags", function () {
 
   it("rejects a non-numeric limit", function () {
     expect(parseFlags(["--max-timeout-ms", "soon"])).to.be.instanceOf(Error);
+  });
+
+  it("caps args and env at the limits.ts defaults, or at --max-args, --max-args-bytes, --max-env-vars, --max-env-bytes", function () {
+    const defaults = parseFlags([]);
+    if (defaults instanceof Error || "help" in defaults) throw new Error(String(defaults));
+    expect(defaults.config.requestLimits).to.deep.equal({ maxArgs: MAX_ARGS, maxArgsBytes: MAX_ARGS_BYTES, maxEnvVars: MAX_ENV_VARS, maxEnvBytes: MAX_ENV_BYTES });
+    const set = parseFlags(["--max-args", "1", "--max-args-bytes", "2", "--max-env-vars", "3", "--max-env-bytes", "4"]);
+    if (set instanceof Error || "help" in set) throw new Error(String(set));
+    expect(set.config.requestLimits).to.deep.equal({ maxArgs: 1, maxArgsBytes: 2, maxEnvVars: 3, maxEnvBytes: 4 });
+    for (const flag of ["--max-args", "--max-args-bytes", "--max-env-vars", "--max-env-bytes"]) {
+      expect(parseFlags([flag, "0"]), flag).to.be.instanceOf(Error);
+      expect(parseFlags([flag, "many"]), flag).to.be.instanceOf(Error);
+    }
   });
 });
 

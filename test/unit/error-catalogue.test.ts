@@ -23,7 +23,7 @@ describe("error catalogue", function () {
       expect(e.code).to.equal(status[REASONS[reason].code.toUpperCase() as keyof typeof status]);
       expect(e.details).to.equal("why it failed");
       const info = errorInfoOf(e.metadata as Metadata);
-      expect(info).to.deep.include({ reason, domain: "sandboxd", metadata: { mount: "/data" } });
+      expect(info).to.deep.include({ reason, domain: "sandboxd", metadata: new Map([["mount", "/data"]]) });
     });
   }
 

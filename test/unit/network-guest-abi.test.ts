@@ -19,7 +19,7 @@ function runRaw(calls: ScriptedCall[], head: string, transport?: HttpTransport):
   const out: Uint8Array[] = [];
   const denials: WasiDenial[] = [];
   const host = new WasiHost({
-    args: ["raw.wasm"], env: {}, stdin: new Uint8Array(0), mounts: [], memoryLimitBytes: 1 << 20, maxOutputBytes: 1 << 20,
+    args: ["raw.wasm"], env: new Map(), stdin: new Uint8Array(0), mounts: [], memoryLimitBytes: 1 << 20, maxOutputBytes: 1 << 20,
     onStdout: (b) => out.push(Buffer.from(b)), onStderr: () => undefined, onDenial: (d) => denials.push(d),
     ...(transport ? { http: transport } : {}),
   });
@@ -95,7 +95,7 @@ describe(`network: the ${HTTP_MODULE} imports`, () => {
     const { main, worker } = createHttpChannel();
     try {
       const host = new WasiHost({
-        args: ["raw.wasm"], env: {}, stdin: new Uint8Array(0), mounts: [], memoryLimitBytes: 1 << 20, maxOutputBytes: 1 << 20,
+        args: ["raw.wasm"], env: new Map(), stdin: new Uint8Array(0), mounts: [], memoryLimitBytes: 1 << 20, maxOutputBytes: 1 << 20,
         onStdout: () => undefined, onStderr: () => undefined, onDenial: () => undefined,
         http: new HttpChannelClient(worker, performance.now() + 200, 200),
       });

@@ -2,7 +2,7 @@ import { mkdir, symlink, writeFile, realpath } from "node:fs/promises";
 import { join } from "node:path";
 import { expect } from "chai";
 import { Code } from "../../src/errors/codes.js";
-import { POLICY_CLOCK_SKEW_SECONDS } from "../../src/limits.js";
+import { MAX_POLICY_BYTES, MAX_POLICY_MOUNTS, POLICY_CLOCK_SKEW_SECONDS } from "../../src/limits.js";
 import { authorize, bindToModule, type AuthorizeContext, type Grant } from "../../src/policy/authorize.js";
 import { TrustedKeys } from "../../src/policy/trusted-keys.js";
 import type { Policy } from "../../src/gen/pb/sandbox/v1/sandbox.js";
@@ -337,6 +337,23 @@ describe("policy authorize", () => {
       c.ceilings = { ...c.ceilings, networkHosts: [] };
       const err = await expectRefused(authorize(signed(net(["https://api.example.com"]), k1), c), "POLICY_CEILING_EXCEEDED");
       expect(err.message).to.contain("--allow-network-host");
+    });
+  });
+
+  describe("size caps", () => {
+    it("refuses policy bytes over MAX_POLICY_BYTES with POLICY_TOO_LARGE before looking at the key or the signature", async () => {
+      const huge = { policy: new Uint8Array(MAX_POLICY_BYTES + 1), keyId: "untrusted", signature: new Uint8Array(64) };
+      const err = await expectRefused(authorize(huge, ctx()), "POLICY_TOO_LARGE");
+      expect(err.code).to.equal(Code.InvalidArgument);
+      expect(err.metadata).to.include({ limit: "bytes", max: String(MAX_POLICY_BYTES) });
+    });
+
+    it("accepts MAX_POLICY_MOUNTS mounts and refuses one more with POLICY_TOO_LARGE", async () => {
+      const mounts = (n: number) => Array.from({ length: n }, (_, i) => ({ hostPath: join(root, "ro"), guestPath: `/m${i}`, writable: false }));
+      const grant = await authorize(signed(valid({ mounts: mounts(MAX_POLICY_MOUNTS) }), k1), ctx());
+      expect(grant.mounts).to.have.length(MAX_POLICY_MOUNTS);
+      const err = await expectRefused(authorize(signed(valid({ mounts: mounts(MAX_POLICY_MOUNTS + 1) }), k1), ctx()), "POLICY_TOO_LARGE");
+      expect(err.metadata).to.include({ limit: "mounts", max: String(MAX_POLICY_MOUNTS) });
     });
   });
 

@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import { expect } from "chai";
 import { Policy } from "../../src/gen/pb/sandbox/v1/sandbox.js";
 import { defaultConfig } from "../../src/daemon.js";
+import { MAX_POLICY_BYTES, MAX_POLICY_MOUNTS } from "../../src/limits.js";
 import { authorize } from "../../src/policy/authorize.js";
 import { parseSignedPolicyFile } from "../../src/policy/signed-policy-file.js";
 import { TrustedKeys } from "../../src/policy/trusted-keys.js";
@@ -156,6 +157,18 @@ describe("policy sandboxctl (compiled CLI)", () => {
       expect(r.stderr).to.contain("POLICY_MALFORMED");
       expect(r.stdout).to.equal("");
     }
+  });
+
+  it("sign refuses a policy over the daemon's size limits: too many mounts, or too many bytes", async () => {
+    const key = ["--key", join(keys, "authority-1.key"), "--id", "authority-1"];
+    const mounts = (n: number, length: number) => Array.from({ length: n }, (_, i) => ({ hostPath: `/srv/${"d".repeat(length)}`, guestPath: `/m${i}` }));
+    const many = await sandboxctl("policy", "sign", ...key, await writePolicy("many.json", { policyId: "many", expiresAtUnix: nowUnix() + 60, mounts: mounts(MAX_POLICY_MOUNTS + 1, 1) }));
+    expect(many.code).to.equal(1);
+    expect(many.stderr).to.contain("POLICY_TOO_LARGE");
+    const long = await sandboxctl("policy", "sign", ...key, await writePolicy("long.json", { policyId: "long", expiresAtUnix: nowUnix() + 60, mounts: mounts(MAX_POLICY_MOUNTS, MAX_POLICY_BYTES / MAX_POLICY_MOUNTS) }));
+    expect(long.code).to.equal(1);
+    expect(long.stderr).to.contain("POLICY_TOO_LARGE");
+    expect(many.stdout + long.stdout).to.equal("");
   });
 
   describe("verify exits non-zero with the reason", () => {

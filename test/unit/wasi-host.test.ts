@@ -36,8 +36,13 @@ describe("WASI host: process, stdio, clocks, limits", function () {
   });
 
   it("gives exactly the requested environment and nothing of the daemon's", () => {
-    const run = runGuest(probe, ["env"], { env: { A: "1", EMPTY: "", EQ: "x=y" } });
+    const run = runGuest(probe, ["env"], { env: new Map([["A", "1"], ["EMPTY", ""], ["EQ", "x=y"]]) });
     expect(run.stdout).to.equal(`ok ["A=1", "EMPTY=", "EQ=x=y"]\n`);
+  });
+
+  it("gives an env var named __proto__ (and constructor, toString) like any other", () => {
+    const run = runGuest(probe, ["env"], { env: new Map([["__proto__", "p"], ["constructor", "c"], ["toString", "t"]]) });
+    expect(run.stdout).to.equal(`ok ["__proto__=p", "constructor=c", "toString=t"]\n`);
   });
 
   it("feeds stdin", () => {

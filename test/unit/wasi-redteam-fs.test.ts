@@ -76,7 +76,7 @@ class Script {
   run(mounts: WasiMount[]): number[] {
     const out: Uint8Array[] = [];
     const host = new WasiHost({
-      args: ["redteam.wasm"], env: {}, stdin: new Uint8Array(0), mounts, memoryLimitBytes: 1 << 20, maxOutputBytes: 1 << 20,
+      args: ["redteam.wasm"], env: new Map(), stdin: new Uint8Array(0), mounts, memoryLimitBytes: 1 << 20, maxOutputBytes: 1 << 20,
       onStdout: (b) => out.push(Buffer.from(b)), onStderr: () => undefined, onDenial: () => undefined,
     });
     const result = host.run(new WebAssembly.Module(scriptedGuest(IMPORTS, this.calls, this.strings)));

@@ -18,7 +18,8 @@ export interface WasiDenial { readonly operation: string; readonly path: string;
 /** Everything one execution of a command module needs. */
 export interface WasiHostOptions {
   readonly args: readonly string[];
-  readonly env: Readonly<Record<string, string>>;
+  /** A Map (it survives postMessage intact), so that every key reaches the guest, `__proto__` included. */
+  readonly env: ReadonlyMap<string, string>;
   readonly stdin: Uint8Array;
   readonly mounts: readonly WasiMount[];
   readonly memoryLimitBytes: number;
@@ -92,6 +93,17 @@ function inBounds(u8: Uint8Array, ptr: number, len: number): boolean {
   return ptr + len <= u8.length;
 }
 
+/** What V8 says when a DataView or typed-array access falls outside guest memory (Node 20's messages). */
+const GUEST_MEMORY_FAULT_MESSAGE = /outside the bounds of the DataView|offset is out of bounds/;
+
+/**
+ * Whether the host threw because a guest-supplied pointer lies outside guest memory: the guest's fault,
+ * which preview1 answers with EFAULT (a host call must never end the run with a host exception).
+ */
+function isGuestMemoryFault(e: unknown): boolean {
+  return e instanceof RangeError && GUEST_MEMORY_FAULT_MESSAGE.test(e.message);
+}
+
 function monotonicNs(): bigint {
   return process.hrtime.bigint();
 }
@@ -131,7 +143,7 @@ export class WasiHost {
   constructor(options: WasiHostOptions) {
     this.options = options;
     this.argv = encodeStrings(options.args);
-    this.environ = encodeStrings(Object.entries(options.env).map(([k, v]) => `${k}=${v}`));
+    this.environ = encodeStrings(Array.from(options.env, ([k, v]) => `${k}=${v}`));
     this.fs = new WasiFs(options, () => this.refresh());
   }
 
@@ -386,14 +398,27 @@ export class WasiHost {
     return this.fs.readiness(fd, type);
   }
 
-  /** The given import functions, each refusing to run once the guest has ended (see `ended`). */
+  /**
+   * The given import functions (preview1's and sandboxd_http_v1's), each refusing to run once the guest has
+   * ended (see `ended`). Guest faults are converted here, in one place. Every i32 parameter of both modules is
+   * unsigned (pointers, lengths, fds, flags) but reaches JS signed, so each is taken as its u32 first: a pointer of 2^31 or more was read as negative,
+   * which some calls wrote through at the wrong place (typed-array offsets count back from the end) and
+   * answered SUCCESS. And a result pointer past the end of memory, which the functions write through without
+   * checking, is EFAULT, as it is for their input buffers; it was a trap that ended the run.
+   */
   private guarded(functions: WebAssembly.ModuleImports): WebAssembly.ModuleImports {
     const guarded: WebAssembly.ModuleImports = {};
     for (const [name, f] of Object.entries(functions)) {
       const fn = f as (...args: unknown[]) => unknown;
       guarded[name] = (...args: unknown[]): unknown => {
         if (this.ended !== undefined) throw this.ended;
-        return fn(...args);
+        for (let i = 0; i < args.length; i++) if (typeof args[i] === "number") args[i] = (args[i] as number) >>> 0;
+        try {
+          return fn(...args);
+        } catch (e: unknown) {
+          if (isGuestMemoryFault(e)) return Errno.FAULT;
+          throw e;
+        }
       };
     }
     return guarded;
