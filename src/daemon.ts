@@ -34,6 +34,8 @@ import type { PolicyCeilings, PolicyDefaults } from "./policy/authorize.js";
 import type { CidrRange } from "./runtime/net/address-rules.js";
 import { DEFAULT_WORKERS, Sandbox } from "./sandbox.js";
 import { SandboxServer, type ListenAddress } from "./grpc/server.js";
+import { AdminServer } from "./grpc/admin-server.js";
+import { resolveGroup } from "./unix-group.js";
 import type { ConnectionLimits } from "./grpc/connection-listener.js";
 
 /** Everything a daemon is started with; the CLI fills it from flags. */
@@ -60,6 +62,10 @@ export interface DaemonConfig {
   readonly compile?: CompilerSettings;
   /** --cache-max-bytes: size cap of the on-disk module cache. */
   readonly cacheMaxBytes?: number;
+  /** --admin-listen: absolute path of the admin socket; no admin socket when absent. */
+  readonly adminSocketPath?: string;
+  /** --admin-socket-group: group (name or gid) that may use the admin socket besides the daemon's user. */
+  readonly adminSocketGroup?: string;
   /** --max-connections, --connection-idle-timeout-ms (defaults: DEFAULT_CONNECTION_LIMITS). */
   readonly connections?: ConnectionLimits;
   /** --max-args, --max-args-bytes, --max-env-vars, --max-env-bytes. */
@@ -147,6 +153,7 @@ export class Daemon {
     /** The address clients dial (grpc-js target syntax). */
     readonly address: string,
     private readonly logger: Logger,
+    private readonly admin: AdminServer | undefined,
   ) {}
 
   /** Detects the toolchain, loads keys, starts workers and binds the listen address. */
@@ -178,7 +185,10 @@ export class Daemon {
       ...(config.cacheMaxBytes ? { cacheMaxBytes: config.cacheMaxBytes } : {}),
       requestLimits: config.requestLimits,
     });
+    let admin: AdminServer | undefined;
     try {
+      // Before the main socket: once a client sees "listening", the admin socket is there too.
+      if (config.adminSocketPath) admin = await listenAdmin(sandbox, config.adminSocketPath, config.adminSocketGroup, logger);
       const server = new SandboxServer(sandbox, logger, config.requestLimits, config.connections);
       const address = await server.listen(config.listen);
       logger.info(`sandboxd listening on ${address}`, { address, workers: config.workers, cacheDir: config.cacheDir });
@@ -186,8 +196,9 @@ export class Daemon {
       void sandbox.compileUnavailable().then((reason) => {
         if (reason) server.markCompileUnavailable();
       });
-      return new Daemon(sandbox, server, address, logger);
+      return new Daemon(sandbox, server, address, logger, admin);
     } catch (e: unknown) {
+      await admin?.close(0);
       await sandbox.close();
       throw e;
     }
@@ -196,8 +207,18 @@ export class Daemon {
   /** Graceful stop: in-flight calls get a grace period, then are cancelled; the socket file is removed. */
   async stop(graceMs = SHUTDOWN_GRACE_MS): Promise<void> {
     this.logger.info("sandboxd stopping");
-    await this.server.close(graceMs);
+    await Promise.all([this.server.close(graceMs), this.admin?.close(graceMs)]);
     await this.sandbox.close();
     this.logger.info("sandboxd stopped");
   }
+}
+
+/** Opens the admin socket, only to the daemon's user unless a group is named. */
+async function listenAdmin(sandbox: Sandbox, socketPath: string, group: string | undefined, logger: Logger): Promise<AdminServer> {
+  const gid = group === undefined ? undefined : await resolveGroup(group);
+  if (gid instanceof Error) throw new Error(`--admin-socket-group: ${gid.message}`);
+  const admin = new AdminServer(sandbox.modules, logger);
+  const address = await admin.listen({ path: socketPath, gid });
+  logger.info(`sandboxd admin socket on ${address}`, { address, ...(gid === undefined ? { mode: "0600" } : { mode: "0660", gid }) });
+  return admin;
 }

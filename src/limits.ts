@@ -64,6 +64,16 @@ export const STREAM_FLUSH_INTERVAL_MS = 5;
 export const STREAM_FLUSH_BYTES = 256 * 1024;
 /** Grace period for in-flight calls when the daemon is asked to stop. */
 export const SHUTDOWN_GRACE_MS = 5_000;
+/** Modules per ListModules page when the request does not say. */
+export const DEFAULT_ADMIN_PAGE_SIZE = 100;
+/** Most modules per ListModules page; a larger page_size is clamped to it. */
+export const MAX_ADMIN_PAGE_SIZE = 1000;
+/** Longest operator note BlockModule keeps with a blocked id. */
+export const MAX_BLOCK_REASON_BYTES = 1024;
+/** Hit counts and last-used times reach disk at most this long after they change (a crash loses at most this much). */
+export const MODULE_USAGE_FLUSH_INTERVAL_MS = 30_000;
+/** Wall-clock budget of finding an admin caller's uid (one short helper process per connection). */
+export const PEER_CREDENTIALS_TIMEOUT_MS = 2_000;
 /** How far the daemon's clock may disagree with the policy signer's when checking not_before/expires_at. */
 export const POLICY_CLOCK_SKEW_SECONDS = 60;
 /** Operator ceiling on a policy's memory_limit_bytes unless --max-memory-bytes says otherwise (wasm32's whole address space). */

@@ -10,11 +10,13 @@ import { elapsedUs } from "./elapsed.js";
 import type { Logger } from "./logger.js";
 import { MAX_STDIN_BYTES, MAX_UNARY_OUTPUT_BYTES } from "./limits.js";
 import { checkArgsAndEnv, DEFAULT_REQUEST_LIMITS, type RequestLimits } from "./request-limits.js";
+import { ModuleAdmin } from "./admin/module-admin.js";
 import { MODULE_ID_PATTERN, ModuleStore } from "./cache/module-store.js";
 import { Compiler, type CompileResult, type CompilerSettings } from "./compiler/compiler.js";
 import type { Diagnostic } from "./compiler/diagnostics.js";
 import type { ToolchainProbe } from "./compiler/toolchain.js";
 import { authorize, bindToModule, type PolicyCeilings, type PolicyDefaults, type SignedPolicyInput } from "./policy/authorize.js";
+import { ModuleBlocklist } from "./policy/module-blocklist.js";
 import type { TrustedKeys } from "./policy/trusted-keys.js";
 import type { RunListener, RunResult } from "./runtime/execution.js";
 import { BufferBudget } from "./runtime/buffer-budget.js";
@@ -92,6 +94,9 @@ export type ExecuteResult =
 
 /** The daemon's core: compiler, module cache, policy checks and the worker pool. */
 export class Sandbox {
+  /** The operator's module management (served on the admin socket only). */
+  readonly modules: ModuleAdmin;
+
   private constructor(
     private readonly options: SandboxOptions,
     /**
@@ -100,9 +105,13 @@ export class Sandbox {
      * waits for it, so start-up costs no rustc time.
      */
     private readonly compiler: Promise<Compiler>,
+    private readonly store: ModuleStore,
+    private readonly blocklist: ModuleBlocklist,
     private readonly registry: ModuleRegistry,
     private readonly pool: WorkerPool,
-  ) {}
+  ) {
+    this.modules = new ModuleAdmin(store, registry, blocklist);
+  }
 
   /** Builds the core and starts its workers; the compiler finishes setting up in the background. */
   static async create(options: SandboxOptions): Promise<Sandbox> {
@@ -114,17 +123,19 @@ export class Sandbox {
     });
     const poolStarted = pool.start();
     try {
+      // Before anything can compile or run: an unreadable blocklist refuses the start.
+      const blocklist = await ModuleBlocklist.open(options.cacheDir);
       const store = await ModuleStore.open(options.cacheDir, {
         ...(options.cacheMaxBytes ? { maxBytes: options.cacheMaxBytes } : {}),
         warn: (message, fields) => options.logger.warn(message, fields),
       });
       const compiler = Promise.resolve(options.toolchain).then((toolchain) =>
-        Compiler.create(toolchain, store, options.logger, options.compile ?? {}),
+        Compiler.create(toolchain, store, options.logger, options.compile ?? {}, blocklist),
       );
       // Calls that need it will see the failure; the operator must see it now.
       compiler.catch((e: unknown) => options.logger.error("the compiler failed to initialise", { error: String(e) }));
       await poolStarted;
-      return new Sandbox(options, compiler, new ModuleRegistry((key) => pool.evict(key), options.moduleMemoryMaxBytes), pool);
+      return new Sandbox(options, compiler, store, blocklist, new ModuleRegistry((key) => pool.evict(key), options.moduleMemoryMaxBytes), pool);
     } catch (e: unknown) {
       await poolStarted.catch(() => undefined);
       await pool.close();
@@ -145,8 +156,11 @@ export class Sandbox {
   }
 
   /** Compiles source or registers a precompiled module. */
-  compile(input: CompileInput, signal?: AbortSignal): Promise<CompileResult> {
-    return this.compiler.then((c) => ("source" in input ? c.compile(input.source, signal) : c.register(input.wasm, signal)));
+  async compile(input: CompileInput, signal?: AbortSignal): Promise<CompileResult> {
+    const compiler = await this.compiler;
+    const result = "source" in input ? await compiler.compile(input.source, signal) : await compiler.register(input.wasm, signal);
+    if (result.cacheHit) this.store.recordUse(result.moduleId);
+    return result;
   }
 
   /**
@@ -187,6 +201,7 @@ export class Sandbox {
       moduleId = input.target.moduleId;
     }
     bindToModule(grant, moduleId);
+    this.blocklist.check(moduleId);
     const compiler = await this.compiler;
     const compiled = await this.registry.get(moduleId, () => compiler.load(moduleId));
     const memory = compiled.memory && memoryForRun(compiled.memory, grant.memoryLimitBytes);
@@ -196,6 +211,7 @@ export class Sandbox {
         `the module's initial memory (${compiled.memory.initialPages * WASM_PAGE_BYTES} bytes) exceeds the memory limit (${grant.memoryLimitBytes} bytes)`,
       );
     }
+    this.store.recordUse(moduleId);
     hooks?.onStarted?.(randomUUID(), moduleId);
     const result = await this.pool.run({
       moduleKey: compiled.key,
@@ -222,9 +238,10 @@ export class Sandbox {
     return this.options.keys.reload();
   }
 
-  /** Stops the workers; running guests end as cancelled. */
-  close(): Promise<void> {
-    return this.pool.close();
+  /** Stops the workers (running guests end as cancelled) and writes the cache's usage counts. */
+  async close(): Promise<void> {
+    await this.pool.close();
+    await this.store.close();
   }
 }
 

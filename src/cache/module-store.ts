@@ -1,7 +1,8 @@
 import { createHash, randomBytes } from "node:crypto";
 import { mkdir, open, readdir, readFile, rename, rm, stat, utimes } from "node:fs/promises";
 import path from "node:path";
-import { DEFAULT_CACHE_MAX_BYTES } from "../limits.js";
+import { writeFileAtomic } from "../atomic-file.js";
+import { DEFAULT_CACHE_MAX_BYTES, MODULE_USAGE_FLUSH_INTERVAL_MS } from "../limits.js";
 
 /** A module id: lowercase hex SHA-256. */
 export const MODULE_ID_PATTERN = /^[0-9a-f]{64}$/;
@@ -18,6 +19,13 @@ const MAX_HEADER_LINE_BYTES = 64 + 1 + 16 + 1;
 const ENTRY_SUFFIX = ".mod";
 /** Suffix of writes in progress; any found at open were cut short by a crash and are deleted. */
 const TEMP_SUFFIX = ".tmp";
+/**
+ * Hit counts, last-used times and pins, beside the entries. Written whole and atomically: pins at
+ * once (an operator's pin must survive a crash), counts lazily (the hit path never waits on a disk).
+ */
+const USAGE_FILE = "usage.json";
+/** Version of the usage file's layout; another version is ignored (counts restart, with a warning). */
+const USAGE_VERSION = 1;
 
 /** Receives the store's warnings (corrupt entries, evictions failing). */
 export type StoreWarn = (message: string, fields?: Record<string, unknown>) => void;
@@ -38,6 +46,20 @@ interface IndexEntry {
   touchedAtMs: number;
   /** Set once this process has checked the entry against its recorded hash; later hits need not re-read it. */
   meta: Uint8Array | undefined;
+  /** Last Compile cache hit or execution (Unix ms); at open, the later of the file's mtime and the usage file. */
+  lastUsedMs: number;
+  hits: number;
+  /** Never evicted to keep the store under its cap. */
+  pinned: boolean;
+}
+
+/** What the store knows about an entry without reading it. */
+export interface EntryUsage {
+  readonly moduleId: string;
+  readonly sizeBytes: number;
+  readonly lastUsedMs: number;
+  readonly hits: number;
+  readonly pinned: boolean;
 }
 
 /** A verified entry's metadata (e.g. a compile's warnings). */
@@ -53,12 +75,24 @@ export interface StoredEntry {
  *   next open deletes.
  * - Every read verifies the payload against the hash in the entry's header; a corrupt or truncated
  *   entry is deleted and reported as absent, so the caller rebuilds it and never runs it.
- * - Total size is capped; eviction is least recently used (file mtimes carry recency across restarts).
+ * - Total size is capped; eviction is least recently used (file mtimes carry recency across restarts)
+ *   and skips pinned entries.
+ * - Hit counts, last-used times and pins live in memory and in `usage.json` (written atomically:
+ *   at once for a pin, at most every MODULE_USAGE_FLUSH_INTERVAL_MS for counts, and at close).
  */
 export class ModuleStore {
   /** id → entry, in recency order (Map iteration order is insertion order). */
   private readonly index = new Map<string, IndexEntry>();
   private totalBytes = 0;
+  /** Puts under way; a removal waits for them so the index and the directory agree afterwards. */
+  private readonly puts = new Set<Promise<unknown>>();
+  /** A removal (EvictModule, ClearCache) under way; new puts wait for it. */
+  private removing: Promise<unknown> | undefined;
+  /** Usage changed since the usage file was last written. */
+  private usageDirty = false;
+  private usageTimer: NodeJS.Timeout | undefined;
+  /** Usage writes happen one at a time, each of the state at its start. */
+  private usageWrite: Promise<unknown> = Promise.resolve();
 
   private constructor(
     private readonly dir: string,
@@ -93,13 +127,103 @@ export class ModuleStore {
       }
     }
     found.sort((a, b) => a.mtimeMs - b.mtimeMs);
-    for (const f of found) this.remember(f.id, f.size, undefined);
+    for (const f of found) this.remember(f.id, f.size, undefined).lastUsedMs = f.mtimeMs;
+    await this.loadUsage();
     await this.enforceCap(undefined);
+  }
+
+  private async loadUsage(): Promise<void> {
+    let text: string;
+    try {
+      text = await readFile(path.join(this.dir, USAGE_FILE), "utf8");
+    } catch (e: unknown) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") this.warn("could not read the module usage file; hit counts and pins restart", { error: String(e) });
+      return;
+    }
+    const usage = parseUsage(text);
+    if (usage instanceof Error) {
+      this.warn("the module usage file is invalid; hit counts and pins restart", { error: usage.message });
+      return;
+    }
+    for (const [id, recorded] of usage) {
+      const entry = this.index.get(id);
+      if (!entry) continue; // evicted by another process while we were down
+      entry.hits = recorded.hits;
+      entry.pinned = recorded.pinned;
+      entry.lastUsedMs = Math.max(entry.lastUsedMs, recorded.lastUsedMs);
+    }
   }
 
   /** Number of entries and their total size on disk. */
   stats(): { entries: number; bytes: number; maxBytes: number } {
     return { entries: this.index.size, bytes: this.totalBytes, maxBytes: this.maxBytes };
+  }
+
+  /** Size and usage of one entry, if the store has it. */
+  usage(moduleId: string): EntryUsage | undefined {
+    const entry = this.index.get(moduleId);
+    return entry ? usageOf(moduleId, entry) : undefined;
+  }
+
+  /** Size and usage of every entry. */
+  usages(): EntryUsage[] {
+    return [...this.index].map(([id, entry]) => usageOf(id, entry));
+  }
+
+  /**
+   * Counts a use of an entry (a Compile answered from the cache, an execution) and makes it the
+   * most recently used. Memory only: the count reaches disk with the next lazy usage write.
+   */
+  recordUse(moduleId: string): void {
+    const entry = this.index.get(moduleId);
+    if (!entry) return;
+    entry.hits++;
+    entry.lastUsedMs = Date.now();
+    this.touch(moduleId, entry);
+    this.usageChanged();
+  }
+
+  /** Pins or unpins an entry, durably before it returns; false when there is no such entry. */
+  async setPinned(moduleId: string, pinned: boolean): Promise<boolean> {
+    const entry = this.index.get(moduleId);
+    if (!entry) return false;
+    if (entry.pinned === pinned) return true;
+    entry.pinned = pinned;
+    this.usageDirty = true;
+    try {
+      await this.flushUsage();
+    } catch (e: unknown) {
+      entry.pinned = !pinned;
+      throw e;
+    }
+    return true;
+  }
+
+  /**
+   * The metadata an entry was stored with, for describing it: verified if this process has loaded the
+   * entry, otherwise read from its header without checking the module against its hash (which would
+   * mean reading every module to list them). Undefined when absent or unreadable.
+   */
+  async describe(moduleId: string): Promise<Uint8Array | undefined> {
+    const entry = this.index.get(moduleId);
+    if (!entry) return undefined;
+    if (entry.meta) return entry.meta;
+    try {
+      const handle = await open(this.file(moduleId), "r");
+      try {
+        const head = Buffer.alloc(ENTRY_MAGIC.length + MAX_HEADER_LINE_BYTES);
+        const { bytesRead } = await handle.read(head, 0, head.byteLength, 0);
+        const header = parseHeader(head.subarray(0, bytesRead));
+        if (!header || header.metaBytes > entry.size) return undefined;
+        const meta = Buffer.alloc(header.metaBytes);
+        const read = await handle.read(meta, 0, meta.byteLength, header.bodyStart);
+        return read.bytesRead === meta.byteLength ? meta : undefined;
+      } finally {
+        await handle.close();
+      }
+    } catch {
+      return undefined; // evicted meanwhile
+    }
   }
 
   /**
@@ -145,8 +269,7 @@ export class ModuleStore {
     return decoded;
   }
 
-  /** Stores bytes under moduleId atomically, then evicts least recently used entries beyond the cap. */
-  async put(moduleId: string, bytes: Uint8Array, meta: Uint8Array = new Uint8Array(0)): Promise<void> {
+  private async write(moduleId: string, bytes: Uint8Array, meta: Uint8Array): Promise<void> {
     if (!MODULE_ID_PATTERN.test(moduleId)) throw new Error(`not a module id: ${moduleId}`);
     const final = this.file(moduleId);
     const temp = path.join(this.dir, `${moduleId}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
@@ -170,15 +293,89 @@ export class ModuleStore {
     await this.enforceCap(moduleId);
   }
 
+  /** Stores bytes under moduleId atomically, then evicts least recently used entries beyond the cap. */
+  async put(moduleId: string, bytes: Uint8Array, meta: Uint8Array = new Uint8Array(0)): Promise<void> {
+    while (this.removing) await this.removing.catch(() => undefined);
+    const putting = this.write(moduleId, bytes, meta);
+    this.puts.add(putting);
+    try {
+      await putting;
+    } finally {
+      this.puts.delete(putting);
+    }
+  }
+
   /** Deletes an entry (corrupt, or evicted for space). */
   async evict(moduleId: string): Promise<void> {
     this.forget(moduleId);
     await rm(this.file(moduleId), { force: true });
   }
 
+  /**
+   * Deletes an entry on an operator's request, pinned or not. Waits for puts under way, so an
+   * entry written meanwhile is either gone afterwards or known to the index, never half of each.
+   */
+  remove(moduleId: string): Promise<{ removed: boolean; bytes: number }> {
+    return this.exclusively(async () => {
+      const size = this.index.get(moduleId)?.size;
+      const existed = await stat(this.file(moduleId)).then(
+        () => true,
+        () => false,
+      );
+      await this.evict(moduleId);
+      await this.flushUsage().catch((e: unknown) => this.warn("could not write the module usage file", { error: String(e) }));
+      return { removed: existed || size !== undefined, bytes: size ?? 0 };
+    });
+  }
+
+  /** Deletes every entry, pinned ones too, including any another process put in the directory. */
+  clear(): Promise<{ removed: number; bytes: number }> {
+    return this.exclusively(async () => {
+      let removed = 0;
+      let bytes = 0;
+      for (const name of await readdir(this.dir)) {
+        const id = name.slice(0, -ENTRY_SUFFIX.length);
+        if (!name.endsWith(ENTRY_SUFFIX) || !MODULE_ID_PATTERN.test(id)) continue;
+        bytes += this.index.get(id)?.size ?? 0;
+        removed++;
+        await this.evict(id);
+      }
+      for (const id of [...this.index.keys()]) this.forget(id);
+      await this.syncDir();
+      await this.flushUsage().catch((e: unknown) => this.warn("could not write the module usage file", { error: String(e) }));
+      return { removed, bytes };
+    });
+  }
+
+  /** Writes what usage has not reached disk yet (at shutdown). */
+  async close(): Promise<void> {
+    clearTimeout(this.usageTimer);
+    this.usageTimer = undefined;
+    await this.flushUsage().catch((e: unknown) => this.warn("could not write the module usage file", { error: String(e) }));
+  }
+
+  private async exclusively<T>(work: () => Promise<T>): Promise<T> {
+    while (this.removing) await this.removing.catch(() => undefined);
+    const run = (async () => {
+      await Promise.allSettled([...this.puts]);
+      return work();
+    })();
+    this.removing = run;
+    try {
+      return await run;
+    } finally {
+      if (this.removing === run) this.removing = undefined;
+    }
+  }
+
   private remember(moduleId: string, size: number, meta: Uint8Array | undefined): IndexEntry {
-    this.forget(moduleId);
-    const entry: IndexEntry = { size, meta, touchedAtMs: 0 };
+    // Same id, same module: a re-read or re-written entry keeps its usage and pin.
+    const old = this.index.get(moduleId);
+    if (old) {
+      this.index.delete(moduleId);
+      this.totalBytes -= old.size;
+    }
+    const entry: IndexEntry = { size, meta, touchedAtMs: 0, lastUsedMs: old?.lastUsedMs ?? Date.now(), hits: old?.hits ?? 0, pinned: old?.pinned ?? false };
     this.index.set(moduleId, entry);
     this.totalBytes += size;
     return entry;
@@ -189,6 +386,34 @@ export class ModuleStore {
     if (!old) return;
     this.index.delete(moduleId);
     this.totalBytes -= old.size;
+    if (old.hits > 0 || old.pinned) this.usageChanged();
+  }
+
+  /** Schedules a lazy usage write, unless one is already scheduled. */
+  private usageChanged(): void {
+    this.usageDirty = true;
+    if (this.usageTimer) return;
+    this.usageTimer = setTimeout(() => {
+      this.usageTimer = undefined;
+      this.flushUsage().catch((e: unknown) => this.warn("could not write the module usage file", { error: String(e) }));
+    }, MODULE_USAGE_FLUSH_INTERVAL_MS);
+    // A pending count must not keep a stopping process alive; close() writes it.
+    this.usageTimer.unref();
+  }
+
+  private flushUsage(): Promise<void> {
+    const run = this.usageWrite.then(async () => {
+      if (!this.usageDirty) return;
+      this.usageDirty = false;
+      try {
+        await writeFileAtomic(path.join(this.dir, USAGE_FILE), formatUsage(this.index));
+      } catch (e: unknown) {
+        this.usageDirty = true;
+        throw e;
+      }
+    });
+    this.usageWrite = run.catch(() => undefined);
+    return run;
   }
 
   /** Marks an entry most recently used, in memory now and on disk (mtime) for the next start. */
@@ -204,11 +429,11 @@ export class ModuleStore {
     });
   }
 
-  /** Evicts the least recently used entries until under the cap, never the one just written. */
+  /** Evicts the least recently used entries until under the cap, never a pinned one nor the one just written. */
   private async enforceCap(keep: string | undefined): Promise<void> {
-    for (const [id] of this.index) {
+    for (const [id, entry] of this.index) {
       if (this.totalBytes <= this.maxBytes) break;
-      if (id === keep) continue;
+      if (id === keep || entry.pinned) continue;
       await this.evict(id);
     }
   }
@@ -232,18 +457,56 @@ export class ModuleStore {
   }
 }
 
-/** Meta and module of a well-formed entry whose hash matches, else undefined. */
-function decodeEntry(raw: Buffer): { meta: Uint8Array; module: Uint8Array } | undefined {
+/** The header of an entry: the hash of its body, its meta length and where the body starts. */
+function parseHeader(raw: Buffer): { digest: string; metaBytes: number; bodyStart: number } | undefined {
   if (raw.toString("latin1", 0, ENTRY_MAGIC.length) !== ENTRY_MAGIC) return undefined;
   const end = raw.indexOf(0x0a, ENTRY_MAGIC.length);
   if (end < 0 || end - ENTRY_MAGIC.length > MAX_HEADER_LINE_BYTES) return undefined;
   const m = /^([0-9a-f]{64}) (\d+)$/.exec(raw.toString("latin1", ENTRY_MAGIC.length, end));
   if (!m) return undefined;
-  const metaBytes = Number(m[2]);
-  const body = raw.subarray(end + 1);
-  if (metaBytes > body.byteLength) return undefined;
-  if (createHash("sha256").update(body).digest("hex") !== m[1]) return undefined;
-  return { meta: body.subarray(0, metaBytes), module: body.subarray(metaBytes) };
+  return { digest: m[1]!, metaBytes: Number(m[2]), bodyStart: end + 1 };
+}
+
+/** Meta and module of a well-formed entry whose hash matches, else undefined. */
+function decodeEntry(raw: Buffer): { meta: Uint8Array; module: Uint8Array } | undefined {
+  const header = parseHeader(raw);
+  if (!header) return undefined;
+  const body = raw.subarray(header.bodyStart);
+  if (header.metaBytes > body.byteLength) return undefined;
+  if (createHash("sha256").update(body).digest("hex") !== header.digest) return undefined;
+  return { meta: body.subarray(0, header.metaBytes), module: body.subarray(header.metaBytes) };
+}
+
+function usageOf(moduleId: string, entry: IndexEntry): EntryUsage {
+  return { moduleId, sizeBytes: entry.size, lastUsedMs: entry.lastUsedMs, hits: entry.hits, pinned: entry.pinned };
+}
+
+/** The usage file: only entries with something to remember beyond their mtime. */
+function formatUsage(index: ReadonlyMap<string, IndexEntry>): string {
+  const modules: Record<string, { hits: number; lastUsedUnixMs: number; pinned: boolean }> = {};
+  for (const [id, entry] of index) {
+    if (entry.hits > 0 || entry.pinned) modules[id] = { hits: entry.hits, lastUsedUnixMs: entry.lastUsedMs, pinned: entry.pinned };
+  }
+  return JSON.stringify({ version: USAGE_VERSION, modules });
+}
+
+function parseUsage(text: string): Map<string, { hits: number; lastUsedMs: number; pinned: boolean }> | Error {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e: unknown) {
+    return new Error(`not JSON: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  const { version, modules } = (json ?? {}) as { version?: unknown; modules?: unknown };
+  if (version !== USAGE_VERSION) return new Error(`version ${JSON.stringify(version)}, expected ${USAGE_VERSION}`);
+  if (typeof modules !== "object" || modules === null) return new Error("`modules` is not an object");
+  const usage = new Map<string, { hits: number; lastUsedMs: number; pinned: boolean }>();
+  for (const [id, value] of Object.entries(modules)) {
+    const { hits, lastUsedUnixMs, pinned } = (value ?? {}) as { hits?: unknown; lastUsedUnixMs?: unknown; pinned?: unknown };
+    if (!MODULE_ID_PATTERN.test(id) || !Number.isSafeInteger(hits) || !Number.isSafeInteger(lastUsedUnixMs) || typeof pinned !== "boolean") continue;
+    usage.set(id, { hits: hits as number, lastUsedMs: lastUsedUnixMs as number, pinned });
+  }
+  return usage;
 }
 
 /** Lowercase hex SHA-256 of some parts, each length-prefixed so boundaries cannot be forged. */

@@ -50,6 +50,8 @@ export const USAGE = `usage: sandboxd [options]
   --max-connections N      client connections open at once; more are closed on arrival (default ${DEFAULT_CONNECTION_LIMITS.maxConnections})
   --connection-idle-timeout-ms N
                            close a connection with no call in flight for N ms (default ${DEFAULT_CONNECTION_LIMITS.idleTimeoutMs})
+  --admin-listen unix:///PATH  serve AdminService (module cache management) on this socket only (mode 0600)
+  --admin-socket-group GROUP   let this group (name or gid) use the admin socket too (mode 0660)
   --log-level LEVEL        error, warn, info (default) or debug
   -h, --help               this text
 `;
@@ -97,6 +99,8 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         "max-buffered-bytes": { type: "string" },
         "max-connections": { type: "string" },
         "connection-idle-timeout-ms": { type: "string" },
+        "admin-listen": { type: "string" },
+        "admin-socket-group": { type: "string" },
         "log-level": { type: "string", default: "info" },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -126,6 +130,9 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
     if (range instanceof Error) return new Error(`--allow-private-network: ${range.message}`);
     privateNetworks.push(range);
   }
+  const admin = parseAdminFlags(v["admin-listen"], v["admin-socket-group"]);
+  if (admin instanceof Error) return admin;
+  if (listen.kind === "unix" && admin.adminSocketPath === listen.path) return new Error("--admin-listen must be another socket than --listen");
   return {
     logLevel: v["log-level"],
     config: {
@@ -164,6 +171,7 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
       },
       privateNetworks,
       ...(numbers["cache-max-bytes"] ? { cacheMaxBytes: numbers["cache-max-bytes"] } : {}),
+      ...admin,
       connections: {
         maxConnections: numbers["max-connections"] ?? DEFAULT_CONNECTION_LIMITS.maxConnections,
         idleTimeoutMs: numbers["connection-idle-timeout-ms"] ?? DEFAULT_CONNECTION_LIMITS.idleTimeoutMs,
@@ -184,4 +192,15 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
       },
     },
   };
+}
+
+/** --admin-listen must be a unix socket (file permissions are its access control); a group needs a socket. */
+function parseAdminFlags(listen: string | undefined, group: string | undefined): { adminSocketPath?: string; adminSocketGroup?: string } | Error {
+  if (listen === undefined) return group === undefined ? {} : new Error("--admin-socket-group needs --admin-listen");
+  const address = parseListenAddress(listen);
+  if (address instanceof Error || address.kind !== "unix") {
+    return new Error(`--admin-listen takes unix:///path/to/admin.sock (never TCP: the socket's file mode is its access control), got ${JSON.stringify(listen)}`);
+  }
+  if (group !== undefined && !/^(\d+|[A-Za-z_][A-Za-z0-9_.-]*\$?)$/.test(group)) return new Error(`--admin-socket-group takes a group name or gid, got ${JSON.stringify(group)}`);
+  return { adminSocketPath: address.path, ...(group === undefined ? {} : { adminSocketGroup: group }) };
 }

@@ -2,7 +2,8 @@
 /**
  * sandboxctl: the policy authority's tool. Generates Ed25519 key pairs, signs
  * policies written as JSON, and verifies signed policy files the way the daemon
- * does. A thin adapter: all checks live in src/policy/.
+ * does; and the operator's, managing a running daemon's module cache over its
+ * admin socket. A thin adapter: all checks live in src/policy/ and the daemon.
  */
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
@@ -17,6 +18,8 @@ import { formatSignedPolicyFile, parseSignedPolicyFile, signPolicy } from "../po
 import { keyIdProblem, PUBLIC_KEY_SUFFIX, TrustedKeys } from "../policy/trusted-keys.js";
 import { checkValidity } from "../policy/validity.js";
 import { checkMountCount, checkPolicyBytes, verifySignedPolicy } from "../policy/verify-signature.js";
+import { ADMIN_USAGE, adminCommand } from "./sandboxctl-admin.js";
+import { UsageError } from "./usage-error.js";
 
 /** File name suffix of a private key written by keygen. */
 const PRIVATE_KEY_SUFFIX = ".key";
@@ -38,18 +41,15 @@ const USAGE = `usage:
       --expires-in sets expires_at_unix to now + SECONDS; prints to stdout unless --out is given
   sandboxctl policy verify --keys DIR [--now UNIX_SECONDS] SIGNED.json
       checks key, signature, encoding and validity window; prints the decoded policy as JSON
-See docs/policy.md.`;
-
-/** A command-line mistake: print usage, exit 2. */
-class UsageError extends Error {
-  override readonly name = "UsageError";
-}
+${ADMIN_USAGE}
+See docs/policy.md and README.md ("Managing the module cache").`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, sub] = argv;
   if (command === "keygen") return keygen(argv.slice(1));
   if (command === "policy" && sub === "sign") return policySign(argv.slice(2));
   if (command === "policy" && sub === "verify") return policyVerify(argv.slice(2));
+  if (command === "admin") return adminCommand(argv.slice(1));
   if (command === "help" || command === "--help" || command === "-h") {
     process.stdout.write(USAGE + "\n");
     return 0;

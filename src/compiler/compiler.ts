@@ -7,11 +7,13 @@ import { SandboxError } from "../errors/sandbox-error.js";
 import type { Logger } from "../logger.js";
 import { COMPILE_MAX_QUEUED, COMPILE_MEMORY_LIMIT_BYTES, COMPILE_TIMEOUT_MS, MAX_DIAGNOSTICS_BYTES, MAX_SOURCE_BYTES, MAX_WASM_BYTES } from "../limits.js";
 import { ModuleStore, sha256Hex } from "../cache/module-store.js";
+import { ModuleBlocklist } from "../policy/module-blocklist.js";
 import { validateCommandModule } from "../runtime/wasm/validate.js";
 import { CompileQueue } from "./compile-queue.js";
 import { hasErrors, limitDiagnostics, parseRustcDiagnostics, rustcMessages, type Diagnostic } from "./diagnostics.js";
 import { applyMachineApplicableFixes } from "./fixes.js";
 import { detectBubblewrap, hermeticCommand, insecureCommand, type HermeticCommand } from "./hermetic.js";
+import type { ProvenanceFields, ToolchainRecord } from "./module-meta.js";
 import { DEFAULT_SDK_DIR, loadSdk, type SdkArtifacts } from "./sdk.js";
 import { Singleflight } from "./singleflight.js";
 import {
@@ -134,7 +136,7 @@ const META_VERSION = 2;
  * A source that failed is kept too (with no module bytes), so an agent retrying it is answered
  * without rustc, under the same integrity checks as a module.
  */
-interface StoredMeta {
+interface StoredMeta extends ProvenanceFields {
   v: typeof META_VERSION;
   ok: boolean;
   diagnostics: readonly Diagnostic[];
@@ -197,6 +199,8 @@ export class Compiler {
     private readonly store: ModuleStore,
     private readonly logger: Logger,
     private readonly options: CompilerOptions,
+    /** Ids the operator blocked: refused before rustc runs and before a cached module is handed out. */
+    private readonly blocklist: ModuleBlocklist = ModuleBlocklist.empty(),
   ) {
     this.queue = new CompileQueue(options.concurrency ?? availableParallelism(), options.maxQueued ?? COMPILE_MAX_QUEUED);
   }
@@ -207,7 +211,13 @@ export class Compiler {
    * Compile), says once and loudly what is missing, and builds the compiler.
    * `probe` is what toolchain detection found; undefined means nothing at all.
    */
-  static async create(probe: ToolchainProbe | undefined, store: ModuleStore, logger: Logger, settings: CompilerSettings = {}): Promise<Compiler> {
+  static async create(
+    probe: ToolchainProbe | undefined,
+    store: ModuleStore,
+    logger: Logger,
+    settings: CompilerSettings = {},
+    blocklist: ModuleBlocklist = ModuleBlocklist.empty(),
+  ): Promise<Compiler> {
     const toolchain = probe?.toolchain;
     const bwrap = await detectBubblewrap(...(settings.bwrapPath ? [[settings.bwrapPath]] : []));
     if (bwrap) logger.info("rustc runs hermetically under bubblewrap", { bwrap });
@@ -220,7 +230,7 @@ export class Compiler {
       if (sdk) logger.info("script SDK loaded", { sdkHash: sdk.sdkHash, dir: sdk.dir });
     }
     await removeStaleWorkDirs(Math.max(STALE_WORK_DIR_MS, 2 * (settings.timeoutMs ?? COMPILE_TIMEOUT_MS)), logger);
-    const compiler = new Compiler(toolchain, store, logger, { ...settings, bwrap, sdk });
+    const compiler = new Compiler(toolchain, store, logger, { ...settings, bwrap, sdk }, blocklist);
     if (!toolchain) compiler.unavailableReason = toolchainMissing(probe?.problem ?? NO_TOOLCHAIN);
     else if (!compiler.sandboxMissing()) {
       const problem = await compiler.buildProbe(toolchain);
@@ -293,10 +303,14 @@ export class Compiler {
     const toolchain = this.toolchain;
     if (!toolchain) throw toolchainMissing(NO_TOOLCHAIN);
     const moduleId = this.moduleIdFor(source, toolchain);
+    this.blocklist.check(moduleId);
     const hit = await this.cached(moduleId);
     onCompiling?.(hit !== undefined);
     if (hit) return hit;
-    return this.flights.do(moduleId, (flightSignal) => this.queue.run(() => this.build(source, moduleId, toolchain, flightSignal), flightSignal), signal);
+    const result = await this.flights.do(moduleId, (flightSignal) => this.queue.run(() => this.build(source, moduleId, toolchain, flightSignal), flightSignal), signal);
+    // Blocked while rustc ran: the caller must not learn of it as a module it may use.
+    if (result.ok) this.blocklist.check(moduleId);
+    return result;
   }
 
   /** The cached result of a source (its module or its failure), if a verified, current entry exists. */
@@ -310,10 +324,20 @@ export class Compiler {
     return sha256Hex(CACHE_KEY_VERSION, source, toolchain.version, toolchain.target, RUSTC_FLAGS.join(" "), this.options.sdk?.sdkHash ?? "no-sdk");
   }
 
+  /** The toolchain a module built now is recorded with: everything in its id but the source. */
+  toolchainRecord(toolchain: Toolchain): ToolchainRecord {
+    const sdkHash = this.options.sdk?.sdkHash;
+    return {
+      fingerprint: sha256Hex(CACHE_KEY_VERSION, toolchain.version, toolchain.target, RUSTC_FLAGS.join(" "), sdkHash ?? "no-sdk"),
+      description: `${toolchain.version.split("\n")[0] ?? "rustc"}, ${toolchain.target}, ${sdkHash ? `sdk ${sdkHash.slice(0, 12)}` : "no sdk"}`,
+    };
+  }
+
   private async build(source: string, moduleId: string, toolchain: Toolchain, signal: AbortSignal): Promise<CompileResult> {
     // Another flight (or a daemon sharing the cache) may have finished it while we queued.
     const hit = await this.cached(moduleId);
     if (hit) return hit;
+    const provenance: ProvenanceFields = { origin: "source", createdUnixMs: Date.now(), toolchain: this.toolchainRecord(toolchain) };
     const dir = await mkdtemp(path.join(tmpdir(), WORK_DIR_PREFIX));
     try {
       await writeFile(path.join(dir, SOURCE_FILE), source);
@@ -349,11 +373,11 @@ export class Compiler {
           throw new SandboxError("INTERNAL", "rustc failed without reporting a diagnostic; the daemon log has its output");
         }
         this.logger.debug("compile failed", { diagnostics: parsed.length, rustcMs });
-        if (failedOnSource(parsed)) await this.store.put(moduleId, new Uint8Array(0), encodeMeta({ ok: false, diagnostics, fixedSource }));
+        if (failedOnSource(parsed)) await this.store.put(moduleId, new Uint8Array(0), encodeMeta({ ok: false, diagnostics, fixedSource, ...provenance }));
         return { ok: false, moduleId: "", cacheHit: false, diagnostics, fixedSource };
       }
       const wasm = await readFile(path.join(dir, "main.wasm"));
-      await this.store.put(moduleId, wasm, encodeMeta({ ok: true, diagnostics, fixedSource }));
+      await this.store.put(moduleId, wasm, encodeMeta({ ok: true, diagnostics, fixedSource, ...provenance }));
       this.logger.debug("compiled", { moduleId, bytes: wasm.byteLength, rustcMs });
       return { ok: true, moduleId, cacheHit: false, diagnostics, fixedSource };
     } finally {
@@ -407,6 +431,7 @@ export class Compiler {
     if (wasm.byteLength === 0) throw new SandboxError("INVALID_WASM", "wasm is empty");
     if (wasm.byteLength > MAX_WASM_BYTES) throw new SandboxError("WASM_TOO_LARGE", `module is ${wasm.byteLength} bytes; the limit is ${MAX_WASM_BYTES}`);
     const moduleId = createHash("sha256").update(wasm).digest("hex");
+    this.blocklist.check(moduleId);
     if (await this.store.lookup(moduleId)) return { ok: true, moduleId, cacheHit: true, diagnostics: [], fixedSource: "" };
     return this.queue.run(() => this.validateAndStore(moduleId, wasm), signal);
   }
@@ -420,7 +445,8 @@ export class Compiler {
     }
     const problems = validateCommandModule(module, wasm);
     if (problems.length > 0) throw new SandboxError("INVALID_WASM", `not a WASI preview1 command: ${problems.join("; ")}`);
-    await this.store.put(moduleId, wasm);
+    const provenance: ProvenanceFields = { origin: "upload", createdUnixMs: Date.now() };
+    await this.store.put(moduleId, wasm, Buffer.from(JSON.stringify(provenance)));
     return { ok: true, moduleId, cacheHit: false, diagnostics: [], fixedSource: "" };
   }
 

@@ -39,6 +39,7 @@ export const REASONS = {
   POLICY_MODULE_MISMATCH: { code: Code.PermissionDenied, description: "The policy is bound to a different module_id." },
   POLICY_CEILING_EXCEEDED: { code: Code.PermissionDenied, description: "A limit in the policy, or an allowed_hosts entry, exceeds the operator's ceiling." },
   POLICY_MOUNT_DENIED: { code: Code.PermissionDenied, description: "A mount's host path does not exist, is not a directory, or is outside the allowed roots; or its guest path is malformed, duplicated or nested in another." },
+  MODULE_BLOCKED: { code: Code.PermissionDenied, description: "The module id is on the operator's blocklist; Compile and Execute refuse it until it is unblocked." },
   UNSUPPORTED: { code: Code.Unimplemented, description: "The request uses a feature this daemon does not implement yet." },
   CANCELLED: { code: Code.Cancelled, description: "The call was cancelled by the client or by daemon shutdown." },
   SHUTTING_DOWN: { code: Code.Unavailable, description: "The daemon is shutting down and accepts no new work." },

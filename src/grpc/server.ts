@@ -150,7 +150,7 @@ function listenOptions(address: ListenAddress): ListenOptions {
  * Makes sure the socket's directory exists and no stale socket file is in the
  * way, but never steals the socket of a live daemon.
  */
-async function prepareSocketPath(socketPath: string): Promise<void> {
+export async function prepareSocketPath(socketPath: string): Promise<void> {
   await mkdir(path.dirname(socketPath), { recursive: true, mode: 0o755 });
   const stat = await lstat(socketPath).catch(() => undefined);
   if (!stat) return;

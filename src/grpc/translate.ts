@@ -59,7 +59,7 @@ function refusedRequest<T>(error: SandboxError): T {
  * request instead of an exception: grpc-js would answer a throwing decoder with
  * INTERNAL, but a malformed request is the client's error, not ours.
  */
-function tolerantDecoder<T>(decode: (bytes: Buffer) => T): (bytes: Buffer) => T {
+export function tolerantDecoder<T>(decode: (bytes: Buffer) => T): (bytes: Buffer) => T {
   return (bytes) => {
     try {
       return decode(bytes);
@@ -95,7 +95,8 @@ export function executeRequestDecoder(decode: (bytes: Buffer) => ExecuteRequest,
   };
 }
 
-function rejectRefused(request: object): void {
+/** Throws the error of a request refused while decoding (see tolerantDecoder). */
+export function rejectRefused(request: object): void {
   const error = (request as { [REFUSED]?: SandboxError })[REFUSED];
   if (error !== undefined) throw error;
 }

@@ -63,6 +63,21 @@ export class ModuleRegistry {
     return entry.compiled;
   }
 
+  /** Drops a module (the operator evicted or blocked it); runs already holding it finish. False when it was not held. */
+  evict(moduleId: string): boolean {
+    const entry = this.entries.get(moduleId);
+    if (!entry) return false;
+    this.entries.delete(moduleId);
+    this.totalBytes -= entry.bytes;
+    this.onEvict(moduleId);
+    return true;
+  }
+
+  /** Drops every module; runs already holding one finish. */
+  clear(): void {
+    for (const moduleId of [...this.entries.keys()]) this.evict(moduleId);
+  }
+
   /** Drops the least recently used modules until the rest fit, always keeping the newest one. */
   private evictBeyondBudget(): void {
     for (const [key, entry] of this.entries) {

@@ -16,6 +16,7 @@ import type {
   ExecuteResponse,
 } from "../../src/gen/grpc/sandbox/v1/sandbox.js";
 import { connect, type TimedEvent } from "../../src/grpc/client.js";
+import { connectAdmin, type AdminClient } from "../../src/grpc/admin-client.js";
 import { errorInfoOf } from "../../src/grpc/status.js";
 
 /** The compiled daemon entry point. */
@@ -31,6 +32,9 @@ export interface TestDaemon {
   readonly socketPath: string;
   readonly process: ChildProcess;
   readonly client: SandboxServiceClient;
+  /** The admin socket and a client of it, when started with `admin`. */
+  readonly adminSocketPath: string | undefined;
+  readonly admin: AdminClient | undefined;
   /** Everything the daemon logged so far (JSON lines on stderr). */
   logs(): string;
   compile(request: Partial<CompileRequest>): Promise<CompileResponse>;
@@ -49,12 +53,15 @@ export interface StartOptions {
   readonly cacheDir?: string;
   /** Extra environment for the daemon process. */
   readonly env?: Readonly<Record<string, string>>;
+  /** Open an admin socket (`--admin-listen`) in the scratch dir, with these extra flags. */
+  readonly admin?: readonly string[];
 }
 
 /** Starts `sandboxd` with --allow-unsigned (unless told otherwise via args) and waits until it listens. */
 export async function startDaemon(options: StartOptions = {}): Promise<TestDaemon> {
   const dir = await mkdtemp(path.join(tmpdir(), "sandboxd-test-"));
   const socketPath = path.join(dir, "sandboxd.sock");
+  const adminSocketPath = options.admin ? path.join(dir, "admin.sock") : undefined;
   const args = [
     SANDBOXD_BIN,
     "--listen",
@@ -62,6 +69,7 @@ export async function startDaemon(options: StartOptions = {}): Promise<TestDaemo
     "--cache-dir",
     options.cacheDir ?? path.join(dir, "cache"),
     ...(options.args ?? ["--allow-unsigned"]),
+    ...(adminSocketPath ? ["--admin-listen", `unix://${adminSocketPath}`, ...(options.admin ?? [])] : []),
   ];
   const child = spawn(process.execPath, args, { env: { ...process.env, ...options.env }, stdio: ["ignore", "pipe", "pipe"] });
   let logs = "";
@@ -83,17 +91,21 @@ export async function startDaemon(options: StartOptions = {}): Promise<TestDaemo
     });
   });
   const client = connect(`unix://${socketPath}`);
+  const admin = adminSocketPath ? connectAdmin(`unix://${adminSocketPath}`) : undefined;
   return {
     dir,
     socketPath,
     process: child,
     client: client.raw,
+    adminSocketPath,
+    admin,
     logs: () => logs,
     compile: (r) => client.compile({ input: undefined, ...r }),
     execute: (r) => client.execute(r),
     stream: (r) => client.stream(r),
     stop: async () => {
       client.close();
+      admin?.close();
       if (child.exitCode === null) child.kill("SIGTERM");
       const code = await exited;
       await rm(dir, { recursive: true, force: true });

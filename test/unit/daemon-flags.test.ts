@@ -81,6 +81,23 @@ describe("daemon flags", function () {
     expect(parseFlags(["--max-timeout-ms", "soon"])).to.be.instanceOf(Error);
   });
 
+  it("--admin-listen takes a unix socket and --admin-socket-group a group for it", function () {
+    const flags = parseFlags(["--admin-listen", "unix:///run/sandboxd/admin.sock", "--admin-socket-group", "sandboxd-admin"]);
+    if (flags instanceof Error || "help" in flags) throw new Error(String(flags));
+    expect(flags.config).to.deep.include({ adminSocketPath: "/run/sandboxd/admin.sock", adminSocketGroup: "sandboxd-admin" });
+    const none = parseFlags([]);
+    if (none instanceof Error || "help" in none) throw new Error(String(none));
+    expect(none.config.adminSocketPath).to.equal(undefined);
+  });
+
+  it("refuses an admin socket on TCP, on the main socket's path, or a group without a socket", function () {
+    expect(String(parseFlags(["--admin-listen", "127.0.0.1:7000"]))).to.contain("never TCP");
+    expect(String(parseFlags(["--admin-listen", "unix:relative.sock"]))).to.contain("--admin-listen takes unix://");
+    expect(String(parseFlags(["--listen", "unix:///tmp/s.sock", "--admin-listen", "unix:///tmp/s.sock"]))).to.contain("another socket than --listen");
+    expect(String(parseFlags(["--admin-socket-group", "wheel"]))).to.contain("needs --admin-listen");
+    expect(String(parseFlags(["--admin-listen", "unix:///tmp/a.sock", "--admin-socket-group", "a b"]))).to.contain("group name or gid");
+  });
+
   it("caps args and env at the limits.ts defaults, or at --max-args, --max-args-bytes, --max-env-vars, --max-env-bytes", function () {
     const defaults = parseFlags([]);
     if (defaults instanceof Error || "help" in defaults) throw new Error(String(defaults));
