@@ -251,14 +251,13 @@ describe("agent loop: progress, exit codes and durations (real daemon, real rust
   it("duration_us is the guest's run time alone; compiling is compile_duration_us", async function () {
     const cold = await daemon.execute({ target: sourceTarget(unique('fn main() { println!("hi"); }\n')) });
     expect(cold.outcome).to.equal(Outcome.OUTCOME_EXITED);
-    // rustc takes hundreds of milliseconds, printing "hi" well under one
-    expect(cold.compileDurationUs).to.be.greaterThan(100_000);
+    // A cold compile runs rustc, which always outlasts printing "hi"; no absolute time is assumed.
     expect(cold.durationUs).to.be.greaterThan(0).and.below(cold.compileDurationUs);
     const byId = await daemon.execute({ target: moduleTarget(cold.moduleId) });
     expect(byId.compileDurationUs).to.equal(0);
     const failed = await daemon.execute({ target: sourceTarget(unique(FAILING)) });
     expect(failed.durationUs).to.equal(0);
-    expect(failed.compileDurationUs).to.be.greaterThan(100_000);
+    expect(failed.compileDurationUs).to.be.greaterThan(0);
   });
 
   it("regression: Execute refuses at policy time an output cap its one response could not carry; StreamOutput runs it", async function () {
