@@ -1,4 +1,6 @@
 import { MEMORY_IMPORT_MODULE, MEMORY_IMPORT_NAME } from "../wasm/memory-cap.js";
+import { HTTP_FUNCTIONS, HTTP_MODULE } from "../net/http-abi.js";
+import { guestHttpImports, type HttpTransport } from "../net/guest-http.js";
 import { randomFillSync } from "node:crypto";
 import {
   Clock, Errno, EVENT_SIZE, EVENTRW_HANGUP, EventType, Filetype, Rights, STDIO_RIGHTS, SUBCLOCK_ABSTIME,
@@ -33,6 +35,8 @@ export interface WasiHostOptions {
   onStderr(bytes: Uint8Array): void;
   onDenial(denial: WasiDenial): void;
   flush?(): void;
+  /** Carries the guest's outbound HTTP requests; absent when the policy grants no network (each request is then refused). */
+  readonly http?: HttpTransport;
   /** The process's namespace lock (processNamespaceLock), shared with the other workers' guests; a worker thread must be given it. */
   readonly namespaceLock?: Int32Array;
 }
@@ -41,7 +45,8 @@ export type WasiRunResult =
   | { readonly outcome: "exited"; readonly exitCode: number }
   | { readonly outcome: "trap"; readonly message: string }
   | { readonly outcome: "memory_limit"; readonly message: string }
-  | { readonly outcome: "output_limit"; readonly message: string };
+  | { readonly outcome: "output_limit"; readonly message: string }
+  | { readonly outcome: "timeout"; readonly message: string };
 
 /** Thrown by proc_exit to unwind the guest's stack; never escapes run(). */
 class ProcExit {
@@ -49,6 +54,10 @@ class ProcExit {
 }
 /** Thrown when a stream reaches its cap; never escapes run(). */
 class OutputLimit {
+  constructor(readonly message: string) {}
+}
+/** Thrown when the run's time ran out while the guest waited on the host (an HTTP response); never escapes run(). */
+class TimeLimit {
   constructor(readonly message: string) {}
 }
 
@@ -132,10 +141,12 @@ export class WasiHost {
    * its exit, or return normally so that an exit code or an output_limit was reported as a clean exit 0
    * (red-team finding). So the end is remembered, every later host call throws it again, and it wins.
    */
-  private ended: ProcExit | OutputLimit | undefined;
+  private ended: ProcExit | OutputLimit | TimeLimit | undefined;
   private readonly fs: WasiFs;
   /** This run's preview1 functions, called through a {@link WasiImports}. */
   private readonly table: WebAssembly.ModuleImports;
+  /** This run's sandboxd_http_v1 functions, called through a {@link WasiImports}. */
+  private readonly httpTable: WebAssembly.ModuleImports;
   /** Unix epoch minus the monotonic origin, taken per run so a stepped system clock is picked up by the next run. */
   private readonly realtimeOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
 
@@ -145,6 +156,16 @@ export class WasiHost {
     this.environ = encodeStrings(Array.from(options.env, ([k, v]) => `${k}=${v}`));
     this.fs = new WasiFs(options, () => this.refresh());
     this.table = this.functions();
+    this.httpTable = guestHttpImports({
+      transport: options.http,
+      memory: () => this.refresh().u8,
+      onDenial: (denial) => this.options.onDenial(denial),
+      flush: () => this.options.flush?.(),
+      endRunOutOfTime: (message) => {
+        this.ended = new TimeLimit(message);
+        throw this.ended;
+      },
+    });
   }
 
   /** Instantiates the module with our imports and runs `_start`. Never throws for anything the guest does;
@@ -152,7 +173,7 @@ export class WasiHost {
   run(module: WebAssembly.Module): WasiRunResult {
     const imports = new WasiImports();
     return this.runWith(imports, () => {
-      const namespaces: WebAssembly.Imports = { [WASI_MODULE]: imports.functions };
+      const namespaces: WebAssembly.Imports = { [WASI_MODULE]: imports.functions, [HTTP_MODULE]: imports.http };
       if (this.options.memory) namespaces[MEMORY_IMPORT_MODULE] = { [MEMORY_IMPORT_NAME]: new WebAssembly.Memory(this.options.memory) };
       return new WebAssembly.Instance(module, namespaces);
     });
@@ -189,6 +210,7 @@ export class WasiHost {
   private classify(e: unknown): WasiRunResult {
     if (e instanceof ProcExit) return { outcome: "exited", exitCode: e.code };
     if (e instanceof OutputLimit) return { outcome: "output_limit", message: e.message };
+    if (e instanceof TimeLimit) return { outcome: "timeout", message: e.message };
     const message = e instanceof Error ? e.message : String(e);
     if (this.sawAllocFailure) {
       return { outcome: "memory_limit", message: `guest memory allocation failed at the ${this.options.memoryLimitBytes}-byte memory limit (${message})` };
@@ -402,27 +424,37 @@ export class WasiHost {
   }
 
   /**
-   * The `wasi_snapshot_preview1` namespace bound to `imports`: each function calls the functions of
+   * The `wasi_snapshot_preview1` namespace bound to `imports`: each function calls the function of
    * the host whose run is in progress, and refuses to run once that guest has ended (see `ended`).
    * Built once per worker, so a run allocates no import closures and an instance can be made before
    * its run's host exists. Guest faults are converted here, in one place. Every i32 parameter of
-   * preview1 is unsigned (pointers, lengths, fds, flags) but reaches JS signed, so each is taken as its
-   * u32 first: a pointer of 2^31 or more was read as negative, which some calls wrote through at the
-   * wrong place (typed-array offsets count back from the end) and answered SUCCESS. And a result pointer
-   * past the end of memory, which the functions write through without checking, is EFAULT, as it is for
-   * their input buffers; it was a trap that ended the run.
+   * preview1 and of sandboxd_http_v1 is unsigned (pointers, lengths, fds, flags) but reaches JS
+   * signed, so each is taken as its u32 first: a pointer of 2^31 or more was read as negative, which
+   * some calls wrote through at the wrong place (typed-array offsets count back from the end) and
+   * answered SUCCESS. And a result pointer past the end of memory, which the functions write through
+   * without checking, is EFAULT, as it is for their input buffers; it was a trap that ended the run.
    */
-  static bind(imports: WasiImports): WebAssembly.ModuleImports {
+  static bindPreview1(imports: WasiImports): WebAssembly.ModuleImports {
+    return WasiHost.bind(imports, PREVIEW1_FUNCTIONS, (host) => host.table);
+  }
+
+  /** The `sandboxd_http_v1` namespace bound to `imports`, as {@link bindPreview1} binds preview1. */
+  static bindHttp(imports: WasiImports): WebAssembly.ModuleImports {
+    return WasiHost.bind(imports, Object.keys(HTTP_FUNCTIONS), (host) => host.httpTable);
+  }
+
+  /** Binds `names` to the same-named functions of `tableOf(host)`, as {@link bindPreview1} describes. */
+  private static bind(imports: WasiImports, names: readonly string[], tableOf: (host: WasiHost) => WebAssembly.ModuleImports): WebAssembly.ModuleImports {
     const namespace: WebAssembly.ModuleImports = {};
-    for (const name of PREVIEW1_FUNCTIONS) {
-      // Fixed parameters rather than a rest array: no allocation per guest call. No preview1 function takes more than nine.
+    for (const name of names) {
+      // Fixed parameters rather than a rest array: no allocation per guest call. No imported function takes more than nine.
       namespace[name] = (a: unknown, b: unknown, c: unknown, d: unknown, e: unknown, f: unknown, g: unknown, h: unknown, i: unknown): unknown => {
         const host = imports.host;
         // Only a wasm start function can get here, while an instance is made ahead of its run.
         if (host === undefined) throw new WebAssembly.RuntimeError(`${name} called with no run in progress`);
         if (host.ended !== undefined) throw host.ended;
         try {
-          return (host.table[name] as (...args: unknown[]) => unknown)(u32(a), u32(b), u32(c), u32(d), u32(e), u32(f), u32(g), u32(h), u32(i));
+          return (tableOf(host)[name] as (...args: unknown[]) => unknown)(u32(a), u32(b), u32(c), u32(d), u32(e), u32(f), u32(g), u32(h), u32(i));
         } catch (error: unknown) {
           if (isGuestMemoryFault(error)) return Errno.FAULT;
           throw error;
@@ -538,8 +570,9 @@ export class WasiHost {
       path_rename: (fd: number, op: number, ol: number, nfd: number, np: number, nl: number) => fs.path_rename(fd, op, ol, nfd, np, nl),
       path_symlink: (op: number, ol: number, fd: number, np: number, nl: number) => fs.path_symlink(op, ol, fd, np, nl),
       path_unlink_file: (fd: number, p: number, l: number) => fs.path_unlink_file(fd, p, l),
-      // No network grants exist yet: accepting is the capability we withhold (ENOTCAPABLE); and since no
-      // descriptor can ever be a socket, the calls on an existing one say so (ENOTSOCK), as the suite expects.
+      // Sockets are never granted (a network grant is outbound HTTP through sandboxd_http_v1, each request vetted):
+      // accepting is the capability we withhold (ENOTCAPABLE); and since no descriptor can ever be a socket, the
+      // calls on an existing one say so (ENOTSOCK), as the suite expects.
       sock_accept: (fd: number, _flags: number, _out: number) => (fs.isOpen(fd) ? Errno.NOTCAPABLE : Errno.BADF),
       sock_recv: (fd: number, _a: number, _b: number, _c: number, _d: number, _e: number) => (fs.isOpen(fd) ? Errno.NOTSOCK : Errno.BADF),
       sock_send: (fd: number, _a: number, _b: number, _c: number, _d: number) => (fs.isOpen(fd) ? Errno.NOTSOCK : Errno.BADF),
@@ -556,5 +589,7 @@ export class WasiImports {
   /** The host whose run is in progress; undefined between runs. */
   host: WasiHost | undefined = undefined;
   /** The `wasi_snapshot_preview1` namespace to instantiate with. */
-  readonly functions: WebAssembly.ModuleImports = WasiHost.bind(this);
+  readonly functions: WebAssembly.ModuleImports = WasiHost.bindPreview1(this);
+  /** The `sandboxd_http_v1` namespace to instantiate with. */
+  readonly http: WebAssembly.ModuleImports = WasiHost.bindHttp(this);
 }
