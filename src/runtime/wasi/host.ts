@@ -279,7 +279,9 @@ export class WasiHost {
     } else {
       this.stderrBytes += deliver.length;
       if (deliver.length > 0) this.options.onStderr(deliver);
-      if (total < 512 && !this.sawAllocFailure && Buffer.from(deliver.buffer, deliver.byteOffset, deliver.length).includes(ALLOC_FAILURE_MARKER)) {
+      // std writes the marker as one piece of its message: shorter writes cannot hold it, and a flood of
+      // them must not cost a Buffer each.
+      if (deliver.length >= ALLOC_FAILURE_MARKER.length && total < 512 && !this.sawAllocFailure && Buffer.from(deliver.buffer, deliver.byteOffset, deliver.length).includes(ALLOC_FAILURE_MARKER)) {
         this.sawAllocFailure = true;
       }
     }
