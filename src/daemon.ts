@@ -10,6 +10,12 @@ import {
   DEFAULT_CEILING_OUTPUT_BYTES,
   DEFAULT_CEILING_TIMEOUT_MS,
   DEFAULT_CEILING_WRITE_BYTES,
+  DEFAULT_CEILING_HTTP_REQUESTS,
+  DEFAULT_CEILING_HTTP_RESPONSE_BYTES,
+  DEFAULT_CEILING_HTTP_TIMEOUT_MS,
+  DEFAULT_HTTP_TIMEOUT_MS,
+  DEFAULT_MAX_HTTP_REQUESTS,
+  DEFAULT_MAX_HTTP_RESPONSE_BYTES,
   DEFAULT_MAX_BUFFERED_BYTES,
   DEFAULT_MAX_CREATED_ENTRIES,
   DEFAULT_MAX_OUTPUT_BYTES,
@@ -20,17 +26,25 @@ import {
   DEFAULT_TIMEOUT_MS,
   SHUTDOWN_GRACE_MS,
 } from "./limits.js";
-import { probeToolchain } from "./compiler/toolchain.js";
+import { probeToolchain, type ToolchainProbe } from "./compiler/toolchain.js";
 import type { CompilerSettings } from "./compiler/compiler.js";
 import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from "./request-limits.js";
 import { TrustedKeys } from "./policy/trusted-keys.js";
 import type { PolicyCeilings, PolicyDefaults } from "./policy/authorize.js";
+import type { CidrRange } from "./runtime/net/address-rules.js";
 import { DEFAULT_WORKERS, Sandbox } from "./sandbox.js";
 import { SandboxServer, type ListenAddress } from "./grpc/server.js";
 import { AdminServer } from "./grpc/admin-server.js";
 import { resolveGroup } from "./unix-group.js";
 import type { ConnectionLimits } from "./grpc/connection-listener.js";
 import type { RemoteCacheSettings } from "./cache/remote-cache.js";
+
+/**
+ * How long after it starts serving the daemon probes the toolchain (rustc start-ups, loading the
+ * process library): the first calls, a supervisor's health check and the workers' boot, go first.
+ * A Compile meanwhile waits for it.
+ */
+const TOOLCHAIN_PROBE_DELAY_MS = 250;
 
 /** Everything a daemon is started with; the CLI fills it from flags. */
 export interface DaemonConfig {
@@ -50,6 +64,8 @@ export interface DaemonConfig {
   readonly maxCreatedEntries: number;
   readonly ceilings: PolicyCeilings;
   readonly defaults: PolicyDefaults;
+  /** --allow-private-network: special-purpose address ranges scripts' outbound requests may reach after all. */
+  readonly privateNetworks: readonly CidrRange[];
   /** Compiler settings: --insecure-compile, --bwrap, --compile-timeout-ms, --compile-memory-bytes. */
   readonly compile?: CompilerSettings;
   /** --cache-max-bytes: size cap of the on-disk module cache. */
@@ -84,6 +100,10 @@ export function defaultConfig(listen: ListenAddress = { kind: "unix", path: defa
       maxTimeoutMs: DEFAULT_CEILING_TIMEOUT_MS,
       maxOutputBytes: DEFAULT_CEILING_OUTPUT_BYTES,
       maxWriteBytes: DEFAULT_CEILING_WRITE_BYTES,
+      maxHttpRequests: DEFAULT_CEILING_HTTP_REQUESTS,
+      maxHttpResponseBytes: DEFAULT_CEILING_HTTP_RESPONSE_BYTES,
+      maxHttpTimeoutMs: DEFAULT_CEILING_HTTP_TIMEOUT_MS,
+      networkHosts: [],
       allowedRoots: [],
     },
     defaults: {
@@ -91,7 +111,11 @@ export function defaultConfig(listen: ListenAddress = { kind: "unix", path: defa
       timeoutMs: DEFAULT_TIMEOUT_MS,
       maxOutputBytes: DEFAULT_MAX_OUTPUT_BYTES,
       maxWriteBytes: DEFAULT_MAX_WRITE_BYTES,
+      maxHttpRequests: DEFAULT_MAX_HTTP_REQUESTS,
+      maxHttpResponseBytes: DEFAULT_MAX_HTTP_RESPONSE_BYTES,
+      httpTimeoutMs: DEFAULT_HTTP_TIMEOUT_MS,
     },
+    privateNetworks: [],
     requestLimits: DEFAULT_REQUEST_LIMITS,
   };
 }
@@ -120,6 +144,9 @@ export function validateConfig(config: DaemonConfig): Error | undefined {
     ["memory", config.defaults.memoryLimitBytes, config.ceilings.maxMemoryBytes],
     ["output", config.defaults.maxOutputBytes, config.ceilings.maxOutputBytes],
     ["write", config.defaults.maxWriteBytes, config.ceilings.maxWriteBytes],
+    ["HTTP request count", config.defaults.maxHttpRequests, config.ceilings.maxHttpRequests],
+    ["HTTP response bytes", config.defaults.maxHttpResponseBytes, config.ceilings.maxHttpResponseBytes],
+    ["HTTP timeout", config.defaults.httpTimeoutMs, config.ceilings.maxHttpTimeoutMs],
   ] as const;
   for (const [name, value, ceiling] of pairs) {
     if (value > ceiling) return new Error(`the default ${name} limit (${value}) exceeds its ceiling (${ceiling})`);
@@ -139,19 +166,34 @@ export class Daemon {
     private readonly admin: AdminServer | undefined,
   ) {}
 
-  /** Detects the toolchain, loads keys, starts workers and binds the listen address. */
+  /** Loads keys, starts workers, binds the listen address, then detects the toolchain. Serves before the workers are up: calls wait for one. */
   static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
     const invalid = validateConfig(config);
     if (invalid) throw invalid;
-    // The compiler logs once whether Compile is unavailable, after it has also tried a build.
-    const toolchain = probeToolchain(config.rustc).then((found) => {
-      if (found.toolchain) logger.info("toolchain", { rustc: found.toolchain.rustc, target: found.toolchain.target });
-      return found;
+    // The toolchain probe (rustc start-ups, a test build) runs once the daemon serves, so it does not
+    // compete with start-up for the cores; a Compile meanwhile waits for it. The compiler logs once
+    // whether Compile is unavailable, after it has also tried a build.
+    let startProbe!: () => void;
+    const toolchain = new Promise<ToolchainProbe>((resolve) => {
+      startProbe = () =>
+        resolve(
+          probeToolchain(config.rustc).then((found) => {
+            if (found.toolchain) logger.info("toolchain", { rustc: found.toolchain.rustc, target: found.toolchain.target });
+            return found;
+          }),
+        );
     });
+    let probing = false;
+    const requestProbe = (): void => {
+      if (probing) return;
+      probing = true;
+      startProbe();
+    };
     const keys = await TrustedKeys.load(config.trustedKeysDir, (message) => logger.warn(message));
     if (config.allowUnsigned) logger.warn("--allow-unsigned: requests without a policy run with default limits and no mounts");
     const sandbox = await Sandbox.create({
       toolchain,
+      requestToolchain: requestProbe,
       cacheDir: config.cacheDir,
       workers: config.workers,
       maxQueuedExecutions: config.maxQueuedExecutions,
@@ -162,6 +204,7 @@ export class Daemon {
       allowUnsigned: config.allowUnsigned,
       ceilings: config.ceilings,
       defaults: config.defaults,
+      privateNetworks: config.privateNetworks,
       logger,
       ...(config.compile ? { compile: config.compile } : {}),
       ...(config.cacheMaxBytes ? { cacheMaxBytes: config.cacheMaxBytes } : {}),
@@ -175,6 +218,8 @@ export class Daemon {
       const server = new SandboxServer(sandbox, logger, config.requestLimits, config.connections);
       const address = await server.listen(config.listen);
       logger.info(`sandboxd listening on ${address}`, { address, workers: config.workers, cacheDir: config.cacheDir });
+      sandbox.startWorkers();
+      setTimeout(requestProbe, TOOLCHAIN_PROBE_DELAY_MS).unref();
       // Health tells operators what the log says: this host cannot compile.
       void sandbox.compileUnavailable().then((reason) => {
         if (reason) server.markCompileUnavailable();

@@ -12,7 +12,7 @@ import { MAX_STDIN_BYTES, MAX_UNARY_OUTPUT_BYTES } from "./limits.js";
 import { checkArgsAndEnv, DEFAULT_REQUEST_LIMITS, type RequestLimits } from "./request-limits.js";
 import { ModuleAdmin } from "./admin/module-admin.js";
 import { MODULE_ID_PATTERN, ModuleStore } from "./cache/module-store.js";
-import { Compiler, type CompileResult, type CompilerSettings } from "./compiler/compiler.js";
+import { Compiler, loadStoredModule, type CompileResult, type CompilerSettings } from "./compiler/compiler.js";
 import { RemoteCache, type RemoteCacheSettings } from "./cache/remote-cache.js";
 import type { Diagnostic } from "./compiler/diagnostics.js";
 import type { ToolchainProbe } from "./compiler/toolchain.js";
@@ -24,6 +24,7 @@ import { BufferBudget } from "./runtime/buffer-budget.js";
 import { ModuleRegistry } from "./runtime/module-registry.js";
 import { memoryForRun, WASM_PAGE_BYTES } from "./runtime/wasm/memory-cap.js";
 import { WorkerPool } from "./runtime/pool.js";
+import type { CidrRange } from "./runtime/net/address-rules.js";
 
 /** Warm workers when the operator does not say: enough for the cores plus guests that sleep. */
 export const DEFAULT_WORKERS = Math.max(4, availableParallelism());
@@ -32,6 +33,8 @@ export const DEFAULT_WORKERS = Math.max(4, availableParallelism());
 export interface SandboxOptions {
   /** What toolchain detection found, or its detection still under way (the daemon serves meanwhile). */
   readonly toolchain: ToolchainProbe | Promise<ToolchainProbe>;
+  /** Called whenever a call needs the compiler, so a probe deferred past start-up begins at once. */
+  readonly requestToolchain?: () => void;
   readonly cacheDir: string;
   readonly workers: number;
   /** Executions allowed to wait for a worker. */
@@ -46,6 +49,8 @@ export interface SandboxOptions {
   readonly allowUnsigned: boolean;
   readonly ceilings: PolicyCeilings;
   readonly defaults: PolicyDefaults;
+  /** Special-purpose address ranges outbound requests may reach after all (--allow-private-network). */
+  readonly privateNetworks: readonly CidrRange[];
   readonly logger: Logger;
   /** Compiler settings (hermetic/insecure, rustc budgets, queue); defaults when absent. */
   readonly compile?: CompilerSettings;
@@ -105,6 +110,7 @@ export class Sandbox {
      * waits for it, so start-up costs no rustc time.
      */
     private readonly compiler: Promise<Compiler>,
+    /** The module cache: a cached module runs without waiting for the compiler. */
     private readonly store: ModuleStore,
     private readonly blocklist: ModuleBlocklist,
     private readonly registry: ModuleRegistry,
@@ -114,7 +120,7 @@ export class Sandbox {
     this.modules = new ModuleAdmin(store, registry, blocklist);
   }
 
-  /** Builds the core and starts its workers; the compiler finishes setting up in the background. */
+  /** Builds the core; the compiler finishes setting up in the background, and the workers start with startWorkers(). */
   static async create(options: SandboxOptions): Promise<Sandbox> {
     const pool = new WorkerPool({
       workers: options.workers,
@@ -122,7 +128,6 @@ export class Sandbox {
       budget: new BufferBudget(options.maxBufferedBytes),
       logger: options.logger,
     });
-    const poolStarted = pool.start();
     let remote: RemoteCache | undefined;
     try {
       // Before anything can compile or run: an unreadable blocklist refuses the start.
@@ -136,14 +141,21 @@ export class Sandbox {
       const compiler = Promise.resolve(options.toolchain).then((toolchain) => Compiler.create(toolchain, store, options.logger, compileSettings, blocklist));
       // Calls that need it will see the failure; the operator must see it now.
       compiler.catch((e: unknown) => options.logger.error("the compiler failed to initialise", { error: String(e) }));
-      await poolStarted;
       return new Sandbox(options, compiler, store, blocklist, new ModuleRegistry((key) => pool.evict(key), options.moduleMemoryMaxBytes), pool, remote);
     } catch (e: unknown) {
       await remote?.close();
-      await poolStarted.catch(() => undefined);
       await pool.close();
       throw e;
     }
+  }
+
+  /**
+   * Starts the workers without waiting for them: the daemon serves meanwhile (their boot would
+   * compete with its own start for the cores), and runs wait for the first ready one. A worker that
+   * fails to start is logged and started again by the pool.
+   */
+  startWorkers(): void {
+    this.pool.start().catch(() => undefined);
   }
 
   /**
@@ -160,7 +172,7 @@ export class Sandbox {
 
   /** Compiles source or registers a precompiled module. */
   async compile(input: CompileInput, signal?: AbortSignal): Promise<CompileResult> {
-    const compiler = await this.compiler;
+    const compiler = await this.needCompiler();
     const result = "source" in input ? await compiler.compile(input.source, signal) : await compiler.register(input.wasm, signal);
     if (result.cacheHit) this.store.recordUse(result.moduleId);
     return result;
@@ -193,7 +205,7 @@ export class Sandbox {
     let compileDurationUs = 0;
     if ("source" in input.target) {
       const compileStarted = performance.now();
-      const compiled = await (await this.compiler).compile(input.target.source, signal, (cacheHit) => hooks?.onCompiling?.(cacheHit));
+      const compiled = await (await this.needCompiler()).compile(input.target.source, signal, (cacheHit) => hooks?.onCompiling?.(cacheHit));
       compileDurationUs = elapsedUs(compileStarted);
       if (!compiled.ok) {
         return { outcome: "compile_error", moduleId: "", diagnostics: compiled.diagnostics, durationUs: 0, compileDurationUs };
@@ -205,8 +217,7 @@ export class Sandbox {
     }
     bindToModule(grant, moduleId);
     this.blocklist.check(moduleId);
-    const compiler = await this.compiler;
-    const compiled = await this.registry.get(moduleId, () => compiler.load(moduleId));
+    const compiled = await this.registry.get(moduleId, () => loadStoredModule(this.store, moduleId, this.remote));
     const memory = compiled.memory && memoryForRun(compiled.memory, grant.memoryLimitBytes);
     if (compiled.memory && !memory) {
       throw new SandboxError(
@@ -219,6 +230,7 @@ export class Sandbox {
     const result = await this.pool.run({
       moduleKey: compiled.key,
       module: compiled.module,
+      instantiateAhead: compiled.instantiateAhead,
       argv: [`${moduleId}.wasm`, ...input.args],
       env: input.env,
       stdin: input.stdin,
@@ -231,8 +243,26 @@ export class Sandbox {
       timeoutMs: grant.timeoutMs,
       ...(hooks ? { listener: hooks } : {}),
       ...(signal ? { signal } : {}),
+      ...(grant.network ? { network: { grant: grant.network, opened: this.options.privateNetworks, policyId: grant.policyId } } : {}),
     });
-    return { ...result, moduleId, diagnostics, compileDurationUs };
+    // Field by field rather than a spread: this runs once per call.
+    return {
+      outcome: result.outcome,
+      exitCode: result.exitCode,
+      stdout: result.stdout,
+      stderr: result.stderr,
+      message: result.message,
+      denials: result.denials,
+      durationUs: result.durationUs,
+      moduleId,
+      diagnostics,
+      compileDurationUs,
+    };
+  }
+
+  private needCompiler(): Promise<Compiler> {
+    this.options.requestToolchain?.();
+    return this.compiler;
   }
 
   /** Replaces the trusted keys' contents from disk (SIGHUP). */

@@ -245,7 +245,7 @@ export class RemoteCache {
     } catch (e: unknown) {
       throw new Rejected(`its module is not valid WebAssembly: ${e instanceof Error ? e.message : String(e)}`);
     }
-    const problems = validateCommandModule(module);
+    const problems = validateCommandModule(module, wasm);
     if (problems.length > 0) throw new Rejected(`its module is not a WASI preview1 command: ${problems.join("; ")}`);
     return wasm;
   }

@@ -2,7 +2,6 @@ import { createHash } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import path from "node:path";
-import { execa } from "execa";
 import { SandboxError } from "../errors/sandbox-error.js";
 import type { Logger } from "../logger.js";
 import { COMPILE_MAX_QUEUED, COMPILE_MEMORY_LIMIT_BYTES, COMPILE_TIMEOUT_MS, MAX_DIAGNOSTICS_BYTES, MAX_SOURCE_BYTES, MAX_WASM_BYTES } from "../limits.js";
@@ -26,6 +25,7 @@ import {
   type ToolchainProbe,
   type ToolchainProblem,
 } from "./toolchain.js";
+import { loadExeca } from "./lazy-execa.js";
 
 /** Re-exported from src/limits.ts for callers that knew it here (the wall-clock budget of one rustc run). */
 export { COMPILE_TIMEOUT_MS };
@@ -431,6 +431,7 @@ export class Compiler {
           memoryLimitBytes,
         })
       : insecureCommand({ rustc: toolchain.rustc, args, memoryLimitBytes });
+    const execa = await loadExeca();
     const started = performance.now();
     const result = await execa(cmd.file, cmd.args, {
       cwd: dir,
@@ -473,7 +474,7 @@ export class Compiler {
     } catch (e: unknown) {
       throw new SandboxError("INVALID_WASM", `not a valid WebAssembly module: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }
-    const problems = validateCommandModule(module);
+    const problems = validateCommandModule(module, wasm);
     if (problems.length > 0) throw new SandboxError("INVALID_WASM", `not a WASI preview1 command: ${problems.join("; ")}`);
     const provenance: ProvenanceFields = { origin: "upload", createdUnixMs: Date.now() };
     await this.store.put(moduleId, wasm, Buffer.from(JSON.stringify(provenance)));
@@ -485,11 +486,20 @@ export class Compiler {
    * has none), or NOT_FOUND (a corrupt entry is evicted and reported as not found; a cached compile
    * failure has no module).
    */
-  async load(moduleId: string): Promise<Uint8Array> {
-    let bytes = await this.store.get(moduleId);
-    const remote = this.options.remote;
-    if (!bytes && remote && (await remote.fill(this.store, moduleId))) bytes = await this.store.get(moduleId);
-    if (!bytes || bytes.byteLength === 0) throw new SandboxError("MODULE_NOT_FOUND", `no module ${moduleId} in the cache; compile it first`);
-    return bytes;
+  load(moduleId: string): Promise<Uint8Array> {
+    return loadStoredModule(this.store, moduleId, this.options.remote);
   }
+}
+
+/**
+ * The verified bytes of a module in `store` (fetched and verified from the shared cache `remote`
+ * when the store has none), or NOT_FOUND (a corrupt entry is evicted and reported as not found; a
+ * cached compile failure has no module). Needs no toolchain: a cached module runs while the compiler
+ * is still being set up.
+ */
+export async function loadStoredModule(store: ModuleStore, moduleId: string, remote?: RemoteCache): Promise<Uint8Array> {
+  let bytes = await store.get(moduleId);
+  if (!bytes && remote && (await remote.fill(store, moduleId))) bytes = await store.get(moduleId);
+  if (!bytes || bytes.byteLength === 0) throw new SandboxError("MODULE_NOT_FOUND", `no module ${moduleId} in the cache; compile it first`);
+  return bytes;
 }
