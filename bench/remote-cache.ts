@@ -1,5 +1,5 @@
 /**
- * §7, the shared module cache (issue 17): what a Compile costs on a host that finds the module in
+ * §7, the shared module cache: what a Compile costs on a host that finds the module in
  * Redis (verified: record MAC, module hash, validation, then written to its disk), beside a local
  * cache hit and the cold compile it saves. Two real daemons with separate cache dirs share a real
  * redis-server on a unix socket in the run's scratch dir.

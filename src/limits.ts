@@ -169,5 +169,7 @@ export const REMOTE_CACHE_MAX_RECORD_BYTES = 8 * 1024 * 1024;
 export const REMOTE_CACHE_MIN_KEY_BYTES = 32;
 /** Largest key file read; it holds a few keys during a rotation. */
 export const REMOTE_CACHE_MAX_KEY_FILE_BYTES = 64 * 1024;
+/** After a failed or timed-out operation, the shared cache is not asked for this long (every lookup is a miss meanwhile). */
+export const REMOTE_CACHE_FAILURE_PAUSE_MS = 5_000;
 /** At most one warning per this interval about the shared cache being unreachable. */
 export const REMOTE_CACHE_LOG_INTERVAL_MS = 10_000;

@@ -18,6 +18,7 @@ import {
   REMOTE_CACHE_LEASE_POLL_MS,
   REMOTE_CACHE_LEASE_TTL_MS,
   REMOTE_CACHE_LEASE_WAIT_MS,
+  REMOTE_CACHE_FAILURE_PAUSE_MS,
   REMOTE_CACHE_LOG_INTERVAL_MS,
   REMOTE_CACHE_MAX_RECORD_BYTES,
   REMOTE_CACHE_OP_TIMEOUT_MS,
@@ -140,6 +141,8 @@ export class RemoteCache {
   /** Uploads under way, by module id: a lease is released only after its upload, and close() waits for them. */
   private readonly uploads = new Map<string, Promise<void>>();
   private lastUnreachableLogMs = 0;
+  /** Until then Redis is not asked at all: one that hangs costs one timeout per pause, not several per call. */
+  private pausedUntilMs = 0;
   private closed = false;
 
   private constructor(
@@ -173,7 +176,10 @@ export class RemoteCache {
     const redis = settings.address.kind === "unix" ? new Redis({ ...options, path: settings.address.path }) : new Redis(settings.address.url, options);
     const cache = new RemoteCache(redis, keys, settings.mode, opTimeoutMs, logger);
     const where = displayAddress(settings.address);
-    redis.on("ready", () => logger.info("remote cache connected", { remoteCache: where, mode: settings.mode, keyId: keys.signing.id }));
+    redis.on("ready", () => {
+      cache.pausedUntilMs = 0;
+      logger.info("remote cache connected", { remoteCache: where, mode: settings.mode, keyId: keys.signing.id });
+    });
     redis.on("error", (e: unknown) => cache.unreachable(e, where));
     return cache;
   }
@@ -202,7 +208,7 @@ export class RemoteCache {
 
   /** The verified entry for `moduleId`, or undefined (absent, refused, or Redis unavailable). */
   private async fetch(moduleId: string, expectToolchain: string | undefined): Promise<RemoteEntry | undefined> {
-    if (this.closed) return undefined;
+    if (!this.usable()) return undefined;
     try {
       // GETRANGE bounds the download: a record (or module) bigger than allowed is refused unread.
       const stored = await this.redis.getrangeBuffer(recordKey(moduleId), 0, REMOTE_CACHE_MAX_RECORD_BYTES);
@@ -260,7 +266,7 @@ export class RemoteCache {
    * names a module that was not written). Read-only hosts publish nothing.
    */
   publish(moduleId: string, entry: RemoteEntry): void {
-    if (this.mode !== "rw" || this.closed || entry.wasm.byteLength > MAX_WASM_BYTES) return;
+    if (this.mode !== "rw" || !this.usable() || entry.wasm.byteLength > MAX_WASM_BYTES) return;
     const record: RemoteRecord = {
       moduleId,
       ok: entry.ok,
@@ -299,7 +305,7 @@ export class RemoteCache {
     const token = randomBytes(16).toString("hex");
     let waited = false;
     try {
-      while (!this.closed && !signal.aborted) {
+      while (this.usable() && !signal.aborted) {
         // Polls look for the record's key only: a refused entry is fetched (and logged) once, not every poll.
         if (waited && (await this.redis.exists(recordKey(moduleId))) === 1) return await this.filledAfterWait(store, moduleId, expectToolchain);
         if (this.mode === "rw") {
@@ -358,9 +364,18 @@ export class RemoteCache {
     };
   }
 
-  /** Logs trouble reaching Redis at most once per interval (a down Redis must not flood the log). */
+  /** Whether to ask Redis now: not after close, nor during the pause that follows a failed operation. */
+  private usable(): boolean {
+    return !this.closed && Date.now() >= this.pausedUntilMs;
+  }
+
+  /**
+   * A failed or timed-out operation pauses the shared cache for a moment (reconnecting ends the pause
+   * early) and is logged at most once per interval (a down Redis must not flood the log).
+   */
   private unreachable(e: unknown, where: string | undefined): void {
     const now = Date.now();
+    this.pausedUntilMs = now + REMOTE_CACHE_FAILURE_PAUSE_MS;
     if (now - this.lastUnreachableLogMs < REMOTE_CACHE_LOG_INTERVAL_MS) return;
     this.lastUnreachableLogMs = now;
     this.logger.warn("remote cache unavailable; compiling locally meanwhile", {

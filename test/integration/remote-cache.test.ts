@@ -185,9 +185,20 @@ describe("shared module cache on Redis (real redis-server, real daemons, real ru
   });
 
   it("Redis frozen (no answers) or stopped mid-test: calls still succeed locally; after a restart the daemons reconnect", async function () {
-    const fast = await daemonWith(["--remote-cache-timeout-ms", "300"]);
+    const opTimeoutMs = 1_500;
+    const fast = await daemonWith(["--remote-cache-timeout-ms", String(opTimeoutMs)]);
     redis.process.kill("SIGSTOP");
     try {
+      // An id this daemon lacks: the first lookup waits out the operation timeout, the next ones do not wait at all.
+      const unknown = randomBytes(32).toString("hex");
+      const timings: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        const began = Date.now();
+        expect((await rejection(fast.execute({ target: moduleTarget(unknown) }))).reason).to.equal("MODULE_NOT_FOUND");
+        timings.push(Date.now() - began);
+      }
+      expect(timings[0], `lookups took ${timings.join(", ")} ms`).to.be.greaterThan(opTimeoutMs - 100);
+      expect(Math.max(timings[1]!, timings[2]!), `lookups took ${timings.join(", ")} ms`).to.be.lessThan(opTimeoutMs - 100);
       const started = Date.now();
       const frozen = await fast.compile(src(fresh("while frozen")));
       expect(frozen).to.include({ ok: true, cacheHit: false });
