@@ -6,7 +6,7 @@
 import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import type { ServiceError } from "@grpc/grpc-js";
+import { status, type ServiceError } from "@grpc/grpc-js";
 import { writeFileAtomic } from "../atomic-file.js";
 import { defaultSocketPath } from "../daemon.js";
 import { applicabilityToJSON, Severity, type CompileResponse, type RepairEdit } from "../gen/grpc/sandbox/v1/sandbox.js";
@@ -61,7 +61,9 @@ export async function repairCommand(args: string[]): Promise<number> {
     response = await client.compile({ input: { $case: "source", value: source }, repair: true }, { deadline: Date.now() + REPAIR_CALL_DEADLINE_MS });
   } catch (e: unknown) {
     const error = e as ServiceError;
-    process.stderr.write(`sandboxctl: ${errorInfoOf(error.metadata)?.reason ?? "ERROR"}: ${error.details ?? String(e)}\n`);
+    // A refusal by the daemon carries its catalogued reason; a daemon that is not there, only a status.
+    const reason = errorInfoOf(error.metadata)?.reason ?? status[error.code] ?? "ERROR";
+    process.stderr.write(`sandboxctl: ${reason}: ${error.details ?? String(e)}\n`);
     return EXIT_FAILED;
   } finally {
     client.close();
