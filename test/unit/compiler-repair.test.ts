@@ -3,7 +3,11 @@
  * the time budget, cancellation), as pure logic: the candidate compiler is a stand-in here. The
  * same behaviour against real rustc is in test/integration/repair.test.ts.
  */
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { expect } from "chai";
+import { MAX_REPAIR_ROUNDS, REPAIR_TIME_BUDGET_MS } from "../../src/limits.js";
+import { REPAIR_CASES } from "../fixtures/repair/cases.js";
 import { SandboxError } from "../../src/errors/sandbox-error.js";
 import type { CompileResult } from "../../src/compiler/compiler.js";
 import type { Applicability, Diagnostic, Span } from "../../src/compiler/diagnostics.js";
@@ -232,5 +236,22 @@ describe("repair: the loop", function () {
     expect(r).to.equal(undefined);
     expect(compiles).to.equal(0);
     expect(stops).to.deep.equal(["too_large"]);
+  });
+});
+
+describe("repair: README", function () {
+  const readme = readFileSync(fileURLToPath(new URL("../../../README.md", import.meta.url)), "utf8").replace(/\s+/g, " ");
+
+  it("states the bounds the limits set", function () {
+    expect(readme).to.contain(`for at most ${MAX_REPAIR_ROUNDS} rounds and ${REPAIR_TIME_BUDGET_MS / 1000} s together`);
+  });
+
+  it("states the table's figures: how many scripts each kind of suggestion repairs", function () {
+    const count = (needs: string): number => REPAIR_CASES.filter((c) => c.needs === needs).length;
+    const machine = count("machine_applicable");
+    const withMaybe = machine + count("maybe_incorrect");
+    expect(readme).to.contain(`on the ${REPAIR_CASES.length} broken scripts`);
+    expect(readme).to.contain(`\`MACHINE_APPLICABLE\` suggestions alone repair ${machine}, with single-candidate \`MAYBE_INCORRECT\` ones ${withMaybe}.`);
+    for (const c of REPAIR_CASES) expect(c.repaired === undefined, c.name).to.equal(c.needs === "none");
   });
 });
