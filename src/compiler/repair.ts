@@ -146,11 +146,11 @@ export interface PlannedEdit {
  */
 export function planRepairEdits(source: string, diagnostics: readonly Diagnostic[], maybeIncorrect: boolean): PlannedEdit[] {
   const index = new LineIndex(source);
-  const taken: PlannedEdit[] = [];
+  const taken = new TakenEdits();
   const take = (group: readonly PlannedEdit[]): void => {
-    const fresh = group.filter((g) => !taken.some((t) => t.start === g.start && t.end === g.end && t.text === g.text));
-    if (fresh.length === 0 || conflicts(fresh) || fresh.some((f) => taken.some((t) => overlaps(t, f)))) return;
-    taken.push(...fresh);
+    const fresh = group.filter((g) => !taken.has(g));
+    if (fresh.length === 0 || conflicts(fresh) || fresh.some((f) => taken.overlapsAny(f))) return;
+    for (const f of fresh) taken.add(f);
   };
   for (const d of diagnostics) {
     if (d.severity !== "error") continue;
@@ -167,7 +167,52 @@ export function planRepairEdits(source: string, diagnostics: readonly Diagnostic
     const maybe = groups("maybe_incorrect");
     if (maybe.length === 1 && !conflicts(maybe[0]!)) take(maybe[0]!);
   }
-  return taken.sort((a, b) => a.start - b.start || a.end - b.end);
+  return taken.sorted();
+}
+
+/**
+ * The edits a round has taken, kept sorted by start: since they never overlap, a new edit can only
+ * overlap its neighbours, so each check is a binary search (an error flood stays cheap to plan).
+ */
+class TakenEdits {
+  private readonly edits: PlannedEdit[] = [];
+  private readonly keys = new Set<string>();
+
+  has(e: PlannedEdit): boolean {
+    return this.keys.has(TakenEdits.key(e));
+  }
+
+  overlapsAny(e: PlannedEdit): boolean {
+    const i = this.firstStartingAfter(e.start);
+    const before = this.edits[i - 1];
+    const after = this.edits[i];
+    return (before !== undefined && overlaps(before, e)) || (after !== undefined && overlaps(after, e));
+  }
+
+  add(e: PlannedEdit): void {
+    this.keys.add(TakenEdits.key(e));
+    this.edits.splice(this.firstStartingAfter(e.start), 0, e);
+  }
+
+  sorted(): PlannedEdit[] {
+    return [...this.edits];
+  }
+
+  /** Index of the first edit starting after `start` (the edits before it start at or before it). */
+  private firstStartingAfter(start: number): number {
+    let lo = 0;
+    let hi = this.edits.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.edits[mid]!.start <= start) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  private static key(e: PlannedEdit): string {
+    return `${e.start}:${e.end}:${e.text}`;
+  }
 }
 
 /** `source` with `edits` (from one {@link planRepairEdits}, so none overlap) applied. */
@@ -207,11 +252,16 @@ function overlaps(a: PlannedEdit, b: PlannedEdit): boolean {
 /**
  * rustc's 1-based line and column (counted in characters, i.e. code points) → an index into the JS
  * string. rustc drops a leading byte-order mark before counting, and a column may point just past
- * the last character of its line (an insertion there).
+ * the last character of its line (an insertion there). Each lookup is O(1) once its line is known:
+ * a hostile source may be one 1 MiB line with thousands of suggestions on it.
  */
 class LineIndex {
   private readonly starts: number[] = [0];
   private readonly bom: boolean;
+  /** Per line with characters outside the BMP: the string index of each character (and of its end). */
+  private readonly astral = new Map<number, Uint32Array>();
+  /** Lines known to have none (a column is then a plain offset). */
+  private readonly plain = new Set<number>();
 
   constructor(private readonly source: string) {
     this.bom = source.startsWith("\uFEFF");
@@ -220,12 +270,33 @@ class LineIndex {
 
   offset(line: number, column: number): number | undefined {
     if (!Number.isSafeInteger(line) || !Number.isSafeInteger(column) || line < 1 || column < 1 || line > this.starts.length) return undefined;
-    let at = this.starts[line - 1]! + (line === 1 && this.bom ? 1 : 0);
-    const lineEnd = line < this.starts.length ? this.starts[line]! - 1 : this.source.length;
-    for (let c = 1; c < column; c++) {
-      if (at >= lineEnd) return undefined;
-      at += (this.source.codePointAt(at) ?? 0) > 0xffff ? 2 : 1;
+    const first = this.starts[line - 1]! + (line === 1 && this.bom ? 1 : 0);
+    const end = line < this.starts.length ? this.starts[line]! - 1 : this.source.length;
+    const characters = this.characters(line, first, end);
+    if (characters === undefined) return column - 1 <= end - first ? first + column - 1 : undefined;
+    return column - 1 < characters.length ? characters[column - 1] : undefined;
+  }
+
+  /** The line's character starts, or undefined when every character is one UTF-16 unit. */
+  private characters(line: number, first: number, end: number): Uint32Array | undefined {
+    if (this.plain.has(line)) return undefined;
+    const known = this.astral.get(line);
+    if (known) return known;
+    const starts: number[] = [];
+    let surrogates = false;
+    for (let at = first; at < end; ) {
+      starts.push(at);
+      const wide = (this.source.codePointAt(at) ?? 0) > 0xffff;
+      surrogates ||= wide;
+      at += wide ? 2 : 1;
     }
-    return at;
+    if (!surrogates) {
+      this.plain.add(line);
+      return undefined;
+    }
+    starts.push(end);
+    const array = Uint32Array.from(starts);
+    this.astral.set(line, array);
+    return array;
   }
 }
