@@ -55,11 +55,20 @@ export async function measureRemoteCache(ctx: BenchContext): Promise<void> {
       const onB = await b.client.compile(source);
       remoteHit.push(performance.now() - started);
       if (!onB.cacheHit || onB.moduleId !== onA.moduleId) throw new Error("§7: B's Compile was not a remote hit with A's module id");
-      localHit.push(...(await timeSerial(1, async () => {
-        if (!(await b.client.compile(source)).cacheHit) throw new Error("§7: B's second Compile was not a local hit");
-      })));
+      localHit.push(
+        ...(await timeSerial(1, async () => {
+          if (!(await b.client.compile(source)).cacheHit) throw new Error("§7: B's second Compile was not a local hit");
+        })),
+      );
     }
-    const coldFigure: Figure = { id: "remote.compile.cold", section: SECTION, label: `Cold Compile ${FIXTURE}.rs on host A (rustc; upload after the response)`, unit: "ms", value: summarize(cold).p50, summary: summarize(cold) };
+    const coldFigure: Figure = {
+      id: "remote.compile.cold",
+      section: SECTION,
+      label: `Cold Compile ${FIXTURE}.rs on host A (rustc; upload after the response)`,
+      unit: "ms",
+      value: summarize(cold).p50,
+      summary: summarize(cold),
+    };
     const remoteFigure: Figure = {
       id: "remote.compile.remote-hit",
       section: SECTION,
@@ -68,7 +77,14 @@ export async function measureRemoteCache(ctx: BenchContext): Promise<void> {
       value: summarize(remoteHit).p50,
       summary: summarize(remoteHit),
     };
-    const localFigure: Figure = { id: "remote.compile.local-hit", section: SECTION, label: `Compile ${FIXTURE}.rs on host B again: local cache hit`, unit: "ms", value: summarize(localHit).p50, summary: summarize(localHit) };
+    const localFigure: Figure = {
+      id: "remote.compile.local-hit",
+      section: SECTION,
+      label: `Compile ${FIXTURE}.rs on host B again: local cache hit`,
+      unit: "ms",
+      value: summarize(localHit).p50,
+      summary: summarize(localHit),
+    };
     ctx.figures.push(coldFigure, remoteFigure, localFigure, {
       id: "ratio.remote-hit-vs-cold",
       section: SECTION,

@@ -142,10 +142,20 @@ export class Sandbox {
       });
       if (options.remoteCache) remote = await RemoteCache.open(options.remoteCache, options.logger);
       const compileSettings: CompilerSettings = { ...options.compile, ...(remote ? { remote } : {}) };
-      const compiler = Promise.resolve(options.toolchain).then((toolchain) => Compiler.create(toolchain, store, options.logger, compileSettings, blocklist));
+      const compiler = Promise.resolve(options.toolchain).then((toolchain) =>
+        Compiler.create(toolchain, store, options.logger, compileSettings, blocklist),
+      );
       // Calls that need it will see the failure; the operator must see it now.
       compiler.catch((e: unknown) => options.logger.error("the compiler failed to initialise", { error: String(e) }));
-      return new Sandbox(options, compiler, store, blocklist, new ModuleRegistry((key) => pool.evict(key), options.moduleMemoryMaxBytes), pool, remote);
+      return new Sandbox(
+        options,
+        compiler,
+        store,
+        blocklist,
+        new ModuleRegistry((key) => pool.evict(key), options.moduleMemoryMaxBytes),
+        pool,
+        remote,
+      );
     } catch (e: unknown) {
       await remote?.close();
       await pool.close();
@@ -181,9 +191,15 @@ export class Sandbox {
     if (result.cacheHit) this.store.recordUse(result.moduleId);
     if (!("source" in input) || !input.repair || result.ok) return result;
     const logger = this.options.logger;
-    const repair = await repairSource(input.source, result, (candidate, candidateSignal) => compiler.compile(candidate, candidateSignal), signal, {
-      onStop: (why, rounds) => logger.debug("no repair", { why, rounds }),
-    });
+    const repair = await repairSource(
+      input.source,
+      result,
+      (candidate, candidateSignal) => compiler.compile(candidate, candidateSignal),
+      signal,
+      {
+        onStop: (why, rounds) => logger.debug("no repair", { why, rounds }),
+      },
+    );
     if (!repair) return result;
     if (repair.cacheHit) this.store.recordUse(repair.moduleId);
     logger.debug("repaired", { moduleId: repair.moduleId, rounds: repair.rounds, edits: repair.edits.length, cacheHit: repair.cacheHit });
@@ -305,7 +321,10 @@ function validateExecuteInput(input: ExecuteInput, limits: RequestLimits): void 
   }
   for (const [key, value] of input.env) {
     if (key === "" || key.includes("=") || key.includes("\0") || value.includes("\0")) {
-      throw new SandboxError("INVALID_REQUEST", `env key ${JSON.stringify(key)} is invalid: keys must be non-empty with no '=' or NUL, values no NUL`);
+      throw new SandboxError(
+        "INVALID_REQUEST",
+        `env key ${JSON.stringify(key)} is invalid: keys must be non-empty with no '=' or NUL, values no NUL`,
+      );
     }
   }
 }

@@ -100,16 +100,22 @@ const RENEW_SCRIPT = `if redis.call("get", KEYS[1]) == ARGV[1] then return redis
 export function parseRemoteCacheAddress(text: string): RemoteCacheAddress | Error {
   if (text.startsWith("unix://")) {
     const p = text.slice("unix://".length);
-    return p.startsWith("/") ? { kind: "unix", path: p } : new Error(`--remote-cache unix:// takes an absolute path, got ${JSON.stringify(text)}`);
+    return p.startsWith("/")
+      ? { kind: "unix", path: p }
+      : new Error(`--remote-cache unix:// takes an absolute path, got ${JSON.stringify(text)}`);
   }
   let url: URL;
   try {
     url = new URL(text);
   } catch {
-    return new Error(`--remote-cache takes redis://HOST:PORT, rediss://USER:PASSWORD@HOST:PORT or unix:///PATH, got ${JSON.stringify(text)}`);
+    return new Error(
+      `--remote-cache takes redis://HOST:PORT, rediss://USER:PASSWORD@HOST:PORT or unix:///PATH, got ${JSON.stringify(text)}`,
+    );
   }
   if ((url.protocol !== "redis:" && url.protocol !== "rediss:") || url.hostname === "") {
-    return new Error(`--remote-cache takes redis://HOST:PORT, rediss://USER:PASSWORD@HOST:PORT or unix:///PATH, got ${url.protocol}//${url.host}`);
+    return new Error(
+      `--remote-cache takes redis://HOST:PORT, rediss://USER:PASSWORD@HOST:PORT or unix:///PATH, got ${url.protocol}//${url.host}`,
+    );
   }
   return { kind: "url", url: text };
 }
@@ -137,7 +143,15 @@ class Rejected extends Error {}
 
 /** The shared module cache on Redis. */
 export class RemoteCache {
-  private readonly counters: RemoteCacheStats = { hits: 0, misses: 0, rejected: 0, errors: 0, uploads: 0, uploadErrors: 0, leaseWaitHits: 0 };
+  private readonly counters: RemoteCacheStats = {
+    hits: 0,
+    misses: 0,
+    rejected: 0,
+    errors: 0,
+    uploads: 0,
+    uploadErrors: 0,
+    leaseWaitHits: 0,
+  };
   /** Uploads under way, by module id: a lease is released only after its upload, and close() waits for them. */
   private readonly uploads = new Map<string, Promise<void>>();
   private lastUnreachableLogMs = 0;
@@ -167,13 +181,15 @@ export class RemoteCache {
       maxRetriesPerRequest: 0,
       commandTimeout: opTimeoutMs,
       connectTimeout: opTimeoutMs,
-      retryStrategy: (attempt: number) => Math.min(REMOTE_CACHE_RECONNECT_BASE_MS * 2 ** Math.min(attempt - 1, 16), REMOTE_CACHE_RECONNECT_MAX_MS),
+      retryStrategy: (attempt: number) =>
+        Math.min(REMOTE_CACHE_RECONNECT_BASE_MS * 2 ** Math.min(attempt - 1, 16), REMOTE_CACHE_RECONNECT_MAX_MS),
       // Only the commands the ACLs in docs/scale-out.md grant: no INFO ready check, no CLIENT SETINFO.
       enableReadyCheck: false,
       disableClientInfo: true,
       lazyConnect: false,
     };
-    const redis = settings.address.kind === "unix" ? new Redis({ ...options, path: settings.address.path }) : new Redis(settings.address.url, options);
+    const redis =
+      settings.address.kind === "unix" ? new Redis({ ...options, path: settings.address.path }) : new Redis(settings.address.url, options);
     const cache = new RemoteCache(redis, keys, settings.mode, opTimeoutMs, logger);
     const where = displayAddress(settings.address);
     redis.on("ready", () => {
@@ -213,10 +229,12 @@ export class RemoteCache {
       // GETRANGE bounds the download: a record (or module) bigger than allowed is refused unread.
       const stored = await this.redis.getrangeBuffer(recordKey(moduleId), 0, REMOTE_CACHE_MAX_RECORD_BYTES);
       if (stored.byteLength === 0) return this.miss();
-      if (stored.byteLength > REMOTE_CACHE_MAX_RECORD_BYTES) throw new Rejected(`its record is over ${REMOTE_CACHE_MAX_RECORD_BYTES} bytes`);
+      if (stored.byteLength > REMOTE_CACHE_MAX_RECORD_BYTES)
+        throw new Rejected(`its record is over ${REMOTE_CACHE_MAX_RECORD_BYTES} bytes`);
       const record = openRecord(this.keys, moduleId, stored);
       if (record instanceof Error) throw new Rejected(record.message);
-      if (expectToolchain !== undefined && record.toolchain !== expectToolchain) throw new Rejected("it was built by another toolchain than its id says");
+      if (expectToolchain !== undefined && record.toolchain !== expectToolchain)
+        throw new Rejected("it was built by another toolchain than its id says");
       const wasm = await this.fetchModule(record);
       if (!wasm) return this.miss();
       this.counters.hits++;
@@ -240,7 +258,8 @@ export class RemoteCache {
       if (record.wasmBytes !== 0) throw new Rejected("a failed compile's record names module bytes");
       return new Uint8Array(0);
     }
-    if (record.wasmBytes === 0 || record.wasmBytes > MAX_WASM_BYTES) throw new Rejected(`its module size ${record.wasmBytes} is outside 1..${MAX_WASM_BYTES}`);
+    if (record.wasmBytes === 0 || record.wasmBytes > MAX_WASM_BYTES)
+      throw new Rejected(`its module size ${record.wasmBytes} is outside 1..${MAX_WASM_BYTES}`);
     const wasm = await this.redis.getrangeBuffer(wasmKey(record.wasmSha256), 0, record.wasmBytes);
     if (wasm.byteLength === 0) return undefined; // evicted under memory pressure: a plain miss
     if (wasm.byteLength !== record.wasmBytes) throw new Rejected(`its module is not the ${record.wasmBytes} bytes its record says`);
@@ -307,7 +326,8 @@ export class RemoteCache {
     try {
       while (this.usable() && !signal.aborted) {
         // Polls look for the record's key only: a refused entry is fetched (and logged) once, not every poll.
-        if (waited && (await this.redis.exists(recordKey(moduleId))) === 1) return await this.filledAfterWait(store, moduleId, expectToolchain);
+        if (waited && (await this.redis.exists(recordKey(moduleId))) === 1)
+          return await this.filledAfterWait(store, moduleId, expectToolchain);
         if (this.mode === "rw") {
           if ((await this.redis.set(leaseKey(moduleId), token, "PX", REMOTE_CACHE_LEASE_TTL_MS, "NX")) === "OK") {
             const lease = this.holdLease(moduleId, token);
@@ -322,7 +342,10 @@ export class RemoteCache {
           return waited ? await this.filledAfterWait(store, moduleId, expectToolchain) : { kind: "alone" };
         }
         if (Date.now() >= deadline) {
-          this.logger.warn("waited too long for another host's compile; compiling here", { moduleId, waitedMs: REMOTE_CACHE_LEASE_WAIT_MS });
+          this.logger.warn("waited too long for another host's compile; compiling here", {
+            moduleId,
+            waitedMs: REMOTE_CACHE_LEASE_WAIT_MS,
+          });
           break;
         }
         if (!waited) this.logger.debug("another host is compiling this module; waiting for its entry", { moduleId });

@@ -54,7 +54,9 @@ export function clusterKeys(secrets: readonly Buffer[]): ClusterKeys | Error {
   const all: ClusterKey[] = [];
   for (const [i, secret] of secrets.entries()) {
     if (secret.byteLength < REMOTE_CACHE_MIN_KEY_BYTES) {
-      return new Error(`key ${i + 1} has ${secret.byteLength} bytes; a cluster key needs at least ${REMOTE_CACHE_MIN_KEY_BYTES} (e.g. openssl rand -hex 32)`);
+      return new Error(
+        `key ${i + 1} has ${secret.byteLength} bytes; a cluster key needs at least ${REMOTE_CACHE_MIN_KEY_BYTES} (e.g. openssl rand -hex 32)`,
+      );
     }
     all.push({ id: createHash("sha256").update(secret).digest("hex").slice(0, KEY_ID_HEX_CHARS), secret });
   }
@@ -69,7 +71,8 @@ export async function loadClusterKeys(file: string): Promise<ClusterKeys | Error
   let text: string;
   try {
     const raw = await readFile(file);
-    if (raw.byteLength > REMOTE_CACHE_MAX_KEY_FILE_BYTES) return new Error(`${file} is over ${REMOTE_CACHE_MAX_KEY_FILE_BYTES} bytes; it should hold a few keys`);
+    if (raw.byteLength > REMOTE_CACHE_MAX_KEY_FILE_BYTES)
+      return new Error(`${file} is over ${REMOTE_CACHE_MAX_KEY_FILE_BYTES} bytes; it should hold a few keys`);
     text = raw.toString("utf8");
   } catch (e: unknown) {
     return new Error(`cannot read ${file}: ${e instanceof Error ? e.message : String(e)}`);
@@ -111,7 +114,8 @@ export function openRecord(keys: ClusterKeys, moduleId: string, stored: Buffer):
   if (!key) return new Error(`signed with key ${header[2]}, which this host does not hold`);
   const json = stored.subarray(header[0].length);
   const expected = recordMac(key, moduleId, json);
-  if (!timingSafeEqual(expected, Buffer.from(header[3]!, "hex"))) return new Error("its MAC does not verify for this module id (altered, or replayed from another id)");
+  if (!timingSafeEqual(expected, Buffer.from(header[3]!, "hex")))
+    return new Error("its MAC does not verify for this module id (altered, or replayed from another id)");
   let parsed: unknown;
   try {
     parsed = JSON.parse(json.toString("utf8"));

@@ -124,7 +124,33 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
   const listen = v.listen === undefined ? base.listen : parseListenAddress(v.listen);
   if (listen instanceof Error) return listen;
   const numbers: Record<string, number | undefined> = {};
-  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "max-write-bytes", "max-created-entries", "max-http-requests", "max-http-response-bytes", "max-http-timeout-ms", "default-timeout-ms", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes", "compile-concurrency", "compile-max-queued", "max-queued-executions", "max-buffered-bytes", "memory-cache-max-bytes", "max-connections", "connection-idle-timeout-ms", "max-args", "max-args-bytes", "max-env-vars", "max-env-bytes", "remote-cache-timeout-ms"] as const) {
+  for (const flag of [
+    "max-memory-bytes",
+    "max-timeout-ms",
+    "max-output-bytes",
+    "max-write-bytes",
+    "max-created-entries",
+    "max-http-requests",
+    "max-http-response-bytes",
+    "max-http-timeout-ms",
+    "default-timeout-ms",
+    "workers",
+    "cache-max-bytes",
+    "compile-timeout-ms",
+    "compile-memory-bytes",
+    "compile-concurrency",
+    "compile-max-queued",
+    "max-queued-executions",
+    "max-buffered-bytes",
+    "memory-cache-max-bytes",
+    "max-connections",
+    "connection-idle-timeout-ms",
+    "max-args",
+    "max-args-bytes",
+    "max-env-vars",
+    "max-env-bytes",
+    "remote-cache-timeout-ms",
+  ] as const) {
     const text = v[flag];
     if (text === undefined) continue;
     const n = Number(text);
@@ -142,8 +168,14 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
   }
   const admin = parseAdminFlags(v["admin-listen"], v["admin-socket-group"]);
   if (admin instanceof Error) return admin;
-  if (listen.kind === "unix" && admin.adminSocketPath === listen.path) return new Error("--admin-listen must be another socket than --listen");
-  const remoteCache = parseRemoteCacheFlags(v["remote-cache"], v["remote-cache-key"], v["remote-cache-mode"], numbers["remote-cache-timeout-ms"]);
+  if (listen.kind === "unix" && admin.adminSocketPath === listen.path)
+    return new Error("--admin-listen must be another socket than --listen");
+  const remoteCache = parseRemoteCacheFlags(
+    v["remote-cache"],
+    v["remote-cache-key"],
+    v["remote-cache-mode"],
+    numbers["remote-cache-timeout-ms"],
+  );
   if (remoteCache instanceof Error) return remoteCache;
   return {
     logLevel: v["log-level"],
@@ -208,25 +240,41 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
 }
 
 /** --admin-listen must be a unix socket (file permissions are its access control); a group needs a socket. */
-function parseAdminFlags(listen: string | undefined, group: string | undefined): { adminSocketPath?: string; adminSocketGroup?: string } | Error {
+function parseAdminFlags(
+  listen: string | undefined,
+  group: string | undefined,
+): { adminSocketPath?: string; adminSocketGroup?: string } | Error {
   if (listen === undefined) return group === undefined ? {} : new Error("--admin-socket-group needs --admin-listen");
   const address = parseListenAddress(listen);
   if (address instanceof Error || address.kind !== "unix") {
-    return new Error(`--admin-listen takes unix:///path/to/admin.sock (never TCP: the socket's file mode is its access control), got ${JSON.stringify(listen)}`);
+    return new Error(
+      `--admin-listen takes unix:///path/to/admin.sock (never TCP: the socket's file mode is its access control), got ${JSON.stringify(listen)}`,
+    );
   }
-  if (group !== undefined && !/^(\d+|[A-Za-z_][A-Za-z0-9_.-]*\$?)$/.test(group)) return new Error(`--admin-socket-group takes a group name or gid, got ${JSON.stringify(group)}`);
+  if (group !== undefined && !/^(\d+|[A-Za-z_][A-Za-z0-9_.-]*\$?)$/.test(group))
+    return new Error(`--admin-socket-group takes a group name or gid, got ${JSON.stringify(group)}`);
   return { adminSocketPath: address.path, ...(group === undefined ? {} : { adminSocketGroup: group }) };
 }
 
 /** The shared cache needs its key (an unauthenticated shared cache is what it exists to prevent); its other flags need it. */
-function parseRemoteCacheFlags(url: string | undefined, keyFile: string | undefined, mode: string | undefined, timeoutMs: number | undefined): RemoteCacheSettings | undefined | Error {
+function parseRemoteCacheFlags(
+  url: string | undefined,
+  keyFile: string | undefined,
+  mode: string | undefined,
+  timeoutMs: number | undefined,
+): RemoteCacheSettings | undefined | Error {
   if (url === undefined) {
-    if (keyFile !== undefined || mode !== undefined || timeoutMs !== undefined) return new Error("--remote-cache-key, --remote-cache-mode and --remote-cache-timeout-ms need --remote-cache");
+    if (keyFile !== undefined || mode !== undefined || timeoutMs !== undefined)
+      return new Error("--remote-cache-key, --remote-cache-mode and --remote-cache-timeout-ms need --remote-cache");
     return undefined;
   }
   const address = parseRemoteCacheAddress(url);
   if (address instanceof Error) return address;
-  if (keyFile === undefined) return new Error("--remote-cache needs --remote-cache-key FILE: entries shared without a cluster key could be forged by anyone who can write to Redis");
-  if (mode !== undefined && mode !== "ro" && mode !== "rw") return new Error(`--remote-cache-mode takes ro or rw, got ${JSON.stringify(mode)}`);
+  if (keyFile === undefined)
+    return new Error(
+      "--remote-cache needs --remote-cache-key FILE: entries shared without a cluster key could be forged by anyone who can write to Redis",
+    );
+  if (mode !== undefined && mode !== "ro" && mode !== "rw")
+    return new Error(`--remote-cache-mode takes ro or rw, got ${JSON.stringify(mode)}`);
   return { address, keyFile: path.resolve(keyFile), mode: mode ?? "rw", ...(timeoutMs ? { opTimeoutMs: timeoutMs } : {}) };
 }

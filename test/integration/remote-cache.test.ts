@@ -48,14 +48,17 @@ describe("shared module cache on Redis (real redis-server, real daemons, real ru
   const daemons: TestDaemon[] = [];
 
   async function daemonWith(extra: readonly string[] = [], file = keyFile): Promise<TestDaemon> {
-    const d = await startDaemon({ args: ["--allow-unsigned", "--log-level", "debug", "--remote-cache", redis.url, "--remote-cache-key", file, ...extra] });
+    const d = await startDaemon({
+      args: ["--allow-unsigned", "--log-level", "debug", "--remote-cache", redis.url, "--remote-cache-key", file, ...extra],
+    });
     daemons.push(d);
     await until("the daemon to connect to Redis", () => d.logs().includes("remote cache connected"));
     return d;
   }
 
   const recordKey = (id: string): string => `${REMOTE_KEY_PREFIX}rec:${id}`;
-  const uploaded = (id: string): Promise<void> => until(`the upload of ${id}`, async () => (await redis.client.exists(recordKey(id))) === 1);
+  const uploaded = (id: string): Promise<void> =>
+    until(`the upload of ${id}`, async () => (await redis.client.exists(recordKey(id))) === 1);
 
   before(async function () {
     redis = await startRedis();
@@ -216,7 +219,10 @@ describe("shared module cache on Redis (real redis-server, real daemons, real ru
     expect(b.logs()).to.contain("remote cache unavailable");
 
     await redis.restart();
-    await until("the daemons to reconnect", () => logLines(a, "remote cache connected").length >= 2 && logLines(b, "remote cache connected").length >= 2);
+    await until(
+      "the daemons to reconnect",
+      () => logLines(a, "remote cache connected").length >= 2 && logLines(b, "remote cache connected").length >= 2,
+    );
     const source = fresh("after restart");
     const onA = await a.compile(src(source));
     await uploaded(onA.moduleId);
@@ -224,7 +230,9 @@ describe("shared module cache on Redis (real redis-server, real daemons, real ru
   });
 
   it("a daemon whose Redis is unreachable at start serves anyway", async function () {
-    const d = await startDaemon({ args: ["--allow-unsigned", "--remote-cache", `unix://${path.join(keyDir, "nothing.sock")}`, "--remote-cache-key", keyFile] });
+    const d = await startDaemon({
+      args: ["--allow-unsigned", "--remote-cache", `unix://${path.join(keyDir, "nothing.sock")}`, "--remote-cache-key", keyFile],
+    });
     daemons.push(d);
     const r = await d.compile(src(fresh("no redis")));
     expect(r).to.include({ ok: true, cacheHit: false });

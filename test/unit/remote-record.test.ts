@@ -3,7 +3,15 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { expect } from "chai";
-import { clusterKeys, loadClusterKeys, openRecord, sealRecord, sha256Of, type ClusterKeys, type RemoteRecord } from "../../src/cache/remote-record.js";
+import {
+  clusterKeys,
+  loadClusterKeys,
+  openRecord,
+  sealRecord,
+  sha256Of,
+  type ClusterKeys,
+  type RemoteRecord,
+} from "../../src/cache/remote-record.js";
 import { parseRemoteCacheAddress } from "../../src/cache/remote-cache.js";
 import { parseFlags } from "../../src/cli/daemon-flags.js";
 
@@ -17,7 +25,15 @@ function keys(...secrets: Buffer[]): ClusterKeys {
 }
 
 function record(moduleId: string, wasm = Buffer.from("module bytes")): RemoteRecord {
-  return { moduleId, ok: true, wasmSha256: sha256Of(wasm), wasmBytes: wasm.byteLength, toolchain: "f".repeat(64), meta: Buffer.from("{}").toString("base64"), createdUnixMs: 1 };
+  return {
+    moduleId,
+    ok: true,
+    wasmSha256: sha256Of(wasm),
+    wasmBytes: wasm.byteLength,
+    toolchain: "f".repeat(64),
+    meta: Buffer.from("{}").toString("base64"),
+    createdUnixMs: 1,
+  };
 }
 
 describe("shared cache records: authenticated per module id", function () {
@@ -60,7 +76,12 @@ describe("shared cache records: authenticated per module id", function () {
   });
 
   it("garbage, other formats and malformed fields are refused, never thrown", function () {
-    for (const junk of [Buffer.alloc(0), Buffer.from("hello"), randomBytes(300), Buffer.from(`sandboxd-rc9 ${k1.signing.id} ${"0".repeat(64)} {}`)]) {
+    for (const junk of [
+      Buffer.alloc(0),
+      Buffer.from("hello"),
+      randomBytes(300),
+      Buffer.from(`sandboxd-rc9 ${k1.signing.id} ${"0".repeat(64)} {}`),
+    ]) {
       expect(openRecord(k1, ID_X, junk)).to.be.instanceOf(Error);
     }
     const bad = { ...record(ID_X), wasmBytes: -1 };
@@ -100,15 +121,30 @@ describe("--remote-cache flags", function () {
   it("parses into the config, rw by default", function () {
     const flags = parseFlags(["--remote-cache", "redis://127.0.0.1:6379", "--remote-cache-key", "/etc/sandboxd/cluster.key"]);
     if (flags instanceof Error || "help" in flags) throw new Error(String(flags));
-    expect(flags.config.remoteCache).to.deep.equal({ address: { kind: "url", url: "redis://127.0.0.1:6379" }, keyFile: "/etc/sandboxd/cluster.key", mode: "rw" });
-    const ro = parseFlags(["--remote-cache", "unix:///r.sock", "--remote-cache-key", "/k", "--remote-cache-mode", "ro", "--remote-cache-timeout-ms", "500"]);
+    expect(flags.config.remoteCache).to.deep.equal({
+      address: { kind: "url", url: "redis://127.0.0.1:6379" },
+      keyFile: "/etc/sandboxd/cluster.key",
+      mode: "rw",
+    });
+    const ro = parseFlags([
+      "--remote-cache",
+      "unix:///r.sock",
+      "--remote-cache-key",
+      "/k",
+      "--remote-cache-mode",
+      "ro",
+      "--remote-cache-timeout-ms",
+      "500",
+    ]);
     if (ro instanceof Error || "help" in ro) throw new Error(String(ro));
     expect(ro.config.remoteCache).to.include({ mode: "ro", opTimeoutMs: 500 });
   });
 
   it("refuses a shared cache without a key, a bad mode, and the other flags without --remote-cache", function () {
     expect(String(parseFlags(["--remote-cache", "redis://127.0.0.1:6379"]))).to.match(/needs --remote-cache-key/);
-    expect(String(parseFlags(["--remote-cache", "redis://127.0.0.1:6379", "--remote-cache-key", "/k", "--remote-cache-mode", "wo"]))).to.match(/ro or rw/);
+    expect(
+      String(parseFlags(["--remote-cache", "redis://127.0.0.1:6379", "--remote-cache-key", "/k", "--remote-cache-mode", "wo"])),
+    ).to.match(/ro or rw/);
     expect(String(parseFlags(["--remote-cache-key", "/k"]))).to.match(/need --remote-cache/);
     expect(String(parseFlags(["--remote-cache", "ftp://x", "--remote-cache-key", "/k"]))).to.match(/redis:\/\/HOST:PORT/);
   });

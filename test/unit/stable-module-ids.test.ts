@@ -40,7 +40,12 @@ describe("module ids do not depend on where the repository is checked out", func
       const here = new Compiler(toolchain, store, silentLogger(), { bwrap: undefined, sdk });
       const elsewhere = new Compiler(toolchain, store, silentLogger(), {
         bwrap: undefined,
-        sdk: { ...sdk, dir: "/srv/other-clone/build/sdk", rustcArgs: sdk.rustcArgs.map((a) => a.replaceAll(SDK_DIR, "/srv/other-clone/build/sdk")), readOnlyPaths: ["/srv/other-clone/build/sdk/deps"] },
+        sdk: {
+          ...sdk,
+          dir: "/srv/other-clone/build/sdk",
+          rustcArgs: sdk.rustcArgs.map((a) => a.replaceAll(SDK_DIR, "/srv/other-clone/build/sdk")),
+          readOnlyPaths: ["/srv/other-clone/build/sdk/deps"],
+        },
       });
       const source = "fn main() {}\n";
       expect(elsewhere.moduleIdFor(source, toolchain)).to.equal(here.moduleIdFor(source, toolchain));
