@@ -6,7 +6,7 @@ import type { Logger } from "../logger.js";
 import type { BufferBudget } from "./buffer-budget.js";
 import type { Denial, RunListener, RunResult } from "./execution.js";
 import { createStreamWindow, credit } from "./stream-window.js";
-import { namespaceLockHolder, processNamespaceLock, releaseNamespaceLockHeldBy } from "./wasi/host.js";
+import { namespaceLockHolder, processNamespaceLock, releaseNamespaceLockHeldBy } from "./wasi/namespace-lock.js";
 import type { WorkerInit } from "./worker.js";
 import {
   CONTROL_HEADER_BYTES, CONTROL_STATE, CONTROL_STDIN_BYTES, CONTROL_VIA_PORT, REQUEST_AREA_BYTES, REQUEST_AREA_OFFSET, REQUEST_READY,
