@@ -23,6 +23,7 @@ import { BufferBudget } from "./runtime/buffer-budget.js";
 import { ModuleRegistry } from "./runtime/module-registry.js";
 import { memoryForRun, WASM_PAGE_BYTES } from "./runtime/wasm/memory-cap.js";
 import { WorkerPool } from "./runtime/pool.js";
+import type { CidrRange } from "./runtime/net/address-rules.js";
 
 /** Warm workers when the operator does not say: enough for the cores plus guests that sleep. */
 export const DEFAULT_WORKERS = Math.max(4, availableParallelism());
@@ -47,6 +48,8 @@ export interface SandboxOptions {
   readonly allowUnsigned: boolean;
   readonly ceilings: PolicyCeilings;
   readonly defaults: PolicyDefaults;
+  /** Special-purpose address ranges outbound requests may reach after all (--allow-private-network). */
+  readonly privateNetworks: readonly CidrRange[];
   readonly logger: Logger;
   /** Compiler settings (hermetic/insecure, rustc budgets, queue); defaults when absent. */
   readonly compile?: CompilerSettings;
@@ -234,6 +237,7 @@ export class Sandbox {
       timeoutMs: grant.timeoutMs,
       ...(hooks ? { listener: hooks } : {}),
       ...(signal ? { signal } : {}),
+      ...(grant.network ? { network: { grant: grant.network, opened: this.options.privateNetworks, policyId: grant.policyId } } : {}),
     });
     // Field by field rather than a spread: this runs once per call.
     return {

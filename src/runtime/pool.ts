@@ -5,6 +5,7 @@ import { elapsedUs } from "../elapsed.js";
 import type { Logger } from "../logger.js";
 import type { BufferBudget } from "./buffer-budget.js";
 import type { Denial, RunListener, RunResult } from "./execution.js";
+import { openOutboundSession, type OutboundSettings } from "./net/outbound-session.js";
 import { createStreamWindow, credit } from "./stream-window.js";
 import { namespaceLockHolder, processNamespaceLock, releaseNamespaceLockHeldBy } from "./wasi/namespace-lock.js";
 import type { WorkerInit } from "./worker.js";
@@ -30,6 +31,8 @@ export interface PoolJob extends GuestParameters {
   readonly timeoutMs: number;
   readonly listener?: RunListener;
   readonly signal?: AbortSignal;
+  /** Outbound HTTP the run may make; absent = none. */
+  readonly network?: OutboundSettings;
 }
 
 /** How the pool is sized and bounded. */
@@ -279,6 +282,7 @@ export class WorkerPool {
     const onAbort = (): void => this.replace(slot, ended("cancelled", "cancelled by the client", this.elapsedUs(slot)));
     job.signal?.addEventListener("abort", onAbort, { once: true });
     const window = job.listener ? createStreamWindow() : undefined;
+    const http = job.network ? openOutboundSession(job.network, this.options.logger) : undefined;
     slot.job = {
       runId,
       job,
@@ -288,6 +292,7 @@ export class WorkerPool {
       cleanup: () => {
         clearTimeout(timer);
         job.signal?.removeEventListener("abort", onAbort);
+        http?.close();
       },
     };
     const hasModule = slot.modules.has(job.moduleKey);
@@ -308,7 +313,7 @@ export class WorkerPool {
     const { control, area } = slot;
     const json = JSON.stringify(header);
     // A UTF-16 code unit is at most 3 UTF-8 bytes: a cheap bound that saves measuring the header.
-    const fits = hasModule && window === undefined && json.length * 3 + job.stdin.byteLength <= REQUEST_AREA_BYTES;
+    const fits = hasModule && window === undefined && http === undefined && json.length * 3 + job.stdin.byteLength <= REQUEST_AREA_BYTES;
     if (fits) {
       const headerBytes = area.write(json, 0);
       area.set(job.stdin, headerBytes);
@@ -323,8 +328,9 @@ export class WorkerPool {
         ...(hasModule ? {} : { module: job.module }),
         stdin: exactCopy(job.stdin),
         ...(window ? { streamWindow: window } : {}),
+        ...(http ? { http: { channel: http.worker, timeoutMs: job.timeoutMs } } : {}),
       };
-      slot.requests?.postMessage(message);
+      slot.requests?.postMessage(message, http ? [http.worker.port] : []);
       Atomics.store(control, CONTROL_VIA_PORT, 1);
     }
     Atomics.store(control, CONTROL_STATE, REQUEST_READY);

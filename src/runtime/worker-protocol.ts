@@ -1,4 +1,5 @@
 import type { Denial, RunMount } from "./execution.js";
+import type { HttpChannelEnd } from "./net/http-channel.js";
 import type { WasiHostOptions, WasiRunResult } from "./wasi/types.js";
 import type { MessagePort } from "node:worker_threads";
 
@@ -53,7 +54,7 @@ export const REQUEST_AREA_BYTES = 64 * 1024;
  * A request as the area carries it, as JSON: everything but stdin, which follows as raw bytes. JSON has
  * no Map, so env travels as its entries (a Map stringifies as `{}`: the guest would get no environment).
  */
-export type RunHeader = Omit<RunMessage, "type" | "module" | "streamWindow" | "stdin" | "env"> & {
+export type RunHeader = Omit<RunMessage, "type" | "module" | "streamWindow" | "stdin" | "env" | "http"> & {
   readonly env: readonly (readonly [string, string])[];
 };
 
@@ -68,6 +69,11 @@ export interface RunMessage extends GuestParameters {
    * of it is untaken (see stream-window.ts). Absent for Execute: output comes back with the result.
    */
   readonly streamWindow?: Int32Array;
+  /**
+   * Present when the policy grants network: the worker's end of the run's HTTP channel (its port is
+   * transferred with this message), and the run's time budget, which bounds every wait for a response.
+   */
+  readonly http?: { readonly channel: HttpChannelEnd; readonly timeoutMs: number };
 }
 
 /** Main thread → worker: forget a module the main thread evicted (posted on the worker's own port). */

@@ -12,7 +12,9 @@ import { performance } from "node:perf_hooks";
 import { MAX_DENIALS, STREAM_FLUSH_BYTES, STREAM_FLUSH_INTERVAL_MS, STREAM_WINDOW_BYTES } from "../limits.js";
 import { elapsedUs } from "../elapsed.js";
 import type { Denial } from "./execution.js";
+import { HttpChannelClient } from "./net/http-channel.js";
 import { waitAndCharge } from "./stream-window.js";
+import { HTTP_MODULE } from "./net/http-abi.js";
 import { WASI_MODULE } from "./wasi/abi.js";
 import { WasiHost, WasiImports } from "./wasi/host.js";
 import { MEMORY_IMPORT_MODULE, MEMORY_IMPORT_NAME } from "./wasm/memory-cap.js";
@@ -185,7 +187,7 @@ function freshMemory(spec: MemorySpec | undefined): WebAssembly.Memory | undefin
 }
 
 function instantiate(module: WebAssembly.Module, memory: WebAssembly.Memory | undefined): WebAssembly.Instance {
-  const namespaces: WebAssembly.Imports = { [WASI_MODULE]: imports.functions };
+  const namespaces: WebAssembly.Imports = { [WASI_MODULE]: imports.functions, [HTTP_MODULE]: imports.http };
   if (memory !== undefined) namespaces[MEMORY_IMPORT_MODULE] = { [MEMORY_IMPORT_NAME]: memory };
   return new WebAssembly.Instance(module, namespaces);
 }
@@ -231,6 +233,7 @@ function run(message: RunMessage): void {
         maxWriteBytes: message.maxWriteBytes,
         maxCreatedEntries: message.maxCreatedEntries,
         namespaceLock: init.namespaceLock,
+        ...(message.http ? { http: new HttpChannelClient(message.http.channel, started + message.http.timeoutMs, message.http.timeoutMs) } : {}),
         onStdout: (bytes) => stdout.write(bytes),
         onStderr: (bytes) => stderr.write(bytes),
         onDenial: (denial) => {
@@ -250,6 +253,7 @@ function run(message: RunMessage): void {
       })
     : ({ outcome: "trap", message: `internal: module ${message.moduleKey} was never sent to this worker` } as const);
   const durationUs = elapsedUs(started);
+  message.http?.channel.port.close();
   // A panic is a program's failure, not the sandbox's: report it as native Rust would (exit 101).
   const result =
     hostResult.outcome === "trap" && stderr.panicked

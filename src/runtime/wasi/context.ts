@@ -21,8 +21,12 @@ export class ProcExit {
 export class OutputLimit {
   constructor(readonly message: string) {}
 }
+/** Thrown when the run's time ran out while the guest waited on the host (an HTTP response); never escapes a run. */
+export class TimeLimit {
+  constructor(readonly message: string) {}
+}
 /** How a run was ended from inside a host call. */
-export type RunEnd = ProcExit | OutputLimit;
+export type RunEnd = ProcExit | OutputLimit | TimeLimit;
 
 /**
  * Everything one run's calls share: its options, guest memory, descriptor table, containment, quotas and

@@ -57,6 +57,11 @@ export class GuestMemory {
     this.refresh();
   }
 
+  /** All of guest memory, for a module that checks its own bounds (sandboxd_http_v1). */
+  get u8(): Uint8Array {
+    return this.bytes;
+  }
+
   /** Throws EFAULT unless [ptr, ptr + len) lies inside memory. */
   check(ptr: Ptr, len: number): void {
     if (ptr + len > this.bytes.length) throw new GuestErrno(Errno.FAULT);

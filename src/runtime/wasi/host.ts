@@ -1,9 +1,11 @@
 /**
  * Our `wasi_snapshot_preview1` host: one WasiHost serves one run. The calls live in calls/ by family, each a
  * function of the run's WasiContext; this file instantiates the guest, binds the calls as imports (where
- * every argument is taken as its u32 and every GuestErrno becomes the call's errno, in one place) and says
- * how the run ended.
+ * every argument is taken as its u32 and every GuestErrno becomes the call's errno, in one place), links
+ * `sandboxd_http_v1` (src/runtime/net/) next to them under the same rules, and says how the run ended.
  */
+import { guestHttpImports } from "../net/guest-http.js";
+import { HTTP_FUNCTIONS, HTTP_MODULE } from "../net/http-abi.js";
 import { MEMORY_IMPORT_MODULE, MEMORY_IMPORT_NAME } from "../wasm/memory-cap.js";
 import { WASI_MODULE } from "./abi.js";
 import { argsEnvProcCalls } from "./calls/args-env-proc.js";
@@ -13,7 +15,7 @@ import { fdCalls } from "./calls/fd.js";
 import { pathCalls } from "./calls/path.js";
 import { sockCalls } from "./calls/sock.js";
 import { timesCalls } from "./calls/times.js";
-import { OutputLimit, ProcExit, WasiContext } from "./context.js";
+import { OutputLimit, ProcExit, TimeLimit, WasiContext } from "./context.js";
 import { errnoForThrown } from "./errno.js";
 import { PREVIEW1_FUNCTIONS } from "./functions.js";
 import type { Preview1Calls, WasiHostOptions, WasiRunResult } from "./types.js";
@@ -34,6 +36,11 @@ function preview1Calls(ctx: WasiContext): Preview1Calls {
   } satisfies Preview1Calls;
 }
 
+/** Name of one sandboxd_http_v1 function. */
+type HttpFunction = keyof typeof HTTP_FUNCTIONS;
+/** The sandboxd_http_v1 functions of one run. */
+type HttpCalls = ReturnType<typeof guestHttpImports>;
+
 /** An i32 argument as the u32 it stands for (i64 BigInts and absent arguments as they are). */
 function u32(x: unknown): unknown {
   return typeof x === "number" ? x >>> 0 : x;
@@ -47,10 +54,20 @@ export class WasiHost {
   private readonly ctx: WasiContext;
   /** This run's calls, reached through a {@link WasiImports}. */
   private readonly calls: Preview1Calls;
+  /** This run's sandboxd_http_v1 functions (each request refused when the policy grants no network). */
+  private readonly http: HttpCalls;
 
   constructor(private readonly options: WasiHostOptions) {
-    this.ctx = new WasiContext(options);
-    this.calls = preview1Calls(this.ctx);
+    const ctx = new WasiContext(options);
+    this.ctx = ctx;
+    this.calls = preview1Calls(ctx);
+    this.http = guestHttpImports({
+      transport: options.http,
+      memory: () => ctx.mem.u8,
+      onDenial: (denial) => options.onDenial(denial),
+      flush: () => options.flush?.(),
+      endRunOutOfTime: (message) => ctx.end(new TimeLimit(message)),
+    });
   }
 
   /** Instantiates the module with our imports and runs `_start`. Never throws for anything the guest does;
@@ -58,7 +75,7 @@ export class WasiHost {
   run(module: WebAssembly.Module): WasiRunResult {
     const imports = new WasiImports();
     return this.runWith(imports, () => {
-      const namespaces: WebAssembly.Imports = { [WASI_MODULE]: imports.functions };
+      const namespaces: WebAssembly.Imports = { [WASI_MODULE]: imports.functions, [HTTP_MODULE]: imports.http };
       if (this.options.memory) namespaces[MEMORY_IMPORT_MODULE] = { [MEMORY_IMPORT_NAME]: new WebAssembly.Memory(this.options.memory) };
       return new WebAssembly.Instance(module, namespaces);
     });
@@ -108,9 +125,17 @@ export class WasiHost {
     }
   }
 
+  /** Calls sandboxd_http_v1's `name` for the guest, under the same rules as a preview1 call (it checks its own pointers). */
+  callHttp(name: HttpFunction, a: number, b: number, c: number, d: number, e: number): number {
+    if (this.ctx.ended !== undefined) throw this.ctx.ended;
+    this.ctx.mem.refresh();
+    return this.http[name](a, b, c, d, e);
+  }
+
   private classify(e: unknown): WasiRunResult {
     if (e instanceof ProcExit) return { outcome: "exited", exitCode: e.code };
     if (e instanceof OutputLimit) return { outcome: "output_limit", message: e.message };
+    if (e instanceof TimeLimit) return { outcome: "timeout", message: e.message };
     const message = e instanceof Error ? e.message : String(e);
     const limit = this.options.memoryLimitBytes;
     if (this.ctx.sawAllocFailure) return { outcome: "memory_limit", message: `guest memory allocation failed at the ${limit}-byte memory limit (${message})` };
@@ -135,6 +160,8 @@ export class WasiImports {
   host: WasiHost | undefined = undefined;
   /** The `wasi_snapshot_preview1` namespace to instantiate with. */
   readonly functions: WebAssembly.ModuleImports;
+  /** The `sandboxd_http_v1` namespace to instantiate with. */
+  readonly http: WebAssembly.ModuleImports;
 
   constructor() {
     const namespace: WebAssembly.ModuleImports = {};
@@ -150,5 +177,14 @@ export class WasiImports {
       };
     }
     this.functions = namespace;
+    const http: WebAssembly.ModuleImports = {};
+    for (const name of Object.keys(HTTP_FUNCTIONS) as HttpFunction[]) {
+      http[name] = (a: unknown, b: unknown, c: unknown, d: unknown, e: unknown): number => {
+        const host = this.host;
+        if (host === undefined) throw new WebAssembly.RuntimeError(`${name} called with no run in progress`);
+        return host.callHttp(name, a as number, b as number, c as number, d as number, e as number);
+      };
+    }
+    this.http = http;
   }
 }

@@ -1,3 +1,5 @@
+import type { HttpTransport } from "../net/guest-http.js";
+
 /**
  * The shapes the WASI host shares with the rest of the runtime: what a run is given, what it reports, and
  * the typed preview1 interface every call family implements. Kept apart from the host so that nothing
@@ -40,6 +42,8 @@ export interface WasiHostOptions {
   onStderr(bytes: Uint8Array): void;
   onDenial(denial: WasiDenial): void;
   flush?(): void;
+  /** Carries the guest's outbound HTTP requests; absent when the policy grants no network (each request is then refused). */
+  readonly http?: HttpTransport;
   /** The process's namespace lock (processNamespaceLock), shared with the other workers' guests; a worker thread must be given it. */
   readonly namespaceLock?: Int32Array;
 }
@@ -49,7 +53,8 @@ export type WasiRunResult =
   | { readonly outcome: "exited"; readonly exitCode: number }
   | { readonly outcome: "trap"; readonly message: string }
   | { readonly outcome: "memory_limit"; readonly message: string }
-  | { readonly outcome: "output_limit"; readonly message: string };
+  | { readonly outcome: "output_limit"; readonly message: string }
+  | { readonly outcome: "timeout"; readonly message: string };
 
 /** A guest pointer or length: an i32 the import binding has already taken as the u32 it stands for. */
 export type Ptr = number;
