@@ -388,7 +388,7 @@ export class WorkerPool {
       if (active.window) credit(active.window, bytes);
     };
     const pending = fd === 1 ? listener?.onStdout?.(data) : listener?.onStderr?.(data);
-    if (pending) pending.then(take, take);
+    if (pending instanceof Promise) pending.then(take, take);
     else take();
   }
 
