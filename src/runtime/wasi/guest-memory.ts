@@ -94,30 +94,6 @@ export class GuestMemory {
     this.bytes.fill(0, ptr, ptr + len);
   }
 
-  /** Reads a u8. */
-  getU8(ptr: Ptr): number {
-    this.check(ptr, 1);
-    return this.dataView.getUint8(ptr);
-  }
-
-  /** Reads a little-endian u16. */
-  getU16(ptr: Ptr): number {
-    this.check(ptr, 2);
-    return this.dataView.getUint16(ptr, true);
-  }
-
-  /** Reads a little-endian u32. */
-  getU32(ptr: Ptr): number {
-    this.check(ptr, 4);
-    return this.dataView.getUint32(ptr, true);
-  }
-
-  /** Reads a little-endian u64. */
-  getU64(ptr: Ptr): bigint {
-    this.check(ptr, 8);
-    return this.dataView.getBigUint64(ptr, true);
-  }
-
   /** Writes a u8. */
   setU8(ptr: Ptr, value: number): void {
     this.check(ptr, 1);
