@@ -54,7 +54,7 @@ export const REQUEST_AREA_BYTES = 64 * 1024;
  * A request as the area carries it, as JSON: everything but stdin, which follows as raw bytes. JSON has
  * no Map, so env travels as its entries (a Map stringifies as `{}`: the guest would get no environment).
  */
-export type RunHeader = Omit<RunMessage, "type" | "module" | "streamWindow" | "stdin" | "env" | "http"> & {
+export type RunHeader = Omit<RunMessage, "type" | "module" | "streamWindow" | "http" | "stdin" | "env"> & {
   readonly env: readonly (readonly [string, string])[];
 };
 

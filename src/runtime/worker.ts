@@ -78,7 +78,12 @@ class OutputSink {
   private window: Int32Array | undefined;
   /** Set once the guest printed a Rust panic message here. */
   panicked = false;
-  private tail = "";
+  /**
+   * The last stderr bytes, for the panic scan: kept as bytes in a block of twice the scan width that is
+   * shifted once per width, so a flood of one-byte writes costs a byte copy each, not a string each.
+   */
+  private readonly tail = new Uint8Array(2 * PANIC_SCAN_CHARS);
+  private tailUsed = 0;
 
   constructor(private readonly fd: 1 | 2) {}
 
@@ -91,16 +96,19 @@ class OutputSink {
     this.runId = runId;
     this.window = window;
     this.panicked = false;
-    this.tail = "";
+    this.tailUsed = 0;
   }
 
   write(bytes: Uint8Array): void {
     if (this.fd === 2 && !this.panicked) {
       // std writes its panic message in many small unbuffered writes: match across them.
-      this.tail = (this.tail + Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1")).slice(-PANIC_SCAN_CHARS);
+      this.keepTail(bytes);
       // The pattern ends in a space, so only a write holding one can complete it: a flood of
       // one-byte writes must not cost a regex search each.
-      if (bytes.includes(0x20)) this.panicked = RUST_PANIC_PATTERN.test(this.tail);
+      if (bytes.includes(0x20)) {
+        const from = Math.max(0, this.tailUsed - PANIC_SCAN_CHARS);
+        this.panicked = RUST_PANIC_PATTERN.test(Buffer.from(this.tail.buffer, from, this.tailUsed - from).toString("latin1"));
+      }
     }
     if (bytes.byteLength < COALESCE_BELOW_BYTES) {
       if (this.blockUsed + bytes.byteLength > BLOCK_BYTES) this.seal();
@@ -116,6 +124,20 @@ class OutputSink {
     // so a consumer sees the first line of a slow script as soon as it is written.
     const now = performance.now();
     if (this.buffered >= STREAM_FLUSH_BYTES || now - this.lastFlushMs >= STREAM_FLUSH_INTERVAL_MS) this.flush(now);
+  }
+
+  private keepTail(bytes: Uint8Array): void {
+    if (bytes.byteLength >= PANIC_SCAN_CHARS) {
+      this.tail.set(bytes.subarray(bytes.byteLength - PANIC_SCAN_CHARS));
+      this.tailUsed = PANIC_SCAN_CHARS;
+      return;
+    }
+    if (this.tailUsed + bytes.byteLength > this.tail.byteLength) {
+      this.tail.copyWithin(0, this.tailUsed - PANIC_SCAN_CHARS, this.tailUsed);
+      this.tailUsed = PANIC_SCAN_CHARS;
+    }
+    this.tail.set(bytes, this.tailUsed);
+    this.tailUsed += bytes.byteLength;
   }
 
   flush(now = performance.now()): void {

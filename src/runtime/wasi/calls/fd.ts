@@ -62,7 +62,9 @@ export function fdCalls(ctx: WasiContext): FdCalls {
     } else {
       ctx.stderrBytes += deliver.length;
       if (deliver.length > 0) ctx.options.onStderr(deliver);
-      if (total < ALLOC_FAILURE_MESSAGE_MAX_BYTES && !ctx.sawAllocFailure &&
+      // std writes the marker as one piece of its message: shorter writes cannot hold it, and a flood of
+      // them must not cost a Buffer each.
+      if (deliver.length >= ALLOC_FAILURE_MARKER.length && total < ALLOC_FAILURE_MESSAGE_MAX_BYTES && !ctx.sawAllocFailure &&
         Buffer.from(deliver.buffer, deliver.byteOffset, deliver.length).includes(ALLOC_FAILURE_MARKER)) {
         ctx.sawAllocFailure = true;
       }

@@ -1,4 +1,4 @@
-/** Sockets: none is ever granted, so these only say why. */
+/** Sockets: none is ever granted (a network grant is outbound HTTP through sandboxd_http_v1, each request vetted). */
 import { Errno } from "../abi.js";
 import type { WasiContext } from "../context.js";
 import type { Preview1Calls } from "../types.js";
