@@ -18,7 +18,10 @@ const SRC = join(ROOT, "src");
  * that matches none fails the check, so a new folder has to be placed here on purpose.
  */
 const LAYERS: readonly { readonly name: string; readonly files: RegExp }[] = [
-  { name: "foundation", files: /^src\/(errors\/|gen\/pb\/|limits\.ts$|logger\.ts$|elapsed\.ts$|atomic-file\.ts$|unix-group\.ts$|request-limits\.ts$)/ },
+  {
+    name: "foundation",
+    files: /^src\/(errors\/|gen\/pb\/|limits\.ts$|logger\.ts$|elapsed\.ts$|atomic-file\.ts$|unix-group\.ts$|request-limits\.ts$)/,
+  },
   { name: "core", files: /^src\/(compiler|policy|runtime|cache)\// },
   { name: "service", files: /^src\/(sandbox\.ts$|admin\/)/ },
   { name: "adapters", files: /^src\/(grpc\/|gen\/grpc\/)/ },
@@ -101,7 +104,10 @@ function cycles(graph: ReadonlyMap<string, readonly string[]>): string[][] {
 }
 
 function main(): number {
-  const files = sourceFiles(SRC).map((f) => relative(ROOT, f)).filter((f) => !f.startsWith("src/gen/")).sort();
+  const files = sourceFiles(SRC)
+    .map((f) => relative(ROOT, f))
+    .filter((f) => !f.startsWith("src/gen/"))
+    .sort();
   const problems: string[] = [];
   const graph = new Map<string, string[]>();
   for (const file of files) {

@@ -136,7 +136,14 @@ export class Sandbox {
       );
       // Calls that need it will see the failure; the operator must see it now.
       compiler.catch((e: unknown) => options.logger.error("the compiler failed to initialise", { error: String(e) }));
-      return new Sandbox(options, compiler, store, blocklist, new ModuleRegistry((key) => pool.evict(key), options.moduleMemoryMaxBytes), pool);
+      return new Sandbox(
+        options,
+        compiler,
+        store,
+        blocklist,
+        new ModuleRegistry((key) => pool.evict(key), options.moduleMemoryMaxBytes),
+        pool,
+      );
     } catch (e: unknown) {
       await pool.close();
       throw e;
@@ -286,7 +293,10 @@ function validateExecuteInput(input: ExecuteInput, limits: RequestLimits): void 
   }
   for (const [key, value] of input.env) {
     if (key === "" || key.includes("=") || key.includes("\0") || value.includes("\0")) {
-      throw new SandboxError("INVALID_REQUEST", `env key ${JSON.stringify(key)} is invalid: keys must be non-empty with no '=' or NUL, values no NUL`);
+      throw new SandboxError(
+        "INVALID_REQUEST",
+        `env key ${JSON.stringify(key)} is invalid: keys must be non-empty with no '=' or NUL, values no NUL`,
+      );
     }
   }
 }

@@ -26,7 +26,10 @@ describe("the import gate (scripts/check-imports)", function () {
     root = mkdtempSync(join(tmpdir(), "sandboxd-check-imports-"));
     file("src/limits.ts", "export const A = 1;\n");
     file("src/runtime/a.ts", 'import { A } from "../limits.js";\nexport const B = A;\n');
-    file("src/grpc/server.ts", 'import { B } from "../runtime/a.js";\nimport * as grpc from "@grpc/grpc-js";\nexport const C = [B, grpc];\n');
+    file(
+      "src/grpc/server.ts",
+      'import { B } from "../runtime/a.js";\nimport * as grpc from "@grpc/grpc-js";\nexport const C = [B, grpc];\n',
+    );
   });
   afterEach(() => rmSync(root, { recursive: true, force: true }));
 
@@ -35,7 +38,10 @@ describe("the import gate (scripts/check-imports)", function () {
   });
 
   it("fails a core file that imports src/grpc or an @grpc/ package", () => {
-    file("src/runtime/b.ts", 'import { C } from "../grpc/server.js";\nimport type { Metadata } from "@grpc/grpc-js";\nexport const D = C;\n');
+    file(
+      "src/runtime/b.ts",
+      'import { C } from "../grpc/server.js";\nimport type { Metadata } from "@grpc/grpc-js";\nexport const D = C;\n',
+    );
     const r = check();
     expect(r.status).to.equal(1);
     expect(r.stderr).to.include("src/runtime/b.ts (core) imports src/grpc/server.ts (adapters): nothing imports upward");

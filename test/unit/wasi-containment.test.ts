@@ -27,8 +27,14 @@ describe("WASI containment: path resolution inside a mount", function () {
     if ("error" in opened) throw new Error(opened.error);
     held.push(opened.hostFd);
     return {
-      kind: "dir", hostFd: opened.hostFd, mount: opened.mount, guestPath: "/data", rights: { base: 0n, inheriting: 0n },
-      fdflags: 0, preopenName: undefined, dirents: undefined,
+      kind: "dir",
+      hostFd: opened.hostFd,
+      mount: opened.mount,
+      guestPath: "/data",
+      rights: { base: 0n, inheriting: 0n },
+      fdflags: 0,
+      preopenName: undefined,
+      dirents: undefined,
     };
   }
 
@@ -45,7 +51,10 @@ describe("WASI containment: path resolution inside a mount", function () {
 
   /** Where `path` lands, as the host path of its directory and the final name. */
   function landing(d: DirDescriptor, path: string, follow: boolean): { dir: string; name: string } {
-    return containment.withPath("test", d, path, follow, (r: Resolved) => ({ dir: readlinkSync(`/proc/self/fd/${r.dirFd}`), name: r.name }));
+    return containment.withPath("test", d, path, follow, (r: Resolved) => ({
+      dir: readlinkSync(`/proc/self/fd/${r.dirFd}`),
+      name: r.name,
+    }));
   }
 
   beforeEach(() => {
@@ -81,7 +90,9 @@ describe("WASI containment: path resolution inside a mount", function () {
 
   it("refuses `..` above the starting directory with ENOTCAPABLE and a denial", () => {
     expect(errnoOf(() => landing(preopen(), "sub/../../outside/secret", false))).to.equal(Errno.NOTCAPABLE);
-    expect(denials).to.deep.equal([{ operation: "test", path: "/data/sub/../../outside/secret", reason: "`..` leads outside the granted directory" }]);
+    expect(denials).to.deep.equal([
+      { operation: "test", path: "/data/sub/../../outside/secret", reason: "`..` leads outside the granted directory" },
+    ]);
   });
 
   it("refuses a symlink to an absolute path, even one back inside the mount", () => {
@@ -122,14 +133,20 @@ describe("WASI containment: path resolution inside a mount", function () {
     renameSync(join(mountDir, "sub"), join(root, "outside", "sub"));
     expect(insideMount(subFd.hostFd, d.mount)).to.equal(false);
     expect(errnoOf(() => landing(subDir, "f.txt", false))).to.equal(Errno.NOTCAPABLE);
-    expect(denials[0]).to.deep.equal({ operation: "test", path: "/data/sub/f.txt", reason: "the directory descriptor was moved outside the mount" });
+    expect(denials[0]).to.deep.equal({
+      operation: "test",
+      path: "/data/sub/f.txt",
+      reason: "the directory descriptor was moved outside the mount",
+    });
   });
 
   it("does not serve a mount whose host path became a symlink after the policy check", () => {
     renameSync(mountDir, join(root, "real"));
     symlinkSync(join(root, "outside"), mountDir);
     const opened = openMount({ hostPath: mountDir, guestPath: "/data", writable: true });
-    expect(opened).to.have.property("error").that.matches(/cannot open host directory/);
+    expect(opened)
+      .to.have.property("error")
+      .that.matches(/cannot open host directory/);
   });
 
   it("answers EBUSY with a denial when another guest's rename holds the namespace lock too long", () => {

@@ -125,7 +125,8 @@ export function unlinkIfSame(r: Resolved, created: nodeFs.BigIntStats): void {
  */
 export function openFinal(r: Resolved, flags: number): { fd: number; created: boolean } {
   const target = at(r.dirFd, r.name);
-  if ((flags & O_CREAT) === 0 || (flags & O_EXCL) !== 0) return { fd: openNoFollow(target, flags, 0o666), created: (flags & O_CREAT) !== 0 };
+  if ((flags & O_CREAT) === 0 || (flags & O_EXCL) !== 0)
+    return { fd: openNoFollow(target, flags, 0o666), created: (flags & O_CREAT) !== 0 };
   for (let attempt = 0; ; attempt++) {
     try {
       return { fd: openNoFollow(target, flags | O_EXCL, 0o666), created: true };
@@ -276,7 +277,10 @@ class Walk {
     private readonly followFinal: boolean,
   ) {
     this.trailingSlash = path.endsWith("/");
-    this.pending = path.split("/").filter((c) => c !== "").reverse();
+    this.pending = path
+      .split("/")
+      .filter((c) => c !== "")
+      .reverse();
     this.cur = d.hostFd;
   }
 

@@ -62,7 +62,9 @@ export class WasiContext {
   constructor(readonly options: WasiHostOptions) {
     this.writeBytesLeft = options.maxWriteBytes ?? DEFAULT_MAX_WRITE_BYTES;
     this.createsLeft = options.maxCreatedEntries ?? DEFAULT_MAX_CREATED_ENTRIES;
-    this.containment = new Containment(options.namespaceLock ?? processNamespaceLock(), (op, d, path, reason) => this.deny(op, d, path, reason));
+    this.containment = new Containment(options.namespaceLock ?? processNamespaceLock(), (op, d, path, reason) =>
+      this.deny(op, d, path, reason),
+    );
   }
 
   /** Ends the run from inside a host call: remembered (see `ended`) and thrown to unwind the guest. */
@@ -78,9 +80,14 @@ export class WasiContext {
       if ("error" in opened) return opened.error;
       const mask = m.writable ? ~0n : ~MUTATING_RIGHTS;
       this.fds.install({
-        kind: "dir", hostFd: opened.hostFd, mount: opened.mount, guestPath: m.guestPath,
+        kind: "dir",
+        hostFd: opened.hostFd,
+        mount: opened.mount,
+        guestPath: m.guestPath,
         rights: { base: DIR_RIGHTS & mask, inheriting: (DIR_RIGHTS | FILE_RIGHTS) & mask },
-        fdflags: 0, preopenName: encoder.encode(m.guestPath), dirents: undefined,
+        fdflags: 0,
+        preopenName: encoder.encode(m.guestPath),
+        dirents: undefined,
       });
     }
     return undefined;

@@ -23,9 +23,13 @@ export interface Dirent {
 }
 
 /** The guest's standard input: the request's stdin, known in full before the run starts. */
-export interface StdinDescriptor { readonly kind: "stdin" }
+export interface StdinDescriptor {
+  readonly kind: "stdin";
+}
 /** The guest's standard output or error: captured, capped streams. */
-export interface OutputDescriptor { readonly kind: "stdout" | "stderr" }
+export interface OutputDescriptor {
+  readonly kind: "stdout" | "stderr";
+}
 
 /** What a directory and a file descriptor share: a host fd under one mount. */
 interface HostBacked {

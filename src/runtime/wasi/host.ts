@@ -113,7 +113,18 @@ export class WasiHost {
    * errno of whatever GuestErrno or fs error the call threw. Anything else (the run ending, a host bug) is
    * thrown on to end the run.
    */
-  call(name: keyof Preview1Calls, a: unknown, b: unknown, c: unknown, d: unknown, e: unknown, f: unknown, g: unknown, h: unknown, i: unknown): unknown {
+  call(
+    name: keyof Preview1Calls,
+    a: unknown,
+    b: unknown,
+    c: unknown,
+    d: unknown,
+    e: unknown,
+    f: unknown,
+    g: unknown,
+    h: unknown,
+    i: unknown,
+  ): unknown {
     if (this.ctx.ended !== undefined) throw this.ctx.ended;
     this.ctx.mem.refresh();
     try {
@@ -138,13 +149,15 @@ export class WasiHost {
     if (e instanceof TimeLimit) return { outcome: "timeout", message: e.message };
     const message = e instanceof Error ? e.message : String(e);
     const limit = this.options.memoryLimitBytes;
-    if (this.ctx.sawAllocFailure) return { outcome: "memory_limit", message: `guest memory allocation failed at the ${limit}-byte memory limit (${message})` };
+    if (this.ctx.sawAllocFailure)
+      return { outcome: "memory_limit", message: `guest memory allocation failed at the ${limit}-byte memory limit (${message})` };
     if (e instanceof RangeError && /out of memory|allocat/i.test(message)) {
       return { outcome: "memory_limit", message: `guest memory could not be allocated within the ${limit}-byte memory limit (${message})` };
     }
     if (e instanceof WebAssembly.RuntimeError || e instanceof RangeError) return { outcome: "trap", message };
     // The guest's own uncaught exception is its failure, not ours.
-    if (WasmException !== undefined && e instanceof WasmException) return { outcome: "trap", message: "the guest threw a wasm exception that nothing caught" };
+    if (WasmException !== undefined && e instanceof WasmException)
+      return { outcome: "trap", message: "the guest threw a wasm exception that nothing caught" };
     // A host bug must not take the worker down either; report it as a trap with its text.
     return { outcome: "trap", message: `host error: ${message}` };
   }
@@ -169,7 +182,17 @@ export class WasiImports {
       // Every i32 parameter of preview1 is unsigned (pointers, lengths, fds, flags) but reaches JS signed: each
       // is taken as its u32 here, once. Fixed parameters rather than a rest array: no allocation per guest call
       // (no preview1 function takes more than nine).
-      namespace[name] = (a: unknown, b: unknown, c: unknown, d: unknown, e: unknown, f: unknown, g: unknown, h: unknown, i: unknown): unknown => {
+      namespace[name] = (
+        a: unknown,
+        b: unknown,
+        c: unknown,
+        d: unknown,
+        e: unknown,
+        f: unknown,
+        g: unknown,
+        h: unknown,
+        i: unknown,
+      ): unknown => {
         const host = this.host;
         // Only a wasm start function can get here, while an instance is made ahead of its run.
         if (host === undefined) throw new WebAssembly.RuntimeError(`${name} called with no run in progress`);

@@ -96,9 +96,27 @@ export interface Preview1Calls {
   fd_write(fd: number, iovs: Ptr, iovsLen: number, nwrittenOut: Ptr): ErrnoValue;
   path_create_directory(fd: number, path: Ptr, pathLen: number): ErrnoValue;
   path_filestat_get(fd: number, lookupflags: number, path: Ptr, pathLen: number, out: Ptr): ErrnoValue;
-  path_filestat_set_times(fd: number, lookupflags: number, path: Ptr, pathLen: number, atim: bigint, mtim: bigint, fstflags: number): ErrnoValue;
+  path_filestat_set_times(
+    fd: number,
+    lookupflags: number,
+    path: Ptr,
+    pathLen: number,
+    atim: bigint,
+    mtim: bigint,
+    fstflags: number,
+  ): ErrnoValue;
   path_link(oldFd: number, oldFlags: number, oldPath: Ptr, oldLen: number, newFd: number, newPath: Ptr, newLen: number): ErrnoValue;
-  path_open(fd: number, dirflags: number, path: Ptr, pathLen: number, oflags: number, base: bigint, inheriting: bigint, fdflags: number, out: Ptr): ErrnoValue;
+  path_open(
+    fd: number,
+    dirflags: number,
+    path: Ptr,
+    pathLen: number,
+    oflags: number,
+    base: bigint,
+    inheriting: bigint,
+    fdflags: number,
+    out: Ptr,
+  ): ErrnoValue;
   path_readlink(fd: number, path: Ptr, pathLen: number, buf: Ptr, bufLen: number, usedOut: Ptr): ErrnoValue;
   path_remove_directory(fd: number, path: Ptr, pathLen: number): ErrnoValue;
   path_rename(fd: number, oldPath: Ptr, oldLen: number, newFd: number, newPath: Ptr, newLen: number): ErrnoValue;

@@ -5,8 +5,10 @@ import { ProcExit, type WasiContext } from "../context.js";
 import type { Preview1Calls, Ptr } from "../types.js";
 
 /** The calls of this family. */
-export type ArgsEnvProcCalls = Pick<Preview1Calls,
-  "args_get" | "args_sizes_get" | "environ_get" | "environ_sizes_get" | "random_get" | "proc_exit" | "proc_raise" | "sched_yield">;
+export type ArgsEnvProcCalls = Pick<
+  Preview1Calls,
+  "args_get" | "args_sizes_get" | "environ_get" | "environ_sizes_get" | "random_get" | "proc_exit" | "proc_raise" | "sched_yield"
+>;
 
 /** randomFillSync refuses more than 2^31-1 bytes at once; guests ask for far less, but stay correct. */
 const RANDOM_CHUNK_BYTES = 65_536;

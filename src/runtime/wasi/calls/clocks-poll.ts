@@ -147,9 +147,10 @@ export function clocksPollCalls(ctx: WasiContext): ClocksPollCalls {
       for (let i = 0; i < nsubs; i++) {
         const s = i * SUBSCRIPTION_SIZE;
         const timeout = subs.getBigUint64(s + 24, true);
-        const expired = (subs.getUint16(s + 40, true) & SUBCLOCK_ABSTIME) !== 0
-          ? (clockNow(subs.getUint32(s + 16, true)) ?? 0n) >= timeout
-          : now + timeout <= t;
+        const expired =
+          (subs.getUint16(s + 40, true) & SUBCLOCK_ABSTIME) !== 0
+            ? (clockNow(subs.getUint32(s + 16, true)) ?? 0n) >= timeout
+            : now + timeout <= t;
         if (expired) writeEvent(subs.getBigUint64(s, true), Errno.SUCCESS, EventType.CLOCK, 0n, 0);
       }
     }

@@ -16,10 +16,26 @@ import type { Preview1Calls, Ptr } from "../types.js";
 const { O_APPEND, O_NONBLOCK } = nodeFs.constants;
 
 /** The calls of this family. */
-export type FdCalls = Pick<Preview1Calls,
-  | "fd_read" | "fd_write" | "fd_pread" | "fd_pwrite" | "fd_seek" | "fd_tell" | "fd_fdstat_get" | "fd_fdstat_set_flags"
-  | "fd_fdstat_set_rights" | "fd_filestat_get" | "fd_filestat_set_size" | "fd_advise" | "fd_allocate" | "fd_datasync"
-  | "fd_sync" | "fd_close" | "fd_renumber">;
+export type FdCalls = Pick<
+  Preview1Calls,
+  | "fd_read"
+  | "fd_write"
+  | "fd_pread"
+  | "fd_pwrite"
+  | "fd_seek"
+  | "fd_tell"
+  | "fd_fdstat_get"
+  | "fd_fdstat_set_flags"
+  | "fd_fdstat_set_rights"
+  | "fd_filestat_get"
+  | "fd_filestat_set_size"
+  | "fd_advise"
+  | "fd_allocate"
+  | "fd_datasync"
+  | "fd_sync"
+  | "fd_close"
+  | "fd_renumber"
+>;
 
 /** Rust's std prints this to stderr right before aborting on a failed allocation. */
 const ALLOC_FAILURE_MARKER = "memory allocation of ";
@@ -64,8 +80,12 @@ export function fdCalls(ctx: WasiContext): FdCalls {
       if (deliver.length > 0) ctx.options.onStderr(deliver);
       // std writes the marker as one piece of its message: shorter writes cannot hold it, and a flood of
       // them must not cost a Buffer each.
-      if (deliver.length >= ALLOC_FAILURE_MARKER.length && total < ALLOC_FAILURE_MESSAGE_MAX_BYTES && !ctx.sawAllocFailure &&
-        Buffer.from(deliver.buffer, deliver.byteOffset, deliver.length).includes(ALLOC_FAILURE_MARKER)) {
+      if (
+        deliver.length >= ALLOC_FAILURE_MARKER.length &&
+        total < ALLOC_FAILURE_MESSAGE_MAX_BYTES &&
+        !ctx.sawAllocFailure &&
+        Buffer.from(deliver.buffer, deliver.byteOffset, deliver.length).includes(ALLOC_FAILURE_MARKER)
+      ) {
         ctx.sawAllocFailure = true;
       }
     }
@@ -120,7 +140,8 @@ export function fdCalls(ctx: WasiContext): FdCalls {
         const len = Math.min(buf.length - off, NAMESPACE_LOCK_WRITE_CHUNK_BYTES);
         try {
           off += containment.mutate(operation, d, () =>
-            nodeFs.writeSync(d.hostFd, buf, off, len, position === null ? null : position + n + off));
+            nodeFs.writeSync(d.hostFd, buf, off, len, position === null ? null : position + n + off),
+          );
         } catch (e: unknown) {
           // Charged in full above: give back what was never written.
           ctx.refundWrite(total - (n + off));
@@ -344,13 +365,19 @@ const { S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFSOCK } = nodeFs
 /** The preview1 filetype of a host mode (a FIFO is UNKNOWN: preview1 has no name for it). */
 export function filetypeOfMode(mode: number): number {
   switch (mode & S_IFMT) {
-    case S_IFREG: return Filetype.REGULAR_FILE;
-    case S_IFDIR: return Filetype.DIRECTORY;
-    case S_IFLNK: return Filetype.SYMBOLIC_LINK;
-    case S_IFCHR: return Filetype.CHARACTER_DEVICE;
-    case S_IFBLK: return Filetype.BLOCK_DEVICE;
-    case S_IFSOCK: return Filetype.SOCKET_STREAM;
-    default: return Filetype.UNKNOWN;
+    case S_IFREG:
+      return Filetype.REGULAR_FILE;
+    case S_IFDIR:
+      return Filetype.DIRECTORY;
+    case S_IFLNK:
+      return Filetype.SYMBOLIC_LINK;
+    case S_IFCHR:
+      return Filetype.CHARACTER_DEVICE;
+    case S_IFBLK:
+      return Filetype.BLOCK_DEVICE;
+    case S_IFSOCK:
+      return Filetype.SOCKET_STREAM;
+    default:
+      return Filetype.UNKNOWN;
   }
 }
-

@@ -23,14 +23,18 @@ const NS_PER_S = 1_000_000_000n;
  * same /proc path: the only way Node 20 has to set them exactly, and only guests asking for that pay a spawn.
  */
 function setTimes(target: string, noFollow: boolean, current: () => nodeFs.BigIntStats, atim: bigint, mtim: bigint, flags: number): void {
-  if (((flags & Fstflags.ATIM) !== 0 && (flags & Fstflags.ATIM_NOW) !== 0) ||
-      ((flags & Fstflags.MTIM) !== 0 && (flags & Fstflags.MTIM_NOW) !== 0) || (flags & ~KNOWN_FSTFLAGS) !== 0) {
+  if (
+    ((flags & Fstflags.ATIM) !== 0 && (flags & Fstflags.ATIM_NOW) !== 0) ||
+    ((flags & Fstflags.MTIM) !== 0 && (flags & Fstflags.MTIM_NOW) !== 0) ||
+    (flags & ~KNOWN_FSTFLAGS) !== 0
+  ) {
     throw new GuestErrno(Errno.INVAL);
   }
   const setA = (flags & (Fstflags.ATIM | Fstflags.ATIM_NOW)) !== 0;
   const setM = (flags & (Fstflags.MTIM | Fstflags.MTIM_NOW)) !== 0;
   if (!setA && !setM) return;
-  const subMicrosecond = ((flags & Fstflags.ATIM) !== 0 && atim % NS_PER_US !== 0n) || ((flags & Fstflags.MTIM) !== 0 && mtim % NS_PER_US !== 0n);
+  const subMicrosecond =
+    ((flags & Fstflags.ATIM) !== 0 && atim % NS_PER_US !== 0n) || ((flags & Fstflags.MTIM) !== 0 && mtim % NS_PER_US !== 0n);
   if (setA && setM && !subMicrosecond) {
     const now = Date.now() / 1000;
     const a = (flags & Fstflags.ATIM_NOW) !== 0 ? now : Number(atim / NS_PER_US) / 1e6;
@@ -46,7 +50,14 @@ function setTimes(target: string, noFollow: boolean, current: () => nodeFs.BigIn
   current(); // surfaces ENOENT and friends with the right errno before spawning anything
   const stamp = (ns: bigint): string => `@${ns / NS_PER_S}.${(ns % NS_PER_S).toString().padStart(9, "0")}`;
   const touch = (which: "-a" | "-m", now: boolean, ns: bigint): void => {
-    const args = ["-c", which, ...(noFollow ? ["-h"] : []), ...(now ? [] : ["-d", stamp(ns)]), "--", target.replace("/proc/self/", `/proc/${process.pid}/`)];
+    const args = [
+      "-c",
+      which,
+      ...(noFollow ? ["-h"] : []),
+      ...(now ? [] : ["-d", stamp(ns)]),
+      "--",
+      target.replace("/proc/self/", `/proc/${process.pid}/`),
+    ];
     try {
       execFileSync("touch", args, { stdio: "ignore" });
     } catch {
@@ -67,7 +78,8 @@ export function timesCalls(ctx: WasiContext): TimesCalls {
       ctx.requireWriteRight("fd_filestat_set_times", d, Rights.FD_FILESTAT_SET_TIMES);
       // The magic link, followed, is exactly the file we hold.
       containment.mutate("fd_filestat_set_times", d, () =>
-        setTimes(magicLink(d.hostFd), false, () => nodeFs.fstatSync(d.hostFd, { bigint: true }), atim, mtim, fstflags));
+        setTimes(magicLink(d.hostFd), false, () => nodeFs.fstatSync(d.hostFd, { bigint: true }), atim, mtim, fstflags),
+      );
       return Errno.SUCCESS;
     },
     path_filestat_set_times: (fd, lookupflags, pathPtr, pathLen, atim, mtim, fstflags) => {
@@ -81,7 +93,8 @@ export function timesCalls(ctx: WasiContext): TimesCalls {
         containment.withPath("path_filestat_set_times", d, path, follow, (r) => {
           setTimes(at(r.dirFd, r.name), true, () => lstatAt(r), atim, mtim, fstflags);
           return Errno.SUCCESS;
-        }));
+        }),
+      );
     },
   };
 }
