@@ -387,11 +387,15 @@ export async function measureRepair(ctx: BenchContext): Promise<void> {
   const { sizes, daemon, setup } = ctx;
   const label = `${REPAIR_FIXTURE}.rs`;
   if (!setup) {
-    ctx.figures.push(notMeasured("compile.repair.cold", 4, `Compile with repair, ${label}`, "ms", "no rustc with a WASI target on this machine"));
+    ctx.figures.push(
+      notMeasured("compile.repair.cold", 4, `Compile with repair, ${label}`, "ms", "no rustc with a WASI target on this machine"),
+    );
     return;
   }
   const source = await fixtureSource(REPAIR_FIXTURE);
-  ctx.log(`§4 repair ${label}: ${sizes.coldCompileRuns} × (failing compile, compile with repair, compile of the fixed source), then ${sizes.cacheHitRuns} repairs from the cache`);
+  ctx.log(
+    `§4 repair ${label}: ${sizes.coldCompileRuns} × (failing compile, compile with repair, compile of the fixed source), then ${sizes.cacheHitRuns} repairs from the cache`,
+  );
   const failMs: number[] = [];
   const repairMs: number[] = [];
   const fixedMs: number[] = [];
@@ -405,7 +409,8 @@ export async function measureRepair(ctx: BenchContext): Promise<void> {
     started = performance.now();
     const repaired = await daemon.client.compile({ input: { $case: "source", value: repeated }, repair: true });
     repairMs.push(performance.now() - started);
-    if (!repaired.repair || repaired.repair.cacheHit || repaired.repair.rounds !== 1) throw new Error(`${label} was meant to be repaired cold in one round`);
+    if (!repaired.repair || repaired.repair.cacheHit || repaired.repair.rounds !== 1)
+      throw new Error(`${label} was meant to be repaired cold in one round`);
     // What the agent compiles after fixing the mistake itself: the repaired source, cold.
     started = performance.now();
     const fixed = await daemon.client.compile({ input: { $case: "source", value: uniqueSource(repaired.repair.source, randomUUID()) } });
@@ -414,12 +419,24 @@ export async function measureRepair(ctx: BenchContext): Promise<void> {
   }
   const fail = sampled("compile.fail.cold", 4, `Cold Compile of ${label} (fails, one error)`, "ms", summarize(failMs));
   const fixed = sampled("compile.fixed.cold", 4, `Cold Compile of ${label} once fixed (compiles)`, "ms", summarize(fixedMs));
-  const repair = sampled("compile.repair.cold", 4, `Cold Compile with repair of ${label} (fails, then one round compiles)`, "ms", summarize(repairMs));
+  const repair = sampled(
+    "compile.repair.cold",
+    4,
+    `Cold Compile with repair of ${label} (fails, then one round compiles)`,
+    "ms",
+    summarize(repairMs),
+  );
   const hit = async (): Promise<void> => {
     const response = await daemon.client.compile({ input: { $case: "source", value: repeated }, repair: true });
     if (!response.repair?.cacheHit) throw new Error("the repeated repair was not served from the cache");
   };
-  const hits = sampled("compile.repair.cache-hit", 4, `Compile with repair of ${label} again, from the cache`, "ms", summarize(await timeSerial(sizes.cacheHitRuns, hit, sizes.serialBudgetMs)));
+  const hits = sampled(
+    "compile.repair.cache-hit",
+    4,
+    `Compile with repair of ${label} again, from the cache`,
+    "ms",
+    summarize(await timeSerial(sizes.cacheHitRuns, hit, sizes.serialBudgetMs)),
+  );
   const both = fail.value !== undefined && fixed.value !== undefined ? fail.value + fixed.value : undefined;
   ctx.figures.push(
     fail,
@@ -429,7 +446,8 @@ export async function measureRepair(ctx: BenchContext): Promise<void> {
     {
       id: "ratio.compile.repair-vs-two-compiles",
       section: 4,
-      label: "Cold Compile with repair ÷ (failing Compile + Compile once fixed): what repair adds to the two compiles an agent's own fix costs",
+      label:
+        "Cold Compile with repair ÷ (failing Compile + Compile once fixed): what repair adds to the two compiles an agent's own fix costs",
       unit: "×",
       value: both === undefined || repair.value === undefined ? undefined : repair.value / both,
       note: "compile.repair.cold p50 ÷ (compile.fail.cold p50 + compile.fixed.cold p50)",

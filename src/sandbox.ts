@@ -182,9 +182,15 @@ export class Sandbox {
     if (result.cacheHit) this.store.recordUse(result.moduleId);
     if (!("source" in input) || !input.repair || result.ok) return result;
     const logger = this.options.logger;
-    const repair = await repairSource(input.source, result, (candidate, candidateSignal) => compiler.compile(candidate, candidateSignal), signal, {
-      onStop: (why, rounds) => logger.debug("no repair", { why, rounds }),
-    });
+    const repair = await repairSource(
+      input.source,
+      result,
+      (candidate, candidateSignal) => compiler.compile(candidate, candidateSignal),
+      signal,
+      {
+        onStop: (why, rounds) => logger.debug("no repair", { why, rounds }),
+      },
+    );
     if (!repair) return result;
     if (repair.cacheHit) this.store.recordUse(repair.moduleId);
     logger.debug("repaired", { moduleId: repair.moduleId, rounds: repair.rounds, edits: repair.edits.length, cacheHit: repair.cacheHit });
