@@ -8,23 +8,21 @@
  * `remoteAddress`, which grpc-js reports as the call's peer.
  */
 import { Server, ServerCredentials, type ConnectionInjector, type ServerUnaryCall } from "@grpc/grpc-js";
-import { loadSync } from "@grpc/proto-loader";
-import { ReflectionService } from "@grpc/reflection";
 import { createServer, type Server as NetServer, type Socket } from "node:net";
 import { chmod, chown, mkdtemp, rename, rm, unlink } from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import type { Logger } from "../logger.js";
 import { PEER_CREDENTIALS_TIMEOUT_MS } from "../limits.js";
 import type { ModuleAdmin } from "../admin/module-admin.js";
 import { AdminServiceService } from "../gen/grpc/sandbox/v1/admin.js";
 import { adminService, type Caller } from "./admin-service.js";
 import { peerCredentials } from "./peer-credentials.js";
+import { addReflection, DescriptorIndex } from "./reflection-service.js";
 import { prepareSocketPath } from "./server.js";
 import { tolerantDecoder } from "./translate.js";
 
-/** The admin contract, loaded at run time for reflection on the admin socket. */
-const PROTO_ROOT = fileURLToPath(new URL("../../../proto/", import.meta.url));
+/** The operator's service, as reflection on the admin socket lists it. */
+const ADMIN_SERVICE_NAME = "sandbox.v1.AdminService";
 
 /** Admin socket mode: the daemon's user only (root can always connect). */
 const ADMIN_SOCKET_MODE = 0o600;
@@ -59,7 +57,7 @@ export class AdminServer {
       Object.entries(AdminServiceService).map(([name, method]) => [name, { ...method, requestDeserialize: tolerantDecoder(method.requestDeserialize) }]),
     ) as unknown as typeof AdminServiceService;
     this.server.addService(service, adminService(admin, logger, (call) => this.callerOf(call)));
-    new ReflectionService(loadSync("sandbox/v1/admin.proto", { includeDirs: [PROTO_ROOT] })).addToServer(this.server);
+    addReflection(this.server, DescriptorIndex.load([ADMIN_SERVICE_NAME]));
     this.injector = this.server.createConnectionInjector(ServerCredentials.createInsecure());
     this.listener = createServer((socket) => this.accept(socket));
   }

@@ -1,8 +1,5 @@
 import { Server, ServerCredentials } from "@grpc/grpc-js";
-import { loadSync } from "@grpc/proto-loader";
-import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
-import { fileURLToPath } from "node:url";
 import { createConnection, type ListenOptions } from "node:net";
 import { lstat, mkdir, unlink } from "node:fs/promises";
 import path from "node:path";
@@ -14,14 +11,15 @@ import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from "../request-limits.js
 import type { Sandbox } from "../sandbox.js";
 import { ConnectionListener, type ConnectionLimits } from "./connection-listener.js";
 import { serializeExecuteEvent } from "./output-event-encoding.js";
+import { addReflection, DescriptorIndex } from "./reflection-service.js";
 import { sandboxService } from "./service.js";
 import { compileRequestDecoder, executeRequestDecoder } from "./translate.js";
 
 /** Fully qualified name of our service, as health checks and reflection know it. */
 export const SERVICE_NAME = "sandbox.v1.SandboxService";
 
-/** The contract, loaded at run time for server reflection (grpcurl, Postman, ...). */
-const PROTO_ROOT = fileURLToPath(new URL("../../../proto/", import.meta.url));
+/** The standard health service, which reflection describes too. */
+const HEALTH_SERVICE_NAME = "grpc.health.v1.Health";
 
 /** How long to wait when probing whether a socket file has a live listener. */
 const SOCKET_PROBE_TIMEOUT_MS = 500;
@@ -89,7 +87,7 @@ export class SandboxServer {
     this.health = new HealthImplementation({ "": "NOT_SERVING", [SERVICE_NAME]: "NOT_SERVING" });
     this.health.addToServer(this.server);
     // Reflection lets generic clients discover the service without a copy of the proto.
-    new ReflectionService(loadSync("sandbox/v1/sandbox.proto", { includeDirs: [PROTO_ROOT] })).addToServer(this.server);
+    addReflection(this.server, DescriptorIndex.load([SERVICE_NAME, HEALTH_SERVICE_NAME]));
   }
 
   /** Binds and starts serving; returns the bound address (with the real port for HOST:0). */
