@@ -89,6 +89,23 @@ export type ExecuteResult =
       readonly compileDurationUs: number;
     };
 
+/** What the Info RPC reports: the daemon's effective settings and its state now. */
+export interface SandboxInfo {
+  readonly toolchain: {
+    readonly rustc: string;
+    readonly version: string;
+    readonly target: string;
+    readonly unavailableReason: string;
+    readonly insecureCompile: boolean;
+  };
+  readonly defaults: PolicyDefaults;
+  readonly ceilings: PolicyCeilings;
+  readonly trustedKeyIds: readonly string[];
+  readonly allowUnsigned: boolean;
+  readonly cache: { readonly entries: number; readonly bytes: number; readonly maxBytes: number };
+  readonly workers: { readonly workers: number; readonly busy: number; readonly queued: number; readonly maxQueued: number };
+}
+
 /** The daemon's core: compiler, module cache, policy checks and the worker pool. */
 export class Sandbox {
   /** The operator's module management (served on the admin socket only). */
@@ -227,6 +244,29 @@ export class Sandbox {
       ...(signal ? { signal } : {}),
     });
     return { ...result, moduleId, diagnostics, compileDurationUs };
+  }
+
+  /** The effective settings and the state of the cache and workers (waits for the toolchain probe). */
+  async info(): Promise<SandboxInfo> {
+    const compiler = await this.compiler.catch(() => undefined);
+    const described = compiler?.describe();
+    const unavailable = compiler ? compiler.unavailable : new SandboxError("INTERNAL", "the compiler failed to initialise");
+    return {
+      toolchain: {
+        rustc: described?.toolchain?.rustc ?? "",
+        // `rustc -vV` starts with the one line people quote ("rustc 1.63.0").
+        version: described?.toolchain?.version.split("\n")[0] ?? "",
+        target: described?.toolchain?.target ?? "",
+        unavailableReason: unavailable?.message ?? "",
+        insecureCompile: described?.insecure ?? false,
+      },
+      defaults: this.options.defaults,
+      ceilings: this.options.ceilings,
+      trustedKeyIds: this.options.keys.ids(),
+      allowUnsigned: this.options.allowUnsigned,
+      cache: this.store.stats(),
+      workers: { workers: this.options.workers, busy: this.pool.busy, queued: this.pool.queued, maxQueued: this.options.maxQueuedExecutions },
+    };
   }
 
   /** Replaces the trusted keys' contents from disk (SIGHUP). */

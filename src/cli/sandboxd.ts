@@ -12,6 +12,11 @@ async function main(): Promise<void> {
   // First, before the rest of the daemon loads (most of a second): until this
   // runs, SIGUSR1 would open an unauthenticated debugger on 127.0.0.1:9229.
   const debugSignals = guardDebugSignals();
+  if (process.argv.slice(2).includes("--version")) {
+    const { SANDBOXD_VERSION } = await import("../version.js");
+    process.stdout.write(`sandboxd ${SANDBOXD_VERSION}\n`);
+    return;
+  }
   const [{ createLogger }, { Daemon }, { parseFlags, USAGE }, { exitOnFatalErrors }] = await Promise.all([
     import("../logger.js"),
     import("../daemon.js"),

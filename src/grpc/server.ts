@@ -13,7 +13,7 @@ import { ConnectionListener, type ConnectionLimits } from "./connection-listener
 import { serializeExecuteEvent } from "./output-event-encoding.js";
 import { addReflection, DescriptorIndex } from "./reflection-service.js";
 import { sandboxService } from "./service.js";
-import { compileRequestDecoder, executeRequestDecoder } from "./translate.js";
+import { compileRequestDecoder, executeRequestDecoder, tolerantDecoder } from "./translate.js";
 
 /** Fully qualified name of our service, as health checks and reflection know it. */
 export const SERVICE_NAME = "sandbox.v1.SandboxService";
@@ -82,6 +82,7 @@ export class SandboxServer {
         requestDeserialize: executeRequestDecoder(base.streamOutput.requestDeserialize, requestLimits),
         responseSerialize: serializeExecuteEvent,
       },
+      info: { ...base.info, requestDeserialize: tolerantDecoder(base.info.requestDeserialize) },
     };
     this.server.addService(service, sandboxService(sandbox, logger, this.shutdown.signal));
     this.health = new HealthImplementation({ "": "NOT_SERVING", [SERVICE_NAME]: "NOT_SERVING" });

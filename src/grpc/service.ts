@@ -14,11 +14,13 @@ import type {
   ExecuteEvent,
   ExecuteRequest,
   ExecuteResponse,
+  InfoRequest,
+  InfoResponse,
   SandboxServiceServer,
 } from "../gen/grpc/sandbox/v1/sandbox.js";
 import type { Sandbox } from "../sandbox.js";
 import { toServiceError } from "./status.js";
-import { checkUnaryResponseFits, compileInputFrom, compileResponseFrom, executeInputFrom, executeResponseFrom, outputEvents } from "./translate.js";
+import { checkUnaryResponseFits, compileInputFrom, compileResponseFrom, executeInputFrom, executeResponseFrom, infoResponseFrom, outputEvents, rejectRefused } from "./translate.js";
 
 /** The abort reason of every call the client cancelled. */
 const CLIENT_CANCELLED = new SandboxError("CANCELLED", "cancelled by the client");
@@ -167,6 +169,15 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
         call.emit("error", fail("streamOutput", e));
       } finally {
         release();
+      }
+    },
+
+    async info(call: ServerUnaryCall<InfoRequest, InfoResponse>, callback: sendUnaryData<InfoResponse>) {
+      try {
+        rejectRefused(call.request);
+        callback(null, infoResponseFrom(await sandbox.info()));
+      } catch (e: unknown) {
+        callback(fail("info", e) as ServiceError, null);
       }
     },
   };
