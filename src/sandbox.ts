@@ -23,6 +23,7 @@ import { BufferBudget } from "./runtime/buffer-budget.js";
 import { ModuleRegistry } from "./runtime/module-registry.js";
 import { memoryForRun, WASM_PAGE_BYTES } from "./runtime/wasm/memory-cap.js";
 import { WorkerPool } from "./runtime/pool.js";
+import type { CidrRange } from "./runtime/net/address-rules.js";
 
 /** Warm workers when the operator does not say: enough for the cores plus guests that sleep. */
 export const DEFAULT_WORKERS = Math.max(4, availableParallelism());
@@ -45,6 +46,8 @@ export interface SandboxOptions {
   readonly allowUnsigned: boolean;
   readonly ceilings: PolicyCeilings;
   readonly defaults: PolicyDefaults;
+  /** Special-purpose address ranges outbound requests may reach after all (--allow-private-network). */
+  readonly privateNetworks: readonly CidrRange[];
   readonly logger: Logger;
   /** Compiler settings (hermetic/insecure, rustc budgets, queue); defaults when absent. */
   readonly compile?: CompilerSettings;
@@ -242,6 +245,7 @@ export class Sandbox {
       timeoutMs: grant.timeoutMs,
       ...(hooks ? { listener: hooks } : {}),
       ...(signal ? { signal } : {}),
+      ...(grant.network ? { network: { grant: grant.network, opened: this.options.privateNetworks, policyId: grant.policyId } } : {}),
     });
     return { ...result, moduleId, diagnostics, compileDurationUs };
   }
