@@ -83,14 +83,33 @@ export interface ExecuteHooks extends RunListener {
  * guest's run time alone (0 when it never ran); `compileDurationUs` the time spent compiling.
  */
 export type ExecuteResult =
-  | (RunResult & { readonly moduleId: string; readonly diagnostics: readonly Diagnostic[]; readonly compileDurationUs: number })
+  | (RunResult & {
+      readonly moduleId: string;
+      readonly diagnostics: readonly Diagnostic[];
+      readonly compileDurationUs: number;
+      readonly audit: ExecuteAudit;
+    })
   | {
       readonly outcome: "compile_error";
       readonly moduleId: "";
       readonly diagnostics: readonly Diagnostic[];
       readonly durationUs: 0;
       readonly compileDurationUs: number;
+      readonly audit: ExecuteAudit;
     };
+
+/** What an operator's audit log and metrics say about a run, beside its result. */
+export interface ExecuteAudit {
+  /** The id `started` carried; empty when the run never started (a compile error). */
+  readonly executionId: string;
+  /** The policy's id and signing key ("" for an unsigned run). */
+  readonly policyId: string;
+  readonly keyId: string;
+  /** For a source target, whether the compiled module (or failure) came from the cache. */
+  readonly compileCacheHit: boolean | undefined;
+  /** Whether the compiled module was already in memory (undefined when no module was needed). */
+  readonly memoryHit: boolean | undefined;
+}
 
 /** What the Info RPC reports: the daemon's effective settings and its state now. */
 export interface SandboxInfo {
@@ -205,12 +224,16 @@ export class Sandbox {
     let moduleId: string;
     let diagnostics: readonly Diagnostic[] = [];
     let compileDurationUs = 0;
+    let compileCacheHit: boolean | undefined;
+    const keyId = input.policy?.keyId ?? "";
     if ("source" in input.target) {
       const compileStarted = performance.now();
       const compiled = await (await this.compiler).compile(input.target.source, signal, (cacheHit) => hooks?.onCompiling?.(cacheHit));
       compileDurationUs = elapsedUs(compileStarted);
+      compileCacheHit = compiled.cacheHit;
       if (!compiled.ok) {
-        return { outcome: "compile_error", moduleId: "", diagnostics: compiled.diagnostics, durationUs: 0, compileDurationUs };
+        const audit = { executionId: "", policyId: grant.policyId, keyId, compileCacheHit, memoryHit: undefined };
+        return { outcome: "compile_error", moduleId: "", diagnostics: compiled.diagnostics, durationUs: 0, compileDurationUs, audit };
       }
       moduleId = compiled.moduleId;
       diagnostics = compiled.diagnostics;
@@ -220,7 +243,11 @@ export class Sandbox {
     bindToModule(grant, moduleId);
     this.blocklist.check(moduleId);
     const compiler = await this.compiler;
-    const compiled = await this.registry.get(moduleId, () => compiler.load(moduleId));
+    let memoryHit = true;
+    const compiled = await this.registry.get(moduleId, () => {
+      memoryHit = false;
+      return compiler.load(moduleId);
+    });
     const memory = compiled.memory && memoryForRun(compiled.memory, grant.memoryLimitBytes);
     if (compiled.memory && !memory) {
       throw new SandboxError(
@@ -229,7 +256,8 @@ export class Sandbox {
       );
     }
     this.store.recordUse(moduleId);
-    hooks?.onStarted?.(randomUUID(), moduleId);
+    const executionId = randomUUID();
+    hooks?.onStarted?.(executionId, moduleId);
     const result = await this.pool.run({
       moduleKey: compiled.key,
       module: compiled.module,
@@ -247,7 +275,7 @@ export class Sandbox {
       ...(signal ? { signal } : {}),
       ...(grant.network ? { network: { grant: grant.network, opened: this.options.privateNetworks, policyId: grant.policyId } } : {}),
     });
-    return { ...result, moduleId, diagnostics, compileDurationUs };
+    return { ...result, moduleId, diagnostics, compileDurationUs, audit: { executionId, policyId: grant.policyId, keyId, compileCacheHit, memoryHit } };
   }
 
   /** The effective settings and the state of the cache and workers (waits for the toolchain probe). */
@@ -271,6 +299,16 @@ export class Sandbox {
       cache: this.store.stats(),
       workers: { workers: this.options.workers, busy: this.pool.busy, queued: this.pool.queued, maxQueued: this.options.maxQueuedExecutions },
     };
+  }
+
+  /** Guests running now and executions waiting for a worker, for metrics (no waiting on anything). */
+  workerLoad(): { readonly busy: number; readonly queued: number } {
+    return { busy: this.pool.busy, queued: this.pool.queued };
+  }
+
+  /** Ids of the keys trusted now, sorted. */
+  trustedKeyIds(): string[] {
+    return this.options.keys.ids();
   }
 
   /** Replaces the trusted keys' contents from disk (SIGHUP). */

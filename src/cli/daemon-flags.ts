@@ -5,7 +5,8 @@
  */
 import { parseArgs } from "node:util";
 import path from "node:path";
-import { defaultConfig, defaultSocketPath, type DaemonConfig } from "../daemon.js";
+import { defaultConfig, defaultSocketPath, DEFAULT_GROUP_SOCKET_MODE, DEFAULT_SOCKET_MODE, type DaemonConfig, type SocketAccess } from "../daemon.js";
+import { parseMetricsListen } from "../metrics/metrics-server.js";
 import { DEFAULT_CONNECTION_LIMITS, parseListenAddress } from "../grpc/server.js";
 import { parseHostPatterns } from "../policy/host-patterns.js";
 import { parseCidr, type CidrRange } from "../runtime/net/address-rules.js";
@@ -52,7 +53,11 @@ export const USAGE = `usage: sandboxd [options]
                            close a connection with no call in flight for N ms (default ${DEFAULT_CONNECTION_LIMITS.idleTimeoutMs})
   --admin-listen unix:///PATH  serve AdminService (module cache management) on this socket only (mode 0600)
   --admin-socket-group GROUP   let this group (name or gid) use the admin socket too (mode 0660)
+  --socket-mode MODE       octal mode of the --listen unix socket (default 0600, or 0660 with --socket-group)
+  --socket-group GROUP     give the --listen socket to this group (name or gid; the daemon must be a member)
+  --metrics-listen HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics (default: off)
   --log-level LEVEL        error, warn, info (default) or debug
+  --version                print the version
   -h, --help               this text
 `;
 
@@ -101,6 +106,9 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         "connection-idle-timeout-ms": { type: "string" },
         "admin-listen": { type: "string" },
         "admin-socket-group": { type: "string" },
+        "socket-mode": { type: "string" },
+        "socket-group": { type: "string" },
+        "metrics-listen": { type: "string" },
         "log-level": { type: "string", default: "info" },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -133,11 +141,17 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
   const admin = parseAdminFlags(v["admin-listen"], v["admin-socket-group"]);
   if (admin instanceof Error) return admin;
   if (listen.kind === "unix" && admin.adminSocketPath === listen.path) return new Error("--admin-listen must be another socket than --listen");
+  const access = parseSocketAccess(v["socket-mode"], v["socket-group"], listen.kind === "unix");
+  if (access instanceof Error) return access;
+  const metricsListen = v["metrics-listen"] === undefined ? undefined : parseMetricsListen(v["metrics-listen"]);
+  if (metricsListen instanceof Error) return metricsListen;
   return {
     logLevel: v["log-level"],
     config: {
       ...base,
       listen,
+      ...(access ? { socketAccess: access } : {}),
+      ...(metricsListen ? { metricsListen } : {}),
       cacheDir: v["cache-dir"] ? path.resolve(v["cache-dir"]) : base.cacheDir,
       trustedKeysDir: v["trusted-keys"] ? path.resolve(v["trusted-keys"]) : undefined,
       allowUnsigned: v["allow-unsigned"],
@@ -203,4 +217,17 @@ function parseAdminFlags(listen: string | undefined, group: string | undefined):
   }
   if (group !== undefined && !/^(\d+|[A-Za-z_][A-Za-z0-9_.-]*\$?)$/.test(group)) return new Error(`--admin-socket-group takes a group name or gid, got ${JSON.stringify(group)}`);
   return { adminSocketPath: address.path, ...(group === undefined ? {} : { adminSocketGroup: group }) };
+}
+
+/** --socket-mode and --socket-group, for a unix --listen only; a group alone means 0660. */
+function parseSocketAccess(mode: string | undefined, group: string | undefined, unix: boolean): SocketAccess | undefined | Error {
+  if (mode === undefined && group === undefined) return undefined;
+  if (!unix) return new Error("--socket-mode and --socket-group apply to a unix --listen socket only");
+  if (group !== undefined && !/^(\d+|[A-Za-z_][A-Za-z0-9_.-]*\$?)$/.test(group)) return new Error(`--socket-group takes a group name or gid, got ${JSON.stringify(group)}`);
+  let parsedMode = group === undefined ? DEFAULT_SOCKET_MODE : DEFAULT_GROUP_SOCKET_MODE;
+  if (mode !== undefined) {
+    if (!/^0?[0-7]{3}$/.test(mode)) return new Error(`--socket-mode takes an octal mode such as 0660, got ${JSON.stringify(mode)}`);
+    parsedMode = parseInt(mode, 8);
+  }
+  return { mode: parsedMode, ...(group === undefined ? {} : { group }) };
 }

@@ -1,7 +1,7 @@
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { createConnection, type ListenOptions } from "node:net";
-import { lstat, mkdir, unlink } from "node:fs/promises";
+import { chmod, chown, lstat, mkdir, unlink } from "node:fs/promises";
 import path from "node:path";
 import { SandboxError } from "../errors/sandbox-error.js";
 import type { Logger } from "../logger.js";
@@ -10,6 +10,9 @@ import { SandboxServiceService } from "../gen/grpc/sandbox/v1/sandbox.js";
 import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from "../request-limits.js";
 import type { Sandbox } from "../sandbox.js";
 import { ConnectionListener, type ConnectionLimits } from "./connection-listener.js";
+import type { DaemonMetrics } from "../metrics/daemon-metrics.js";
+import { auditLog, observers } from "./call-audit.js";
+import { metricsInterceptor } from "./metrics-interceptor.js";
 import { serializeExecuteEvent } from "./output-event-encoding.js";
 import { addReflection, DescriptorIndex } from "./reflection-service.js";
 import { sandboxService } from "./service.js";
@@ -63,8 +66,10 @@ export class SandboxServer {
     private readonly logger: Logger,
     requestLimits: RequestLimits = DEFAULT_REQUEST_LIMITS,
     limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS,
+    metrics?: DaemonMetrics,
   ) {
     this.server = new Server({
+      ...(metrics ? { interceptors: [metricsInterceptor(metrics)] } : {}),
       "grpc.max_receive_message_length": MAX_GRPC_MESSAGE_BYTES,
       "grpc.max_send_message_length": MAX_GRPC_MESSAGE_BYTES,
       // A connection with no call in flight gets GOAWAY; the listener then frees its descriptor even if the peer never answers.
@@ -84,7 +89,9 @@ export class SandboxServer {
       },
       info: { ...base.info, requestDeserialize: tolerantDecoder(base.info.requestDeserialize) },
     };
-    this.server.addService(service, sandboxService(sandbox, logger, this.shutdown.signal));
+    const audit = auditLog(logger);
+    const observe = metrics ? observers(audit, (record) => metrics.observe(record)) : audit;
+    this.server.addService(service, sandboxService(sandbox, logger, this.shutdown.signal, observe));
     this.health = new HealthImplementation({ "": "NOT_SERVING", [SERVICE_NAME]: "NOT_SERVING" });
     this.health.addToServer(this.server);
     // Reflection lets generic clients discover the service without a copy of the proto.
@@ -92,9 +99,21 @@ export class SandboxServer {
   }
 
   /** Binds and starts serving; returns the bound address (with the real port for HOST:0). */
-  async listen(address: ListenAddress): Promise<string> {
+  async listen(address: ListenAddress, access?: { readonly mode: number; readonly gid?: number }): Promise<string> {
     if (address.kind === "unix") await prepareSocketPath(address.path);
     const port = await this.connections.listen(listenOptions(address));
+    // Before anyone is told it listens: until now only the daemon's user could connect (a fresh
+    // socket's mode comes from the umask, and connecting needs write permission).
+    if (address.kind === "unix" && access) {
+      try {
+        if (access.gid !== undefined) await chown(address.path, -1, access.gid);
+        await chmod(address.path, access.mode);
+      } catch (e: unknown) {
+        this.connections.stopAccepting();
+        await unlink(address.path).catch(() => undefined);
+        throw new Error(`cannot give ${address.path} mode ${access.mode.toString(8)}${access.gid === undefined ? "" : ` and group ${access.gid}`}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+      }
+    }
     this.bound = address;
     this.health.setStatus("", "SERVING");
     this.health.setStatus(SERVICE_NAME, this.compileAvailable ? "SERVING" : "NOT_SERVING");

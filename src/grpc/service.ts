@@ -18,7 +18,8 @@ import type {
   InfoResponse,
   SandboxServiceServer,
 } from "../gen/grpc/sandbox/v1/sandbox.js";
-import type { Sandbox } from "../sandbox.js";
+import type { ExecuteResult, Sandbox } from "../sandbox.js";
+import { auditLog, type CallObserver, type CallRecord } from "./call-audit.js";
 import { toServiceError } from "./status.js";
 import { checkUnaryResponseFits, compileInputFrom, compileResponseFrom, executeInputFrom, executeResponseFrom, infoResponseFrom, outputEvents, rejectRefused } from "./translate.js";
 
@@ -103,8 +104,47 @@ function streamWriter(call: ServerWritableStream<ExecuteRequest, ExecuteEvent>):
   };
 }
 
-/** Builds the SandboxService implementation around a core. */
-export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: AbortSignal): SandboxServiceServer {
+/** A record's fields that a call without a run leaves empty. */
+const EMPTY_RECORD = { moduleId: "", executionId: "", policyId: "", keyId: "", durationUs: 0, compileDurationUs: 0, denials: [] } as const;
+
+/** The record of a run that returned a result. */
+function runRecord(method: CallRecord["method"], peer: string, result: ExecuteResult): CallRecord {
+  const a = result.audit;
+  return {
+    method,
+    peer,
+    moduleId: result.moduleId,
+    executionId: a.executionId,
+    policyId: a.policyId,
+    keyId: a.keyId,
+    outcome: result.outcome,
+    ...(result.outcome === "exited" ? { exitCode: result.exitCode } : {}),
+    durationUs: result.durationUs,
+    compileDurationUs: result.compileDurationUs,
+    ...(a.compileCacheHit === undefined ? {} : { cacheHit: a.compileCacheHit }),
+    ...(a.memoryHit === undefined ? {} : { memoryHit: a.memoryHit }),
+    denials: "denials" in result ? result.denials.map((d) => d.operation) : [],
+  };
+}
+
+/** The record of a call refused or failed before it had a result. */
+function refusedRecord(method: CallRecord["method"], peer: string, request: Partial<ExecuteRequest>, e: unknown): CallRecord {
+  const error = SandboxError.from(e);
+  const target = request.target;
+  return {
+    ...EMPTY_RECORD,
+    method,
+    peer,
+    moduleId: target?.$case === "moduleId" ? target.value : "",
+    keyId: request.policy?.keyId ?? "",
+    outcome: "refused",
+    reason: error.reason,
+    detail: error.message,
+  };
+}
+
+/** Builds the SandboxService implementation around a core; `observe` hears of every Compile, Execute and StreamOutput. */
+export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: AbortSignal, observe: CallObserver = auditLog(logger)): SandboxServiceServer {
   const fail = (method: string, e: unknown): Partial<ServiceError> => {
     const status = toServiceError(e);
     const error = SandboxError.from(e);
@@ -120,9 +160,11 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
       try {
         const result = await sandbox.compile(compileInputFrom(call.request), signal);
         const durationUs = elapsedUs(started);
-        if (logger.isInfoEnabled()) logger.info("compile", { moduleId: result.moduleId, ok: result.ok, cacheHit: result.cacheHit, durationUs });
+        const outcome = result.ok ? "compiled" : "compile_failed";
+        observe({ ...EMPTY_RECORD, method: "Compile", peer: call.getPeer(), moduleId: result.moduleId, outcome, durationUs, compileDurationUs: durationUs, cacheHit: result.cacheHit });
         callback(null, compileResponseFrom(result, durationUs));
       } catch (e: unknown) {
+        observe({ ...refusedRecord("Compile", call.getPeer(), {}, e), compileDurationUs: elapsedUs(started) });
         callback(fail("compile", e) as ServiceError, null);
       } finally {
         release();
@@ -135,9 +177,10 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
         const result = await sandbox.execute(executeInputFrom(call.request), signal);
         const response = executeResponseFrom(result);
         checkUnaryResponseFits(response);
-        if (logger.isInfoEnabled()) logger.info("execute", { moduleId: result.moduleId, outcome: result.outcome, durationUs: result.durationUs });
+        observe(runRecord("Execute", call.getPeer(), result));
         callback(null, response);
       } catch (e: unknown) {
+        observe(refusedRecord("Execute", call.getPeer(), call.request, e));
         callback(fail("execute", e) as ServiceError, null);
       } finally {
         release();
@@ -161,11 +204,12 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
           onStderr: (chunk) => sendOutput("stderr", chunk),
           onDenial: (denial) => void send({ $case: "denial", value: { ...denial } }),
         });
-        if (logger.isInfoEnabled()) logger.info("stream", { moduleId: result.moduleId, outcome: result.outcome, durationUs: result.durationUs });
+        observe(runRecord("StreamOutput", call.getPeer(), result));
         // A source that did not compile never started: the stream is `compiling` then `finished`.
         void send({ $case: "finished", value: executeResponseFrom(result) });
         call.end();
       } catch (e: unknown) {
+        observe(refusedRecord("StreamOutput", call.getPeer(), call.request, e));
         call.emit("error", fail("streamOutput", e));
       } finally {
         release();
