@@ -26,7 +26,7 @@ import {
   DEFAULT_TIMEOUT_MS,
   SHUTDOWN_GRACE_MS,
 } from "./limits.js";
-import { probeToolchain } from "./compiler/toolchain.js";
+import { probeToolchain, type ToolchainProbe } from "./compiler/toolchain.js";
 import type { CompilerSettings } from "./compiler/compiler.js";
 import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from "./request-limits.js";
 import { TrustedKeys } from "./policy/trusted-keys.js";
@@ -36,8 +36,8 @@ import { DEFAULT_WORKERS, Sandbox } from "./sandbox.js";
 import { SandboxServer, type ListenAddress } from "./grpc/server.js";
 import { AdminServer } from "./grpc/admin-server.js";
 import { resolveGroup } from "./unix-group.js";
-import { DaemonMetrics } from "./metrics/daemon-metrics.js";
-import { serveMetrics, type MetricsEndpoint } from "./metrics/metrics-server.js";
+import type { DaemonMetrics } from "./metrics/daemon-metrics.js";
+import type { MetricsEndpoint } from "./metrics/metrics-server.js";
 import type { ConnectionLimits } from "./grpc/connection-listener.js";
 
 /** Mode of the main unix socket with --socket-mode unset: the daemon's user only. */
@@ -50,6 +50,13 @@ export interface SocketAccess {
   readonly mode: number;
   readonly group?: string;
 }
+
+/**
+ * How long after it starts serving the daemon probes the toolchain (rustc start-ups, loading the
+ * process library): the first calls, a supervisor's health check and the workers' boot, go first.
+ * A Compile meanwhile waits for it.
+ */
+const TOOLCHAIN_PROBE_DELAY_MS = 250;
 
 /** Everything a daemon is started with; the CLI fills it from flags. */
 export interface DaemonConfig {
@@ -175,20 +182,35 @@ export class Daemon {
     readonly metrics: MetricsEndpoint | undefined,
   ) {}
 
-  /** Detects the toolchain, loads keys, starts workers and binds the listen address. */
+  /** Loads keys, starts workers, binds the listen address, then detects the toolchain. Serves before the workers are up: calls wait for one. */
   static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
     const invalid = validateConfig(config);
     if (invalid) throw invalid;
-    // The compiler logs once whether Compile is unavailable, after it has also tried a build.
-    const toolchain = probeToolchain(config.rustc).then((found) => {
-      if (found.toolchain) logger.info("toolchain", { rustc: found.toolchain.rustc, target: found.toolchain.target });
-      return found;
+    // The toolchain probe (rustc start-ups, a test build) runs once the daemon serves, so it does not
+    // compete with start-up for the cores; a Compile meanwhile waits for it. The compiler logs once
+    // whether Compile is unavailable, after it has also tried a build.
+    let startProbe!: () => void;
+    const toolchain = new Promise<ToolchainProbe>((resolve) => {
+      startProbe = () =>
+        resolve(
+          probeToolchain(config.rustc).then((found) => {
+            if (found.toolchain) logger.info("toolchain", { rustc: found.toolchain.rustc, target: found.toolchain.target });
+            return found;
+          }),
+        );
     });
+    let probing = false;
+    const requestProbe = (): void => {
+      if (probing) return;
+      probing = true;
+      startProbe();
+    };
     const keys = await TrustedKeys.load(config.trustedKeysDir, (message) => logger.warn(message));
     if (config.trustedKeysDir !== undefined) logger.info("trusted keys loaded", { dir: config.trustedKeysDir, keyIds: keys.ids() });
     if (config.allowUnsigned) logger.warn("--allow-unsigned: requests without a policy run with default limits and no mounts");
     const sandbox = await Sandbox.create({
       toolchain,
+      requestToolchain: requestProbe,
       cacheDir: config.cacheDir,
       workers: config.workers,
       maxQueuedExecutions: config.maxQueuedExecutions,
@@ -212,6 +234,8 @@ export class Daemon {
       if (config.adminSocketPath) admin = await listenAdmin(sandbox, config.adminSocketPath, config.adminSocketGroup, logger);
       let meters: DaemonMetrics | undefined;
       if (config.metricsListen) {
+        // Imported only when asked for: prom-client is a noticeable share of a start-up otherwise.
+        const [{ DaemonMetrics }, { serveMetrics }] = await Promise.all([import("./metrics/daemon-metrics.js"), import("./metrics/metrics-server.js")]);
         meters = new DaemonMetrics(sandbox, config.workers);
         metrics = await serveMetrics(meters.registry, config.metricsListen.host, config.metricsListen.port);
         logger.info(`sandboxd metrics on http://${metrics.address}/metrics`, { metricsAddress: metrics.address });
@@ -220,6 +244,8 @@ export class Daemon {
       const access = config.listen.kind === "unix" ? await resolveSocketAccess(config.socketAccess ?? { mode: DEFAULT_SOCKET_MODE }) : undefined;
       const address = await server.listen(config.listen, access);
       logger.info(`sandboxd listening on ${address}`, { address, workers: config.workers, cacheDir: config.cacheDir });
+      sandbox.startWorkers();
+      setTimeout(requestProbe, TOOLCHAIN_PROBE_DELAY_MS).unref();
       // Health tells operators what the log says: this host cannot compile.
       void sandbox.compileUnavailable().then((reason) => {
         if (reason) server.markCompileUnavailable();

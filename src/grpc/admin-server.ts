@@ -17,7 +17,6 @@ import type { ModuleAdmin } from "../admin/module-admin.js";
 import { AdminServiceService } from "../gen/grpc/sandbox/v1/admin.js";
 import { adminService, type Caller } from "./admin-service.js";
 import { peerCredentials } from "./peer-credentials.js";
-import { addReflection, DescriptorIndex } from "./reflection-service.js";
 import { prepareSocketPath } from "./server.js";
 import { tolerantDecoder } from "./translate.js";
 
@@ -57,7 +56,6 @@ export class AdminServer {
       Object.entries(AdminServiceService).map(([name, method]) => [name, { ...method, requestDeserialize: tolerantDecoder(method.requestDeserialize) }]),
     ) as unknown as typeof AdminServiceService;
     this.server.addService(service, adminService(admin, logger, (call) => this.callerOf(call)));
-    addReflection(this.server, DescriptorIndex.load([ADMIN_SERVICE_NAME]));
     this.injector = this.server.createConnectionInjector(ServerCredentials.createInsecure());
     this.listener = createServer((socket) => this.accept(socket));
   }
@@ -67,6 +65,9 @@ export class AdminServer {
    * created in a private directory beside its path, fixed up, then renamed into place.
    */
   async listen(options: AdminListenOptions): Promise<string> {
+    // Imported here, not at the top: a daemon without an admin socket never loads the descriptors.
+    const { addReflection, DescriptorIndex } = await import("./reflection-service.js");
+    addReflection(this.server, DescriptorIndex.load([ADMIN_SERVICE_NAME]));
     await prepareSocketPath(options.path);
     const privateDir = await mkdtemp(path.join(path.dirname(options.path), ".admin-"));
     try {

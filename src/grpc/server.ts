@@ -1,5 +1,4 @@
 import { Server, ServerCredentials } from "@grpc/grpc-js";
-import { HealthImplementation } from "grpc-health-check";
 import { createConnection, type ListenOptions } from "node:net";
 import { chmod, chown, lstat, mkdir, unlink } from "node:fs/promises";
 import path from "node:path";
@@ -13,8 +12,8 @@ import { ConnectionListener, type ConnectionLimits } from "./connection-listener
 import type { DaemonMetrics } from "../metrics/daemon-metrics.js";
 import { auditLog, observers } from "./call-audit.js";
 import { metricsInterceptor } from "./metrics-interceptor.js";
+import { HealthService } from "./health-service.js";
 import { serializeExecuteEvent } from "./output-event-encoding.js";
-import { addReflection, DescriptorIndex } from "./reflection-service.js";
 import { sandboxService } from "./service.js";
 import { compileRequestDecoder, executeRequestDecoder, tolerantDecoder } from "./translate.js";
 
@@ -23,6 +22,12 @@ export const SERVICE_NAME = "sandbox.v1.SandboxService";
 
 /** The standard health service, which reflection describes too. */
 const HEALTH_SERVICE_NAME = "grpc.health.v1.Health";
+
+/**
+ * How long after it starts serving the server loads reflection: reading the descriptors takes the
+ * event loop for a moment, and the first calls (a supervisor's health check) should not wait behind it.
+ */
+const REFLECTION_DELAY_MS = 250;
 
 /** How long to wait when probing whether a socket file has a live listener. */
 const SOCKET_PROBE_TIMEOUT_MS = 500;
@@ -55,10 +60,11 @@ export function grpcTarget(address: ListenAddress): string {
 /** A running gRPC server for a core. */
 export class SandboxServer {
   private readonly server: Server;
-  private readonly health: HealthImplementation;
+  private readonly health: HealthService;
   private readonly shutdown = new AbortController();
   private readonly connections: ConnectionListener;
   private bound: ListenAddress | undefined;
+  private reflectionTimer: NodeJS.Timeout | undefined;
   private compileAvailable = true;
 
   constructor(
@@ -92,9 +98,16 @@ export class SandboxServer {
     const audit = auditLog(logger);
     const observe = metrics ? observers(audit, (record) => metrics.observe(record)) : audit;
     this.server.addService(service, sandboxService(sandbox, logger, this.shutdown.signal, observe));
-    this.health = new HealthImplementation({ "": "NOT_SERVING", [SERVICE_NAME]: "NOT_SERVING" });
+    this.health = new HealthService({ "": "NOT_SERVING", [SERVICE_NAME]: "NOT_SERVING" });
     this.health.addToServer(this.server);
-    // Reflection lets generic clients discover the service without a copy of the proto.
+  }
+
+  /**
+   * Adds server reflection, which lets generic clients discover the service without a copy of the proto.
+   * Loaded once the daemon serves, so the first calls never wait behind reading the descriptors.
+   */
+  private async addReflection(): Promise<void> {
+    const { addReflection, DescriptorIndex } = await import("./reflection-service.js");
     addReflection(this.server, DescriptorIndex.load([SERVICE_NAME, HEALTH_SERVICE_NAME]));
   }
 
@@ -117,6 +130,10 @@ export class SandboxServer {
     this.bound = address;
     this.health.setStatus("", "SERVING");
     this.health.setStatus(SERVICE_NAME, this.compileAvailable ? "SERVING" : "NOT_SERVING");
+    this.reflectionTimer = setTimeout(() => {
+      this.addReflection().catch((e: unknown) => this.logger.error("server reflection is unavailable", { error: String(e) }));
+    }, REFLECTION_DELAY_MS);
+    this.reflectionTimer.unref();
     return address.kind === "unix" ? grpcTarget(address) : address.hostPort.replace(/:\d+$/, `:${port}`);
   }
 
@@ -136,6 +153,7 @@ export class SandboxServer {
    * cancels the rest (their guests end as OUTCOME_CANCELLED) and removes the socket.
    */
   async close(graceMs: number): Promise<void> {
+    clearTimeout(this.reflectionTimer);
     this.health.setStatus("", "NOT_SERVING");
     this.health.setStatus(SERVICE_NAME, "NOT_SERVING");
     this.connections.stopAccepting();

@@ -8,6 +8,8 @@ export interface CompiledModule {
   readonly module: WebAssembly.Module;
   /** The limits the module declared for its memory; each run supplies a memory within them and its own cap. */
   readonly memory: MemoryLimits | undefined;
+  /** False when the module has a wasm start function: instantiating it runs guest code, so only a run may. */
+  readonly instantiateAhead: boolean;
   /** Size of the binary it was compiled from: what the registry's byte budget counts. */
   readonly bytes: number;
 }
@@ -94,7 +96,8 @@ export class ModuleRegistry {
     const rewritten = importMemory(bytes);
     if (!rewritten.ok) throw new SandboxError("INVALID_WASM", rewritten.error);
     try {
-      return { key, module: await WebAssembly.compile(rewritten.wasm), memory: rewritten.memory, bytes: bytes.byteLength };
+      const module = await WebAssembly.compile(rewritten.wasm);
+      return { key, module, memory: rewritten.memory, instantiateAhead: !rewritten.startFunction, bytes: bytes.byteLength };
     } catch (e: unknown) {
       throw new SandboxError("INVALID_WASM", `module does not compile: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }
