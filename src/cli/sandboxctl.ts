@@ -116,6 +116,9 @@ async function policySign(args: string[]): Promise<number> {
     if (seconds instanceof Error) throw new UsageError(seconds.message);
     policy.expiresAtUnix = Math.floor(Date.now() / 1000) + seconds;
   }
+  if (policy.expiresAtUnix === 0) {
+    throw new SandboxError("POLICY_EXPIRED", `${input} has no expires_at_unix; an expiry is required: sign it at use with --expires-in (e.g. --expires-in 15m)`);
+  }
   // Refuse to sign what every daemon would refuse anyway: better to learn it here than at run time.
   checkValidity(policy, Date.now());
   checkMountCount(policy);
