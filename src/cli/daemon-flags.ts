@@ -10,44 +10,56 @@ import { parseMetricsListen } from "../metrics/metrics-server.js";
 import { DEFAULT_CONNECTION_LIMITS, parseListenAddress } from "../grpc/server.js";
 import { parseHostPatterns } from "../policy/host-patterns.js";
 import { parseCidr, type CidrRange } from "../runtime/net/address-rules.js";
-import { MAX_ARGS, MAX_ARGS_BYTES, MAX_ENV_BYTES, MAX_ENV_VARS } from "../limits.js";
+import {
+  COMPILE_MAX_QUEUED,
+  COMPILE_MEMORY_LIMIT_BYTES,
+  COMPILE_TIMEOUT_MS,
+  DEFAULT_CACHE_MAX_BYTES,
+  MAX_ARGS,
+  MAX_ARGS_BYTES,
+  MAX_ENV_BYTES,
+  MAX_ENV_VARS,
+} from "../limits.js";
 
-/** The --help text. */
+/** The built-in settings --help shows as defaults. */
+const D = defaultConfig();
+
+/** The --help text: every flag with its default. */
 export const USAGE = `usage: sandboxd [options]
 
   --listen ADDR            unix:///path/to.sock or HOST:PORT (default unix://${defaultSocketPath()})
   --cache-dir DIR          compiled module cache (default $CACHE_DIRECTORY, $XDG_CACHE_HOME/sandboxd or ~/.cache/sandboxd)
-  --trusted-keys DIR       directory of <key_id>.pub Ed25519 public keys (PEM SPKI); SIGHUP reloads it
+  --trusted-keys DIR       directory of <key_id>.pub Ed25519 public keys (PEM SPKI); SIGHUP reloads it (default: none, so only --allow-unsigned runs)
   --allow-unsigned         run requests without a policy (no mounts, default limits): development only
   --allow-mount-root DIR   host directory under which policies may mount (repeatable; none by default)
-  --max-memory-bytes N     ceiling on a policy's memory_limit_bytes
-  --max-timeout-ms N       ceiling on a policy's timeout_ms
-  --max-output-bytes N     ceiling on a policy's max_output_bytes
-  --max-write-bytes N      ceiling on a policy's max_write_bytes (bytes a run may add to its writable mounts)
-  --max-created-entries N  files, directories and links one run may create in its writable mounts
+  --max-memory-bytes N     ceiling on a policy's memory_limit_bytes (default ${D.ceilings.maxMemoryBytes}; a policy's default ${D.defaults.memoryLimitBytes})
+  --max-timeout-ms N       ceiling on a policy's timeout_ms (default ${D.ceilings.maxTimeoutMs})
+  --max-output-bytes N     ceiling on a policy's max_output_bytes (default ${D.ceilings.maxOutputBytes}; a policy's default ${D.defaults.maxOutputBytes})
+  --max-write-bytes N      ceiling on a policy's max_write_bytes, bytes a run may add to its writable mounts (default ${D.ceilings.maxWriteBytes}; a policy's default ${D.defaults.maxWriteBytes})
+  --max-created-entries N  files, directories and links one run may create in its writable mounts (default ${D.maxCreatedEntries})
   --allow-network-host PATTERN  scheme://host[:port] (or scheme://*.domain) policies may let scripts reach over HTTP(S)
                            (repeatable; none by default, so no policy can grant network)
   --allow-private-network CIDR  loopback/private/link-local range scripts' requests may reach after all (repeatable)
-  --max-http-requests N    ceiling on a policy's max_http_requests (outbound requests per run)
-  --max-http-response-bytes N  ceiling on a policy's max_http_response_bytes (response bytes per run)
-  --max-http-timeout-ms N  ceiling on a policy's http_timeout_ms (one request, redirects included)
-  --default-timeout-ms N   wall-clock limit of runs whose policy does not set one (and of unsigned runs)
+  --max-http-requests N    ceiling on a policy's max_http_requests, outbound requests per run (default ${D.ceilings.maxHttpRequests})
+  --max-http-response-bytes N  ceiling on a policy's max_http_response_bytes, response bytes per run (default ${D.ceilings.maxHttpResponseBytes})
+  --max-http-timeout-ms N  ceiling on a policy's http_timeout_ms, one request with its redirects (default ${D.ceilings.maxHttpTimeoutMs})
+  --default-timeout-ms N   wall-clock limit of runs whose policy does not set one, and of unsigned runs (default ${D.defaults.timeoutMs})
   --max-args N             arguments one Execute may carry (default ${MAX_ARGS})
   --max-args-bytes N       total bytes of those arguments (default ${MAX_ARGS_BYTES})
   --max-env-vars N         environment variables one Execute may carry (default ${MAX_ENV_VARS})
   --max-env-bytes N        total bytes of their keys and values (default ${MAX_ENV_BYTES})
-  --cache-max-bytes N      size cap of the on-disk module cache (least recently used entries are evicted)
-  --memory-cache-max-bytes N  size of the compiled modules kept in memory (least recently used are dropped)
+  --cache-max-bytes N      size cap of the on-disk module cache; least recently used entries are evicted (default ${DEFAULT_CACHE_MAX_BYTES})
+  --memory-cache-max-bytes N  size of the compiled modules kept in memory; least recently used are dropped (default ${D.moduleMemoryMaxBytes})
   --insecure-compile       compile even without bubblewrap (scripts can then read host files at compile time)
   --bwrap PATH             bubblewrap binary (default: bwrap on PATH, /usr/bin/bwrap)
-  --compile-timeout-ms N   wall-clock budget of one rustc run
-  --compile-memory-bytes N address-space cap of one rustc run
+  --compile-timeout-ms N   wall-clock budget of one rustc run (default ${COMPILE_TIMEOUT_MS})
+  --compile-memory-bytes N address-space cap of one rustc run (default ${COMPILE_MEMORY_LIMIT_BYTES})
   --compile-concurrency N  rustc runs at once (default: the number of cores)
-  --compile-max-queued N   compiles waiting for a slot beyond which Compile is RESOURCE_EXHAUSTED
+  --compile-max-queued N   compiles waiting for a slot beyond which Compile is RESOURCE_EXHAUSTED (default ${COMPILE_MAX_QUEUED})
   --rustc PATH             rustc to use (default: the first of PATH's rustc and /usr/bin/rustc with a WASI target)
-  --workers N              warm worker threads running guests
-  --max-queued-executions N  executions waiting for a worker beyond which Execute is RESOURCE_EXHAUSTED
-  --max-buffered-bytes N   bytes held for queued stdin and unread streamed output; beyond it Execute is RESOURCE_EXHAUSTED
+  --workers N              warm worker threads running guests (default ${D.workers}: the cores, at least 4)
+  --max-queued-executions N  executions waiting for a worker beyond which Execute is RESOURCE_EXHAUSTED (default ${D.maxQueuedExecutions})
+  --max-buffered-bytes N   bytes held for queued stdin and unread streamed output; beyond it Execute is RESOURCE_EXHAUSTED (default ${D.maxBufferedBytes})
   --max-connections N      client connections open at once; more are closed on arrival (default ${DEFAULT_CONNECTION_LIMITS.maxConnections})
   --connection-idle-timeout-ms N
                            close a connection with no call in flight for N ms (default ${DEFAULT_CONNECTION_LIMITS.idleTimeoutMs})
