@@ -57,6 +57,8 @@ export function auditLog(logger: Logger): CallObserver {
     const { denials, ...fields } = record;
     const line = { ...fields, denials: denials.length, ...(denials.length > 0 ? { deniedOperations: [...new Set(denials)] } : {}) };
     if (record.reason !== undefined && AUDITED_REFUSALS.has(record.reason)) logger.warn("refused", line);
+    // Other refusals (a full queue, a malformed request) come in storms under overload: debug only.
+    else if (record.reason !== undefined) logger.debug("call", line);
     else if (logger.isInfoEnabled()) logger.info("call", line);
   };
 }
