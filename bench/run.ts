@@ -16,6 +16,7 @@ import {
   measureCpuBound,
   measureExecuteAndFloors,
   measureLifecycle,
+  measureRepair,
   measureStream,
   prepareModules,
   type BenchContext,
@@ -71,6 +72,7 @@ async function runBenchmark(options: BenchOptions): Promise<void> {
     await measureExecuteAndFloors(ctx, modules);
     await measureCpuBound(ctx, modules);
     await measureCompile(ctx);
+    await measureRepair(ctx);
     await measureStream(ctx, modules);
     await measureLifecycle(ctx, modules);
     return ctx.figures;
@@ -114,6 +116,7 @@ async function runProfile(options: BenchOptions, scenario: ProfileScenario): Pro
     if (scenario === "execute") await measureExecuteAndFloors(ctx, modules);
     else if (scenario === "cpu") await measureCpuBound(ctx, modules);
     else if (scenario === "compile") await measureCompile(ctx);
+    else if (scenario === "repair") await measureRepair(ctx);
     else await measureStream(ctx, modules);
     process.stdout.write(markdownTable({
       date: new Date().toISOString(),

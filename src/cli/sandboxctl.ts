@@ -21,6 +21,7 @@ import { checkMountCount, checkPolicyBytes, verifySignedPolicy } from "../policy
 import { SANDBOXD_VERSION } from "../version.js";
 import { ADMIN_USAGE, adminCommand } from "./sandboxctl-admin.js";
 import { CLIENT_USAGE, clientCommand, noDaemonExit } from "./sandboxctl-client.js";
+import { REPAIR_USAGE, repairCommand } from "./sandboxctl-repair.js";
 import { UsageError } from "./usage-error.js";
 
 /** File name suffix of a private key written by keygen. */
@@ -52,6 +53,7 @@ ${CLIENT_USAGE}
   sandboxctl policy verify --keys DIR [--now UNIX_SECONDS] SIGNED.json
       checks key, signature, encoding and validity window; prints the decoded policy as JSON
 ${ADMIN_USAGE}
+${REPAIR_USAGE}
   sandboxctl --version
 See docs/policy.md and README.md ("Managing the module cache").`;
 
@@ -66,6 +68,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === "policy" && sub === "sign") return policySign(argv.slice(2));
   if (command === "policy" && sub === "verify") return policyVerify(argv.slice(2));
   if (command === "admin") return adminCommand(argv.slice(1));
+  if (command === "compile" && argv.includes("--repair")) return repairCommand(argv.slice(1));
   if (command === "help" || command === "--help" || command === "-h") {
     process.stdout.write(USAGE + "\n");
     return 0;

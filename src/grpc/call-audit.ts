@@ -30,6 +30,9 @@ export interface CallRecord {
   readonly cacheHit?: boolean;
   /** Whether the compiled module was already in memory. */
   readonly memoryHit?: boolean;
+  /** A Compile with repair: the module the repaired source became, and the rounds it took. */
+  readonly repairedModuleId?: string;
+  readonly repairRounds?: number;
   /** The operation of each denial, in order. */
   readonly denials: readonly string[];
 }

@@ -173,7 +173,8 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
         const result = await sandbox.compile(compileInputFrom(call.request), signal);
         const durationUs = elapsedUs(started);
         const outcome = result.ok ? "compiled" : "compile_failed";
-        observe({ ...EMPTY_RECORD, method: "Compile", peer: call.getPeer(), moduleId: result.moduleId, outcome, durationUs, compileDurationUs: durationUs, cacheHit: result.cacheHit });
+        const repaired = result.repair && { repairedModuleId: result.repair.moduleId, repairRounds: result.repair.rounds };
+        observe({ ...EMPTY_RECORD, method: "Compile", peer: call.getPeer(), moduleId: result.moduleId, outcome, durationUs, compileDurationUs: durationUs, cacheHit: result.cacheHit, ...repaired });
         callback(null, compileResponseFrom(result, durationUs));
       } catch (e: unknown) {
         observe({ ...refusedRecord("Compile", call.getPeer(), {}, e), compileDurationUs: elapsedUs(started) });
