@@ -59,6 +59,7 @@ See docs/policy.md and README.md ("Managing the module cache").`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, sub] = argv;
+  if (command === "compile" && argv.includes("--repair")) return repairCommand(argv.slice(1));
   if (command !== undefined && CLIENT_COMMANDS.has(command)) return clientCommand(command, argv.slice(1));
   if (command === "--version" || command === "version") {
     process.stdout.write(`sandboxctl ${SANDBOXD_VERSION}\n`);
@@ -68,7 +69,6 @@ async function main(argv: string[]): Promise<number> {
   if (command === "policy" && sub === "sign") return policySign(argv.slice(2));
   if (command === "policy" && sub === "verify") return policyVerify(argv.slice(2));
   if (command === "admin") return adminCommand(argv.slice(1));
-  if (command === "compile" && argv.includes("--repair")) return repairCommand(argv.slice(1));
   if (command === "help" || command === "--help" || command === "-h") {
     process.stdout.write(USAGE + "\n");
     return 0;
