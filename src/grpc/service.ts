@@ -14,18 +14,14 @@ import type {
   ExecuteEvent,
   ExecuteRequest,
   ExecuteResponse,
+  InfoRequest,
+  InfoResponse,
   SandboxServiceServer,
 } from "../gen/grpc/sandbox/v1/sandbox.js";
-import type { Sandbox } from "../sandbox.js";
+import type { ExecuteResult, Sandbox } from "../sandbox.js";
+import { auditLog, type CallObserver, type CallRecord } from "./call-audit.js";
 import { toServiceError } from "./status.js";
-import {
-  checkUnaryResponseFits,
-  compileInputFrom,
-  compileResponseFrom,
-  executeInputFrom,
-  executeResponseFrom,
-  outputEvents,
-} from "./translate.js";
+import { checkUnaryResponseFits, compileInputFrom, compileResponseFrom, executeInputFrom, executeResponseFrom, infoResponseFrom, outputEvents, rejectRefused } from "./translate.js";
 
 /** The abort reason of every call the client cancelled. */
 const CLIENT_CANCELLED = new SandboxError("CANCELLED", "cancelled by the client");
@@ -88,9 +84,7 @@ function callSignal(call: CancellableCall, shutdown: AbortSignal, live: Set<Abor
  * message on (its write callback) or the call is over, whichever comes first, so the core can hold
  * a guest back while its reader is slow and never waits on a call that is gone.
  */
-function streamWriter(
-  call: ServerWritableStream<ExecuteRequest, ExecuteEvent>,
-): (event: ExecuteEvent["event"]) => Promise<void> | undefined {
+function streamWriter(call: ServerWritableStream<ExecuteRequest, ExecuteEvent>): (event: ExecuteEvent["event"]) => Promise<void> | undefined {
   const waiting = new Set<() => void>();
   const settleAll = (): void => {
     for (const settle of waiting) settle();
@@ -112,8 +106,47 @@ function streamWriter(
   };
 }
 
-/** Builds the SandboxService implementation around a core. */
-export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: AbortSignal): SandboxServiceServer {
+/** A record's fields that a call without a run leaves empty. */
+const EMPTY_RECORD = { moduleId: "", executionId: "", policyId: "", keyId: "", durationUs: 0, compileDurationUs: 0, denials: [] } as const;
+
+/** The record of a run that returned a result. */
+function runRecord(method: CallRecord["method"], peer: string, result: ExecuteResult): CallRecord {
+  const a = result.audit;
+  return {
+    method,
+    peer,
+    moduleId: result.moduleId,
+    executionId: a.executionId,
+    policyId: a.policyId,
+    keyId: a.keyId,
+    outcome: result.outcome,
+    ...(result.outcome === "exited" ? { exitCode: result.exitCode } : {}),
+    durationUs: result.durationUs,
+    compileDurationUs: result.compileDurationUs,
+    ...(a.compileCacheHit === undefined ? {} : { cacheHit: a.compileCacheHit }),
+    ...(a.memoryHit === undefined ? {} : { memoryHit: a.memoryHit }),
+    denials: "denials" in result ? result.denials.map((d) => d.operation) : [],
+  };
+}
+
+/** The record of a call refused or failed before it had a result. */
+function refusedRecord(method: CallRecord["method"], peer: string, request: Partial<ExecuteRequest>, e: unknown): CallRecord {
+  const error = SandboxError.from(e);
+  const target = request.target;
+  return {
+    ...EMPTY_RECORD,
+    method,
+    peer,
+    moduleId: target?.$case === "moduleId" ? target.value : "",
+    keyId: request.policy?.keyId ?? "",
+    outcome: "refused",
+    reason: error.reason,
+    detail: error.message,
+  };
+}
+
+/** Builds the SandboxService implementation around a core; `observe` hears of every Compile, Execute and StreamOutput. */
+export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: AbortSignal, observe: CallObserver = auditLog(logger)): SandboxServiceServer {
   const live = new Set<AbortController>();
   // Not AbortSignal.any: on Node 20 every signal it makes stays in the source's dependants forever (nodejs/node#55351).
   shutdown.addEventListener(
@@ -127,8 +160,7 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
   const fail = (method: string, e: unknown): Partial<ServiceError> => {
     const status = toServiceError(e);
     const error = SandboxError.from(e);
-    if (error.reason === "INTERNAL")
-      logger.error(`${method} failed`, { error: String(error.cause), stack: (error.cause as Error | undefined)?.stack });
+    if (error.reason === "INTERNAL") logger.error(`${method} failed`, { error: String(error.cause), stack: (error.cause as Error | undefined)?.stack });
     else logger.debug(`${method} refused`, { reason: error.reason, message: error.message });
     return status;
   };
@@ -140,12 +172,12 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
       try {
         const result = await sandbox.compile(compileInputFrom(call.request), signal);
         const durationUs = elapsedUs(started);
-        if (logger.isInfoEnabled()) {
-          const repaired = result.repair && { repairedModuleId: result.repair.moduleId, repairRounds: result.repair.rounds };
-          logger.info("compile", { moduleId: result.moduleId, ok: result.ok, cacheHit: result.cacheHit, durationUs, ...repaired });
-        }
+        const outcome = result.ok ? "compiled" : "compile_failed";
+        const repaired = result.repair && { repairedModuleId: result.repair.moduleId, repairRounds: result.repair.rounds };
+        observe({ ...EMPTY_RECORD, method: "Compile", peer: call.getPeer(), moduleId: result.moduleId, outcome, durationUs, compileDurationUs: durationUs, cacheHit: result.cacheHit, ...repaired });
         callback(null, compileResponseFrom(result, durationUs));
       } catch (e: unknown) {
+        observe({ ...refusedRecord("Compile", call.getPeer(), {}, e), compileDurationUs: elapsedUs(started) });
         callback(fail("compile", e) as ServiceError, null);
       } finally {
         release();
@@ -158,10 +190,10 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
         const result = await sandbox.execute(executeInputFrom(call.request), signal);
         const response = executeResponseFrom(result);
         checkUnaryResponseFits(response);
-        if (logger.isInfoEnabled())
-          logger.info("execute", { moduleId: result.moduleId, outcome: result.outcome, durationUs: result.durationUs });
+        observe(runRecord("Execute", call.getPeer(), result));
         callback(null, response);
       } catch (e: unknown) {
+        observe(refusedRecord("Execute", call.getPeer(), call.request, e));
         callback(fail("execute", e) as ServiceError, null);
       } finally {
         release();
@@ -185,15 +217,24 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
           onStderr: (chunk) => sendOutput("stderr", chunk),
           onDenial: (denial) => void send({ $case: "denial", value: { ...denial } }),
         });
-        if (logger.isInfoEnabled())
-          logger.info("stream", { moduleId: result.moduleId, outcome: result.outcome, durationUs: result.durationUs });
+        observe(runRecord("StreamOutput", call.getPeer(), result));
         // A source that did not compile never started: the stream is `compiling` then `finished`.
         void send({ $case: "finished", value: executeResponseFrom(result) });
         call.end();
       } catch (e: unknown) {
+        observe(refusedRecord("StreamOutput", call.getPeer(), call.request, e));
         call.emit("error", fail("streamOutput", e));
       } finally {
         release();
+      }
+    },
+
+    async info(call: ServerUnaryCall<InfoRequest, InfoResponse>, callback: sendUnaryData<InfoResponse>) {
+      try {
+        rejectRefused(call.request);
+        callback(null, infoResponseFrom(await sandbox.info()));
+      } catch (e: unknown) {
+        callback(fail("info", e) as ServiceError, null);
       }
     },
   };
