@@ -349,7 +349,12 @@ export class Sandbox {
       trustedKeyIds: this.options.keys.ids(),
       allowUnsigned: this.options.allowUnsigned,
       cache: this.store.stats(),
-      workers: { workers: this.options.workers, busy: this.pool.busy, queued: this.pool.queued, maxQueued: this.options.maxQueuedExecutions },
+      workers: {
+        workers: this.options.workers,
+        busy: this.pool.busy,
+        queued: this.pool.queued,
+        maxQueued: this.options.maxQueuedExecutions,
+      },
     };
   }
 

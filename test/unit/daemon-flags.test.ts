@@ -46,7 +46,10 @@ describe("systemd/sandboxd.service", function () {
   });
 
   it("gives the socket to the unit's group, and sizes MemoryMax from the workers, the memory ceiling and the rustc runs", function () {
-    const args = directive("ExecStart").split(/\s+/).slice(2).filter((w) => w !== "$SANDBOXD_OPTS");
+    const args = directive("ExecStart")
+      .split(/\s+/)
+      .slice(2)
+      .filter((w) => w !== "$SANDBOXD_OPTS");
     const flags = parseFlags(args);
     if (flags instanceof Error || "help" in flags) throw new Error(String(flags));
     expect(flags.config.socketAccess).to.deep.equal({ mode: 0o660, group: directive("Group") });
