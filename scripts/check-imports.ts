@@ -20,11 +20,12 @@ const SRC = join(ROOT, "src");
 const LAYERS: readonly { readonly name: string; readonly files: RegExp }[] = [
   {
     name: "foundation",
-    files: /^src\/(errors\/|gen\/pb\/|limits\.ts$|logger\.ts$|elapsed\.ts$|atomic-file\.ts$|unix-group\.ts$|request-limits\.ts$)/,
+    files:
+      /^src\/(errors\/|gen\/pb\/|limits\.ts$|logger\.ts$|elapsed\.ts$|atomic-file\.ts$|unix-group\.ts$|request-limits\.ts$|version\.ts$)/,
   },
   { name: "core", files: /^src\/(compiler|policy|runtime|cache)\// },
   { name: "service", files: /^src\/(sandbox\.ts$|admin\/)/ },
-  { name: "adapters", files: /^src\/(grpc\/|gen\/grpc\/)/ },
+  { name: "adapters", files: /^src\/(grpc\/|gen\/grpc\/|metrics\/)/ },
   { name: "daemon", files: /^src\/daemon\.ts$/ },
   { name: "entry points", files: /^src\/cli\// },
 ];
