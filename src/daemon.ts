@@ -235,13 +235,17 @@ export class Daemon {
       let meters: DaemonMetrics | undefined;
       if (config.metricsListen) {
         // Imported only when asked for: prom-client is a noticeable share of a start-up otherwise.
-        const [{ DaemonMetrics }, { serveMetrics }] = await Promise.all([import("./metrics/daemon-metrics.js"), import("./metrics/metrics-server.js")]);
+        const [{ DaemonMetrics }, { serveMetrics }] = await Promise.all([
+          import("./metrics/daemon-metrics.js"),
+          import("./metrics/metrics-server.js"),
+        ]);
         meters = new DaemonMetrics(sandbox, config.workers);
         metrics = await serveMetrics(meters.registry, config.metricsListen.host, config.metricsListen.port);
         logger.info(`sandboxd metrics on http://${metrics.address}/metrics`, { metricsAddress: metrics.address });
       }
       const server = new SandboxServer(sandbox, logger, config.requestLimits, config.connections, meters);
-      const access = config.listen.kind === "unix" ? await resolveSocketAccess(config.socketAccess ?? { mode: DEFAULT_SOCKET_MODE }) : undefined;
+      const access =
+        config.listen.kind === "unix" ? await resolveSocketAccess(config.socketAccess ?? { mode: DEFAULT_SOCKET_MODE }) : undefined;
       const address = await server.listen(config.listen, access);
       logger.info(`sandboxd listening on ${address}`, { address, workers: config.workers, cacheDir: config.cacheDir });
       sandbox.startWorkers();

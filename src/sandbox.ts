@@ -176,7 +176,14 @@ export class Sandbox {
       );
       // Calls that need it will see the failure; the operator must see it now.
       compiler.catch((e: unknown) => options.logger.error("the compiler failed to initialise", { error: String(e) }));
-      return new Sandbox(options, compiler, store, blocklist, new ModuleRegistry((key) => pool.evict(key), options.moduleMemoryMaxBytes), pool);
+      return new Sandbox(
+        options,
+        compiler,
+        store,
+        blocklist,
+        new ModuleRegistry((key) => pool.evict(key), options.moduleMemoryMaxBytes),
+        pool,
+      );
     } catch (e: unknown) {
       await pool.close();
       throw e;
@@ -211,9 +218,15 @@ export class Sandbox {
     if (result.cacheHit) this.store.recordUse(result.moduleId);
     if (!("source" in input) || !input.repair || result.ok) return result;
     const logger = this.options.logger;
-    const repair = await repairSource(input.source, result, (candidate, candidateSignal) => compiler.compile(candidate, candidateSignal), signal, {
-      onStop: (why, rounds) => logger.debug("no repair", { why, rounds }),
-    });
+    const repair = await repairSource(
+      input.source,
+      result,
+      (candidate, candidateSignal) => compiler.compile(candidate, candidateSignal),
+      signal,
+      {
+        onStop: (why, rounds) => logger.debug("no repair", { why, rounds }),
+      },
+    );
     if (!repair) return result;
     if (repair.cacheHit) this.store.recordUse(repair.moduleId);
     logger.debug("repaired", { moduleId: repair.moduleId, rounds: repair.rounds, edits: repair.edits.length, cacheHit: repair.cacheHit });
@@ -336,7 +349,12 @@ export class Sandbox {
       trustedKeyIds: this.options.keys.ids(),
       allowUnsigned: this.options.allowUnsigned,
       cache: this.store.stats(),
-      workers: { workers: this.options.workers, busy: this.pool.busy, queued: this.pool.queued, maxQueued: this.options.maxQueuedExecutions },
+      workers: {
+        workers: this.options.workers,
+        busy: this.pool.busy,
+        queued: this.pool.queued,
+        maxQueued: this.options.maxQueuedExecutions,
+      },
     };
   }
 
@@ -377,7 +395,10 @@ function validateExecuteInput(input: ExecuteInput, limits: RequestLimits): void 
   }
   for (const [key, value] of input.env) {
     if (key === "" || key.includes("=") || key.includes("\0") || value.includes("\0")) {
-      throw new SandboxError("INVALID_REQUEST", `env key ${JSON.stringify(key)} is invalid: keys must be non-empty with no '=' or NUL, values no NUL`);
+      throw new SandboxError(
+        "INVALID_REQUEST",
+        `env key ${JSON.stringify(key)} is invalid: keys must be non-empty with no '=' or NUL, values no NUL`,
+      );
     }
   }
 }

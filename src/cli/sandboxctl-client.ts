@@ -94,7 +94,8 @@ export async function clientCommand(command: string, args: string[]): Promise<nu
     }
   } catch (e: unknown) {
     if (e instanceof UsageError || !isServiceError(e)) throw e;
-    if (e.code === GrpcStatus.UNAVAILABLE && !errorInfoOf(e.metadata)) throw new NoDaemonError(`no daemon answers on ${socket}: ${e.details}`);
+    if (e.code === GrpcStatus.UNAVAILABLE && !errorInfoOf(e.metadata))
+      throw new NoDaemonError(`no daemon answers on ${socket}: ${e.details}`);
     const reason = errorInfoOf(e.metadata)?.reason;
     process.stderr.write(`sandboxctl: ${reason ? `${reason}: ` : ""}${e.details}\n`);
     return EXIT_FAILED;
@@ -157,7 +158,8 @@ export function socketPath(flag: string | undefined): string {
 /** Says in one line why nothing can be reached at the socket, before a gRPC call retries in silence. */
 async function probeSocket(socket: string): Promise<void> {
   const stat = await lstat(socket).catch(() => undefined);
-  if (!stat) throw new NoDaemonError(`no daemon listens on ${socket}: no such socket (start sandboxd, or pass --socket or SANDBOXD_SOCKET)`);
+  if (!stat)
+    throw new NoDaemonError(`no daemon listens on ${socket}: no such socket (start sandboxd, or pass --socket or SANDBOXD_SOCKET)`);
   if (!stat.isSocket()) throw new NoDaemonError(`${socket} is not a socket (pass the daemon's --listen path with --socket)`);
   await new Promise<void>((resolve, reject) => {
     const connection = createConnection(socket);
@@ -170,7 +172,12 @@ async function probeSocket(socket: string): Promise<void> {
       resolve();
     });
     connection.once("error", (e: NodeJS.ErrnoException) => {
-      const why = e.code === "ECONNREFUSED" ? "nothing listens there (a stale socket?)" : e.code === "EACCES" ? "permission denied (is your user in the socket's group?)" : e.message;
+      const why =
+        e.code === "ECONNREFUSED"
+          ? "nothing listens there (a stale socket?)"
+          : e.code === "EACCES"
+            ? "permission denied (is your user in the socket's group?)"
+            : e.message;
       reject(new NoDaemonError(`cannot connect to ${socket}: ${why}`));
     });
   });
@@ -254,7 +261,8 @@ async function compileCommand(client: SandboxClient, file: string, json: boolean
     return EXIT_FAILED;
   }
   process.stdout.write(response.moduleId + "\n");
-  if (!idOnly) process.stderr.write(`compiled ${file}${response.cacheHit ? " (cached)" : ""} in ${(response.durationUs / 1000).toFixed(1)} ms\n`);
+  if (!idOnly)
+    process.stderr.write(`compiled ${file}${response.cacheHit ? " (cached)" : ""} in ${(response.durationUs / 1000).toFixed(1)} ms\n`);
   return 0;
 }
 
@@ -341,7 +349,12 @@ async function runCommand(client: SandboxClient, target: string, values: Values)
             else {
               const name = outcomeToJSON(r.outcome);
               if (r.outcome === Outcome.OUTCOME_COMPILE_ERROR) printDiagnostics({ diagnostics: r.diagnostics } as CompileResponse, file);
-              process.stderr.write(`sandboxctl: ${name.replace(/^OUTCOME_/, "").toLowerCase().replace(/_/g, " ")}${r.message ? `: ${r.message}` : ""}\n`);
+              process.stderr.write(
+                `sandboxctl: ${name
+                  .replace(/^OUTCOME_/, "")
+                  .toLowerCase()
+                  .replace(/_/g, " ")}${r.message ? `: ${r.message}` : ""}\n`,
+              );
               code = RUN_EXIT_CODES[name] ?? EXIT_FAILED;
             }
             break;
@@ -367,7 +380,8 @@ async function healthCommand(client: SandboxClient): Promise<number> {
         "/grpc.health.v1.Health/Check",
         // HealthCheckRequest: field 1, the service name.
         (name: string) => Buffer.concat([Buffer.from([0x0a, Buffer.byteLength(name)]), Buffer.from(name)]),
-        (bytes: Buffer) => ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"][bytes.length >= 2 && bytes[0] === 0x08 ? bytes[1]! : 0] ?? "UNKNOWN",
+        (bytes: Buffer) =>
+          ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"][bytes.length >= 2 && bytes[0] === 0x08 ? bytes[1]! : 0] ?? "UNKNOWN",
         service,
         new Metadata(),
         { deadline: Date.now() + QUICK_CALL_DEADLINE_MS },

@@ -89,7 +89,10 @@ async function keygen(args: string[]): Promise<number> {
   // "wx": refuse to overwrite; replacing a signing key by accident would orphan every policy signed with it.
   // The mode is applied at creation, so the private key is never readable by others even for an instant.
   for (const file of [keyFile, pubFile]) {
-    if (await stat(file).catch(() => undefined)) return failed(`${file} already exists; keygen never replaces a key (every policy signed with it would stop verifying). Pick another --id or remove it yourself`);
+    if (await stat(file).catch(() => undefined))
+      return failed(
+        `${file} already exists; keygen never replaces a key (every policy signed with it would stop verifying). Pick another --id or remove it yourself`,
+      );
   }
   await writeKeyFile(keyFile, privateKey.export({ type: "pkcs8", format: "pem" }), PRIVATE_KEY_MODE);
   await writeKeyFile(pubFile, publicKey.export({ type: "spki", format: "pem" }), PUBLIC_KEY_MODE);
@@ -120,7 +123,10 @@ async function policySign(args: string[]): Promise<number> {
     policy.expiresAtUnix = Math.floor(Date.now() / 1000) + seconds;
   }
   if (policy.expiresAtUnix === 0) {
-    throw new SandboxError("POLICY_EXPIRED", `${input} has no expires_at_unix; an expiry is required: sign it at use with --expires-in (e.g. --expires-in 15m)`);
+    throw new SandboxError(
+      "POLICY_EXPIRED",
+      `${input} has no expires_at_unix; an expiry is required: sign it at use with --expires-in (e.g. --expires-in 15m)`,
+    );
   }
   // Refuse to sign what every daemon would refuse anyway: better to learn it here than at run time.
   checkValidity(policy, Date.now());
@@ -162,7 +168,8 @@ async function policyVerify(args: string[]): Promise<number> {
 export function parseDurationS(text: string): number | Error {
   const match = /^(\d+)([smhd]?)$/.exec(text.trim());
   const seconds = match ? Number(match[1]) * (DURATION_UNITS_S[match[2] || "s"] ?? 1) : NaN;
-  if (!Number.isSafeInteger(seconds) || seconds <= 0) return new Error(`--expires-in takes a positive duration such as 90s, 15m, 1h or 7d (or seconds), got ${JSON.stringify(text)}`);
+  if (!Number.isSafeInteger(seconds) || seconds <= 0)
+    return new Error(`--expires-in takes a positive duration such as 90s, 15m, 1h or 7d (or seconds), got ${JSON.stringify(text)}`);
   return seconds;
 }
 
@@ -171,7 +178,8 @@ async function writeKeyFile(file: string, pem: string | Buffer, mode: number): P
   try {
     await writeFile(file, pem, { mode, flag: "wx" });
   } catch (e: unknown) {
-    if ((e as NodeJS.ErrnoException).code === "EEXIST") throw new Error(`${file} already exists; keygen never replaces a key`, { cause: e });
+    if ((e as NodeJS.ErrnoException).code === "EEXIST")
+      throw new Error(`${file} already exists; keygen never replaces a key`, { cause: e });
     throw e;
   }
 }

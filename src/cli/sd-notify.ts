@@ -24,9 +24,14 @@ defined(send($s, $msg, 0, pack_sockaddr_un($path))) or die "send: $!\\n";`;
 export function sdNotify(state: string, env: NodeJS.ProcessEnv = process.env): Promise<Error | undefined> {
   const socket = env["NOTIFY_SOCKET"];
   if (!socket) return Promise.resolve(undefined);
-  if (!socket.startsWith("/") && !socket.startsWith("@")) return Promise.resolve(new Error(`NOTIFY_SOCKET is neither a path nor @abstract: ${socket}`));
+  if (!socket.startsWith("/") && !socket.startsWith("@"))
+    return Promise.resolve(new Error(`NOTIFY_SOCKET is neither a path nor @abstract: ${socket}`));
   return new Promise((resolve) => {
-    const child = spawn("perl", ["-e", SEND_SCRIPT, socket], { stdio: ["pipe", "ignore", "pipe"], timeout: NOTIFY_TIMEOUT_MS, env: { PATH: env["PATH"] ?? "/usr/bin:/bin" } });
+    const child = spawn("perl", ["-e", SEND_SCRIPT, socket], {
+      stdio: ["pipe", "ignore", "pipe"],
+      timeout: NOTIFY_TIMEOUT_MS,
+      env: { PATH: env["PATH"] ?? "/usr/bin:/bin" },
+    });
     let stderr = "";
     child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
     child.once("error", (e) => resolve(e));

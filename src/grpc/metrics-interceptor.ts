@@ -44,8 +44,18 @@ export function metricsInterceptor(metrics: DaemonMetrics): ServerInterceptor {
     metrics.rpcStarted(type, service, name);
     return new ServerInterceptingCall(call, {
       sendStatus: (status, next) => {
-        const reason = status.code === GrpcStatus.OK ? undefined : errorInfoOf(status.metadata instanceof Metadata ? status.metadata : undefined)?.reason;
-        metrics.rpcHandled(type, service, name, GO_CODE_NAMES[status.code] ?? String(status.code), (performance.now() - started) / 1000, reason);
+        const reason =
+          status.code === GrpcStatus.OK
+            ? undefined
+            : errorInfoOf(status.metadata instanceof Metadata ? status.metadata : undefined)?.reason;
+        metrics.rpcHandled(
+          type,
+          service,
+          name,
+          GO_CODE_NAMES[status.code] ?? String(status.code),
+          (performance.now() - started) / 1000,
+          reason,
+        );
         next(status);
       },
     });

@@ -14,7 +14,13 @@ import {
   type EnumDescriptorProto,
   type FileDescriptorProto,
 } from "@bufbuild/protobuf/wkt";
-import { status as GrpcStatus, type Server, type ServerDuplexStream, type ServiceDefinition, type UntypedServiceImplementation } from "@grpc/grpc-js";
+import {
+  status as GrpcStatus,
+  type Server,
+  type ServerDuplexStream,
+  type ServiceDefinition,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import * as v1 from "../gen/grpc/grpc/reflection/v1/reflection.js";
@@ -143,7 +149,9 @@ export function answer(index: DescriptorIndex, request: Request): Response {
   });
   const files = (name: string | undefined, what: string): Response["messageResponse"] => {
     const found = name === undefined ? undefined : index.fileWithDependencies(name);
-    return found ? { $case: "fileDescriptorResponse", value: { fileDescriptorProto: found.map((b) => Buffer.from(b)) } } : notFound(`${what} not found`);
+    return found
+      ? { $case: "fileDescriptorResponse", value: { fileDescriptorProto: found.map((b) => Buffer.from(b)) } }
+      : notFound(`${what} not found`);
   };
   const r = request.messageRequest;
   let messageResponse: Response["messageResponse"];
@@ -168,7 +176,10 @@ export function answer(index: DescriptorIndex, request: Request): Response {
           : { $case: "allExtensionNumbersResponse", value: { baseTypeName: r.value.replace(/^\./, ""), extensionNumber: [] } };
       break;
     default:
-      messageResponse = { $case: "errorResponse", value: { errorCode: GrpcStatus.INVALID_ARGUMENT, errorMessage: "the request names no question" } };
+      messageResponse = {
+        $case: "errorResponse",
+        value: { errorCode: GrpcStatus.INVALID_ARGUMENT, errorMessage: "the request names no question" },
+      };
   }
   return { validHost: request.host, originalRequest: request, messageResponse };
 }

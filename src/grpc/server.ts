@@ -124,7 +124,10 @@ export class SandboxServer {
       } catch (e: unknown) {
         this.connections.stopAccepting();
         await unlink(address.path).catch(() => undefined);
-        throw new Error(`cannot give ${address.path} mode ${access.mode.toString(8)}${access.gid === undefined ? "" : ` and group ${access.gid}`}: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+        throw new Error(
+          `cannot give ${address.path} mode ${access.mode.toString(8)}${access.gid === undefined ? "" : ` and group ${access.gid}`}: ${e instanceof Error ? e.message : String(e)}`,
+          { cause: e },
+        );
       }
     }
     this.bound = address;

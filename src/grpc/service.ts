@@ -21,7 +21,16 @@ import type {
 import type { ExecuteResult, Sandbox } from "../sandbox.js";
 import { auditLog, type CallObserver, type CallRecord } from "./call-audit.js";
 import { toServiceError } from "./status.js";
-import { checkUnaryResponseFits, compileInputFrom, compileResponseFrom, executeInputFrom, executeResponseFrom, infoResponseFrom, outputEvents, rejectRefused } from "./translate.js";
+import {
+  checkUnaryResponseFits,
+  compileInputFrom,
+  compileResponseFrom,
+  executeInputFrom,
+  executeResponseFrom,
+  infoResponseFrom,
+  outputEvents,
+  rejectRefused,
+} from "./translate.js";
 
 /** The abort reason of every call the client cancelled. */
 const CLIENT_CANCELLED = new SandboxError("CANCELLED", "cancelled by the client");
@@ -84,7 +93,9 @@ function callSignal(call: CancellableCall, shutdown: AbortSignal, live: Set<Abor
  * message on (its write callback) or the call is over, whichever comes first, so the core can hold
  * a guest back while its reader is slow and never waits on a call that is gone.
  */
-function streamWriter(call: ServerWritableStream<ExecuteRequest, ExecuteEvent>): (event: ExecuteEvent["event"]) => Promise<void> | undefined {
+function streamWriter(
+  call: ServerWritableStream<ExecuteRequest, ExecuteEvent>,
+): (event: ExecuteEvent["event"]) => Promise<void> | undefined {
   const waiting = new Set<() => void>();
   const settleAll = (): void => {
     for (const settle of waiting) settle();
@@ -146,7 +157,12 @@ function refusedRecord(method: CallRecord["method"], peer: string, request: Part
 }
 
 /** Builds the SandboxService implementation around a core; `observe` hears of every Compile, Execute and StreamOutput. */
-export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: AbortSignal, observe: CallObserver = auditLog(logger)): SandboxServiceServer {
+export function sandboxService(
+  sandbox: Sandbox,
+  logger: Logger,
+  shutdown: AbortSignal,
+  observe: CallObserver = auditLog(logger),
+): SandboxServiceServer {
   const live = new Set<AbortController>();
   // Not AbortSignal.any: on Node 20 every signal it makes stays in the source's dependants forever (nodejs/node#55351).
   shutdown.addEventListener(
@@ -160,7 +176,8 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
   const fail = (method: string, e: unknown): Partial<ServiceError> => {
     const status = toServiceError(e);
     const error = SandboxError.from(e);
-    if (error.reason === "INTERNAL") logger.error(`${method} failed`, { error: String(error.cause), stack: (error.cause as Error | undefined)?.stack });
+    if (error.reason === "INTERNAL")
+      logger.error(`${method} failed`, { error: String(error.cause), stack: (error.cause as Error | undefined)?.stack });
     else logger.debug(`${method} refused`, { reason: error.reason, message: error.message });
     return status;
   };
@@ -174,7 +191,17 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
         const durationUs = elapsedUs(started);
         const outcome = result.ok ? "compiled" : "compile_failed";
         const repaired = result.repair && { repairedModuleId: result.repair.moduleId, repairRounds: result.repair.rounds };
-        observe({ ...EMPTY_RECORD, method: "Compile", peer: call.getPeer(), moduleId: result.moduleId, outcome, durationUs, compileDurationUs: durationUs, cacheHit: result.cacheHit, ...repaired });
+        observe({
+          ...EMPTY_RECORD,
+          method: "Compile",
+          peer: call.getPeer(),
+          moduleId: result.moduleId,
+          outcome,
+          durationUs,
+          compileDurationUs: durationUs,
+          cacheHit: result.cacheHit,
+          ...repaired,
+        });
         callback(null, compileResponseFrom(result, durationUs));
       } catch (e: unknown) {
         observe({ ...refusedRecord("Compile", call.getPeer(), {}, e), compileDurationUs: elapsedUs(started) });

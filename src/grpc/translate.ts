@@ -67,7 +67,9 @@ export function tolerantDecoder<T>(decode: (bytes: Buffer) => T): (bytes: Buffer
     try {
       return decode(bytes);
     } catch (e: unknown) {
-      return refusedRequest(new SandboxError("INVALID_REQUEST", `the request is not a valid protobuf message: ${e instanceof Error ? e.message : String(e)}`));
+      return refusedRequest(
+        new SandboxError("INVALID_REQUEST", `the request is not a valid protobuf message: ${e instanceof Error ? e.message : String(e)}`),
+      );
     }
   };
 }

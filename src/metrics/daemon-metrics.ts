@@ -39,7 +39,12 @@ export class DaemonMetrics {
   constructor(load: LoadSource, workers: number) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
-    this.grpcStarted = new Counter({ name: "grpc_server_started_total", help: "Total number of RPCs started on the server.", labelNames: ["grpc_type", "grpc_service", "grpc_method"], registers });
+    this.grpcStarted = new Counter({
+      name: "grpc_server_started_total",
+      help: "Total number of RPCs started on the server.",
+      labelNames: ["grpc_type", "grpc_service", "grpc_method"],
+      registers,
+    });
     this.grpcHandled = new Counter({
       name: "grpc_server_handled_total",
       help: "Total number of RPCs completed on the server, regardless of success or failure.",
@@ -53,18 +58,49 @@ export class DaemonMetrics {
       buckets: GRPC_HANDLING_BUCKETS_S,
       registers,
     });
-    this.compiles = new Counter({ name: "sandboxd_compiles_total", help: "Compile calls and source targets by result: ok, error (did not compile), refused.", labelNames: ["result"], registers });
-    this.compileSeconds = new Histogram({ name: "sandboxd_compile_duration_seconds", help: "Time to a compile result, by cache hit or miss.", labelNames: ["cache"], buckets: COMPILE_BUCKETS_S, registers });
+    this.compiles = new Counter({
+      name: "sandboxd_compiles_total",
+      help: "Compile calls and source targets by result: ok, error (did not compile), refused.",
+      labelNames: ["result"],
+      registers,
+    });
+    this.compileSeconds = new Histogram({
+      name: "sandboxd_compile_duration_seconds",
+      help: "Time to a compile result, by cache hit or miss.",
+      labelNames: ["cache"],
+      buckets: COMPILE_BUCKETS_S,
+      registers,
+    });
     this.cacheRequests = new Counter({
       name: "sandboxd_cache_requests_total",
       help: "Module cache lookups by layer (disk: compiled results, memory: instantiable modules) and result (hit, miss).",
       labelNames: ["layer", "result"],
       registers,
     });
-    this.executions = new Counter({ name: "sandboxd_executions_total", help: "Runs by method and outcome.", labelNames: ["method", "outcome"], registers });
-    this.guestSeconds = new Histogram({ name: "sandboxd_guest_duration_seconds", help: "Guest run time, start to finish.", buckets: GUEST_BUCKETS_S, registers });
-    this.denials = new Counter({ name: "sandboxd_denials_total", help: "Operations a mount refused, by WASI operation.", labelNames: ["operation"], registers });
-    this.errors = new Counter({ name: "sandboxd_errors_total", help: "Calls refused or failed, by catalogued reason.", labelNames: ["reason"], registers });
+    this.executions = new Counter({
+      name: "sandboxd_executions_total",
+      help: "Runs by method and outcome.",
+      labelNames: ["method", "outcome"],
+      registers,
+    });
+    this.guestSeconds = new Histogram({
+      name: "sandboxd_guest_duration_seconds",
+      help: "Guest run time, start to finish.",
+      buckets: GUEST_BUCKETS_S,
+      registers,
+    });
+    this.denials = new Counter({
+      name: "sandboxd_denials_total",
+      help: "Operations a mount refused, by WASI operation.",
+      labelNames: ["operation"],
+      registers,
+    });
+    this.errors = new Counter({
+      name: "sandboxd_errors_total",
+      help: "Calls refused or failed, by catalogued reason.",
+      labelNames: ["reason"],
+      registers,
+    });
     new Gauge({ name: "sandboxd_workers", help: "Guest worker threads.", registers }).set(workers);
     new Gauge({
       name: "sandboxd_workers_busy",

@@ -31,7 +31,10 @@ export async function serveMetrics(registry: Registry, host: string, port: numbe
     }
     registry.metrics().then(
       (text) => response.writeHead(200, { "content-type": registry.contentType }).end(text),
-      (e: unknown) => response.writeHead(500, { "content-type": "text/plain" }).end(`collecting metrics failed: ${e instanceof Error ? e.message : String(e)}\n`),
+      (e: unknown) =>
+        response
+          .writeHead(500, { "content-type": "text/plain" })
+          .end(`collecting metrics failed: ${e instanceof Error ? e.message : String(e)}\n`),
     );
   });
   await new Promise<void>((resolve, reject) => {

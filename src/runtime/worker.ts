@@ -19,8 +19,19 @@ import { WASI_MODULE } from "./wasi/abi.js";
 import { WasiHost, WasiImports } from "./wasi/host.js";
 import { MEMORY_IMPORT_MODULE, MEMORY_IMPORT_NAME } from "./wasm/memory-cap.js";
 import {
-  CONTROL_HEADER_BYTES, CONTROL_STATE, CONTROL_STDIN_BYTES, CONTROL_VIA_PORT, IDLE, REQUEST_AREA_BYTES, REQUEST_AREA_OFFSET,
-  REQUEST_READY, type EvictMessage, type FromWorker, type RunChannel, type RunHeader, type RunMessage,
+  CONTROL_HEADER_BYTES,
+  CONTROL_STATE,
+  CONTROL_STDIN_BYTES,
+  CONTROL_VIA_PORT,
+  IDLE,
+  REQUEST_AREA_BYTES,
+  REQUEST_AREA_OFFSET,
+  REQUEST_READY,
+  type EvictMessage,
+  type FromWorker,
+  type RunChannel,
+  type RunHeader,
+  type RunMessage,
 } from "./worker-protocol.js";
 
 /** Data the pool gives each worker at start. */
@@ -53,7 +64,7 @@ export const RUST_PANIC_EXIT_CODE = 101;
 /**
  * Writes smaller than this are copied into a shared block rather than kept one by one: 16 Mi one-byte
  * writes kept as 16 Mi typed arrays exhausted the worker's heap, so the run died as a trap with all its
- * output lost instead of ending at the output cap (red-team finding).
+ * output lost instead of ending at the output cap.
  */
 const COALESCE_BELOW_BYTES = 4096;
 /** Size of the block small writes are copied into. */
@@ -187,7 +198,14 @@ interface MemorySpec {
   readonly maximum: number;
 }
 /** An instance made while idle, for the next run of `key` under `spec`; taken (and so never run twice) by that run. */
-let ahead: { readonly key: string; readonly spec: MemorySpec | undefined; readonly instance: WebAssembly.Instance; readonly memory: WebAssembly.Memory | undefined } | undefined;
+let ahead:
+  | {
+      readonly key: string;
+      readonly spec: MemorySpec | undefined;
+      readonly instance: WebAssembly.Instance;
+      readonly memory: WebAssembly.Memory | undefined;
+    }
+  | undefined;
 /** The module and memory of the last run: what to instantiate ahead. */
 let last: { readonly key: string; readonly spec: MemorySpec | undefined; readonly ahead: boolean } | undefined;
 
@@ -255,7 +273,9 @@ function run(message: RunMessage): void {
         maxWriteBytes: message.maxWriteBytes,
         maxCreatedEntries: message.maxCreatedEntries,
         namespaceLock: init.namespaceLock,
-        ...(message.http ? { http: new HttpChannelClient(message.http.channel, started + message.http.timeoutMs, message.http.timeoutMs) } : {}),
+        ...(message.http
+          ? { http: new HttpChannelClient(message.http.channel, started + message.http.timeoutMs, message.http.timeoutMs) }
+          : {}),
         onStdout: (bytes) => stdout.write(bytes),
         onStderr: (bytes) => stderr.write(bytes),
         onDenial: (denial) => {
@@ -278,9 +298,7 @@ function run(message: RunMessage): void {
   message.http?.channel.port.close();
   // A panic is a program's failure, not the sandbox's: report it as native Rust would (exit 101).
   const result =
-    hostResult.outcome === "trap" && stderr.panicked
-      ? ({ outcome: "exited", exitCode: RUST_PANIC_EXIT_CODE } as const)
-      : hostResult;
+    hostResult.outcome === "trap" && stderr.panicked ? ({ outcome: "exited", exitCode: RUST_PANIC_EXIT_CODE } as const) : hostResult;
   if (stream) {
     stdout.flush();
     stderr.flush();

@@ -21,9 +21,14 @@ export interface PythonRun {
 /** Runs `python3 args...` from the repository root with extra environment; never rejects on a non-zero exit. */
 export function runPython(args: readonly string[], env: Readonly<Record<string, string>> = {}, timeoutMs = 120_000): Promise<PythonRun> {
   return new Promise((resolve, reject) => {
-    execFile(DEBIAN_PYTHON, [...args], { cwd: REPO_ROOT, env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 64 << 20 }, (e, stdout, stderr) => {
-      if (e && typeof e.code !== "number") reject(e);
-      else resolve({ code: e ? Number(e.code) : 0, stdout, stderr });
-    });
+    execFile(
+      DEBIAN_PYTHON,
+      [...args],
+      { cwd: REPO_ROOT, env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 64 << 20 },
+      (e, stdout, stderr) => {
+        if (e && typeof e.code !== "number") reject(e);
+        else resolve({ code: e ? Number(e.code) : 0, stdout, stderr });
+      },
+    );
   });
 }

@@ -92,10 +92,22 @@ describe("operations: metrics, audit log, socket access, sd_notify", function ()
     daemon = await startDaemon();
     const secret = "do-not-log-7f3a";
     const compiled = await daemon.compile({ input: { $case: "source", value: script("echo_json") } });
-    const result = await daemon.execute({ target: moduleTarget(compiled.moduleId), stdin: Buffer.from(JSON.stringify({ secret })), env: new Map([["GREETING", secret]]) });
+    const result = await daemon.execute({
+      target: moduleTarget(compiled.moduleId),
+      stdin: Buffer.from(JSON.stringify({ secret })),
+      env: new Map([["GREETING", secret]]),
+    });
     expect(Buffer.from(result.stdout).toString()).to.include(secret);
     const line = await waitFor("the Execute audit line", () => logLines(daemon!, "call").find((l) => l["method"] === "Execute"));
-    expect(line).to.include({ method: "Execute", moduleId: compiled.moduleId, outcome: "exited", exitCode: 0, memoryHit: false, policyId: "", keyId: "" });
+    expect(line).to.include({
+      method: "Execute",
+      moduleId: compiled.moduleId,
+      outcome: "exited",
+      exitCode: 0,
+      memoryHit: false,
+      policyId: "",
+      keyId: "",
+    });
     expect(line["executionId"]).to.match(/^[0-9a-f-]{36}$/);
     expect(line["durationUs"]).to.be.a("number");
     expect(line["peer"]).to.be.a("string");
@@ -109,8 +121,14 @@ describe("operations: metrics, audit log, socket access, sd_notify", function ()
     after(() => rm(keys, { recursive: true, force: true }));
     daemon = await startDaemon({ args: ["--trusted-keys", keys] });
     const refused = await daemon
-      .execute({ target: moduleTarget("a".repeat(64)), policy: { policy: Buffer.from("x"), keyId: "stranger", signature: Buffer.alloc(64) } })
-      .then(() => undefined, (e: unknown) => e);
+      .execute({
+        target: moduleTarget("a".repeat(64)),
+        policy: { policy: Buffer.from("x"), keyId: "stranger", signature: Buffer.alloc(64) },
+      })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
     expect(refused).to.be.an("error");
     const line = await waitFor("the refusal", () => logLines(daemon!, "refused")[0]);
     expect(line).to.include({ level: "warn", method: "Execute", reason: "POLICY_UNKNOWN_KEY", keyId: "stranger", outcome: "refused" });

@@ -10,7 +10,9 @@ import { REPO_ROOT, runPython } from "../helpers/python.js";
 const SANDBOXCTL = fileURLToPath(new URL("../../src/cli/sandboxctl.js", import.meta.url));
 
 function run(file: string, args: readonly string[]): Promise<void> {
-  return new Promise((resolve, reject) => execFile(file, [...args], (e, _out, stderr) => (e ? reject(new Error(`${file} failed: ${stderr}`)) : resolve())));
+  return new Promise((resolve, reject) =>
+    execFile(file, [...args], (e, _out, stderr) => (e ? reject(new Error(`${file} failed: ${stderr}`)) : resolve())),
+  );
 }
 
 describe("the Python client (clients/python) against a real daemon", function () {
@@ -32,7 +34,11 @@ describe("the Python client (clients/python) against a real daemon", function ()
   });
 
   it("compiles, runs and streams with policies it signs, receives an Execute response over 4 MiB, and raises ErrorInfo as a typed exception", async () => {
-    const r = await runPython([path.join(REPO_ROOT, "clients/python/tests/drive_daemon.py"), daemon!.socketPath, path.join(keys, "py-signer.key")]);
+    const r = await runPython([
+      path.join(REPO_ROOT, "clients/python/tests/drive_daemon.py"),
+      daemon!.socketPath,
+      path.join(keys, "py-signer.key"),
+    ]);
     const out = JSON.parse(r.stdout || "{}") as Record<string, unknown>;
     expect(out["error"], String(out["trace"] ?? r.stderr)).to.equal(undefined);
     expect(out["info"]).to.deep.include({ keys: ["py-signer"], toolchain: true });

@@ -74,7 +74,11 @@ describe("sandboxctl as a client of a running daemon", function () {
   });
 
   it("run streams the script's output with --context -, --arg and --env, and exits with its exit code", async () => {
-    const echo = await sandboxctl(["run", "--context", "-", "--arg", "a b", "--env", "GREETING=hi=there", path.join(FIXTURES, "echo_json.rs")], socket, '{"n":1}');
+    const echo = await sandboxctl(
+      ["run", "--context", "-", "--arg", "a b", "--env", "GREETING=hi=there", path.join(FIXTURES, "echo_json.rs")],
+      socket,
+      '{"n":1}',
+    );
     expect(echo.code, echo.stderr).to.equal(0);
     expect(JSON.parse(echo.stdout)).to.deep.equal({ input: { n: 1 }, args: ["a b"], greeting: "hi=there" });
     const exit42 = await sandboxctl(["run", path.join(FIXTURES, "exit_42.rs")], socket);
@@ -90,14 +94,30 @@ describe("sandboxctl as a client of a running daemon", function () {
     expect(broken.stderr).to.include("error[E0308]");
     const keyFile = path.join(dir, "keys", "ci-signer.key");
     await writeFile(path.join(dir, "short.json"), JSON.stringify({ policyId: "short", timeoutMs: 300 }));
-    const signed = await sandboxctl(["policy", "sign", "--key", keyFile, "--expires-in", "15m", "--out", path.join(dir, "short.signed.json"), path.join(dir, "short.json")]);
+    const signed = await sandboxctl([
+      "policy",
+      "sign",
+      "--key",
+      keyFile,
+      "--expires-in",
+      "15m",
+      "--out",
+      path.join(dir, "short.signed.json"),
+      path.join(dir, "short.json"),
+    ]);
     expect(signed.code, signed.stderr).to.equal(0);
-    const timeout = await sandboxctl(["run", "--policy", path.join(dir, "short.signed.json"), path.join(FIXTURES, "infinite_loop.rs")], socket);
+    const timeout = await sandboxctl(
+      ["run", "--policy", path.join(dir, "short.signed.json"), path.join(FIXTURES, "infinite_loop.rs")],
+      socket,
+    );
     expect(timeout.code, timeout.stderr).to.equal(124);
   });
 
   it("run with a refused policy prints the catalogued reason and exits 1", async () => {
-    await writeFile(path.join(dir, "forged.signed.json"), JSON.stringify({ key_id: "nobody", policy: Buffer.from("x").toString("base64"), signature: Buffer.alloc(64).toString("base64") }));
+    await writeFile(
+      path.join(dir, "forged.signed.json"),
+      JSON.stringify({ key_id: "nobody", policy: Buffer.from("x").toString("base64"), signature: Buffer.alloc(64).toString("base64") }),
+    );
     const r = await sandboxctl(["run", "--policy", path.join(dir, "forged.signed.json"), path.join(FIXTURES, "exit_42.rs")], socket);
     expect(r.code).to.equal(1);
     expect(r.stderr).to.match(/^sandboxctl: POLICY_UNKNOWN_KEY: /);
@@ -106,7 +126,12 @@ describe("sandboxctl as a client of a running daemon", function () {
   it("policy sign: the key id defaults to the key file's name, --expires-in takes 90s / 15m / 1h, and a bad duration is a usage error", async () => {
     const keyFile = path.join(dir, "keys", "ci-signer.key");
     await writeFile(path.join(dir, "p.json"), JSON.stringify({ policyId: "p" }));
-    for (const [text, seconds] of [["90s", 90], ["15m", 900], ["1h", 3600], ["120", 120]] as const) {
+    for (const [text, seconds] of [
+      ["90s", 90],
+      ["15m", 900],
+      ["1h", 3600],
+      ["120", 120],
+    ] as const) {
       const r = await sandboxctl(["policy", "sign", "--key", keyFile, "--expires-in", text, path.join(dir, "p.json")]);
       expect(r.code, r.stderr).to.equal(0);
       const parsed = parseSignedPolicyFile(r.stdout);
@@ -150,7 +175,9 @@ describe("sandboxctl as a client of a running daemon", function () {
   it("no daemon at the socket: one clear line and exit 69, for a missing socket and for a file that is no socket", async () => {
     const missing = await sandboxctl(["info", "--socket", path.join(dir, "nothing.sock")]);
     expect(missing.code).to.equal(69);
-    expect(missing.stderr).to.equal(`sandboxctl: no daemon listens on ${path.join(dir, "nothing.sock")}: no such socket (start sandboxd, or pass --socket or SANDBOXD_SOCKET)\n`);
+    expect(missing.stderr).to.equal(
+      `sandboxctl: no daemon listens on ${path.join(dir, "nothing.sock")}: no such socket (start sandboxd, or pass --socket or SANDBOXD_SOCKET)\n`,
+    );
     const notSocket = await sandboxctl(["health"], { SANDBOXD_SOCKET: path.join(dir, "broken.rs") });
     expect(notSocket.code).to.equal(69);
     expect(notSocket.stderr.trim().split("\n")).to.have.length(1);
@@ -168,7 +195,15 @@ describe("sandboxctl as a client of a running daemon", function () {
 
   it("diagnostics are coloured for a terminal: severity and gutter, reset after", () => {
     const text = formatDiagnostic(
-      { severity: Severity.SEVERITY_ERROR, code: "E0308", message: "mismatched types", spans: [], rendered: "error[E0308]: mismatched types\n --> main.rs:2:18\n  |\n", children: [], explanation: "" },
+      {
+        severity: Severity.SEVERITY_ERROR,
+        code: "E0308",
+        message: "mismatched types",
+        spans: [],
+        rendered: "error[E0308]: mismatched types\n --> main.rs:2:18\n  |\n",
+        children: [],
+        explanation: "",
+      },
       "broken.rs",
       true,
     );
