@@ -64,7 +64,7 @@ export const RUST_PANIC_EXIT_CODE = 101;
 /**
  * Writes smaller than this are copied into a shared block rather than kept one by one: 16 Mi one-byte
  * writes kept as 16 Mi typed arrays exhausted the worker's heap, so the run died as a trap with all its
- * output lost instead of ending at the output cap (red-team finding).
+ * output lost instead of ending at the output cap.
  */
 const COALESCE_BELOW_BYTES = 4096;
 /** Size of the block small writes are copied into. */
