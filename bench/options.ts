@@ -40,6 +40,8 @@ export interface Sizes {
   readonly startRuns: number;
   /** RSS is read idle, after half this many runs and after all of them (the drift is the second half's growth). */
   readonly rssRuns: number;
+  /** Sources compiled cold on one daemon, then fetched from the shared cache by another (§7). */
+  readonly remoteCacheRuns: number;
 }
 
 /** Sizes of a full run. */
@@ -59,6 +61,7 @@ export const FULL_SIZES: Sizes = {
   streamMiB: 100,
   startRuns: 5,
   rssRuns: 10_000,
+  remoteCacheRuns: 8,
 };
 
 /** Tiny sizes: --quick only proves the harness still works (CI). */
@@ -78,6 +81,7 @@ export const QUICK_SIZES: Sizes = {
   streamMiB: 2,
   startRuns: 1,
   rssRuns: 100,
+  remoteCacheRuns: 1,
 };
 
 /** Parsed command line. */
@@ -88,13 +92,21 @@ export interface BenchOptions {
   readonly out: string;
   /** Profile the daemon under this workload instead of running the benchmark. */
   readonly profile: ProfileScenario | undefined;
+  /** Run only this section instead of all of them. */
+  readonly only: OnlyScenario | undefined;
 }
+
+/** Sections `--only` can run alone. */
+export const ONLY_SCENARIOS = ["remote-cache"] as const;
+/** One of {@link ONLY_SCENARIOS}. */
+export type OnlyScenario = (typeof ONLY_SCENARIOS)[number];
 
 /** The usage text. */
 export const USAGE = `usage: npm run bench -- [--quick] [--out FILE] [--profile[=${PROFILE_SCENARIOS.join("|")}]]
 
   --quick            tiny sample sizes (keeps the harness working in CI; figures are meaningless)
   --out FILE         where to write results.json (default bench/results.json)
+  --only=remote-cache  run only §7: cold Compile on one host, remote-hit and local-hit Compile on another
   --profile[=WHAT]   instead of the benchmark, run the daemon under node --cpu-prof with one workload
                      (default execute) and print its top self-time functions
 `;
@@ -111,6 +123,7 @@ export function parseBenchArgs(argv: readonly string[], defaultOut: string): Ben
         quick: { type: "boolean", default: false },
         out: { type: "string" },
         profile: { type: "string" },
+        only: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     }));
@@ -125,7 +138,12 @@ export function parseBenchArgs(argv: readonly string[], defaultOut: string): Ben
   if (profile !== undefined && !(PROFILE_SCENARIOS as readonly string[]).includes(profile)) {
     return new Error(`--profile takes one of ${PROFILE_SCENARIOS.join(", ")}, got ${JSON.stringify(profile)}`);
   }
+  const only = values.only;
+  if (only !== undefined && !(ONLY_SCENARIOS as readonly string[]).includes(only)) {
+    return new Error(`--only takes one of ${ONLY_SCENARIOS.join(", ")}, got ${JSON.stringify(only)}`);
+  }
   return {
+    only: only as OnlyScenario | undefined,
     quick: values.quick,
     sizes: values.quick ? QUICK_SIZES : FULL_SIZES,
     out: values.out ?? defaultOut,

@@ -18,7 +18,7 @@ export interface Goal {
 export interface Figure {
   /** Stable key, e.g. `execute.c1.latency`. */
   readonly id: string;
-  /** The issue's section number (1-6) it answers. */
+  /** The section number it answers (1-6, and 7 for the shared module cache). */
   readonly section: number;
   readonly label: string;
   readonly unit: Unit;

@@ -22,6 +22,7 @@ import {
   type BenchContext,
 } from "./scenarios.js";
 import { makeSignedPolicy, type BenchPolicy } from "./workloads.js";
+import { measureRemoteCache } from "./remote-cache.js";
 
 /** Output cap the bench's signed policy grants: room for the 100 MiB writer. */
 const BENCH_MAX_OUTPUT_BYTES = 128 * 2 ** 20;
@@ -68,6 +69,10 @@ async function withContext<T>(
 async function runBenchmark(options: BenchOptions): Promise<void> {
   const started = performance.now();
   const { result: figures, setup } = await withContext(options.sizes, [], async (ctx) => {
+    if (options.only === "remote-cache") {
+      await measureRemoteCache(ctx);
+      return ctx.figures;
+    }
     const modules = await prepareModules(ctx);
     await measureExecuteAndFloors(ctx, modules);
     await measureCpuBound(ctx, modules);
@@ -75,6 +80,7 @@ async function runBenchmark(options: BenchOptions): Promise<void> {
     await measureRepair(ctx);
     await measureStream(ctx, modules);
     await measureLifecycle(ctx, modules);
+    await measureRemoteCache(ctx);
     return ctx.figures;
   });
   const results: BenchResults = {

@@ -39,6 +39,7 @@ import { resolveGroup } from "./unix-group.js";
 import type { DaemonMetrics } from "./metrics/daemon-metrics.js";
 import type { MetricsEndpoint } from "./metrics/metrics-server.js";
 import type { ConnectionLimits } from "./grpc/connection-listener.js";
+import type { RemoteCacheSettings } from "./cache/remote-cache.js";
 
 /** Mode of the main unix socket with --socket-mode unset: the daemon's user only. */
 export const DEFAULT_SOCKET_MODE = 0o600;
@@ -90,6 +91,8 @@ export interface DaemonConfig {
   readonly connections?: ConnectionLimits;
   /** --max-args, --max-args-bytes, --max-env-vars, --max-env-bytes. */
   readonly requestLimits: RequestLimits;
+  /** --remote-cache, --remote-cache-key, --remote-cache-mode, --remote-cache-timeout-ms; no shared cache when absent. */
+  readonly remoteCache?: RemoteCacheSettings;
   /** --socket-mode, --socket-group: applied to a unix socket before the daemon says it listens. */
   readonly socketAccess?: SocketAccess;
   /** --metrics-listen HOST:PORT: serve Prometheus metrics there; none when absent. */
@@ -226,6 +229,7 @@ export class Daemon {
       ...(config.compile ? { compile: config.compile } : {}),
       ...(config.cacheMaxBytes ? { cacheMaxBytes: config.cacheMaxBytes } : {}),
       requestLimits: config.requestLimits,
+      ...(config.remoteCache ? { remoteCache: config.remoteCache } : {}),
     });
     let admin: AdminServer | undefined;
     let metrics: MetricsEndpoint | undefined;

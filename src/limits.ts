@@ -155,3 +155,25 @@ export const MAX_HTTP_REQUEST_BODY_BYTES = 16 * 1024 * 1024;
 export const MAX_HTTP_RESPONSE_HEAD_BYTES = 64 * 1024;
 /** Entries a policy's allowed_hosts may list. */
 export const MAX_ALLOWED_HOSTS = 256;
+/** Wall-clock budget of one operation on the shared module cache (`--remote-cache-timeout-ms`); past it the operation counts as a miss. */
+export const REMOTE_CACHE_OP_TIMEOUT_MS = 2_000;
+/** First wait before reconnecting to the shared module cache; doubled after each failed attempt. */
+export const REMOTE_CACHE_RECONNECT_BASE_MS = 100;
+/** Longest wait between two attempts to reconnect to the shared module cache. */
+export const REMOTE_CACHE_RECONNECT_MAX_MS = 5_000;
+/** Lifetime of a host's claim to compile a module id for the cluster; renewed while rustc runs, so only a dead holder's lapses. */
+export const REMOTE_CACHE_LEASE_TTL_MS = 10_000;
+/** Longest a compile waits for another host's entry before compiling itself (rustc's budget plus an upload). */
+export const REMOTE_CACHE_LEASE_WAIT_MS = COMPILE_TIMEOUT_MS + 10_000;
+/** How often a host waiting on another's lease looks for its entry. */
+export const REMOTE_CACHE_LEASE_POLL_MS = 50;
+/** Largest record read from the shared cache (diagnostics and fixed source, base64); a bigger one is refused unread. */
+export const REMOTE_CACHE_MAX_RECORD_BYTES = 8 * 1024 * 1024;
+/** Shortest cluster key accepted (`--remote-cache-key`): 256 bits. */
+export const REMOTE_CACHE_MIN_KEY_BYTES = 32;
+/** Largest key file read; it holds a few keys during a rotation. */
+export const REMOTE_CACHE_MAX_KEY_FILE_BYTES = 64 * 1024;
+/** After a failed or timed-out operation, the shared cache is not asked for this long (every lookup is a miss meanwhile). */
+export const REMOTE_CACHE_FAILURE_PAUSE_MS = 5_000;
+/** At most one warning per this interval about the shared cache being unreachable. */
+export const REMOTE_CACHE_LOG_INTERVAL_MS = 10_000;

@@ -13,6 +13,7 @@ import { checkArgsAndEnv, DEFAULT_REQUEST_LIMITS, type RequestLimits } from "./r
 import { ModuleAdmin } from "./admin/module-admin.js";
 import { MODULE_ID_PATTERN, ModuleStore } from "./cache/module-store.js";
 import { Compiler, loadStoredModule, type CompileResult, type CompilerSettings } from "./compiler/compiler.js";
+import { RemoteCache, type RemoteCacheSettings } from "./cache/remote-cache.js";
 import type { Diagnostic } from "./compiler/diagnostics.js";
 import { repairSource, type RepairResult } from "./compiler/repair.js";
 import type { ToolchainProbe } from "./compiler/toolchain.js";
@@ -58,6 +59,8 @@ export interface SandboxOptions {
   readonly cacheMaxBytes?: number;
   /** Caps on a request's args and env; defaults when absent. */
   readonly requestLimits?: RequestLimits;
+  /** The module cache shared with other hosts (Redis); none when absent. */
+  readonly remoteCache?: RemoteCacheSettings;
 }
 
 /** Input of a Compile: Rust source (to repair if it fails, when `repair` says so) or a precompiled module. */
@@ -152,6 +155,7 @@ export class Sandbox {
     private readonly blocklist: ModuleBlocklist,
     private readonly registry: ModuleRegistry,
     private readonly pool: WorkerPool,
+    private readonly remote: RemoteCache | undefined,
   ) {
     this.modules = new ModuleAdmin(store, registry, blocklist);
   }
@@ -164,6 +168,7 @@ export class Sandbox {
       budget: new BufferBudget(options.maxBufferedBytes),
       logger: options.logger,
     });
+    let remote: RemoteCache | undefined;
     try {
       // Before anything can compile or run: an unreadable blocklist refuses the start.
       const blocklist = await ModuleBlocklist.open(options.cacheDir);
@@ -171,8 +176,10 @@ export class Sandbox {
         ...(options.cacheMaxBytes ? { maxBytes: options.cacheMaxBytes } : {}),
         warn: (message, fields) => options.logger.warn(message, fields),
       });
+      if (options.remoteCache) remote = await RemoteCache.open(options.remoteCache, options.logger);
+      const compileSettings: CompilerSettings = { ...options.compile, ...(remote ? { remote } : {}) };
       const compiler = Promise.resolve(options.toolchain).then((toolchain) =>
-        Compiler.create(toolchain, store, options.logger, options.compile ?? {}, blocklist),
+        Compiler.create(toolchain, store, options.logger, compileSettings, blocklist),
       );
       // Calls that need it will see the failure; the operator must see it now.
       compiler.catch((e: unknown) => options.logger.error("the compiler failed to initialise", { error: String(e) }));
@@ -183,8 +190,10 @@ export class Sandbox {
         blocklist,
         new ModuleRegistry((key) => pool.evict(key), options.moduleMemoryMaxBytes),
         pool,
+        remote,
       );
     } catch (e: unknown) {
+      await remote?.close();
       await pool.close();
       throw e;
     }
@@ -279,7 +288,7 @@ export class Sandbox {
     let memoryHit = true;
     const compiled = await this.registry.get(moduleId, () => {
       memoryHit = false;
-      return loadStoredModule(this.store, moduleId);
+      return loadStoredModule(this.store, moduleId, this.remote);
     });
     const memory = compiled.memory && memoryForRun(compiled.memory, grant.memoryLimitBytes);
     if (compiled.memory && !memory) {
@@ -373,10 +382,11 @@ export class Sandbox {
     return this.options.keys.reload();
   }
 
-  /** Stops the workers (running guests end as cancelled) and writes the cache's usage counts. */
+  /** Stops the workers (running guests end as cancelled), writes the cache's usage counts and ends uploads to the shared cache (bounded). */
   async close(): Promise<void> {
     await this.pool.close();
     await this.store.close();
+    await this.remote?.close();
   }
 }
 

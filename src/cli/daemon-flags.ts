@@ -26,7 +26,9 @@ import {
   MAX_ARGS_BYTES,
   MAX_ENV_BYTES,
   MAX_ENV_VARS,
+  REMOTE_CACHE_OP_TIMEOUT_MS,
 } from "../limits.js";
+import { parseRemoteCacheAddress, type RemoteCacheSettings } from "../cache/remote-cache.js";
 
 /** The built-in settings --help shows as defaults. */
 const D = defaultConfig();
@@ -72,6 +74,11 @@ export const USAGE = `usage: sandboxd [options]
                            close a connection with no call in flight for N ms (default ${DEFAULT_CONNECTION_LIMITS.idleTimeoutMs})
   --admin-listen unix:///PATH  serve AdminService (module cache management) on this socket only (mode 0600)
   --admin-socket-group GROUP   let this group (name or gid) use the admin socket too (mode 0660)
+  --remote-cache URL       share compiled modules with other hosts through Redis: redis://HOST:PORT,
+                           rediss://USER:PASSWORD@HOST:PORT (TLS) or unix:///PATH (needs --remote-cache-key)
+  --remote-cache-key FILE  cluster key(s) that authenticate shared entries, one per line; the first signs
+  --remote-cache-mode MODE rw (default: read and publish) or ro (read only)
+  --remote-cache-timeout-ms N  budget of one Redis operation; past it the lookup is a miss (default ${REMOTE_CACHE_OP_TIMEOUT_MS})
   --socket-mode MODE       octal mode of the --listen unix socket (default 0600, or 0660 with --socket-group)
   --socket-group GROUP     give the --listen socket to this group (name or gid; the daemon must be a member)
   --metrics-listen HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics (default: off)
@@ -125,6 +132,10 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         "connection-idle-timeout-ms": { type: "string" },
         "admin-listen": { type: "string" },
         "admin-socket-group": { type: "string" },
+        "remote-cache": { type: "string" },
+        "remote-cache-key": { type: "string" },
+        "remote-cache-mode": { type: "string" },
+        "remote-cache-timeout-ms": { type: "string" },
         "socket-mode": { type: "string" },
         "socket-group": { type: "string" },
         "metrics-listen": { type: "string" },
@@ -166,6 +177,7 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
     "max-args-bytes",
     "max-env-vars",
     "max-env-bytes",
+    "remote-cache-timeout-ms",
   ] as const) {
     const text = v[flag];
     if (text === undefined) continue;
@@ -186,6 +198,13 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
   if (admin instanceof Error) return admin;
   if (listen.kind === "unix" && admin.adminSocketPath === listen.path)
     return new Error("--admin-listen must be another socket than --listen");
+  const remoteCache = parseRemoteCacheFlags(
+    v["remote-cache"],
+    v["remote-cache-key"],
+    v["remote-cache-mode"],
+    numbers["remote-cache-timeout-ms"],
+  );
+  if (remoteCache instanceof Error) return remoteCache;
   const access = parseSocketAccess(v["socket-mode"], v["socket-group"], listen.kind === "unix");
   if (access instanceof Error) return access;
   const metricsListen = v["metrics-listen"] === undefined ? undefined : parseMetricsListen(v["metrics-listen"]);
@@ -231,6 +250,7 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
       privateNetworks,
       ...(numbers["cache-max-bytes"] ? { cacheMaxBytes: numbers["cache-max-bytes"] } : {}),
       ...admin,
+      ...(remoteCache ? { remoteCache } : {}),
       connections: {
         maxConnections: numbers["max-connections"] ?? DEFAULT_CONNECTION_LIMITS.maxConnections,
         idleTimeoutMs: numbers["connection-idle-timeout-ms"] ?? DEFAULT_CONNECTION_LIMITS.idleTimeoutMs,
@@ -282,4 +302,27 @@ function parseSocketAccess(mode: string | undefined, group: string | undefined, 
     parsedMode = parseInt(mode, 8);
   }
   return { mode: parsedMode, ...(group === undefined ? {} : { group }) };
+}
+
+/** The shared cache needs its key (an unauthenticated shared cache is what it exists to prevent); its other flags need it. */
+function parseRemoteCacheFlags(
+  url: string | undefined,
+  keyFile: string | undefined,
+  mode: string | undefined,
+  timeoutMs: number | undefined,
+): RemoteCacheSettings | undefined | Error {
+  if (url === undefined) {
+    if (keyFile !== undefined || mode !== undefined || timeoutMs !== undefined)
+      return new Error("--remote-cache-key, --remote-cache-mode and --remote-cache-timeout-ms need --remote-cache");
+    return undefined;
+  }
+  const address = parseRemoteCacheAddress(url);
+  if (address instanceof Error) return address;
+  if (keyFile === undefined)
+    return new Error(
+      "--remote-cache needs --remote-cache-key FILE: entries shared without a cluster key could be forged by anyone who can write to Redis",
+    );
+  if (mode !== undefined && mode !== "ro" && mode !== "rw")
+    return new Error(`--remote-cache-mode takes ro or rw, got ${JSON.stringify(mode)}`);
+  return { address, keyFile: path.resolve(keyFile), mode: mode ?? "rw", ...(timeoutMs ? { opTimeoutMs: timeoutMs } : {}) };
 }

@@ -13,6 +13,7 @@ import {
   MAX_WASM_BYTES,
 } from "../limits.js";
 import { ModuleStore, sha256Hex } from "../cache/module-store.js";
+import type { RemoteCache } from "../cache/remote-cache.js";
 import { ModuleBlocklist } from "../policy/module-blocklist.js";
 import { validateCommandModule } from "../runtime/wasm/validate.js";
 import { CompileQueue } from "./compile-queue.js";
@@ -91,6 +92,8 @@ export interface CompilerSettings {
   readonly sdkDir?: string;
   /** bubblewrap binary to use instead of looking on PATH and in /usr/bin. */
   readonly bwrapPath?: string;
+  /** The cache shared with other hosts, behind the local store; none by default. */
+  readonly remote?: RemoteCache;
 }
 
 /** Everything {@link Compiler} is built from, already detected. */
@@ -320,12 +323,12 @@ export class Compiler {
     if (!toolchain) throw toolchainMissing(NO_TOOLCHAIN);
     const moduleId = this.moduleIdFor(source, toolchain);
     this.blocklist.check(moduleId);
-    const hit = await this.cached(moduleId);
+    const hit = await this.cached(moduleId, toolchain);
     onCompiling?.(hit !== undefined);
     if (hit) return hit;
     const result = await this.flights.do(
       moduleId,
-      (flightSignal) => this.queue.run(() => this.build(source, moduleId, toolchain, flightSignal), flightSignal),
+      (flightSignal) => this.buildOnceInCluster(source, moduleId, toolchain, flightSignal),
       signal,
     );
     // Blocked while rustc ran: the caller must not learn of it as a module it may use.
@@ -333,10 +336,31 @@ export class Compiler {
     return result;
   }
 
-  /** The cached result of a source (its module or its failure), if a verified, current entry exists. */
-  private async cached(moduleId: string): Promise<CompileResult | undefined> {
-    const hit = await this.store.lookup(moduleId);
+  /**
+   * The cached result of a source (its module or its failure), if a verified, current entry exists
+   * here or, verified again on the way in, in the shared cache.
+   */
+  private async cached(moduleId: string, toolchain: Toolchain): Promise<CompileResult | undefined> {
+    let hit = await this.store.lookup(moduleId);
+    const remote = this.options.remote;
+    if (!hit && remote && (await remote.fill(this.store, moduleId, this.toolchainRecord(toolchain).fingerprint)))
+      hit = await this.store.lookup(moduleId);
     return hit ? decodeMeta(moduleId, hit.meta) : undefined;
+  }
+
+  /** Builds under the shared cache's lease, so hosts asked for the same new source at once run rustc once. */
+  private async buildOnceInCluster(source: string, moduleId: string, toolchain: Toolchain, signal: AbortSignal): Promise<CompileResult> {
+    const remote = this.options.remote;
+    const claim = remote ? await remote.lease(this.store, moduleId, this.toolchainRecord(toolchain).fingerprint, signal) : undefined;
+    if (claim?.kind === "filled") {
+      const hit = await this.cached(moduleId, toolchain);
+      if (hit) return hit;
+    }
+    try {
+      return await this.queue.run(() => this.build(source, moduleId, toolchain, signal), signal);
+    } finally {
+      if (claim?.kind === "lease") claim.lease.release();
+    }
   }
 
   /** module_id of a source: SHA-256 over everything that determines the module. */
@@ -362,9 +386,10 @@ export class Compiler {
 
   private async build(source: string, moduleId: string, toolchain: Toolchain, signal: AbortSignal): Promise<CompileResult> {
     // Another flight (or a daemon sharing the cache) may have finished it while we queued.
-    const hit = await this.cached(moduleId);
+    const hit = await this.cached(moduleId, toolchain);
     if (hit) return hit;
-    const provenance: ProvenanceFields = { origin: "source", createdUnixMs: Date.now(), toolchain: this.toolchainRecord(toolchain) };
+    const built = this.toolchainRecord(toolchain);
+    const provenance: ProvenanceFields = { origin: "source", createdUnixMs: Date.now(), toolchain: built };
     const dir = await mkdtemp(path.join(tmpdir(), WORK_DIR_PREFIX));
     try {
       await writeFile(path.join(dir, SOURCE_FILE), source);
@@ -404,12 +429,17 @@ export class Compiler {
           throw new SandboxError("INTERNAL", "rustc failed without reporting a diagnostic; the daemon log has its output");
         }
         this.logger.debug("compile failed", { diagnostics: parsed.length, rustcMs });
-        if (failedOnSource(parsed))
-          await this.store.put(moduleId, new Uint8Array(0), encodeMeta({ ok: false, diagnostics, fixedSource, ...provenance }));
+        if (failedOnSource(parsed)) {
+          const meta = encodeMeta({ ok: false, diagnostics, fixedSource, ...provenance });
+          await this.store.put(moduleId, new Uint8Array(0), meta);
+          this.options.remote?.publish(moduleId, { ok: false, wasm: new Uint8Array(0), meta, toolchain: built.fingerprint });
+        }
         return { ok: false, moduleId: "", cacheHit: false, diagnostics, fixedSource };
       }
       const wasm = await readFile(path.join(dir, "main.wasm"));
-      await this.store.put(moduleId, wasm, encodeMeta({ ok: true, diagnostics, fixedSource, ...provenance }));
+      const meta = encodeMeta({ ok: true, diagnostics, fixedSource, ...provenance });
+      await this.store.put(moduleId, wasm, meta);
+      this.options.remote?.publish(moduleId, { ok: true, wasm, meta, toolchain: built.fingerprint });
       this.logger.debug("compiled", { moduleId, bytes: wasm.byteLength, rustcMs });
       return { ok: true, moduleId, cacheHit: false, diagnostics, fixedSource };
     } finally {
@@ -485,21 +515,24 @@ export class Compiler {
   }
 
   /**
-   * The verified bytes of a stored module, or NOT_FOUND (a corrupt entry is evicted and reported as
-   * not found; a cached compile failure has no module).
+   * The verified bytes of a stored module (fetched and verified from the shared cache when this host
+   * has none), or NOT_FOUND (a corrupt entry is evicted and reported as not found; a cached compile
+   * failure has no module).
    */
   load(moduleId: string): Promise<Uint8Array> {
-    return loadStoredModule(this.store, moduleId);
+    return loadStoredModule(this.store, moduleId, this.options.remote);
   }
 }
 
 /**
- * The verified bytes of a module in `store`, or NOT_FOUND (a corrupt entry is evicted and reported as
- * not found; a cached compile failure has no module). Needs no toolchain: a cached module runs while
- * the compiler is still being set up.
+ * The verified bytes of a module in `store` (fetched and verified from the shared cache `remote`
+ * when the store has none), or NOT_FOUND (a corrupt entry is evicted and reported as not found; a
+ * cached compile failure has no module). Needs no toolchain: a cached module runs while the compiler
+ * is still being set up.
  */
-export async function loadStoredModule(store: ModuleStore, moduleId: string): Promise<Uint8Array> {
-  const bytes = await store.get(moduleId);
+export async function loadStoredModule(store: ModuleStore, moduleId: string, remote?: RemoteCache): Promise<Uint8Array> {
+  let bytes = await store.get(moduleId);
+  if (!bytes && remote && (await remote.fill(store, moduleId))) bytes = await store.get(moduleId);
   if (!bytes || bytes.byteLength === 0) throw new SandboxError("MODULE_NOT_FOUND", `no module ${moduleId} in the cache; compile it first`);
   return bytes;
 }

@@ -5,6 +5,7 @@ import { expect } from "chai";
 import { CONNECTION_CLOSE_GRACE_MS } from "../../src/limits.js";
 import { connect } from "../../src/grpc/client.js";
 import { rejection, startDaemon, type TestDaemon } from "../helpers/daemon.js";
+import { childPids } from "../helpers/processes.js";
 
 const IDLE_TIMEOUT_MS = 500;
 const SILENT_CONNECTIONS = 20;
@@ -37,7 +38,8 @@ async function settledSocketCount(daemon: TestDaemon): Promise<number> {
   for (;;) {
     await new Promise((resolve) => setTimeout(resolve, 200));
     const now = await socketCount(pid);
-    if (now === previous) return now;
+    // "script SDK loaded" comes before the probe's rustc runs; its pipes are sockets too, so wait for it to exit.
+    if (now === previous && (await childPids(pid)) === "") return now;
     previous = now;
   }
 }

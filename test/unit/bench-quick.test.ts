@@ -49,6 +49,10 @@ const REQUIRED_FIGURES = [
   "rss.idle",
   "rss.after-n",
   "rss.drift",
+  "remote.compile.cold",
+  "remote.compile.remote-hit",
+  "remote.compile.local-hit",
+  "ratio.remote-hit-vs-cold",
 ];
 
 describe("bench harness (--quick)", function () {
