@@ -2,6 +2,7 @@
  * Wires the core and the gRPC server from a configuration, and owns their
  * lifetime. The CLI (src/cli/sandboxd.ts) and the tests both start daemons here.
  */
+import { ReceiptSigner } from "./receipt/receipt.js";
 import { homedir } from "node:os";
 import path from "node:path";
 import type { Logger } from "./logger.js";
@@ -10,6 +11,7 @@ import {
   DEFAULT_CEILING_OUTPUT_BYTES,
   DEFAULT_CEILING_TIMEOUT_MS,
   DEFAULT_CEILING_WRITE_BYTES,
+  DEFAULT_CEILING_FUEL,
   DEFAULT_MAX_BUFFERED_BYTES,
   DEFAULT_MAX_CREATED_ENTRIES,
   DEFAULT_MAX_OUTPUT_BYTES,
@@ -61,6 +63,8 @@ export interface DaemonConfig {
   readonly connections?: ConnectionLimits;
   /** --max-args, --max-args-bytes, --max-env-vars, --max-env-bytes. */
   readonly requestLimits: RequestLimits;
+  /** --receipt-key: the Ed25519 private key (PEM PKCS#8) that signs a receipt of every execution; none when absent. */
+  readonly receiptKeyFile?: string;
 }
 
 /** Defaults for every setting but the listen address. */
@@ -81,6 +85,7 @@ export function defaultConfig(listen: ListenAddress = { kind: "unix", path: defa
       maxTimeoutMs: DEFAULT_CEILING_TIMEOUT_MS,
       maxOutputBytes: DEFAULT_CEILING_OUTPUT_BYTES,
       maxWriteBytes: DEFAULT_CEILING_WRITE_BYTES,
+      maxFuel: DEFAULT_CEILING_FUEL,
       allowedRoots: [],
     },
     defaults: {
@@ -88,6 +93,7 @@ export function defaultConfig(listen: ListenAddress = { kind: "unix", path: defa
       timeoutMs: DEFAULT_TIMEOUT_MS,
       maxOutputBytes: DEFAULT_MAX_OUTPUT_BYTES,
       maxWriteBytes: DEFAULT_MAX_WRITE_BYTES,
+      fuelLimit: 0,
     },
     requestLimits: DEFAULT_REQUEST_LIMITS,
   };
@@ -117,6 +123,7 @@ export function validateConfig(config: DaemonConfig): Error | undefined {
     ["memory", config.defaults.memoryLimitBytes, config.ceilings.maxMemoryBytes],
     ["output", config.defaults.maxOutputBytes, config.ceilings.maxOutputBytes],
     ["write", config.defaults.maxWriteBytes, config.ceilings.maxWriteBytes],
+    ["fuel", config.defaults.fuelLimit, config.ceilings.maxFuel],
   ] as const;
   for (const [name, value, ceiling] of pairs) {
     if (value > ceiling) return new Error(`the default ${name} limit (${value}) exceeds its ceiling (${ceiling})`);
@@ -147,6 +154,9 @@ export class Daemon {
     });
     const keys = await TrustedKeys.load(config.trustedKeysDir, (message) => logger.warn(message));
     if (config.allowUnsigned) logger.warn("--allow-unsigned: requests without a policy run with default limits and no mounts");
+    // Before serving: a daemon told to sign receipts must not run anything without them.
+    const receiptSigner = config.receiptKeyFile === undefined ? undefined : await ReceiptSigner.load(config.receiptKeyFile);
+    if (receiptSigner) logger.info("signing receipts", { receiptKeyId: receiptSigner.keyId });
     const sandbox = await Sandbox.create({
       toolchain,
       cacheDir: config.cacheDir,
@@ -163,6 +173,7 @@ export class Daemon {
       ...(config.compile ? { compile: config.compile } : {}),
       ...(config.cacheMaxBytes ? { cacheMaxBytes: config.cacheMaxBytes } : {}),
       requestLimits: config.requestLimits,
+      ...(receiptSigner ? { receiptSigner } : {}),
     });
     let admin: AdminServer | undefined;
     try {

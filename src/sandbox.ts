@@ -15,14 +15,17 @@ import { MODULE_ID_PATTERN, ModuleStore } from "./cache/module-store.js";
 import { Compiler, type CompileResult, type CompilerSettings } from "./compiler/compiler.js";
 import type { Diagnostic } from "./compiler/diagnostics.js";
 import type { ToolchainProbe } from "./compiler/toolchain.js";
-import { authorize, bindToModule, type PolicyCeilings, type PolicyDefaults, type SignedPolicyInput } from "./policy/authorize.js";
+import { authorize, bindToModule, type Grant, type PolicyCeilings, type PolicyDefaults, type SignedPolicyInput } from "./policy/authorize.js";
 import { ModuleBlocklist } from "./policy/module-blocklist.js";
 import type { TrustedKeys } from "./policy/trusted-keys.js";
-import type { RunListener, RunResult } from "./runtime/execution.js";
+import type { Denial, RunListener, RunResult } from "./runtime/execution.js";
 import { BufferBudget } from "./runtime/buffer-budget.js";
 import { ModuleRegistry } from "./runtime/module-registry.js";
 import { memoryForRun, WASM_PAGE_BYTES } from "./runtime/wasm/memory-cap.js";
 import { WorkerPool } from "./runtime/pool.js";
+import type { SignedReceipt } from "./gen/pb/sandbox/v1/sandbox.js";
+import { argsEnvSha256, OutputDigest, RECEIPT_OUTCOMES, sha256, type ReceiptSigner } from "./receipt/receipt.js";
+import { DAEMON_VERSION } from "./version.js";
 
 /** Warm workers when the operator does not say: enough for the cores plus guests that sleep. */
 export const DEFAULT_WORKERS = Math.max(4, availableParallelism());
@@ -52,6 +55,8 @@ export interface SandboxOptions {
   readonly cacheMaxBytes?: number;
   /** Caps on a request's args and env; defaults when absent. */
   readonly requestLimits?: RequestLimits;
+  /** Signs a receipt of every execution; none are made without it. */
+  readonly receiptSigner?: ReceiptSigner;
 }
 
 /** Input of a Compile: Rust source or a precompiled module. */
@@ -79,7 +84,7 @@ export interface ExecuteHooks extends RunListener {
  * Result of an Execute: a run result, or a compile error for source targets. `durationUs` is the
  * guest's run time alone (0 when it never ran); `compileDurationUs` the time spent compiling.
  */
-export type ExecuteResult =
+export type ExecuteResult = (
   | (RunResult & { readonly moduleId: string; readonly diagnostics: readonly Diagnostic[]; readonly compileDurationUs: number })
   | {
       readonly outcome: "compile_error";
@@ -87,7 +92,11 @@ export type ExecuteResult =
       readonly diagnostics: readonly Diagnostic[];
       readonly durationUs: 0;
       readonly compileDurationUs: number;
-    };
+    }
+) & {
+  /** The signed receipt of this execution, when the daemon has a receipt key. */
+  readonly receipt?: SignedReceipt;
+};
 
 /** The daemon's core: compiler, module cache, policy checks and the worker pool. */
 export class Sandbox {
@@ -182,6 +191,8 @@ export class Sandbox {
         { metadata: { max_output_bytes: String(grant.maxOutputBytes), max_unary_output_bytes: String(MAX_UNARY_OUTPUT_BYTES) } },
       );
     }
+    const executionId = randomUUID();
+    const receipts = this.options.receiptSigner && new ReceiptBuilder(this.options.receiptSigner, executionId, input, grant);
     let moduleId: string;
     let diagnostics: readonly Diagnostic[] = [];
     let compileDurationUs = 0;
@@ -190,7 +201,8 @@ export class Sandbox {
       const compiled = await (await this.compiler).compile(input.target.source, signal, (cacheHit) => hooks?.onCompiling?.(cacheHit));
       compileDurationUs = elapsedUs(compileStarted);
       if (!compiled.ok) {
-        return { outcome: "compile_error", moduleId: "", diagnostics: compiled.diagnostics, durationUs: 0, compileDurationUs };
+        const failed = { outcome: "compile_error", moduleId: "", diagnostics: compiled.diagnostics, durationUs: 0, compileDurationUs } as const;
+        return receipts ? { ...failed, receipt: receipts.sign(failed, Date.now()) } : failed;
       }
       moduleId = compiled.moduleId;
       diagnostics = compiled.diagnostics;
@@ -200,7 +212,7 @@ export class Sandbox {
     bindToModule(grant, moduleId);
     this.blocklist.check(moduleId);
     const compiler = await this.compiler;
-    const compiled = await this.registry.get(moduleId, () => compiler.load(moduleId));
+    const compiled = await this.registry.get(moduleId, () => compiler.load(moduleId), grant.fuelLimit > 0);
     const memory = compiled.memory && memoryForRun(compiled.memory, grant.memoryLimitBytes);
     if (compiled.memory && !memory) {
       throw new SandboxError(
@@ -209,7 +221,8 @@ export class Sandbox {
       );
     }
     this.store.recordUse(moduleId);
-    hooks?.onStarted?.(randomUUID(), moduleId);
+    hooks?.onStarted?.(executionId, moduleId);
+    const startedAtMs = Date.now();
     const result = await this.pool.run({
       moduleKey: compiled.key,
       module: compiled.module,
@@ -222,11 +235,13 @@ export class Sandbox {
       maxOutputBytes: grant.maxOutputBytes,
       maxWriteBytes: grant.maxWriteBytes,
       maxCreatedEntries: this.options.maxCreatedEntries,
+      fuelLimit: grant.fuelLimit,
       timeoutMs: grant.timeoutMs,
-      ...(hooks ? { listener: hooks } : {}),
+      ...(hooks ? { listener: receipts ? receipts.watch(hooks) : hooks } : {}),
       ...(signal ? { signal } : {}),
     });
-    return { ...result, moduleId, diagnostics, compileDurationUs };
+    const done = { ...result, moduleId, diagnostics, compileDurationUs };
+    return receipts ? { ...done, receipt: receipts.sign(done, startedAtMs) } : done;
   }
 
   /** Replaces the trusted keys' contents from disk (SIGHUP). */
@@ -240,6 +255,68 @@ export class Sandbox {
     await this.store.close();
   }
 }
+
+/**
+ * Gathers what one execution's receipt records: digests of its input when it starts, of its output as
+ * it streams (or whole at the end), then signs the lot. Exists only when the daemon has a receipt key.
+ */
+class ReceiptBuilder {
+  private readonly stdinSha256: Uint8Array;
+  private readonly argsEnvSha256: Uint8Array;
+  private streamed: { readonly stdout: OutputDigest; readonly stderr: OutputDigest } | undefined;
+
+  constructor(
+    private readonly signer: ReceiptSigner,
+    private readonly executionId: string,
+    input: ExecuteInput,
+    private readonly grant: Grant,
+  ) {
+    this.stdinSha256 = sha256(input.stdin);
+    this.argsEnvSha256 = argsEnvSha256(input.args, input.env);
+  }
+
+  /** A listener that digests streamed output on its way to `hooks`, in the order the guest wrote it. */
+  watch(hooks: ExecuteHooks): ExecuteHooks {
+    const streamed = { stdout: new OutputDigest(), stderr: new OutputDigest() };
+    this.streamed = streamed;
+    return {
+      onStdout: (chunk) => {
+        streamed.stdout.update(chunk);
+        return hooks.onStdout?.(chunk);
+      },
+      onStderr: (chunk) => {
+        streamed.stderr.update(chunk);
+        return hooks.onStderr?.(chunk);
+      },
+      ...(hooks.onDenial ? { onDenial: (denial: Denial) => hooks.onDenial?.(denial) } : {}),
+    };
+  }
+
+  sign(result: ExecuteResult, startedAtMs: number): SignedReceipt {
+    const ran = result.outcome !== "compile_error";
+    return this.signer.sign({
+      executionId: this.executionId,
+      moduleId: result.moduleId,
+      policyId: this.grant.policyId,
+      policySha256: Buffer.from(this.grant.signedBy?.policySha256 ?? []),
+      policyKeyId: this.grant.signedBy?.keyId ?? "",
+      stdinSha256: Buffer.from(this.stdinSha256),
+      argsEnvSha256: Buffer.from(this.argsEnvSha256),
+      stdoutSha256: Buffer.from(this.streamed ? this.streamed.stdout.digest() : sha256(ran ? result.stdout : EMPTY)),
+      stderrSha256: Buffer.from(this.streamed ? this.streamed.stderr.digest() : sha256(ran ? result.stderr : EMPTY)),
+      outcome: RECEIPT_OUTCOMES[result.outcome],
+      exitCode: result.outcome === "exited" ? result.exitCode : undefined,
+      fuelConsumed: ran ? result.fuelConsumed : 0,
+      fuelLimit: this.grant.fuelLimit,
+      denialCount: ran ? result.denialCount : 0,
+      startedAtUnixMs: startedAtMs,
+      durationUs: result.durationUs,
+      daemonVersion: DAEMON_VERSION,
+    });
+  }
+}
+
+const EMPTY = new Uint8Array(0);
 
 function validateExecuteInput(input: ExecuteInput, limits: RequestLimits): void {
   // Before anything else: the rest of the checks walk every arg and variable.

@@ -23,6 +23,9 @@ export const USAGE = `usage: sandboxd [options]
   --max-write-bytes N      ceiling on a policy's max_write_bytes (bytes a run may add to its writable mounts)
   --max-created-entries N  files, directories and links one run may create in its writable mounts
   --default-timeout-ms N   wall-clock limit of runs whose policy does not set one (and of unsigned runs)
+  --max-fuel N             ceiling on a policy's fuel_limit (fuel counted as wasmtime counts it)
+  --default-fuel-limit N   fuel limit of runs whose policy does not set one (default: none, runs are not metered)
+  --receipt-key FILE       Ed25519 private key (PEM PKCS#8) signing a receipt of every execution; key id = file name without .key
   --max-args N             arguments one Execute may carry (default ${MAX_ARGS})
   --max-args-bytes N       total bytes of those arguments (default ${MAX_ARGS_BYTES})
   --max-env-vars N         environment variables one Execute may carry (default ${MAX_ENV_VARS})
@@ -68,6 +71,9 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         "max-write-bytes": { type: "string" },
         "max-created-entries": { type: "string" },
         "default-timeout-ms": { type: "string" },
+        "max-fuel": { type: "string" },
+        "default-fuel-limit": { type: "string" },
+        "receipt-key": { type: "string" },
         "max-args": { type: "string" },
         "max-args-bytes": { type: "string" },
         "max-env-vars": { type: "string" },
@@ -101,7 +107,7 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
   const listen = v.listen === undefined ? base.listen : parseListenAddress(v.listen);
   if (listen instanceof Error) return listen;
   const numbers: Record<string, number | undefined> = {};
-  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "max-write-bytes", "max-created-entries", "default-timeout-ms", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes", "compile-concurrency", "compile-max-queued", "max-queued-executions", "max-buffered-bytes", "memory-cache-max-bytes", "max-connections", "connection-idle-timeout-ms", "max-args", "max-args-bytes", "max-env-vars", "max-env-bytes"] as const) {
+  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "max-write-bytes", "max-created-entries", "default-timeout-ms", "max-fuel", "default-fuel-limit", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes", "compile-concurrency", "compile-max-queued", "max-queued-executions", "max-buffered-bytes", "memory-cache-max-bytes", "max-connections", "connection-idle-timeout-ms", "max-args", "max-args-bytes", "max-env-vars", "max-env-bytes"] as const) {
     const text = v[flag];
     if (text === undefined) continue;
     const n = Number(text);
@@ -131,6 +137,7 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         maxTimeoutMs: numbers["max-timeout-ms"] ?? base.ceilings.maxTimeoutMs,
         maxOutputBytes: numbers["max-output-bytes"] ?? base.ceilings.maxOutputBytes,
         maxWriteBytes: numbers["max-write-bytes"] ?? base.ceilings.maxWriteBytes,
+        maxFuel: numbers["max-fuel"] ?? base.ceilings.maxFuel,
         allowedRoots: v["allow-mount-root"].map((root) => path.resolve(root)),
       },
       // A lowered ceiling lowers the built-in default with it; only an explicit
@@ -140,7 +147,9 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         timeoutMs: numbers["default-timeout-ms"] ?? Math.min(base.defaults.timeoutMs, numbers["max-timeout-ms"] ?? Infinity),
         maxOutputBytes: Math.min(base.defaults.maxOutputBytes, numbers["max-output-bytes"] ?? Infinity),
         maxWriteBytes: Math.min(base.defaults.maxWriteBytes, numbers["max-write-bytes"] ?? Infinity),
+        fuelLimit: numbers["default-fuel-limit"] ?? base.defaults.fuelLimit,
       },
+      ...(v["receipt-key"] ? { receiptKeyFile: path.resolve(v["receipt-key"]) } : {}),
       ...(numbers["cache-max-bytes"] ? { cacheMaxBytes: numbers["cache-max-bytes"] } : {}),
       ...admin,
       connections: {

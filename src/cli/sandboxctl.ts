@@ -18,6 +18,7 @@ import { keyIdProblem, PUBLIC_KEY_SUFFIX, TrustedKeys } from "../policy/trusted-
 import { checkValidity } from "../policy/validity.js";
 import { checkMountCount, checkPolicyBytes, verifySignedPolicy } from "../policy/verify-signature.js";
 import { ADMIN_USAGE, adminCommand } from "./sandboxctl-admin.js";
+import { RECEIPT_USAGE, receiptCommand } from "./sandboxctl-receipt.js";
 import { UsageError } from "./usage-error.js";
 
 /** File name suffix of a private key written by keygen. */
@@ -41,6 +42,7 @@ const USAGE = `usage:
   sandboxctl policy verify --keys DIR [--now UNIX_SECONDS] SIGNED.json
       checks key, signature, encoding and validity window; prints the decoded policy as JSON
 ${ADMIN_USAGE}
+${RECEIPT_USAGE}
 See docs/policy.md and README.md ("Managing the module cache").`;
 
 async function main(argv: string[]): Promise<number> {
@@ -49,6 +51,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === "policy" && sub === "sign") return policySign(argv.slice(2));
   if (command === "policy" && sub === "verify") return policyVerify(argv.slice(2));
   if (command === "admin") return adminCommand(argv.slice(1));
+  if (command === "receipt") return receiptCommand(argv.slice(1));
   if (command === "help" || command === "--help" || command === "-h") {
     process.stdout.write(USAGE + "\n");
     return 0;

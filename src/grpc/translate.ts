@@ -41,6 +41,7 @@ const OUTCOMES: Record<ExecuteResult["outcome"], Outcome> = {
   memory_limit: Outcome.OUTCOME_MEMORY_LIMIT,
   output_limit: Outcome.OUTCOME_OUTPUT_LIMIT,
   cancelled: Outcome.OUTCOME_CANCELLED,
+  fuel_exhausted: Outcome.OUTCOME_FUEL_EXHAUSTED,
   compile_error: Outcome.OUTCOME_COMPILE_ERROR,
 };
 
@@ -146,9 +147,10 @@ export function executeResponseFrom(result: ExecuteResult): ExecuteResponse {
     moduleId: result.moduleId,
     durationUs: result.durationUs,
     compileDurationUs: result.compileDurationUs,
+    receipt: result.receipt && { receipt: asBuffer(result.receipt.receipt), keyId: result.receipt.keyId, signature: asBuffer(result.receipt.signature) },
   };
   if (result.outcome === "compile_error") {
-    return { ...base, exitCode: undefined, stdout: EMPTY, stderr: EMPTY, message: "source did not compile", denials: [] };
+    return { ...base, exitCode: undefined, stdout: EMPTY, stderr: EMPTY, message: "source did not compile", denials: [], fuelConsumed: 0 };
   }
   return {
     ...base,
@@ -157,6 +159,7 @@ export function executeResponseFrom(result: ExecuteResult): ExecuteResponse {
     stderr: asBuffer(result.stderr),
     message: result.message,
     denials: result.denials.map((d) => ({ ...d })),
+    fuelConsumed: result.fuelConsumed,
   };
 }
 

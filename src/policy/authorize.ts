@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { SandboxError } from "../errors/sandbox-error.js";
 import type { Policy } from "../gen/pb/sandbox/v1/sandbox.js";
 import { resolveMounts, type EffectiveMount } from "./mounts.js";
@@ -18,6 +19,8 @@ export interface PolicyCeilings {
   maxOutputBytes: number;
   /** Largest max_write_bytes a policy may grant. */
   maxWriteBytes: number;
+  /** Largest fuel_limit a policy may grant, in fuel units. */
+  maxFuel: number;
   /** Host directories under which mounts may lie (checked after resolving symlinks). Empty = no mounts at all. */
   allowedRoots: readonly string[];
 }
@@ -32,6 +35,8 @@ export interface PolicyDefaults {
   maxOutputBytes: number;
   /** Bytes a run may add to its writable mounts when the policy leaves it at 0. */
   maxWriteBytes: number;
+  /** Fuel limit when the policy leaves it at 0; 0 = none (the run is not metered). */
+  fuelLimit: number;
 }
 
 /** Everything a run is allowed, after every check passed; the runtime enforces exactly this. */
@@ -50,6 +55,10 @@ export interface Grant {
   maxOutputBytes: number;
   /** Bytes the run may add to its writable mounts. */
   maxWriteBytes: number;
+  /** Fuel the run may consume; 0 = no limit, and the run is not metered. */
+  fuelLimit: number;
+  /** SHA-256 of the exact signed policy bytes, and the key that signed them; undefined for an unsigned run. */
+  signedBy: { readonly policySha256: Uint8Array; readonly keyId: string } | undefined;
   /** Whether the policy grants network access (always false for now: such policies are refused). */
   network: boolean;
 }
@@ -89,6 +98,8 @@ export async function authorize(signed: SignedPolicyInput | undefined, ctx: Auth
       timeoutMs: ctx.defaults.timeoutMs,
       maxOutputBytes: ctx.defaults.maxOutputBytes,
       maxWriteBytes: ctx.defaults.maxWriteBytes,
+      fuelLimit: ctx.defaults.fuelLimit,
+      signedBy: undefined,
       network: false,
     };
   }
@@ -105,6 +116,8 @@ export async function authorize(signed: SignedPolicyInput | undefined, ctx: Auth
     timeoutMs: policy.timeoutMs === 0 ? ctx.defaults.timeoutMs : policy.timeoutMs,
     maxOutputBytes: policy.maxOutputBytes === 0 ? ctx.defaults.maxOutputBytes : policy.maxOutputBytes,
     maxWriteBytes: policy.maxWriteBytes === 0 ? ctx.defaults.maxWriteBytes : policy.maxWriteBytes,
+    fuelLimit: policy.fuelLimit === 0 ? ctx.defaults.fuelLimit : policy.fuelLimit,
+    signedBy: { policySha256: createHash("sha256").update(signed.policy).digest(), keyId: signed.keyId },
     network: policy.network,
   };
 }
@@ -127,6 +140,7 @@ function checkCeilings(policy: Policy, ceilings: PolicyCeilings): void {
     ["timeout_ms", policy.timeoutMs, ceilings.maxTimeoutMs],
     ["max_output_bytes", policy.maxOutputBytes, ceilings.maxOutputBytes],
     ["max_write_bytes", policy.maxWriteBytes, ceilings.maxWriteBytes],
+    ["fuel_limit", policy.fuelLimit, ceilings.maxFuel],
   ];
   for (const [field, requested, ceiling] of limits) {
     if (requested > ceiling) {

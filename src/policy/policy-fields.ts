@@ -45,6 +45,7 @@ export const KNOWN_POLICY_FIELDS: KnownMessage = {
     [8, { name: "max_output_bytes", wireType: WireType.Varint }],
     [9, { name: "network", wireType: WireType.Varint }],
     [11, { name: "max_write_bytes", wireType: WireType.Varint }],
+    [15, { name: "fuel_limit", wireType: WireType.Varint }],
   ]),
 };
 

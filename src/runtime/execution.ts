@@ -1,5 +1,5 @@
 /** How a run ended, as the core reports it (the gRPC layer maps these to the Outcome enum). */
-export type Outcome = "exited" | "trap" | "timeout" | "memory_limit" | "output_limit" | "cancelled";
+export type Outcome = "exited" | "trap" | "timeout" | "memory_limit" | "output_limit" | "cancelled" | "fuel_exhausted";
 
 /** A directory the guest may see, already verified against the policy and the operator's roots. */
 export interface RunMount {
@@ -49,4 +49,8 @@ export interface RunResult {
   readonly message: string;
   readonly denials: readonly Denial[];
   readonly durationUs: number;
+  /** Fuel the guest consumed (counted as wasmtime counts it); 0 when the run was not metered. */
+  readonly fuelConsumed: number;
+  /** Denials the policy made, including those beyond the returned list. */
+  readonly denialCount: number;
 }

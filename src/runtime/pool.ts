@@ -281,6 +281,7 @@ export class WorkerPool {
       maxOutputBytes: job.maxOutputBytes,
       maxWriteBytes: job.maxWriteBytes,
       maxCreatedEntries: job.maxCreatedEntries,
+      fuelLimit: job.fuelLimit,
       ...(window ? { streamWindow: window } : {}),
     };
     slot.worker.postMessage(message);
@@ -309,6 +310,8 @@ export class WorkerPool {
         message: r.outcome === "exited" ? "" : r.message,
         denials,
         durationUs: m.durationUs,
+        fuelConsumed: m.fuelConsumed,
+        denialCount: m.denials.length + m.deniedBeyondCap,
       };
       if (r.outcome === "exited" || r.outcome === "output_limit") {
         this.finish(slot, result);
@@ -383,5 +386,5 @@ function exactCopy(bytes: Uint8Array): Uint8Array {
 }
 
 function ended(outcome: RunResult["outcome"], message: string, durationUs: number): RunResult {
-  return { outcome, exitCode: 0, stdout: EMPTY, stderr: EMPTY, message, denials: [], durationUs };
+  return { outcome, exitCode: 0, stdout: EMPTY, stderr: EMPTY, message, denials: [], durationUs, fuelConsumed: 0, denialCount: 0 };
 }

@@ -10,8 +10,9 @@ import { MAX_DENIALS, STREAM_FLUSH_BYTES, STREAM_FLUSH_INTERVAL_MS, STREAM_WINDO
 import { elapsedUs } from "../elapsed.js";
 import type { Denial } from "./execution.js";
 import { waitAndCharge } from "./stream-window.js";
-import { WasiHost } from "./wasi/host.js";
-import type { FromWorker, RunMessage, ToWorker } from "./worker-protocol.js";
+import { WasiHost, type WasiRunResult } from "./wasi/host.js";
+import { fuelConsumed, fuelExhausted, startMetered } from "./wasm/fuel-meter.js";
+import type { FromWorker, RunMessage, ToWorker, WorkerRunResult } from "./worker-protocol.js";
 
 /** Data the pool gives each worker at start. */
 export interface WorkerInit {
@@ -129,6 +130,38 @@ class OutputSink {
   }
 }
 
+/** A panic is a program's failure, not the sandbox's: it is reported as native Rust would (exit 101). */
+function panicAsExit(result: WasiRunResult, panicked: boolean): WorkerRunResult {
+  return result.outcome === "trap" && panicked ? { outcome: "exited", exitCode: RUST_PANIC_EXIT_CODE } : result;
+}
+
+/** The fuel budget of one metered run: set before any guest code runs, read when it ends. */
+class FuelMeter {
+  private instance: WebAssembly.Instance | undefined;
+  private readonly limit: bigint;
+
+  constructor(limit: number) {
+    this.limit = BigInt(limit);
+  }
+
+  /** Sets the instance's budget and runs its start function, if any (see startMetered). */
+  start(instance: WebAssembly.Instance): void {
+    this.instance = instance;
+    startMetered(instance, this.limit);
+  }
+
+  /** The run's outcome if its trap was its fuel running out; undefined otherwise. */
+  exhausted(result: WasiRunResult): WorkerRunResult | undefined {
+    if (result.outcome !== "trap" || this.instance === undefined || !fuelExhausted(this.instance)) return undefined;
+    return { outcome: "fuel_exhausted", message: `the guest used up its fuel limit of ${this.limit} (${this.consumed()} consumed at the check that stopped it)` };
+  }
+
+  /** Fuel consumed so far; 0 if the instance was never made. */
+  consumed(): number {
+    return this.instance === undefined ? 0 : Number(fuelConsumed(this.instance, this.limit));
+  }
+}
+
 function run(message: RunMessage): void {
   if (message.module) modules.set(message.moduleKey, message.module);
   const module = modules.get(message.moduleKey);
@@ -137,6 +170,7 @@ function run(message: RunMessage): void {
   const stderr = new OutputSink(message.runId, 2, message.streamWindow);
   const denials: Denial[] = [];
   let deniedBeyondCap = 0;
+  const fuel = message.fuelLimit > 0 ? new FuelMeter(message.fuelLimit) : undefined;
   const started = performance.now();
   const hostResult = module
     ? new WasiHost({
@@ -164,14 +198,10 @@ function run(message: RunMessage): void {
           stdout.flush();
           stderr.flush();
         },
-      }).run(module)
+      }).run(module, fuel && ((instance) => fuel.start(instance)))
     : ({ outcome: "trap", message: `internal: module ${message.moduleKey} was never sent to this worker` } as const);
   const durationUs = elapsedUs(started);
-  // A panic is a program's failure, not the sandbox's: report it as native Rust would (exit 101).
-  const result =
-    hostResult.outcome === "trap" && stderr.panicked
-      ? ({ outcome: "exited", exitCode: RUST_PANIC_EXIT_CODE } as const)
-      : hostResult;
+  const result = fuel?.exhausted(hostResult) ?? panicAsExit(hostResult, stderr.panicked);
   if (stream) {
     stdout.flush();
     stderr.flush();
@@ -185,6 +215,7 @@ function run(message: RunMessage): void {
     denials,
     deniedBeyondCap,
     durationUs,
+    fuelConsumed: fuel?.consumed() ?? 0,
   });
 }
 

@@ -10,7 +10,7 @@ import type { ExecuteResult } from "../../src/sandbox.js";
 
 /** A run result with defaults for every field not given. */
 const run = (fields: Partial<RunResult> & Pick<RunResult, "outcome">): ExecuteResult => ({
-  exitCode: 0, stdout: new Uint8Array(0), stderr: new Uint8Array(0), message: "", denials: [], durationUs: 5, moduleId: "m", diagnostics: [], compileDurationUs: 0, ...fields,
+  exitCode: 0, stdout: new Uint8Array(0), stderr: new Uint8Array(0), message: "", denials: [], durationUs: 5, fuelConsumed: 0, denialCount: 0, moduleId: "m", diagnostics: [], compileDurationUs: 0, ...fields,
 });
 
 describe("translate: ExecuteResponse", () => {

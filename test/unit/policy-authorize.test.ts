@@ -1,6 +1,7 @@
 import { mkdir, symlink, writeFile, realpath } from "node:fs/promises";
 import { join } from "node:path";
 import { expect } from "chai";
+import { createHash } from "node:crypto";
 import { Code } from "../../src/errors/codes.js";
 import { MAX_POLICY_BYTES, MAX_POLICY_MOUNTS, POLICY_CLOCK_SKEW_SECONDS } from "../../src/limits.js";
 import { authorize, bindToModule, type AuthorizeContext, type Grant } from "../../src/policy/authorize.js";
@@ -47,8 +48,8 @@ describe("policy authorize", () => {
     return {
       keys,
       allowUnsigned: false,
-      ceilings: { maxMemoryBytes: 512 * MIB, maxTimeoutMs: 60_000, maxOutputBytes: 32 * MIB, maxWriteBytes: 8 * MIB, allowedRoots: [root] },
-      defaults: { memoryLimitBytes: 128 * MIB, timeoutMs: 5_000, maxOutputBytes: MIB, maxWriteBytes: 2 * MIB },
+      ceilings: { maxMemoryBytes: 512 * MIB, maxTimeoutMs: 60_000, maxOutputBytes: 32 * MIB, maxWriteBytes: 8 * MIB, maxFuel: 1_000_000, allowedRoots: [root] },
+      defaults: { memoryLimitBytes: 128 * MIB, timeoutMs: 5_000, maxOutputBytes: MIB, maxWriteBytes: 2 * MIB, fuelLimit: 0 },
       nowMs: NOW_UNIX * 1000,
       ...overrides,
     };
@@ -61,8 +62,9 @@ describe("policy authorize", () => {
 
   describe("a valid policy", () => {
     it("grants its mounts (host paths resolved) and limits", async () => {
+      let signedBytes: Uint8Array = new Uint8Array(0);
       const grant = await authorize(
-        signed(
+        keep((s) => (signedBytes = s.policy), signed(
           valid({
             moduleId: MODULE_A,
             mounts: [
@@ -74,7 +76,7 @@ describe("policy authorize", () => {
             maxOutputBytes: 4096,
           }),
           k1,
-        ),
+        )),
         ctx(),
       );
       const realRoot = await realpath(root);
@@ -89,6 +91,8 @@ describe("policy authorize", () => {
         timeoutMs: 2_000,
         maxOutputBytes: 4096,
         maxWriteBytes: 2 * MIB,
+        fuelLimit: 0,
+        signedBy: { policySha256: createHash("sha256").update(signedBytes).digest(), keyId: k1.id },
         network: false,
       } satisfies Grant);
     });
@@ -101,6 +105,12 @@ describe("policy authorize", () => {
       const grant = await authorize(signed(valid(), k1), ctx());
       expect(grant).to.include({ memoryLimitBytes: 128 * MIB, timeoutMs: 5_000, maxOutputBytes: MIB, network: false, boundModuleId: "" });
       expect(grant.mounts).to.deep.equal([]);
+    });
+
+    it("gets its fuel_limit, the daemon's default fuel limit where it says 0, and no metering by default", async () => {
+      expect((await authorize(signed(valid({ fuelLimit: 1_000_000 }), k1), ctx())).fuelLimit).to.equal(1_000_000);
+      expect((await authorize(signed(valid(), k1), ctx({ defaults: { ...ctx().defaults, fuelLimit: 5_000 } }))).fuelLimit).to.equal(5_000);
+      expect((await authorize(signed(valid(), k1), ctx())).fuelLimit).to.equal(0);
     });
 
     it("may ask for exactly the ceilings", async () => {
@@ -134,6 +144,8 @@ describe("policy authorize", () => {
         timeoutMs: 5_000,
         maxOutputBytes: MIB,
         maxWriteBytes: 2 * MIB,
+        fuelLimit: 0,
+        signedBy: undefined,
         network: false,
       } satisfies Grant);
     });
@@ -250,6 +262,7 @@ describe("policy authorize", () => {
       ["timeout_ms", { timeoutMs: 60_001 }],
       ["max_output_bytes", { maxOutputBytes: 32 * MIB + 1 }],
       ["max_write_bytes", { maxWriteBytes: 8 * MIB + 1 }],
+      ["fuel_limit", { fuelLimit: 1_000_001 }],
     ];
     for (const [field, extra] of cases) {
       it(`refuses ${field} above the ceiling with POLICY_CEILING_EXCEEDED, never clamping`, async () => {
@@ -386,3 +399,9 @@ describe("policy authorize", () => {
     });
   });
 });
+
+/** Passes `value` through after handing it to `see` (to keep the signed bytes an inline call produced). */
+function keep<T>(see: (value: T) => void, value: T): T {
+  see(value);
+  return value;
+}

@@ -14,6 +14,7 @@ describe("policy JSON parsing", () => {
       timeout_ms: 7,
       max_output_bytes: 8,
       max_write_bytes: 9,
+      fuel_limit: "123456789",
       network: true,
     });
     const camel = parsePolicyJson({
@@ -26,6 +27,7 @@ describe("policy JSON parsing", () => {
       timeoutMs: 7,
       maxOutputBytes: "8",
       maxWriteBytes: 9,
+      fuelLimit: 123456789,
       network: true,
     });
     expect(snake).to.deep.equal(camel);
@@ -41,6 +43,7 @@ describe("policy JSON parsing", () => {
         timeoutMs: 7,
         maxOutputBytes: 8,
         maxWriteBytes: 9,
+        fuelLimit: 123456789,
         network: true,
       },
     });

@@ -111,8 +111,8 @@ describe("policy sandboxctl (compiled CLI)", () => {
     const grant = await authorize(parsed.value, {
       keys: await TrustedKeys.load(keys),
       allowUnsigned: false,
-      ceilings: { maxMemoryBytes: 1 << 30, maxTimeoutMs: 60_000, maxOutputBytes: 1 << 20, maxWriteBytes: 1 << 20, allowedRoots: [tmp.path] },
-      defaults: { memoryLimitBytes: 1 << 26, timeoutMs: 1000, maxOutputBytes: 1 << 16, maxWriteBytes: 1 << 16 },
+      ceilings: { maxMemoryBytes: 1 << 30, maxTimeoutMs: 60_000, maxOutputBytes: 1 << 20, maxWriteBytes: 1 << 20, maxFuel: Number.MAX_SAFE_INTEGER, allowedRoots: [tmp.path] },
+      defaults: { memoryLimitBytes: 1 << 26, timeoutMs: 1000, maxOutputBytes: 1 << 16, maxWriteBytes: 1 << 16, fuelLimit: 0 },
       nowMs: Date.now(),
     });
     expect(grant).to.include({ policyId: "round-trip", timeoutMs: 1500 });

@@ -138,15 +138,16 @@ export class WasiHost {
     this.fs = new WasiFs(options, () => this.refresh());
   }
 
-  /** Instantiates the module with our imports and runs `_start`. Never throws for anything the guest does;
-   *  closes every host fd it opened before returning, however the run ended. */
-  run(module: WebAssembly.Module): WasiRunResult {
+  /** Instantiates the module with our imports, lets `prepare` see the instance first, and runs `_start`. Never throws
+   *  for anything the guest does; closes every host fd it opened before returning, however the run ended. */
+  run(module: WebAssembly.Module, prepare?: (instance: WebAssembly.Instance) => void): WasiRunResult {
     try {
       const fsError = this.fs.openPreopens();
       if (fsError !== undefined) return { outcome: "trap", message: fsError };
       const imports: WebAssembly.Imports = { [WASI_MODULE]: this.imports() };
       if (this.options.memory) imports[MEMORY_IMPORT_MODULE] = { [MEMORY_IMPORT_NAME]: new WebAssembly.Memory(this.options.memory) };
       const instance = new WebAssembly.Instance(module, imports);
+      prepare?.(instance);
       const memory = instance.exports["memory"];
       const start = instance.exports["_start"];
       if (!(memory instanceof WebAssembly.Memory) || typeof start !== "function") {
