@@ -291,6 +291,10 @@ function policySigner(): { publicKeyPem: string; sign: (moduleId: string, rootCo
           fuelLimit: 0,
           maxWriteBytes: 0,
           network: false,
+          allowedHosts: [],
+          maxHttpRequests: 0,
+          maxHttpResponseBytes: 0,
+          httpTimeoutMs: 0,
         },
         privateKey,
         KEY_ID,
@@ -308,7 +312,7 @@ function runDirectInThisThread(job: DirectJob): RunReply {
   const capped = capMemory(readFileSync(job.wasmPath), DIRECT_MEMORY_LIMIT_BYTES);
   if (!capped.ok) return invalid(capped.error);
   const module = new WebAssembly.Module(capped.wasm);
-  const problems = validateCommandModule(module);
+  const problems = validateCommandModule(module, capped.wasm);
   if (problems.length > 0) return invalid(problems.join("; "));
   const out: Buffer[] = [];
   const err: Buffer[] = [];

@@ -12,6 +12,12 @@ import {
   DEFAULT_CEILING_TIMEOUT_MS,
   DEFAULT_CEILING_WRITE_BYTES,
   DEFAULT_CEILING_FUEL,
+  DEFAULT_CEILING_HTTP_REQUESTS,
+  DEFAULT_CEILING_HTTP_RESPONSE_BYTES,
+  DEFAULT_CEILING_HTTP_TIMEOUT_MS,
+  DEFAULT_HTTP_TIMEOUT_MS,
+  DEFAULT_MAX_HTTP_REQUESTS,
+  DEFAULT_MAX_HTTP_RESPONSE_BYTES,
   DEFAULT_MAX_BUFFERED_BYTES,
   DEFAULT_MAX_CREATED_ENTRIES,
   DEFAULT_MAX_OUTPUT_BYTES,
@@ -27,6 +33,7 @@ import type { CompilerSettings } from "./compiler/compiler.js";
 import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from "./request-limits.js";
 import { TrustedKeys } from "./policy/trusted-keys.js";
 import type { PolicyCeilings, PolicyDefaults } from "./policy/authorize.js";
+import type { CidrRange } from "./runtime/net/address-rules.js";
 import { DEFAULT_WORKERS, Sandbox } from "./sandbox.js";
 import { SandboxServer, type ListenAddress } from "./grpc/server.js";
 import { AdminServer } from "./grpc/admin-server.js";
@@ -51,6 +58,8 @@ export interface DaemonConfig {
   readonly maxCreatedEntries: number;
   readonly ceilings: PolicyCeilings;
   readonly defaults: PolicyDefaults;
+  /** --allow-private-network: special-purpose address ranges scripts' outbound requests may reach after all. */
+  readonly privateNetworks: readonly CidrRange[];
   /** Compiler settings: --insecure-compile, --bwrap, --compile-timeout-ms, --compile-memory-bytes. */
   readonly compile?: CompilerSettings;
   /** --cache-max-bytes: size cap of the on-disk module cache. */
@@ -86,6 +95,10 @@ export function defaultConfig(listen: ListenAddress = { kind: "unix", path: defa
       maxOutputBytes: DEFAULT_CEILING_OUTPUT_BYTES,
       maxWriteBytes: DEFAULT_CEILING_WRITE_BYTES,
       maxFuel: DEFAULT_CEILING_FUEL,
+      maxHttpRequests: DEFAULT_CEILING_HTTP_REQUESTS,
+      maxHttpResponseBytes: DEFAULT_CEILING_HTTP_RESPONSE_BYTES,
+      maxHttpTimeoutMs: DEFAULT_CEILING_HTTP_TIMEOUT_MS,
+      networkHosts: [],
       allowedRoots: [],
     },
     defaults: {
@@ -94,7 +107,11 @@ export function defaultConfig(listen: ListenAddress = { kind: "unix", path: defa
       maxOutputBytes: DEFAULT_MAX_OUTPUT_BYTES,
       maxWriteBytes: DEFAULT_MAX_WRITE_BYTES,
       fuelLimit: 0,
+      maxHttpRequests: DEFAULT_MAX_HTTP_REQUESTS,
+      maxHttpResponseBytes: DEFAULT_MAX_HTTP_RESPONSE_BYTES,
+      httpTimeoutMs: DEFAULT_HTTP_TIMEOUT_MS,
     },
+    privateNetworks: [],
     requestLimits: DEFAULT_REQUEST_LIMITS,
   };
 }
@@ -124,6 +141,9 @@ export function validateConfig(config: DaemonConfig): Error | undefined {
     ["output", config.defaults.maxOutputBytes, config.ceilings.maxOutputBytes],
     ["write", config.defaults.maxWriteBytes, config.ceilings.maxWriteBytes],
     ["fuel", config.defaults.fuelLimit, config.ceilings.maxFuel],
+    ["HTTP request count", config.defaults.maxHttpRequests, config.ceilings.maxHttpRequests],
+    ["HTTP response bytes", config.defaults.maxHttpResponseBytes, config.ceilings.maxHttpResponseBytes],
+    ["HTTP timeout", config.defaults.httpTimeoutMs, config.ceilings.maxHttpTimeoutMs],
   ] as const;
   for (const [name, value, ceiling] of pairs) {
     if (value > ceiling) return new Error(`the default ${name} limit (${value}) exceeds its ceiling (${ceiling})`);
@@ -169,6 +189,7 @@ export class Daemon {
       allowUnsigned: config.allowUnsigned,
       ceilings: config.ceilings,
       defaults: config.defaults,
+      privateNetworks: config.privateNetworks,
       logger,
       ...(config.compile ? { compile: config.compile } : {}),
       ...(config.cacheMaxBytes ? { cacheMaxBytes: config.cacheMaxBytes } : {}),

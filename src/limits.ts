@@ -129,3 +129,27 @@ export const CONNECTION_CAP_LOG_INTERVAL_MS = 10_000;
 export const NAMESPACE_LOCK_WAIT_MS = 2_000;
 /** Bytes a file write moves per hold of the namespace lock, so a large write delays other guests' renames only briefly. */
 export const NAMESPACE_LOCK_WRITE_CHUNK_BYTES = 1024 * 1024;
+/** Outbound HTTP requests one run may make (redirect hops count) when the policy does not say. */
+export const DEFAULT_MAX_HTTP_REQUESTS = 100;
+/** Operator ceiling on a policy's max_http_requests unless --max-http-requests says otherwise. */
+export const DEFAULT_CEILING_HTTP_REQUESTS = 10_000;
+/** Response body bytes one run may receive over all its requests when the policy does not say. */
+export const DEFAULT_MAX_HTTP_RESPONSE_BYTES = 16 * 1024 * 1024;
+/** Operator ceiling on a policy's max_http_response_bytes unless --max-http-response-bytes says otherwise. */
+export const DEFAULT_CEILING_HTTP_RESPONSE_BYTES = 256 * 1024 * 1024;
+/** Wall-clock limit of one outbound request, redirects included, when the policy does not say. */
+export const DEFAULT_HTTP_TIMEOUT_MS = 10_000;
+/** Operator ceiling on a policy's http_timeout_ms unless --max-http-timeout-ms says otherwise. */
+export const DEFAULT_CEILING_HTTP_TIMEOUT_MS = 5 * 60 * 1000;
+/** Redirect hops followed for one request; each is checked again against allowed_hosts and the address rules. */
+export const MAX_HTTP_REDIRECTS = 5;
+/** Longest URL a guest may request (and a Location header may name). */
+export const MAX_HTTP_URL_BYTES = 8 * 1024;
+/** Largest request head (the JSON with method, URL and headers) a guest may send. */
+export const MAX_HTTP_REQUEST_HEAD_BYTES = 64 * 1024;
+/** Largest request body a guest may send. */
+export const MAX_HTTP_REQUEST_BODY_BYTES = 16 * 1024 * 1024;
+/** Largest response head (status line and headers) accepted from a server. */
+export const MAX_HTTP_RESPONSE_HEAD_BYTES = 64 * 1024;
+/** Entries a policy's allowed_hosts may list. */
+export const MAX_ALLOWED_HOSTS = 256;

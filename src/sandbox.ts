@@ -26,6 +26,7 @@ import { WorkerPool } from "./runtime/pool.js";
 import type { SignedReceipt } from "./gen/pb/sandbox/v1/sandbox.js";
 import { argsEnvSha256, OutputDigest, RECEIPT_OUTCOMES, sha256, type ReceiptSigner } from "./receipt/receipt.js";
 import { DAEMON_VERSION } from "./version.js";
+import type { CidrRange } from "./runtime/net/address-rules.js";
 
 /** Warm workers when the operator does not say: enough for the cores plus guests that sleep. */
 export const DEFAULT_WORKERS = Math.max(4, availableParallelism());
@@ -48,6 +49,8 @@ export interface SandboxOptions {
   readonly allowUnsigned: boolean;
   readonly ceilings: PolicyCeilings;
   readonly defaults: PolicyDefaults;
+  /** Special-purpose address ranges outbound requests may reach after all (--allow-private-network). */
+  readonly privateNetworks: readonly CidrRange[];
   readonly logger: Logger;
   /** Compiler settings (hermetic/insecure, rustc budgets, queue); defaults when absent. */
   readonly compile?: CompilerSettings;
@@ -239,6 +242,7 @@ export class Sandbox {
       timeoutMs: grant.timeoutMs,
       ...(hooks ? { listener: receipts ? receipts.watch(hooks) : hooks } : {}),
       ...(signal ? { signal } : {}),
+      ...(grant.network ? { network: { grant: grant.network, opened: this.options.privateNetworks, policyId: grant.policyId } } : {}),
     });
     const done = { ...result, moduleId, diagnostics, compileDurationUs };
     return receipts ? { ...done, receipt: receipts.sign(done, startedAtMs) } : done;

@@ -66,7 +66,12 @@ def encode_policy(p: dict) -> bytes:
     out += int_field(7, int(get(p, "timeout_ms", 0)))
     out += int_field(8, int(get(p, "max_output_bytes", 0)))
     out += int_field(9, bool(get(p, "network", False)))
+    for host in get(p, "allowed_hosts", []):
+        out += bytes_field(10, host.encode(), always=True)  # repeated strings are sent even when empty
     out += int_field(11, int(get(p, "max_write_bytes", 0)))
+    out += int_field(12, int(get(p, "max_http_requests", 0)))
+    out += int_field(13, int(get(p, "max_http_response_bytes", 0)))
+    out += int_field(14, int(get(p, "http_timeout_ms", 0)))
     return out
 
 

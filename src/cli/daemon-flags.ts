@@ -7,6 +7,8 @@ import { parseArgs } from "node:util";
 import path from "node:path";
 import { defaultConfig, defaultSocketPath, type DaemonConfig } from "../daemon.js";
 import { DEFAULT_CONNECTION_LIMITS, parseListenAddress } from "../grpc/server.js";
+import { parseHostPatterns } from "../policy/host-patterns.js";
+import { parseCidr, type CidrRange } from "../runtime/net/address-rules.js";
 import { MAX_ARGS, MAX_ARGS_BYTES, MAX_ENV_BYTES, MAX_ENV_VARS } from "../limits.js";
 
 /** The --help text. */
@@ -22,6 +24,12 @@ export const USAGE = `usage: sandboxd [options]
   --max-output-bytes N     ceiling on a policy's max_output_bytes
   --max-write-bytes N      ceiling on a policy's max_write_bytes (bytes a run may add to its writable mounts)
   --max-created-entries N  files, directories and links one run may create in its writable mounts
+  --allow-network-host PATTERN  scheme://host[:port] (or scheme://*.domain) policies may let scripts reach over HTTP(S)
+                           (repeatable; none by default, so no policy can grant network)
+  --allow-private-network CIDR  loopback/private/link-local range scripts' requests may reach after all (repeatable)
+  --max-http-requests N    ceiling on a policy's max_http_requests (outbound requests per run)
+  --max-http-response-bytes N  ceiling on a policy's max_http_response_bytes (response bytes per run)
+  --max-http-timeout-ms N  ceiling on a policy's http_timeout_ms (one request, redirects included)
   --default-timeout-ms N   wall-clock limit of runs whose policy does not set one (and of unsigned runs)
   --max-fuel N             ceiling on a policy's fuel_limit (fuel counted as wasmtime counts it)
   --default-fuel-limit N   fuel limit of runs whose policy does not set one (default: none, runs are not metered)
@@ -70,6 +78,11 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         "max-output-bytes": { type: "string" },
         "max-write-bytes": { type: "string" },
         "max-created-entries": { type: "string" },
+        "allow-network-host": { type: "string", multiple: true, default: [] },
+        "allow-private-network": { type: "string", multiple: true, default: [] },
+        "max-http-requests": { type: "string" },
+        "max-http-response-bytes": { type: "string" },
+        "max-http-timeout-ms": { type: "string" },
         "default-timeout-ms": { type: "string" },
         "max-fuel": { type: "string" },
         "default-fuel-limit": { type: "string" },
@@ -107,7 +120,7 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
   const listen = v.listen === undefined ? base.listen : parseListenAddress(v.listen);
   if (listen instanceof Error) return listen;
   const numbers: Record<string, number | undefined> = {};
-  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "max-write-bytes", "max-created-entries", "default-timeout-ms", "max-fuel", "default-fuel-limit", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes", "compile-concurrency", "compile-max-queued", "max-queued-executions", "max-buffered-bytes", "memory-cache-max-bytes", "max-connections", "connection-idle-timeout-ms", "max-args", "max-args-bytes", "max-env-vars", "max-env-bytes"] as const) {
+  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "max-write-bytes", "max-created-entries", "max-http-requests", "max-http-response-bytes", "max-http-timeout-ms", "default-timeout-ms", "max-fuel", "default-fuel-limit", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes", "compile-concurrency", "compile-max-queued", "max-queued-executions", "max-buffered-bytes", "memory-cache-max-bytes", "max-connections", "connection-idle-timeout-ms", "max-args", "max-args-bytes", "max-env-vars", "max-env-bytes"] as const) {
     const text = v[flag];
     if (text === undefined) continue;
     const n = Number(text);
@@ -115,6 +128,14 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
     numbers[flag] = n;
   }
   if (!["error", "warn", "info", "debug"].includes(v["log-level"])) return new Error(`--log-level takes error, warn, info or debug`);
+  const networkHosts = parseHostPatterns(v["allow-network-host"]);
+  if (networkHosts instanceof Error) return new Error(`--allow-network-host: ${networkHosts.message}`);
+  const privateNetworks: CidrRange[] = [];
+  for (const text of v["allow-private-network"]) {
+    const range = parseCidr(text);
+    if (range instanceof Error) return new Error(`--allow-private-network: ${range.message}`);
+    privateNetworks.push(range);
+  }
   const admin = parseAdminFlags(v["admin-listen"], v["admin-socket-group"]);
   if (admin instanceof Error) return admin;
   if (listen.kind === "unix" && admin.adminSocketPath === listen.path) return new Error("--admin-listen must be another socket than --listen");
@@ -138,6 +159,10 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         maxOutputBytes: numbers["max-output-bytes"] ?? base.ceilings.maxOutputBytes,
         maxWriteBytes: numbers["max-write-bytes"] ?? base.ceilings.maxWriteBytes,
         maxFuel: numbers["max-fuel"] ?? base.ceilings.maxFuel,
+        maxHttpRequests: numbers["max-http-requests"] ?? base.ceilings.maxHttpRequests,
+        maxHttpResponseBytes: numbers["max-http-response-bytes"] ?? base.ceilings.maxHttpResponseBytes,
+        maxHttpTimeoutMs: numbers["max-http-timeout-ms"] ?? base.ceilings.maxHttpTimeoutMs,
+        networkHosts,
         allowedRoots: v["allow-mount-root"].map((root) => path.resolve(root)),
       },
       // A lowered ceiling lowers the built-in default with it; only an explicit
@@ -147,8 +172,12 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         timeoutMs: numbers["default-timeout-ms"] ?? Math.min(base.defaults.timeoutMs, numbers["max-timeout-ms"] ?? Infinity),
         maxOutputBytes: Math.min(base.defaults.maxOutputBytes, numbers["max-output-bytes"] ?? Infinity),
         maxWriteBytes: Math.min(base.defaults.maxWriteBytes, numbers["max-write-bytes"] ?? Infinity),
+        maxHttpRequests: Math.min(base.defaults.maxHttpRequests, numbers["max-http-requests"] ?? Infinity),
+        maxHttpResponseBytes: Math.min(base.defaults.maxHttpResponseBytes, numbers["max-http-response-bytes"] ?? Infinity),
+        httpTimeoutMs: Math.min(base.defaults.httpTimeoutMs, numbers["max-http-timeout-ms"] ?? Infinity),
         fuelLimit: numbers["default-fuel-limit"] ?? base.defaults.fuelLimit,
       },
+      privateNetworks,
       ...(v["receipt-key"] ? { receiptKeyFile: path.resolve(v["receipt-key"]) } : {}),
       ...(numbers["cache-max-bytes"] ? { cacheMaxBytes: numbers["cache-max-bytes"] } : {}),
       ...admin,

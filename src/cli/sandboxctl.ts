@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { SandboxError } from "../errors/sandbox-error.js";
 import { Policy } from "../gen/pb/sandbox/v1/sandbox.js";
+import { checkNetworkGrant } from "../policy/authorize.js";
 import { checkGuestPaths } from "../policy/mounts.js";
 import { parsePolicyJson } from "../policy/policy-json.js";
 import { formatSignedPolicyFile, parseSignedPolicyFile, signPolicy } from "../policy/signed-policy-file.js";
@@ -103,6 +104,7 @@ async function policySign(args: string[]): Promise<number> {
   checkValidity(policy, Date.now());
   checkMountCount(policy);
   checkGuestPaths(policy.mounts);
+  checkNetworkGrant(policy);
   const signed = signPolicy(policy, privateKey, id);
   checkPolicyBytes(signed.policy, id);
 
@@ -128,6 +130,7 @@ async function policyVerify(args: string[]): Promise<number> {
   const policy = verifySignedPolicy(parsed.value, keys);
   checkValidity(policy, nowMs);
   checkGuestPaths(policy.mounts);
+  checkNetworkGrant(policy);
   process.stdout.write(JSON.stringify(Policy.toJSON(policy), null, 2) + "\n");
   process.stderr.write(`OK: signed by "${parsed.value.keyId}", valid until ${new Date(policy.expiresAtUnix * 1000).toISOString()}\n`);
   return 0;

@@ -443,7 +443,7 @@ export class Compiler {
     } catch (e: unknown) {
       throw new SandboxError("INVALID_WASM", `not a valid WebAssembly module: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }
-    const problems = validateCommandModule(module);
+    const problems = validateCommandModule(module, wasm);
     if (problems.length > 0) throw new SandboxError("INVALID_WASM", `not a WASI preview1 command: ${problems.join("; ")}`);
     const provenance: ProvenanceFields = { origin: "upload", createdUnixMs: Date.now() };
     await this.store.put(moduleId, wasm, Buffer.from(JSON.stringify(provenance)));

@@ -1,6 +1,8 @@
 import { createHash } from "node:crypto";
 import { SandboxError } from "../errors/sandbox-error.js";
 import type { Policy } from "../gen/pb/sandbox/v1/sandbox.js";
+import { MAX_ALLOWED_HOSTS } from "../limits.js";
+import { parseHostPattern, patternCovers, type HostPattern } from "./host-patterns.js";
 import { resolveMounts, type EffectiveMount } from "./mounts.js";
 import type { TrustedKeys } from "./trusted-keys.js";
 import { checkValidity } from "./validity.js";
@@ -21,6 +23,14 @@ export interface PolicyCeilings {
   maxWriteBytes: number;
   /** Largest fuel_limit a policy may grant, in fuel units. */
   maxFuel: number;
+  /** Largest max_http_requests a policy may grant. */
+  maxHttpRequests: number;
+  /** Largest max_http_response_bytes a policy may grant. */
+  maxHttpResponseBytes: number;
+  /** Largest http_timeout_ms a policy may grant. */
+  maxHttpTimeoutMs: number;
+  /** Destinations allowed_hosts entries must lie within (--allow-network-host). Empty = no network at all. */
+  networkHosts: readonly HostPattern[];
   /** Host directories under which mounts may lie (checked after resolving symlinks). Empty = no mounts at all. */
   allowedRoots: readonly string[];
 }
@@ -37,6 +47,24 @@ export interface PolicyDefaults {
   maxWriteBytes: number;
   /** Fuel limit when the policy leaves it at 0; 0 = none (the run is not metered). */
   fuelLimit: number;
+  /** Outbound HTTP requests a run may make when the policy leaves it at 0. */
+  maxHttpRequests: number;
+  /** Response body bytes a run may receive when the policy leaves it at 0. */
+  maxHttpResponseBytes: number;
+  /** Wall-clock limit of one outbound request when the policy leaves it at 0. */
+  httpTimeoutMs: number;
+}
+
+/** Outbound HTTP a run may make: where to, and how much. */
+export interface NetworkGrant {
+  /** The policy's allowed_hosts, parsed; each lies within the operator's --allow-network-host patterns. */
+  readonly allowedHosts: readonly HostPattern[];
+  /** Requests the run may make, redirect hops included. */
+  readonly maxRequests: number;
+  /** Response body bytes the run may receive over all its requests. */
+  readonly maxResponseBytes: number;
+  /** Wall-clock limit of one request, redirects included. */
+  readonly requestTimeoutMs: number;
 }
 
 /** Everything a run is allowed, after every check passed; the runtime enforces exactly this. */
@@ -59,8 +87,8 @@ export interface Grant {
   fuelLimit: number;
   /** SHA-256 of the exact signed policy bytes, and the key that signed them; undefined for an unsigned run. */
   signedBy: { readonly policySha256: Uint8Array; readonly keyId: string } | undefined;
-  /** Whether the policy grants network access (always false for now: such policies are refused). */
-  network: boolean;
+  /** Outbound HTTP the policy grants; undefined = none. */
+  network: NetworkGrant | undefined;
 }
 
 /** What authorize needs from the daemon: trusted keys, operator settings, and the current time. */
@@ -100,13 +128,14 @@ export async function authorize(signed: SignedPolicyInput | undefined, ctx: Auth
       maxWriteBytes: ctx.defaults.maxWriteBytes,
       fuelLimit: ctx.defaults.fuelLimit,
       signedBy: undefined,
-      network: false,
+      network: undefined,
     };
   }
   const policy = verifySignedPolicy(signed, ctx.keys);
   checkValidity(policy, ctx.nowMs);
+  const allowedHosts = checkNetworkGrant(policy);
   checkCeilings(policy, ctx.ceilings);
-  checkSupported(policy);
+  checkHostCeiling(policy, allowedHosts, ctx.ceilings.networkHosts);
   const mounts = await resolveMounts(policy.mounts, ctx.ceilings.allowedRoots);
   return {
     policyId: policy.policyId,
@@ -118,7 +147,14 @@ export async function authorize(signed: SignedPolicyInput | undefined, ctx: Auth
     maxWriteBytes: policy.maxWriteBytes === 0 ? ctx.defaults.maxWriteBytes : policy.maxWriteBytes,
     fuelLimit: policy.fuelLimit === 0 ? ctx.defaults.fuelLimit : policy.fuelLimit,
     signedBy: { policySha256: createHash("sha256").update(signed.policy).digest(), keyId: signed.keyId },
-    network: policy.network,
+    network: policy.network
+      ? {
+          allowedHosts,
+          maxRequests: policy.maxHttpRequests === 0 ? ctx.defaults.maxHttpRequests : policy.maxHttpRequests,
+          maxResponseBytes: policy.maxHttpResponseBytes === 0 ? ctx.defaults.maxHttpResponseBytes : policy.maxHttpResponseBytes,
+          requestTimeoutMs: policy.httpTimeoutMs === 0 ? ctx.defaults.httpTimeoutMs : policy.httpTimeoutMs,
+        }
+      : undefined,
   };
 }
 
@@ -141,6 +177,9 @@ function checkCeilings(policy: Policy, ceilings: PolicyCeilings): void {
     ["max_output_bytes", policy.maxOutputBytes, ceilings.maxOutputBytes],
     ["max_write_bytes", policy.maxWriteBytes, ceilings.maxWriteBytes],
     ["fuel_limit", policy.fuelLimit, ceilings.maxFuel],
+    ["max_http_requests", policy.maxHttpRequests, ceilings.maxHttpRequests],
+    ["max_http_response_bytes", policy.maxHttpResponseBytes, ceilings.maxHttpResponseBytes],
+    ["http_timeout_ms", policy.httpTimeoutMs, ceilings.maxHttpTimeoutMs],
   ];
   for (const [field, requested, ceiling] of limits) {
     if (requested > ceiling) {
@@ -154,17 +193,38 @@ function checkCeilings(policy: Policy, ceilings: PolicyCeilings): void {
 }
 
 /**
- * A grant this daemon cannot honour is refused, never silently dropped: the
- * signer meant the script to have it. Nothing provides or confines network
- * access yet (WASI preview1 has no sockets of its own).
+ * Throws POLICY_MALFORMED unless `network` and allowed_hosts come together and every entry parses; returns them.
+ * `network` is the master switch and allowed_hosts says where to: a policy with one and not the other
+ * is self-contradictory (its author meant something it does not say), so it is refused rather than
+ * read either way.
  */
-function checkSupported(policy: Policy): void {
-  if (policy.network) {
-    throw new SandboxError(
-      "UNSUPPORTED",
-      `policy "${policy.policyId}" grants network access, which this daemon does not implement yet; sign it with network=false`,
-      { metadata: { policy_id: policy.policyId, field: "network" } },
-    );
+export function checkNetworkGrant(policy: Policy): HostPattern[] {
+  const malformed = (message: string): SandboxError =>
+    new SandboxError("POLICY_MALFORMED", `policy "${policy.policyId}": ${message}`, { metadata: { policy_id: policy.policyId, field: "allowed_hosts" } });
+  if (policy.network && policy.allowedHosts.length === 0) {
+    throw malformed("network is true but allowed_hosts is empty: list the scheme://host[:port] the script may reach");
+  }
+  if (!policy.network && policy.allowedHosts.length > 0) {
+    throw malformed("allowed_hosts is set but network is false: set network to true to grant outbound HTTP");
+  }
+  if (policy.allowedHosts.length > MAX_ALLOWED_HOSTS) throw malformed(`allowed_hosts has ${policy.allowedHosts.length} entries; at most ${MAX_ALLOWED_HOSTS} are allowed`);
+  const parsed: HostPattern[] = [];
+  for (const text of policy.allowedHosts) {
+    const pattern = parseHostPattern(text);
+    if (pattern instanceof Error) throw malformed(`allowed_hosts entry ${pattern.message}`);
+    parsed.push(pattern);
+  }
+  return parsed;
+}
+
+/** Check 5 for destinations: every allowed_hosts entry lies within one of the operator's patterns. */
+function checkHostCeiling(policy: Policy, entries: readonly HostPattern[], ceiling: readonly HostPattern[]): void {
+  for (const entry of entries) {
+    if (ceiling.some((c) => patternCovers(c, entry))) continue;
+    const allowed = ceiling.length === 0 ? "this daemon allows no outbound hosts (--allow-network-host)" : `the operator allows only ${ceiling.map((c) => c.text).join(", ")}`;
+    throw new SandboxError("POLICY_CEILING_EXCEEDED", `policy "${policy.policyId}" grants ${entry.text}, outside the operator's ceiling: ${allowed}`, {
+      metadata: { policy_id: policy.policyId, field: "allowed_hosts", requested: entry.text },
+    });
   }
 }
 

@@ -44,7 +44,11 @@ export const KNOWN_POLICY_FIELDS: KnownMessage = {
     [7, { name: "timeout_ms", wireType: WireType.Varint }],
     [8, { name: "max_output_bytes", wireType: WireType.Varint }],
     [9, { name: "network", wireType: WireType.Varint }],
+    [10, { name: "allowed_hosts", wireType: WireType.LengthDelimited }],
     [11, { name: "max_write_bytes", wireType: WireType.Varint }],
+    [12, { name: "max_http_requests", wireType: WireType.Varint }],
+    [13, { name: "max_http_response_bytes", wireType: WireType.Varint }],
+    [14, { name: "http_timeout_ms", wireType: WireType.Varint }],
     [15, { name: "fuel_limit", wireType: WireType.Varint }],
   ]),
 };

@@ -31,7 +31,16 @@ export function parsePolicyJson(value: unknown): ParseResult<Policy> {
     maxWriteBytes: fields.int("maxWriteBytes", "max_write_bytes", "uint64"),
     fuelLimit: fields.int("fuelLimit", "fuel_limit", "uint64"),
     network: fields.bool("network", "network"),
+    allowedHosts: [],
+    maxHttpRequests: fields.int("maxHttpRequests", "max_http_requests", "uint32"),
+    maxHttpResponseBytes: fields.int("maxHttpResponseBytes", "max_http_response_bytes", "uint64"),
+    httpTimeoutMs: fields.int("httpTimeoutMs", "http_timeout_ms", "uint32"),
   };
+  const hosts = fields.raw("allowedHosts", "allowed_hosts");
+  if (hosts !== undefined && hosts !== null) {
+    if (!Array.isArray(hosts) || !hosts.every((h): h is string => typeof h === "string")) return fail("policy.allowed_hosts must be an array of strings");
+    policy.allowedHosts.push(...hosts);
+  }
   const mounts = fields.raw("mounts", "mounts");
   if (mounts !== undefined && mounts !== null) {
     if (!Array.isArray(mounts)) return fail("policy.mounts must be an array");

@@ -5,6 +5,7 @@ import { elapsedUs } from "../elapsed.js";
 import type { Logger } from "../logger.js";
 import type { BufferBudget } from "./buffer-budget.js";
 import type { Denial, RunListener, RunResult } from "./execution.js";
+import { openOutboundSession, type OutboundSettings } from "./net/outbound-session.js";
 import { createStreamWindow, credit } from "./stream-window.js";
 import { namespaceLockHolder, processNamespaceLock, releaseNamespaceLockHeldBy } from "./wasi/host.js";
 import type { WorkerInit } from "./worker.js";
@@ -27,6 +28,8 @@ export interface PoolJob extends GuestParameters {
   readonly timeoutMs: number;
   readonly listener?: RunListener;
   readonly signal?: AbortSignal;
+  /** Outbound HTTP the run may make; absent = none. */
+  readonly network?: OutboundSettings;
 }
 
 /** How the pool is sized and bounded. */
@@ -254,6 +257,7 @@ export class WorkerPool {
     const onAbort = (): void => this.replace(slot, ended("cancelled", "cancelled by the client", this.elapsedUs(slot)));
     job.signal?.addEventListener("abort", onAbort, { once: true });
     const window = job.listener ? createStreamWindow() : undefined;
+    const http = job.network ? openOutboundSession(job.network, this.options.logger) : undefined;
     slot.job = {
       runId,
       job,
@@ -263,6 +267,7 @@ export class WorkerPool {
       cleanup: () => {
         clearTimeout(timer);
         job.signal?.removeEventListener("abort", onAbort);
+        http?.close();
       },
     };
     const hasModule = slot.modules.has(job.moduleKey);
@@ -283,8 +288,9 @@ export class WorkerPool {
       maxCreatedEntries: job.maxCreatedEntries,
       fuelLimit: job.fuelLimit,
       ...(window ? { streamWindow: window } : {}),
+      ...(http ? { http: { channel: http.worker, timeoutMs: job.timeoutMs } } : {}),
     };
-    slot.worker.postMessage(message);
+    slot.worker.postMessage(message, http ? [http.worker.port] : []);
   }
 
   private onMessage(slot: Slot, m: Exclude<FromWorker, { type: "ready" }>): void {

@@ -1,4 +1,5 @@
 import type { Denial, RunMount } from "./execution.js";
+import type { HttpChannelEnd } from "./net/http-channel.js";
 import type { WasiHostOptions, WasiRunResult } from "./wasi/host.js";
 
 /** What the guest's run is given, as the pool receives it and as the worker gets it. */
@@ -29,6 +30,11 @@ export interface RunMessage extends GuestParameters {
    * of it is untaken (see stream-window.ts). Absent for Execute: output comes back with the result.
    */
   readonly streamWindow?: Int32Array;
+  /**
+   * Present when the policy grants network: the worker's end of the run's HTTP channel (its port is
+   * transferred with this message), and the run's time budget, which bounds every wait for a response.
+   */
+  readonly http?: { readonly channel: HttpChannelEnd; readonly timeoutMs: number };
 }
 
 /** Main thread → worker: forget a module the main thread evicted. */

@@ -9,6 +9,7 @@ import { performance } from "node:perf_hooks";
 import { MAX_DENIALS, STREAM_FLUSH_BYTES, STREAM_FLUSH_INTERVAL_MS, STREAM_WINDOW_BYTES } from "../limits.js";
 import { elapsedUs } from "../elapsed.js";
 import type { Denial } from "./execution.js";
+import { HttpChannelClient } from "./net/http-channel.js";
 import { waitAndCharge } from "./stream-window.js";
 import { WasiHost, type WasiRunResult } from "./wasi/host.js";
 import { fuelConsumed, fuelExhausted, startMetered } from "./wasm/fuel-meter.js";
@@ -184,6 +185,7 @@ function run(message: RunMessage): void {
         maxWriteBytes: message.maxWriteBytes,
         maxCreatedEntries: message.maxCreatedEntries,
         namespaceLock: init.namespaceLock,
+        ...(message.http ? { http: new HttpChannelClient(message.http.channel, started + message.http.timeoutMs, message.http.timeoutMs) } : {}),
         onStdout: (bytes) => stdout.write(bytes),
         onStderr: (bytes) => stderr.write(bytes),
         onDenial: (denial) => {
@@ -201,6 +203,7 @@ function run(message: RunMessage): void {
       }).run(module, fuel && ((instance) => fuel.start(instance)))
     : ({ outcome: "trap", message: `internal: module ${message.moduleKey} was never sent to this worker` } as const);
   const durationUs = elapsedUs(started);
+  message.http?.channel.port.close();
   const result = fuel?.exhausted(hostResult) ?? panicAsExit(hostResult, stderr.panicked);
   if (stream) {
     stdout.flush();

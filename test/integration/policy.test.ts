@@ -212,13 +212,22 @@ describe("signed policies (real daemon, real rustc, our WASI host)", function ()
     }
   });
 
-  it("refuses a signed network grant with UNIMPLEMENTED/UNSUPPORTED instead of running without it", async function () {
+  it("refuses network: true without allowed_hosts (UNAUTHENTICATED/POLICY_MALFORMED) instead of running without it", async function () {
     const out = await freshOut();
-    const details = await expectRefused(wire(signed(policy(out, { network: true }), authority)), out, status.UNIMPLEMENTED, "UNSUPPORTED");
-    expect(details).to.contain("network").and.contain("not implement");
+    const details = await expectRefused(wire(signed(policy(out, { network: true }), authority)), out, status.UNAUTHENTICATED, "POLICY_MALFORMED");
+    expect(details).to.contain("allowed_hosts");
     const streamed = await rejection(daemon.stream({ target: moduleTarget(moduleId), policy: wire(signed(policy(out, { network: true }), authority)) }));
-    expect({ code: streamed.code, reason: streamed.reason }).to.deep.equal({ code: status.UNIMPLEMENTED, reason: "UNSUPPORTED" });
+    expect({ code: streamed.code, reason: streamed.reason }).to.deep.equal({ code: status.UNAUTHENTICATED, reason: "POLICY_MALFORMED" });
     expect(await ran(out)).to.equal(false);
+  });
+
+  it("refuses a network grant beyond this daemon's --allow-network-host (none here): PERMISSION_DENIED, POLICY_CEILING_EXCEEDED", async function () {
+    const out = await freshOut();
+    const details = await expectRefused(
+      wire(signed(policy(out, { network: true, allowedHosts: ["https://api.example.com"] }), authority)),
+      out, status.PERMISSION_DENIED, "POLICY_CEILING_EXCEEDED",
+    );
+    expect(details).to.contain("https://api.example.com");
   });
 
   it("refuses policy bytes over MAX_POLICY_BYTES (INVALID_ARGUMENT/POLICY_TOO_LARGE) before verifying them", async function () {

@@ -51,6 +51,32 @@ describe("daemon flags", function () {
     expect(flags.config.defaults.timeoutMs).to.equal(9000);
   });
 
+  it("parses --allow-network-host and --allow-private-network, repeatable, none by default", function () {
+    const none = parseFlags([]);
+    if (none instanceof Error || "help" in none) throw new Error(String(none));
+    expect(none.config.ceilings.networkHosts).to.deep.equal([]);
+    expect(none.config.privateNetworks).to.deep.equal([]);
+    const flags = parseFlags(["--allow-network-host", "https://api.example.com", "--allow-network-host", "http://*.internal.example:8080", "--allow-private-network", "10.1.0.0/16", "--allow-private-network", "::1"]);
+    if (flags instanceof Error || "help" in flags) throw new Error(String(flags));
+    expect(flags.config.ceilings.networkHosts.map((p) => p.text)).to.deep.equal(["https://api.example.com", "http://*.internal.example:8080"]);
+    expect(flags.config.privateNetworks.map((r) => [r.text, r.family, r.prefix])).to.deep.equal([["10.1.0.0/16", 4, 16], ["::1", 6, 128]]);
+  });
+
+  it("rejects a malformed host pattern or CIDR at start, naming the flag", function () {
+    expect(String(parseFlags(["--allow-network-host", "api.example.com"]))).to.contain("--allow-network-host");
+    expect(String(parseFlags(["--allow-network-host", "https://api.example.com/path"]))).to.contain("--allow-network-host");
+    expect(String(parseFlags(["--allow-private-network", "10.0.0.0/33"]))).to.contain("--allow-private-network");
+    expect(String(parseFlags(["--allow-private-network", "10.0.0.1/8"]))).to.contain("bits are set");
+    expect(String(parseFlags(["--allow-private-network", "localhost"]))).to.contain("--allow-private-network");
+  });
+
+  it("a lowered HTTP ceiling lowers its built-in default with it", function () {
+    const flags = parseFlags(["--max-http-requests", "3", "--max-http-response-bytes", "1000", "--max-http-timeout-ms", "250"]);
+    if (flags instanceof Error || "help" in flags) throw new Error(String(flags));
+    expect(flags.config.ceilings).to.include({ maxHttpRequests: 3, maxHttpResponseBytes: 1000, maxHttpTimeoutMs: 250 });
+    expect(flags.config.defaults).to.include({ maxHttpRequests: 3, maxHttpResponseBytes: 1000, httpTimeoutMs: 250 });
+  });
+
   it("rejects a non-numeric limit", function () {
     expect(parseFlags(["--max-timeout-ms", "soon"])).to.be.instanceOf(Error);
   });

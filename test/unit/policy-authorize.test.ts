@@ -7,6 +7,7 @@ import { MAX_POLICY_BYTES, MAX_POLICY_MOUNTS, POLICY_CLOCK_SKEW_SECONDS } from "
 import { authorize, bindToModule, type AuthorizeContext, type Grant } from "../../src/policy/authorize.js";
 import { TrustedKeys } from "../../src/policy/trusted-keys.js";
 import type { Policy } from "../../src/gen/pb/sandbox/v1/sandbox.js";
+import { parseHostPatterns, type HostPattern } from "../../src/policy/host-patterns.js";
 import { expectRefused, makeKey, signed, tempDir, writePublicKeys, type TestKey } from "./policy-fixtures.js";
 
 const NOW_UNIX = 1_800_000_000;
@@ -14,6 +15,12 @@ const HOUR_SECONDS = 3600;
 const MIB = 1024 * 1024;
 const MODULE_A = "a".repeat(64);
 const MODULE_B = "b".repeat(64);
+
+function patterns(...texts: string[]): HostPattern[] {
+  const parsed = parseHostPatterns(texts);
+  if (parsed instanceof Error) throw parsed;
+  return parsed;
+}
 
 describe("policy authorize", () => {
   let tmp: { path: string; remove: () => Promise<void> };
@@ -48,8 +55,12 @@ describe("policy authorize", () => {
     return {
       keys,
       allowUnsigned: false,
-      ceilings: { maxMemoryBytes: 512 * MIB, maxTimeoutMs: 60_000, maxOutputBytes: 32 * MIB, maxWriteBytes: 8 * MIB, maxFuel: 1_000_000, allowedRoots: [root] },
-      defaults: { memoryLimitBytes: 128 * MIB, timeoutMs: 5_000, maxOutputBytes: MIB, maxWriteBytes: 2 * MIB, fuelLimit: 0 },
+      ceilings: {
+        maxMemoryBytes: 512 * MIB, maxTimeoutMs: 60_000, maxOutputBytes: 32 * MIB, maxWriteBytes: 8 * MIB,
+        maxHttpRequests: 50, maxHttpResponseBytes: 4 * MIB, maxHttpTimeoutMs: 30_000, maxFuel: 1_000_000, networkHosts: patterns("https://api.example.com", "https://*.example.org", "http://127.0.0.1:8080"),
+        allowedRoots: [root],
+      },
+      defaults: { memoryLimitBytes: 128 * MIB, timeoutMs: 5_000, maxOutputBytes: MIB, maxWriteBytes: 2 * MIB, maxHttpRequests: 10, maxHttpResponseBytes: MIB, httpTimeoutMs: 3_000, fuelLimit: 0 },
       nowMs: NOW_UNIX * 1000,
       ...overrides,
     };
@@ -74,6 +85,9 @@ describe("policy authorize", () => {
             memoryLimitBytes: 64 * MIB,
             timeoutMs: 2_000,
             maxOutputBytes: 4096,
+            network: true,
+            allowedHosts: ["https://api.example.com", "https://eu.example.org"],
+            maxHttpRequests: 5,
           }),
           k1,
         )),
@@ -93,7 +107,12 @@ describe("policy authorize", () => {
         maxWriteBytes: 2 * MIB,
         fuelLimit: 0,
         signedBy: { policySha256: createHash("sha256").update(signedBytes).digest(), keyId: k1.id },
-        network: false,
+        network: {
+          allowedHosts: patterns("https://api.example.com", "https://eu.example.org"),
+          maxRequests: 5,
+          maxResponseBytes: MIB,
+          requestTimeoutMs: 3_000,
+        },
       } satisfies Grant);
     });
 
@@ -103,7 +122,7 @@ describe("policy authorize", () => {
 
     it("gets the daemon defaults where it says 0", async () => {
       const grant = await authorize(signed(valid(), k1), ctx());
-      expect(grant).to.include({ memoryLimitBytes: 128 * MIB, timeoutMs: 5_000, maxOutputBytes: MIB, network: false, boundModuleId: "" });
+      expect(grant).to.include({ memoryLimitBytes: 128 * MIB, timeoutMs: 5_000, maxOutputBytes: MIB, network: undefined, boundModuleId: "" });
       expect(grant.mounts).to.deep.equal([]);
     });
 
@@ -146,7 +165,7 @@ describe("policy authorize", () => {
         maxWriteBytes: 2 * MIB,
         fuelLimit: 0,
         signedBy: undefined,
-        network: false,
+        network: undefined,
       } satisfies Grant);
     });
 
@@ -263,6 +282,9 @@ describe("policy authorize", () => {
       ["max_output_bytes", { maxOutputBytes: 32 * MIB + 1 }],
       ["max_write_bytes", { maxWriteBytes: 8 * MIB + 1 }],
       ["fuel_limit", { fuelLimit: 1_000_001 }],
+      ["max_http_requests", { maxHttpRequests: 51 }],
+      ["max_http_response_bytes", { maxHttpResponseBytes: 4 * MIB + 1 }],
+      ["http_timeout_ms", { httpTimeoutMs: 30_001 }],
     ];
     for (const [field, extra] of cases) {
       it(`refuses ${field} above the ceiling with POLICY_CEILING_EXCEEDED, never clamping`, async () => {
@@ -278,17 +300,56 @@ describe("policy authorize", () => {
     });
   });
 
-  describe("grants this daemon cannot honour", () => {
-    it("refuses network: true with UNSUPPORTED (UNIMPLEMENTED) rather than dropping a signed grant", async () => {
-      const err = await expectRefused(authorize(signed(valid({ policyId: "net", network: true }), k1), ctx()), "UNSUPPORTED");
-      expect(err.code).to.equal(Code.Unimplemented);
-      expect(err.message).to.contain("network").and.contain("not implement");
-      expect(err.metadata).to.deep.equal({ policy_id: "net", field: "network" });
+  describe("network: network and allowed_hosts", () => {
+    const net = (hosts: string[], extra: Partial<Policy> = {}): Partial<Policy> => valid({ network: true, allowedHosts: hosts, ...extra });
+
+    it("refuses network: true with no allowed_hosts as POLICY_MALFORMED", async () => {
+      const err = await expectRefused(authorize(signed(valid({ network: true }), k1), ctx()), "POLICY_MALFORMED");
+      expect(err.message).to.contain("allowed_hosts is empty");
+      expect(err.metadata).to.include({ field: "allowed_hosts" });
     });
 
-    it("refuses it before resolving any mount", async () => {
-      const p = valid({ network: true, mounts: [{ hostPath: outside, guestPath: "/x", writable: false }] });
-      await expectRefused(authorize(signed(p, k1), ctx()), "UNSUPPORTED");
+    it("refuses allowed_hosts without network: true as POLICY_MALFORMED", async () => {
+      const err = await expectRefused(authorize(signed(valid({ allowedHosts: ["https://api.example.com"] }), k1), ctx()), "POLICY_MALFORMED");
+      expect(err.message).to.contain("network is false");
+    });
+
+    for (const entry of ["api.example.com", "ftp://api.example.com", "https://api.example.com/v1", "https://user@api.example.com", "https://*", "https://*.1.2", "https://api.example.com:0", "https://api.example.com:99999", "https://*.[::1]", ""]) {
+      it(`refuses the malformed allowed_hosts entry ${JSON.stringify(entry)} as POLICY_MALFORMED`, async () => {
+        await expectRefused(authorize(signed(net([entry]), k1), ctx()), "POLICY_MALFORMED");
+      });
+    }
+
+    it("grants entries within the operator's patterns, with the daemon's defaults for the limits", async () => {
+      const grant = await authorize(signed(net(["https://API.example.com:443", "https://a.b.example.org", "https://*.x.example.org", "http://127.0.0.1:8080"]), k1), ctx());
+      expect(grant.network?.allowedHosts.map((p) => `${p.scheme}://${p.wildcard ? "*." : ""}${p.host}:${p.port}`)).to.deep.equal([
+        "https://api.example.com:443", "https://a.b.example.org:443", "https://*.x.example.org:443", "http://127.0.0.1:8080",
+      ]);
+      expect(grant.network).to.include({ maxRequests: 10, maxResponseBytes: MIB, requestTimeoutMs: 3_000 });
+    });
+
+    const outside: Array<[string, string]> = [
+      ["another host", "https://evil.example.com"],
+      ["another port", "https://api.example.com:8443"],
+      ["another scheme", "http://api.example.com"],
+      ["a wildcard wider than the operator's exact name", "https://*.example.com"],
+      ["the wildcard's own name, which *. does not cover", "https://example.org"],
+      ["an IP literal the operator did not name", "http://127.0.0.2:8080"],
+      ["another spelling of an IP literal's neighbour", "http://[::ffff:127.0.0.1]:8080"],
+    ];
+    for (const [what, entry] of outside) {
+      it(`refuses ${what} (${entry}) as POLICY_CEILING_EXCEEDED`, async () => {
+        const err = await expectRefused(authorize(signed(net([entry]), k1), ctx()), "POLICY_CEILING_EXCEEDED");
+        expect(err.code).to.equal(Code.PermissionDenied);
+        expect(err.metadata).to.include({ field: "allowed_hosts", requested: entry });
+      });
+    }
+
+    it("refuses every entry when the operator allows no host", async () => {
+      const c = ctx();
+      c.ceilings = { ...c.ceilings, networkHosts: [] };
+      const err = await expectRefused(authorize(signed(net(["https://api.example.com"]), k1), c), "POLICY_CEILING_EXCEEDED");
+      expect(err.message).to.contain("--allow-network-host");
     });
   });
 

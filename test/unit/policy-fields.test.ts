@@ -49,7 +49,11 @@ const policy = (): Uint8Array =>
       ],
       timeoutMs: 1000,
       network: true,
+      allowedHosts: ["https://api.example.com", "https://*.example.org"],
       maxWriteBytes: 4096,
+      maxHttpRequests: 3,
+      maxHttpResponseBytes: 4096,
+      httpTimeoutMs: 500,
     }),
   ).finish();
 

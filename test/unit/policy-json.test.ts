@@ -16,6 +16,10 @@ describe("policy JSON parsing", () => {
       max_write_bytes: 9,
       fuel_limit: "123456789",
       network: true,
+      allowed_hosts: ["https://api.example.com"],
+      max_http_requests: 3,
+      max_http_response_bytes: "4096",
+      http_timeout_ms: 500,
     });
     const camel = parsePolicyJson({
       policyId: "p",
@@ -29,6 +33,10 @@ describe("policy JSON parsing", () => {
       maxWriteBytes: 9,
       fuelLimit: 123456789,
       network: true,
+      allowedHosts: ["https://api.example.com"],
+      maxHttpRequests: 3,
+      maxHttpResponseBytes: 4096,
+      httpTimeoutMs: 500,
     });
     expect(snake).to.deep.equal(camel);
     expect(snake).to.deep.equal({
@@ -45,6 +53,10 @@ describe("policy JSON parsing", () => {
         maxWriteBytes: 9,
         fuelLimit: 123456789,
         network: true,
+        allowedHosts: ["https://api.example.com"],
+        maxHttpRequests: 3,
+        maxHttpResponseBytes: 4096,
+        httpTimeoutMs: 500,
       },
     });
   });
@@ -60,6 +72,8 @@ describe("policy JSON parsing", () => {
     ["an unsafe 64-bit integer", { memoryLimitBytes: "18446744073709551615" }, "memory_limit_bytes"],
     ["a string boolean", { network: "yes" }, "network"],
     ["mounts that are not an array", { mounts: {} }, "mounts"],
+    ["allowed_hosts that is a string", { network: true, allowedHosts: "https://a.example" }, "allowed_hosts"],
+    ["allowed_hosts with a non-string entry", { network: true, allowed_hosts: [1] }, "allowed_hosts"],
   ];
   for (const [what, value, mention] of bad) {
     it(`rejects ${what}`, () => {

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { expect } from "chai";
 import { Policy } from "../../src/gen/pb/sandbox/v1/sandbox.js";
+import { defaultConfig } from "../../src/daemon.js";
 import { MAX_POLICY_BYTES, MAX_POLICY_MOUNTS } from "../../src/limits.js";
 import { authorize } from "../../src/policy/authorize.js";
 import { parseSignedPolicyFile } from "../../src/policy/signed-policy-file.js";
@@ -111,8 +112,8 @@ describe("policy sandboxctl (compiled CLI)", () => {
     const grant = await authorize(parsed.value, {
       keys: await TrustedKeys.load(keys),
       allowUnsigned: false,
-      ceilings: { maxMemoryBytes: 1 << 30, maxTimeoutMs: 60_000, maxOutputBytes: 1 << 20, maxWriteBytes: 1 << 20, maxFuel: Number.MAX_SAFE_INTEGER, allowedRoots: [tmp.path] },
-      defaults: { memoryLimitBytes: 1 << 26, timeoutMs: 1000, maxOutputBytes: 1 << 16, maxWriteBytes: 1 << 16, fuelLimit: 0 },
+      ceilings: { ...defaultConfig().ceilings, maxMemoryBytes: 1 << 30, maxTimeoutMs: 60_000, maxOutputBytes: 1 << 20, maxWriteBytes: 1 << 20, allowedRoots: [tmp.path] },
+      defaults: { ...defaultConfig().defaults, memoryLimitBytes: 1 << 26, timeoutMs: 1000, maxOutputBytes: 1 << 16, maxWriteBytes: 1 << 16 },
       nowMs: Date.now(),
     });
     expect(grant).to.include({ policyId: "round-trip", timeoutMs: 1500 });
@@ -141,6 +142,21 @@ describe("policy sandboxctl (compiled CLI)", () => {
     expect(guest.code).to.equal(1);
     expect(guest.stderr).to.contain("POLICY_MOUNT_DENIED");
     expect(noExpiry.stdout + typo.stdout + guest.stdout).to.equal("");
+  });
+
+  it("sign refuses network without allowed_hosts, allowed_hosts without network, and a malformed host", async () => {
+    const key = ["--key", join(keys, "authority-1.key"), "--id", "authority-1"];
+    const cases = [
+      { policyId: "n1", expiresAtUnix: nowUnix() + 60, network: true },
+      { policyId: "n2", expiresAtUnix: nowUnix() + 60, allowedHosts: ["https://api.example.com"] },
+      { policyId: "n3", expiresAtUnix: nowUnix() + 60, network: true, allowedHosts: ["api.example.com"] },
+    ];
+    for (const [i, policy] of cases.entries()) {
+      const r = await sandboxctl("policy", "sign", ...key, await writePolicy(`net${i}.json`, policy));
+      expect(r.code, r.stderr).to.equal(1);
+      expect(r.stderr).to.contain("POLICY_MALFORMED");
+      expect(r.stdout).to.equal("");
+    }
   });
 
   it("sign refuses a policy over the daemon's size limits: too many mounts, or too many bytes", async () => {
@@ -224,6 +240,11 @@ describe("policy sandboxctl (compiled CLI)", () => {
       timeout_ms: 2500,
       max_output_bytes: 4096,
       network: true,
+      allowed_hosts: ["https://api.example.com", "http://*.example.org:8080"],
+      max_write_bytes: 5000,
+      max_http_requests: 7,
+      maxHttpResponseBytes: 2 ** 33,
+      http_timeout_ms: 1234,
     });
     const py = await run(python, [PYTHON_EXAMPLE, join(keys, "authority-1.key"), "authority-1", input]);
     expect(py.code, py.stderr).to.equal(0);
@@ -234,6 +255,7 @@ describe("policy sandboxctl (compiled CLI)", () => {
     await writeFile(pyFile, py.stdout);
     const verified = await sandboxctl("policy", "verify", "--keys", keys, pyFile);
     expect(verified.code, verified.stderr).to.equal(0);
-    expect(JSON.parse(verified.stdout)).to.include({ policyId: "from-python", network: true, memoryLimitBytes: 3 * 2 ** 32 });
+    expect(JSON.parse(verified.stdout)).to.include({ policyId: "from-python", network: true, memoryLimitBytes: 3 * 2 ** 32, maxHttpRequests: 7, httpTimeoutMs: 1234 });
+    expect(JSON.parse(verified.stdout).allowedHosts).to.deep.equal(["https://api.example.com", "http://*.example.org:8080"]);
   });
 });

@@ -1,10 +1,10 @@
 import { expect } from "chai";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MAX_OPEN_FDS } from "../../src/limits.js";
 import { validateCommandModule } from "../../src/runtime/wasm/validate.js";
-import { loadGuest, openFdCount, runGuest } from "../fixtures/wasi/guest.js";
+import { guestWasmPath, loadGuest, openFdCount, runGuest } from "../fixtures/wasi/guest.js";
 
 describe("WASI host: process, stdio, clocks, limits", function () {
   this.timeout(120_000);
@@ -21,7 +21,7 @@ describe("WASI host: process, stdio, clocks, limits", function () {
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   it("passes validation as a preview1 command", () => {
-    expect(validateCommandModule(probe)).to.deep.equal([]);
+    expect(validateCommandModule(probe, readFileSync(guestWasmPath("probe")))).to.deep.equal([]);
   });
 
   it("returning from _start is exit 0, proc_exit(n) is exit n", () => {

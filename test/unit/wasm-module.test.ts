@@ -1,7 +1,8 @@
 import { expect } from "chai";
 import { capMemory, importMemory, MEMORY_IMPORT_MODULE, MEMORY_IMPORT_NAME, memoryForRun, WASM_PAGE_BYTES } from "../../src/runtime/wasm/memory-cap.js";
 import { validateCommandModule } from "../../src/runtime/wasm/validate.js";
-import { buildModule as buildGuest, call, DROP, i32, WASI } from "../fixtures/hostile/wasm-builder.js";
+import { HTTP_FUNCTIONS, HTTP_MODULE } from "../../src/runtime/net/http-abi.js";
+import { buildModule as buildGuest, call, DROP, I32, I64, i32, WASI, type FuncImport } from "../fixtures/hostile/wasm-builder.js";
 
 /** Hand-assembled modules, so each test controls exactly the section it is about. */
 function leb(n: number): number[] {
@@ -100,27 +101,53 @@ describe("wasm: capMemory", () => {
 });
 
 describe("wasm: validateCommandModule", () => {
-  const compile = (shape: Shape): WebAssembly.Module => new WebAssembly.Module(buildModule(shape));
+  const validate = (shape: Shape): string[] => {
+    const wasm = buildModule(shape);
+    return validateCommandModule(new WebAssembly.Module(wasm), wasm);
+  };
+  const validateGuest = (imports: FuncImport[]): string[] => {
+    const wasm = buildGuest({ imports, memory: { min: 1 }, funcs: [{ params: [], results: [], body: [] }] });
+    return validateCommandModule(new WebAssembly.Module(wasm), wasm);
+  };
+  const http = (name: string, params: number[], results: number[]): FuncImport => ({ module: HTTP_MODULE, name, params, results });
 
   it("accepts a command with _start, memory and preview1 function imports", () => {
-    expect(validateCommandModule(compile({ memory: { min: 1 }, imports: [{ module: "wasi_snapshot_preview1", name: "fd_write" }] }))).to.deep.equal([]);
+    expect(validate({ memory: { min: 1 }, imports: [{ module: "wasi_snapshot_preview1", name: "fd_write" }] })).to.deep.equal([]);
   });
 
   it("reports a missing _start and a missing memory export", () => {
-    const problems = validateCommandModule(compile({ exportStart: false }));
+    const problems = validate({ exportStart: false });
     expect(problems).to.have.length(2);
     expect(problems[0]).to.match(/_start/);
     expect(problems[1]).to.match(/memory/);
   });
 
   it("reports imports from other modules and names preview1 does not have", () => {
-    const problems = validateCommandModule(compile({
+    const problems = validate({
       memory: { min: 1 },
       imports: [{ module: "env", name: "f" }, { module: "wasi_snapshot_preview1", name: "no_such_call" }],
-    }));
+    });
     expect(problems).to.deep.equal([
-      "import env.f: only wasi_snapshot_preview1 imports are provided",
+      `import env.f: only wasi_snapshot_preview1 and ${HTTP_MODULE} imports are provided`,
       "import wasi_snapshot_preview1.no_such_call: not a wasi_snapshot_preview1 function",
+    ]);
+  });
+
+  it(`accepts exactly the ${HTTP_MODULE} functions, with exactly their signatures`, () => {
+    const exact = Object.entries(HTTP_FUNCTIONS).map(([name, t]) => http(name, [...t.params], [...t.results]));
+    expect(validateGuest([WASI.fd_write, ...exact])).to.deep.equal([]);
+  });
+
+  it(`refuses a ${HTTP_MODULE} name it does not have`, () => {
+    expect(validateGuest([http("connect", [I32], [I32])])).to.deep.equal([
+      `import ${HTTP_MODULE}.connect: not a ${HTTP_MODULE} function (it has request, read)`,
+    ]);
+  });
+
+  it(`refuses a ${HTTP_MODULE} function imported with another signature`, () => {
+    expect(validateGuest([http("request", [I32, I32, I32, I32, I64], [I32]), http("read", [I32, I32, I32, I32, I32], [])])).to.deep.equal([
+      `import ${HTTP_MODULE}.request: its type is (i32, i32, i32, i32, i64) -> (i32), not (i32, i32, i32, i32, i32) -> (i32)`,
+      `import ${HTTP_MODULE}.read: its type is (i32, i32, i32, i32, i32) -> (), not (i32, i32, i32, i32, i32) -> (i32)`,
     ]);
   });
 });

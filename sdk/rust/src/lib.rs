@@ -28,6 +28,8 @@
 use std::fmt;
 use std::io::{Read, Write};
 
+pub mod http;
+
 pub use serde;
 pub use serde_json;
 

@@ -1,4 +1,6 @@
 import { MEMORY_IMPORT_MODULE, MEMORY_IMPORT_NAME } from "../wasm/memory-cap.js";
+import { HTTP_MODULE } from "../net/http-abi.js";
+import { guestHttpImports, type HttpTransport } from "../net/guest-http.js";
 import { randomFillSync } from "node:crypto";
 import {
   Clock, Errno, EVENT_SIZE, EVENTRW_HANGUP, EventType, Filetype, Rights, STDIO_RIGHTS, SUBCLOCK_ABSTIME,
@@ -32,6 +34,8 @@ export interface WasiHostOptions {
   onStderr(bytes: Uint8Array): void;
   onDenial(denial: WasiDenial): void;
   flush?(): void;
+  /** Carries the guest's outbound HTTP requests; absent when the policy grants no network (each request is then refused). */
+  readonly http?: HttpTransport;
   /** The process's namespace lock (processNamespaceLock), shared with the other workers' guests; a worker thread must be given it. */
   readonly namespaceLock?: Int32Array;
 }
@@ -40,7 +44,8 @@ export type WasiRunResult =
   | { readonly outcome: "exited"; readonly exitCode: number }
   | { readonly outcome: "trap"; readonly message: string }
   | { readonly outcome: "memory_limit"; readonly message: string }
-  | { readonly outcome: "output_limit"; readonly message: string };
+  | { readonly outcome: "output_limit"; readonly message: string }
+  | { readonly outcome: "timeout"; readonly message: string };
 
 /** Thrown by proc_exit to unwind the guest's stack; never escapes run(). */
 class ProcExit {
@@ -48,6 +53,10 @@ class ProcExit {
 }
 /** Thrown when a stream reaches its cap; never escapes run(). */
 class OutputLimit {
+  constructor(readonly message: string) {}
+}
+/** Thrown when the run's time ran out while the guest waited on the host (an HTTP response); never escapes run(). */
+class TimeLimit {
   constructor(readonly message: string) {}
 }
 
@@ -126,7 +135,7 @@ export class WasiHost {
    * its exit, or return normally so that an exit code or an output_limit was reported as a clean exit 0
    * (red-team finding). So the end is remembered, every later host call throws it again, and it wins.
    */
-  private ended: ProcExit | OutputLimit | undefined;
+  private ended: ProcExit | OutputLimit | TimeLimit | undefined;
   private readonly fs: WasiFs;
   /** Unix epoch minus the monotonic origin, taken per run so a stepped system clock is picked up by the next run. */
   private readonly realtimeOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
@@ -144,7 +153,17 @@ export class WasiHost {
     try {
       const fsError = this.fs.openPreopens();
       if (fsError !== undefined) return { outcome: "trap", message: fsError };
-      const imports: WebAssembly.Imports = { [WASI_MODULE]: this.imports() };
+      const http = guestHttpImports({
+        transport: this.options.http,
+        memory: () => this.refresh().u8,
+        onDenial: (denial) => this.options.onDenial(denial),
+        flush: () => this.options.flush?.(),
+        endRunOutOfTime: (message) => {
+          this.ended = new TimeLimit(message);
+          throw this.ended;
+        },
+      });
+      const imports: WebAssembly.Imports = { [WASI_MODULE]: this.guarded(this.functions()), [HTTP_MODULE]: this.guarded(http) };
       if (this.options.memory) imports[MEMORY_IMPORT_MODULE] = { [MEMORY_IMPORT_NAME]: new WebAssembly.Memory(this.options.memory) };
       const instance = new WebAssembly.Instance(module, imports);
       prepare?.(instance);
@@ -167,6 +186,7 @@ export class WasiHost {
   private classify(e: unknown): WasiRunResult {
     if (e instanceof ProcExit) return { outcome: "exited", exitCode: e.code };
     if (e instanceof OutputLimit) return { outcome: "output_limit", message: e.message };
+    if (e instanceof TimeLimit) return { outcome: "timeout", message: e.message };
     const message = e instanceof Error ? e.message : String(e);
     if (this.sawAllocFailure) {
       return { outcome: "memory_limit", message: `guest memory allocation failed at the ${this.options.memoryLimitBytes}-byte memory limit (${message})` };
@@ -380,16 +400,16 @@ export class WasiHost {
   }
 
   /**
-   * The preview1 functions, each refusing to run once the guest has ended (see `ended`). Guest faults are
-   * converted here, in one place. Every i32 parameter of preview1 is unsigned (pointers, lengths, fds, flags)
-   * but reaches JS signed, so each is taken as its u32 first: a pointer of 2^31 or more was read as negative,
+   * The given import functions (preview1's and sandboxd_http_v1's), each refusing to run once the guest has
+   * ended (see `ended`). Guest faults are converted here, in one place. Every i32 parameter of both modules is
+   * unsigned (pointers, lengths, fds, flags) but reaches JS signed, so each is taken as its u32 first: a pointer of 2^31 or more was read as negative,
    * which some calls wrote through at the wrong place (typed-array offsets count back from the end) and
    * answered SUCCESS. And a result pointer past the end of memory, which the functions write through without
    * checking, is EFAULT, as it is for their input buffers; it was a trap that ended the run.
    */
-  private imports(): WebAssembly.ModuleImports {
+  private guarded(functions: WebAssembly.ModuleImports): WebAssembly.ModuleImports {
     const guarded: WebAssembly.ModuleImports = {};
-    for (const [name, f] of Object.entries(this.functions())) {
+    for (const [name, f] of Object.entries(functions)) {
       const fn = f as (...args: unknown[]) => unknown;
       guarded[name] = (...args: unknown[]): unknown => {
         if (this.ended !== undefined) throw this.ended;
@@ -511,8 +531,9 @@ export class WasiHost {
       path_rename: (fd: number, op: number, ol: number, nfd: number, np: number, nl: number) => fs.path_rename(fd, op, ol, nfd, np, nl),
       path_symlink: (op: number, ol: number, fd: number, np: number, nl: number) => fs.path_symlink(op, ol, fd, np, nl),
       path_unlink_file: (fd: number, p: number, l: number) => fs.path_unlink_file(fd, p, l),
-      // No network grants exist yet: accepting is the capability we withhold (ENOTCAPABLE); and since no
-      // descriptor can ever be a socket, the calls on an existing one say so (ENOTSOCK), as the suite expects.
+      // Sockets are never granted (a network grant is outbound HTTP through sandboxd_http_v1, each request vetted):
+      // accepting is the capability we withhold (ENOTCAPABLE); and since no descriptor can ever be a socket, the
+      // calls on an existing one say so (ENOTSOCK), as the suite expects.
       sock_accept: (fd: number, _flags: number, _out: number) => (fs.isOpen(fd) ? Errno.NOTCAPABLE : Errno.BADF),
       sock_recv: (fd: number, _a: number, _b: number, _c: number, _d: number, _e: number) => (fs.isOpen(fd) ? Errno.NOTSOCK : Errno.BADF),
       sock_send: (fd: number, _a: number, _b: number, _c: number, _d: number) => (fs.isOpen(fd) ? Errno.NOTSOCK : Errno.BADF),
