@@ -1,6 +1,6 @@
-import { execFile } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -15,6 +15,9 @@ import { makeKey, signed, tempDir, wire, writePublicKeys, type TestKey } from ".
 
 const run = promisify(execFile);
 const SANDBOXCTL = fileURLToPath(new URL("../../src/cli/sandboxctl.js", import.meta.url));
+/** The Python verifier docs/receipts.md embeds (read from the repo, not from dist/). */
+const PYTHON_VERIFIER = fileURLToPath(new URL("../../../examples/receipts/verify_receipt.py", import.meta.url));
+const RECEIPTS_DOC = fileURLToPath(new URL("../../../docs/receipts.md", import.meta.url));
 const MAX_FUEL = 1_000_000_000;
 const HOUR_SECONDS = 3600;
 /** Iterations of the hand-written counted loop. */
@@ -210,6 +213,43 @@ describe("fuel and signed receipts (real daemon)", function () {
       );
       expect(refused.code).to.equal(1);
       expect(refused.stderr).to.match(/signature does not verify/);
+    });
+
+    it("docs/receipts.md embeds the Python verifier verbatim", async () => {
+      expect(await readFile(RECEIPTS_DOC, "utf8")).to.contain("```python\n" + (await readFile(PYTHON_VERIFIER, "utf8")) + "```");
+    });
+
+    it("the Python verifier of docs/receipts.md verifies a real receipt, computes args_env_sha256 alike, and refuses a tampered one", async function () {
+      // scripts/setup installs Debian's python3-cryptography for /usr/bin/python3; a PATH python3 may have its own.
+      const python = ["python3", "/usr/bin/python3"].find((p) => spawnSync(p, ["-c", "import cryptography"], { encoding: "utf8" }).status === 0);
+      if (!python) {
+        if (process.env["CI"]) throw new Error("no python3 with the cryptography package; scripts/setup installs python3-cryptography");
+        this.skip();
+      }
+      const stdin = Buffer.from('{"py":true}');
+      const env = new Map([["GREETING", "grüß"], ["A", "1"]]);
+      const r = await daemon.execute({ target: moduleTarget(echoId), stdin, args: ["ä", ""], env, policy: policy({ fuelLimit: 100_000_000 }) });
+      const file = join(tmp.path, "py-receipt.json");
+      await writeFile(file, JSON.stringify(ExecuteResponse.toJSON(r)));
+      const out = await run(python, [PYTHON_VERIFIER, receiptPubFile, file]);
+      const decoded = JSON.parse(out.stdout) as Record<string, unknown>;
+      expect(decoded).to.include({
+        module_id: echoId,
+        outcome: "EXITED",
+        exit_code: 0,
+        fuel_consumed: r.fuelConsumed,
+        stdout_sha256: sha256(r.stdout).toString("hex"),
+        stdin_sha256: sha256(stdin).toString("hex"),
+      });
+      const argsEnv = await run(python, ["-c", `import sys; sys.path.insert(0, sys.argv[1]); import verify_receipt as v; print(v.args_env_sha256(["ä", ""], {"GREETING": "grüß", "A": "1"}))`, join(PYTHON_VERIFIER, "..")]);
+      expect(argsEnv.stdout.trim()).to.equal(decoded["args_env_sha256"]);
+      const tampered = SignedReceipt.toJSON({ ...r.receipt!, receipt: Buffer.from(r.receipt!.receipt).fill(0, 0, 2) });
+      await writeFile(file, JSON.stringify(tampered));
+      const refused = await run(python, [PYTHON_VERIFIER, receiptPubFile, file]).then(
+        () => expect.fail("the Python verifier accepted a tampered receipt"),
+        (e: unknown) => e as { code: number },
+      );
+      expect(refused.code).to.equal(1);
     });
 
     it("a compile error's response carries a receipt too", async () => {
