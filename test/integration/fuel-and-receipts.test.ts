@@ -1,5 +1,5 @@
 import { execFile, spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
+import { createHash, generateKeyPairSync } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -259,6 +259,39 @@ describe("fuel and signed receipts (real daemon)", function () {
       if (!check.ok) return expect.fail(check.error);
       expect(check.receipt.outcome).to.equal(Outcome.OUTCOME_COMPILE_ERROR);
     });
+  });
+
+  it("a module the rewrite cannot meter is refused with INVALID_WASM for a metered run, and still runs unmetered", async () => {
+    const wabt = await wabtInit();
+    const module = wabt.parseWat("simd.wat", `(module (memory (export "memory") 1) (func (export "_start") (drop (v128.const i64x2 0 0))))`, { simd: true });
+    const wasm = Buffer.from(module.toBinary({}).buffer);
+    module.destroy();
+    const simd = await daemon.compile({ input: { $case: "wasm", value: wasm } });
+    expect(simd.ok).to.equal(true);
+    const refused = await rejection(daemon.execute({ target: moduleTarget(simd.moduleId), policy: policy({ fuelLimit: 1000 }) }));
+    expect(refused.code).to.equal(status.INVALID_ARGUMENT);
+    expect(refused.reason).to.equal("INVALID_WASM");
+    expect(refused.details).to.match(/unsupported for metering: operator 0xfd/);
+    const plain = await daemon.execute({ target: moduleTarget(simd.moduleId), policy: policy() });
+    expect(plain.outcome).to.equal(Outcome.OUTCOME_EXITED);
+    // The daemon is still there for everyone else.
+    expect((await daemon.execute({ target: moduleTarget(loopId), policy: policy({ fuelLimit: 1_000_000 }) })).fuelConsumed).to.equal(COUNTED_LOOP_FUEL);
+  });
+
+  it("refuses to start with a receipt key it cannot use, rather than run without receipts", async () => {
+    const rsa = join(tmp.path, "rsa.key");
+    await writeFile(rsa, generateKeyPairSync("rsa", { modulusLength: 1024 }).privateKey.export({ type: "pkcs8", format: "pem" }));
+    for (const [file, why] of [[join(tmp.path, "absent.key"), /cannot read the receipt key/], [rsa, /not Ed25519/]] as const) {
+      const error = await startDaemon({ args: ["--allow-unsigned", "--receipt-key", file] }).then(
+        async (d) => {
+          await d.stop();
+          return undefined;
+        },
+        (e: unknown) => e,
+      );
+      expect(String(error)).to.match(/exited with 1 before listening/);
+      expect(String(error)).to.match(why);
+    }
   });
 
   it("without --receipt-key there is no receipt", async () => {
