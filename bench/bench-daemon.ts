@@ -64,6 +64,8 @@ export interface BenchDaemonOptions {
   readonly nodeArgs?: readonly string[];
   /** Name of the socket file inside dir (several daemons may share a dir). */
   readonly socketName?: string;
+  /** The daemon entry point to run instead of this build's, e.g. another checkout's for a before/after comparison. */
+  readonly bin?: string;
 }
 
 /** A daemon under benchmark. */
@@ -85,7 +87,7 @@ export class BenchDaemon {
     const target = `unix://${socketPath}`;
     const args = [
       ...(options.nodeArgs ?? []),
-      SANDBOXD_BIN,
+      options.bin ?? SANDBOXD_BIN,
       "--listen",
       target,
       "--cache-dir",

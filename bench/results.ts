@@ -6,7 +6,7 @@ import { cpus, release, totalmem } from "node:os";
 import type { Summary } from "./stats.js";
 
 /** Unit of a figure; "×" is a ratio of two p50s. */
-export type Unit = "ms" | "µs" | "runs/s" | "MB/s" | "MB" | "×";
+export type Unit = "ms" | "µs" | "runs/s" | "calls/s" | "MB/s" | "MB" | "×";
 
 /** A goal from issue 6: printed beside the figure, never asserted. */
 export interface Goal {

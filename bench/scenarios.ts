@@ -2,6 +2,7 @@
  * The measurements of issue 6, one function per section. Each pushes its
  * figures (with goals) into the context; none asserts anything.
  */
+import { spawn } from "node:child_process";
 import { generateKeyPairSync, randomBytes, randomUUID } from "node:crypto";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import path from "node:path";
@@ -25,8 +26,13 @@ const BYTES_PER_MB = 2 ** 20;
 /** Pause before reading an "idle" RSS, so start-up allocations have settled. */
 const IDLE_SETTLE_MS = 1_000;
 
-/** Goals from issue 6 (printed, never asserted). */
+/** Goals (printed, never asserted): absolute figures, and ratios to floors measured in the same run (which a busy machine skews less). */
 export const GOALS = {
+  executeVsHealth: { op: "<=", value: 1.7 },
+  throughputVsHealth: { op: ">=", value: 0.5 },
+  cacheHitVsHealth: { op: "<=", value: 1.2 },
+  startVsNodeStart: { op: "<=", value: 3 },
+  cpuGuestRatio: { op: "<=", value: 1.02 },
   executeP50Ms: { op: "<=", value: 1.0 },
   throughputC32: { op: ">=", value: 2000 },
   cacheHitP50Ms: { op: "<=", value: 0.5 },
@@ -139,6 +145,13 @@ export async function measureExecuteAndFloors(ctx: BenchContext, modules: BenchM
   ctx.log("§2 floors: Health/Check, raw V8, node:wasi, jco");
   await timeSerial(sizes.warmupRuns, () => daemon.health.check());
   const health = sampled("floor.health", 2, "No-op gRPC call to the same daemon (grpc.health.v1 Health/Check)", "ms", summarize(await timeSerial(sizes.floorRuns, () => daemon.health.check(), sizes.serialBudgetMs)));
+  const healthRounds: number[] = [];
+  for (let r = 0; r < sizes.throughputRounds; r++) {
+    healthRounds.push((await timeConcurrent(sizes.throughputRunsPerRound, 32, () => daemon.health.check())).perSecond);
+  }
+  const healthThroughput = sampled("floor.health.throughput.c32", 2, "Health/Check throughput on the same daemon, concurrency 32", "calls/s", summarize(healthRounds), {
+    note: `${sizes.throughputRounds} rounds of ${sizes.throughputRunsPerRound} calls; N = rounds`,
+  });
   const runV8 = (): void => {
     if (runMinimal(modules.hello.module).exitCode !== 0) throw new Error("hello failed under the minimal host");
   };
@@ -164,7 +177,7 @@ export async function measureExecuteAndFloors(ctx: BenchContext, modules: BenchM
       : sampled("peer.jco", 2, "jco + preview2-shim in-process (component via the preview1 command adapter)", "ms", summarize(jcoOutcome.samplesMs), {
           note: `one-time jco new + transpile: ${jcoOutcome.prepareMs.toFixed(0)} ms (not in the figure)`,
         });
-  ctx.figures.push(health, v8, wasi, jco);
+  ctx.figures.push(health, healthThroughput, v8, wasi, jco);
   const shortNames: [Figure, string][] = [
     [health, "Health/Check"],
     [v8, "raw V8"],
@@ -172,7 +185,15 @@ export async function measureExecuteAndFloors(ctx: BenchContext, modules: BenchM
     [jco, "jco + preview2-shim"],
   ];
   for (const [peer, name] of shortNames) {
-    ctx.figures.push(ratio(`ratio.execute-vs-${peer.id}`, 2, `Execute p50 ÷ ${name} p50`, latency, peer));
+    ctx.figures.push(ratio(`ratio.execute-vs-${peer.id}`, 2, `Execute p50 ÷ ${name} p50`, latency, peer, peer === health ? { goal: GOALS.executeVsHealth } : {}));
+  }
+  const c32 = ctx.figures.find((f) => f.id === "execute.throughput.c32");
+  if (c32) {
+    ctx.figures.push(
+      ratio("ratio.execute-throughput-vs-floor.health.throughput.c32", 2, "Execute runs/s ÷ Health calls/s, both at concurrency 32", c32, healthThroughput, {
+        goal: GOALS.throughputVsHealth,
+      }),
+    );
   }
 }
 
@@ -208,7 +229,7 @@ export async function measureCpuBound(ctx: BenchContext, modules: BenchModules):
     guest,
     inV8,
     ratio("ratio.cpu", 3, "CPU-bound: sandboxd end to end ÷ raw V8", inDaemon, inV8, { goal: GOALS.cpuRatio }),
-    ratio("ratio.cpu-guest", 3, "CPU-bound: sandboxd guest time ÷ raw V8", guest, inV8),
+    ratio("ratio.cpu-guest", 3, "CPU-bound: sandboxd guest time ÷ raw V8", guest, inV8, { goal: GOALS.cpuGuestRatio }),
   );
 }
 
@@ -330,7 +351,10 @@ export async function measureCompile(ctx: BenchContext): Promise<void> {
     if (!response.cacheHit) throw new Error("hello Compile was not a cache hit");
   };
   await timeSerial(sizes.warmupRuns, hit);
-  ctx.figures.push(sampled("compile.cache-hit", 4, "Compile cache hit (hello.rs), end to end", "ms", summarize(await timeSerial(sizes.cacheHitRuns, hit, sizes.serialBudgetMs)), { goal: GOALS.cacheHitP50Ms }));
+  const cacheHit = sampled("compile.cache-hit", 4, "Compile cache hit (hello.rs), end to end", "ms", summarize(await timeSerial(sizes.cacheHitRuns, hit, sizes.serialBudgetMs)), { goal: GOALS.cacheHitP50Ms });
+  ctx.figures.push(cacheHit);
+  const health = ctx.figures.find((f) => f.id === "floor.health");
+  if (health) ctx.figures.push(ratio("ratio.compile.cache-hit-vs-floor.health", 4, "Compile cache hit p50 ÷ Health/Check p50", cacheHit, health, { goal: GOALS.cacheHitVsHealth }));
 }
 
 /** §5: StreamOutput time to first byte and throughput of a script writing N MiB. */
@@ -372,13 +396,26 @@ export async function measureStream(ctx: BenchContext, modules: BenchModules): P
   );
 }
 
+/** Spawn of `node -e 0` to its exit, in ms: the floor of any Node daemon's start. */
+function timeNodeStart(): Promise<number> {
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["-e", "0"], { stdio: "ignore" });
+    child.once("error", reject);
+    child.once("exit", (code) => (code === 0 ? resolve(performance.now() - started) : reject(new Error(`node -e 0 exited with ${code}`))));
+  });
+}
+
 /** §6: daemon start to SERVING, and RSS idle, after N/2 and after N runs (the drift), on fresh daemons. */
 export async function measureLifecycle(ctx: BenchContext, modules: BenchModules): Promise<void> {
   const { sizes } = ctx;
-  ctx.log(`§6 daemon start to SERVING: ${sizes.startRuns} starts`);
+  ctx.log(`§6 daemon start to SERVING: ${sizes.startRuns} starts, each after a bare node start`);
   const startMs: number[] = [];
+  const nodeStartMs: number[] = [];
   const idleMB: number[] = [];
   for (let i = 0; i < sizes.startRuns; i++) {
+    // Interleaved, so machine noise hits both alike.
+    nodeStartMs.push(await timeNodeStart());
     const daemon = await BenchDaemon.start({ dir: ctx.dir, cacheDir: ctx.cacheDir, args: ctx.daemonArgs, socketName: `start-${i}.sock` });
     try {
       startMs.push(daemon.startMs);
@@ -388,8 +425,12 @@ export async function measureLifecycle(ctx: BenchContext, modules: BenchModules)
       await daemon.stop();
     }
   }
+  const serving = sampled("start.serving", 6, "Daemon start: spawn of the CLI to Health SERVING", "ms", summarize(startMs), { goal: GOALS.startMs });
+  const nodeStart = sampled("floor.node-start", 6, "Bare Node start: spawn of `node -e 0` to its exit", "ms", summarize(nodeStartMs));
   ctx.figures.push(
-    sampled("start.serving", 6, "Daemon start: spawn of the CLI to Health SERVING", "ms", summarize(startMs), { goal: GOALS.startMs }),
+    serving,
+    nodeStart,
+    ratio("ratio.start-vs-floor.node-start", 6, "Daemon start p50 ÷ bare Node start p50", serving, nodeStart, { goal: GOALS.startVsNodeStart }),
     sampled("rss.idle", 6, `Daemon RSS idle (${IDLE_SETTLE_MS} ms after SERVING, no calls yet)`, "MB", summarize(idleMB), { goal: GOALS.rssIdleMB }),
   );
 

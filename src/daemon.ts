@@ -28,7 +28,7 @@ import {
   DEFAULT_TIMEOUT_MS,
   SHUTDOWN_GRACE_MS,
 } from "./limits.js";
-import { probeToolchain } from "./compiler/toolchain.js";
+import { probeToolchain, type ToolchainProbe } from "./compiler/toolchain.js";
 import type { CompilerSettings } from "./compiler/compiler.js";
 import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from "./request-limits.js";
 import { TrustedKeys } from "./policy/trusted-keys.js";
@@ -39,6 +39,13 @@ import { SandboxServer, type ListenAddress } from "./grpc/server.js";
 import { AdminServer } from "./grpc/admin-server.js";
 import { resolveGroup } from "./unix-group.js";
 import type { ConnectionLimits } from "./grpc/connection-listener.js";
+
+/**
+ * How long after it starts serving the daemon probes the toolchain (rustc start-ups, loading the
+ * process library): the first calls, a supervisor's health check and the workers' boot, go first.
+ * A Compile meanwhile waits for it.
+ */
+const TOOLCHAIN_PROBE_DELAY_MS = 250;
 
 /** Everything a daemon is started with; the CLI fills it from flags. */
 export interface DaemonConfig {
@@ -163,15 +170,29 @@ export class Daemon {
     private readonly admin: AdminServer | undefined,
   ) {}
 
-  /** Detects the toolchain, loads keys, starts workers and binds the listen address. */
+  /** Loads keys, starts workers, binds the listen address, then detects the toolchain. Serves before the workers are up: calls wait for one. */
   static async start(config: DaemonConfig, logger: Logger): Promise<Daemon> {
     const invalid = validateConfig(config);
     if (invalid) throw invalid;
-    // The compiler logs once whether Compile is unavailable, after it has also tried a build.
-    const toolchain = probeToolchain(config.rustc).then((found) => {
-      if (found.toolchain) logger.info("toolchain", { rustc: found.toolchain.rustc, target: found.toolchain.target });
-      return found;
+    // The toolchain probe (rustc start-ups, a test build) runs once the daemon serves, so it does not
+    // compete with start-up for the cores; a Compile meanwhile waits for it. The compiler logs once
+    // whether Compile is unavailable, after it has also tried a build.
+    let startProbe!: () => void;
+    const toolchain = new Promise<ToolchainProbe>((resolve) => {
+      startProbe = () =>
+        resolve(
+          probeToolchain(config.rustc).then((found) => {
+            if (found.toolchain) logger.info("toolchain", { rustc: found.toolchain.rustc, target: found.toolchain.target });
+            return found;
+          }),
+        );
     });
+    let probing = false;
+    const requestProbe = (): void => {
+      if (probing) return;
+      probing = true;
+      startProbe();
+    };
     const keys = await TrustedKeys.load(config.trustedKeysDir, (message) => logger.warn(message));
     if (config.allowUnsigned) logger.warn("--allow-unsigned: requests without a policy run with default limits and no mounts");
     // Before serving: a daemon told to sign receipts must not run anything without them.
@@ -179,6 +200,7 @@ export class Daemon {
     if (receiptSigner) logger.info("signing receipts", { receiptKeyId: receiptSigner.keyId });
     const sandbox = await Sandbox.create({
       toolchain,
+      requestToolchain: requestProbe,
       cacheDir: config.cacheDir,
       workers: config.workers,
       maxQueuedExecutions: config.maxQueuedExecutions,
@@ -203,6 +225,8 @@ export class Daemon {
       const server = new SandboxServer(sandbox, logger, config.requestLimits, config.connections);
       const address = await server.listen(config.listen);
       logger.info(`sandboxd listening on ${address}`, { address, workers: config.workers, cacheDir: config.cacheDir });
+      sandbox.startWorkers();
+      setTimeout(requestProbe, TOOLCHAIN_PROBE_DELAY_MS).unref();
       // Health tells operators what the log says: this host cannot compile.
       void sandbox.compileUnavailable().then((reason) => {
         if (reason) server.markCompileUnavailable();

@@ -12,7 +12,7 @@ import { MAX_STDIN_BYTES, MAX_UNARY_OUTPUT_BYTES } from "./limits.js";
 import { checkArgsAndEnv, DEFAULT_REQUEST_LIMITS, type RequestLimits } from "./request-limits.js";
 import { ModuleAdmin } from "./admin/module-admin.js";
 import { MODULE_ID_PATTERN, ModuleStore } from "./cache/module-store.js";
-import { Compiler, type CompileResult, type CompilerSettings } from "./compiler/compiler.js";
+import { Compiler, loadStoredModule, type CompileResult, type CompilerSettings } from "./compiler/compiler.js";
 import type { Diagnostic } from "./compiler/diagnostics.js";
 import type { ToolchainProbe } from "./compiler/toolchain.js";
 import { authorize, bindToModule, type Grant, type PolicyCeilings, type PolicyDefaults, type SignedPolicyInput } from "./policy/authorize.js";
@@ -35,6 +35,8 @@ export const DEFAULT_WORKERS = Math.max(4, availableParallelism());
 export interface SandboxOptions {
   /** What toolchain detection found, or its detection still under way (the daemon serves meanwhile). */
   readonly toolchain: ToolchainProbe | Promise<ToolchainProbe>;
+  /** Called whenever a call needs the compiler, so a probe deferred past start-up begins at once. */
+  readonly requestToolchain?: () => void;
   readonly cacheDir: string;
   readonly workers: number;
   /** Executions allowed to wait for a worker. */
@@ -114,6 +116,7 @@ export class Sandbox {
      * waits for it, so start-up costs no rustc time.
      */
     private readonly compiler: Promise<Compiler>,
+    /** The module cache: a cached module runs without waiting for the compiler. */
     private readonly store: ModuleStore,
     private readonly blocklist: ModuleBlocklist,
     private readonly registry: ModuleRegistry,
@@ -122,7 +125,7 @@ export class Sandbox {
     this.modules = new ModuleAdmin(store, registry, blocklist);
   }
 
-  /** Builds the core and starts its workers; the compiler finishes setting up in the background. */
+  /** Builds the core; the compiler finishes setting up in the background, and the workers start with startWorkers(). */
   static async create(options: SandboxOptions): Promise<Sandbox> {
     const pool = new WorkerPool({
       workers: options.workers,
@@ -130,7 +133,6 @@ export class Sandbox {
       budget: new BufferBudget(options.maxBufferedBytes),
       logger: options.logger,
     });
-    const poolStarted = pool.start();
     try {
       // Before anything can compile or run: an unreadable blocklist refuses the start.
       const blocklist = await ModuleBlocklist.open(options.cacheDir);
@@ -143,13 +145,20 @@ export class Sandbox {
       );
       // Calls that need it will see the failure; the operator must see it now.
       compiler.catch((e: unknown) => options.logger.error("the compiler failed to initialise", { error: String(e) }));
-      await poolStarted;
       return new Sandbox(options, compiler, store, blocklist, new ModuleRegistry((key) => pool.evict(key), options.moduleMemoryMaxBytes), pool);
     } catch (e: unknown) {
-      await poolStarted.catch(() => undefined);
       await pool.close();
       throw e;
     }
+  }
+
+  /**
+   * Starts the workers without waiting for them: the daemon serves meanwhile (their boot would
+   * compete with its own start for the cores), and runs wait for the first ready one. A worker that
+   * fails to start is logged and started again by the pool.
+   */
+  startWorkers(): void {
+    this.pool.start().catch(() => undefined);
   }
 
   /**
@@ -166,7 +175,7 @@ export class Sandbox {
 
   /** Compiles source or registers a precompiled module. */
   async compile(input: CompileInput, signal?: AbortSignal): Promise<CompileResult> {
-    const compiler = await this.compiler;
+    const compiler = await this.needCompiler();
     const result = "source" in input ? await compiler.compile(input.source, signal) : await compiler.register(input.wasm, signal);
     if (result.cacheHit) this.store.recordUse(result.moduleId);
     return result;
@@ -201,7 +210,7 @@ export class Sandbox {
     let compileDurationUs = 0;
     if ("source" in input.target) {
       const compileStarted = performance.now();
-      const compiled = await (await this.compiler).compile(input.target.source, signal, (cacheHit) => hooks?.onCompiling?.(cacheHit));
+      const compiled = await (await this.needCompiler()).compile(input.target.source, signal, (cacheHit) => hooks?.onCompiling?.(cacheHit));
       compileDurationUs = elapsedUs(compileStarted);
       if (!compiled.ok) {
         const failed = { outcome: "compile_error", moduleId: "", diagnostics: compiled.diagnostics, durationUs: 0, compileDurationUs } as const;
@@ -214,8 +223,7 @@ export class Sandbox {
     }
     bindToModule(grant, moduleId);
     this.blocklist.check(moduleId);
-    const compiler = await this.compiler;
-    const compiled = await this.registry.get(moduleId, () => compiler.load(moduleId), grant.fuelLimit > 0);
+    const compiled = await this.registry.get(moduleId, () => loadStoredModule(this.store, moduleId), grant.fuelLimit > 0);
     const memory = compiled.memory && memoryForRun(compiled.memory, grant.memoryLimitBytes);
     if (compiled.memory && !memory) {
       throw new SandboxError(
@@ -229,6 +237,7 @@ export class Sandbox {
     const result = await this.pool.run({
       moduleKey: compiled.key,
       module: compiled.module,
+      instantiateAhead: compiled.instantiateAhead,
       argv: [`${moduleId}.wasm`, ...input.args],
       env: input.env,
       stdin: input.stdin,
@@ -244,8 +253,27 @@ export class Sandbox {
       ...(signal ? { signal } : {}),
       ...(grant.network ? { network: { grant: grant.network, opened: this.options.privateNetworks, policyId: grant.policyId } } : {}),
     });
-    const done = { ...result, moduleId, diagnostics, compileDurationUs };
+    // Field by field rather than a spread: this runs once per call.
+    const done: ExecuteResult = {
+      outcome: result.outcome,
+      exitCode: result.exitCode,
+      stdout: result.stdout,
+      stderr: result.stderr,
+      message: result.message,
+      denials: result.denials,
+      durationUs: result.durationUs,
+      fuelConsumed: result.fuelConsumed,
+      denialCount: result.denialCount,
+      moduleId,
+      diagnostics,
+      compileDurationUs,
+    };
     return receipts ? { ...done, receipt: receipts.sign(done, startedAtMs) } : done;
+  }
+
+  private needCompiler(): Promise<Compiler> {
+    this.options.requestToolchain?.();
+    return this.compiler;
   }
 
   /** Replaces the trusted keys' contents from disk (SIGHUP). */

@@ -2,7 +2,6 @@ import { createHash } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import path from "node:path";
-import { execa } from "execa";
 import { SandboxError } from "../errors/sandbox-error.js";
 import type { Logger } from "../logger.js";
 import { COMPILE_MAX_QUEUED, COMPILE_MEMORY_LIMIT_BYTES, COMPILE_TIMEOUT_MS, MAX_DIAGNOSTICS_BYTES, MAX_SOURCE_BYTES, MAX_WASM_BYTES } from "../limits.js";
@@ -25,6 +24,7 @@ import {
   type ToolchainProbe,
   type ToolchainProblem,
 } from "./toolchain.js";
+import { loadExeca } from "./lazy-execa.js";
 
 /** Re-exported from src/limits.ts for callers that knew it here (the wall-clock budget of one rustc run). */
 export { COMPILE_TIMEOUT_MS };
@@ -401,6 +401,7 @@ export class Compiler {
           memoryLimitBytes,
         })
       : insecureCommand({ rustc: toolchain.rustc, args, memoryLimitBytes });
+    const execa = await loadExeca();
     const started = performance.now();
     const result = await execa(cmd.file, cmd.args, {
       cwd: dir,
@@ -454,9 +455,18 @@ export class Compiler {
    * The verified bytes of a stored module, or NOT_FOUND (a corrupt entry is evicted and reported as
    * not found; a cached compile failure has no module).
    */
-  async load(moduleId: string): Promise<Uint8Array> {
-    const bytes = await this.store.get(moduleId);
-    if (!bytes || bytes.byteLength === 0) throw new SandboxError("MODULE_NOT_FOUND", `no module ${moduleId} in the cache; compile it first`);
-    return bytes;
+  load(moduleId: string): Promise<Uint8Array> {
+    return loadStoredModule(this.store, moduleId);
   }
+}
+
+/**
+ * The verified bytes of a module in `store`, or NOT_FOUND (a corrupt entry is evicted and reported as
+ * not found; a cached compile failure has no module). Needs no toolchain: a cached module runs while
+ * the compiler is still being set up.
+ */
+export async function loadStoredModule(store: ModuleStore, moduleId: string): Promise<Uint8Array> {
+  const bytes = await store.get(moduleId);
+  if (!bytes || bytes.byteLength === 0) throw new SandboxError("MODULE_NOT_FOUND", `no module ${moduleId} in the cache; compile it first`);
+  return bytes;
 }

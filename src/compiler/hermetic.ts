@@ -6,8 +6,8 @@
  */
 import { accessSync, constants, existsSync, lstatSync, realpathSync } from "node:fs";
 import path from "node:path";
-import { execa } from "execa";
 import { COMPILE_MAX_FILE_BYTES, COMPILE_MEMORY_LIMIT_BYTES, COMPILE_TMPFS_BYTES } from "../limits.js";
+import { loadExeca } from "./lazy-execa.js";
 
 /** Where bwrap is looked for when not on PATH. */
 const BWRAP_CANDIDATES = ["/usr/bin/bwrap", "/bin/bwrap", "/usr/local/bin/bwrap"];
@@ -64,6 +64,7 @@ function isExecutable(p: string): boolean {
 export async function detectBubblewrap(candidates: readonly string[] = defaultCandidates()): Promise<string | undefined> {
   for (const bwrap of candidates) {
     if (!isExecutable(bwrap)) continue;
+    const execa = await loadExeca();
     const probe = await execa(bwrap, ["--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/", "--", "/bin/true"], {
       reject: false,
       timeout: BWRAP_PROBE_TIMEOUT_MS,

@@ -1,7 +1,7 @@
-import { execa } from "execa";
 import { existsSync } from "node:fs";
 import path from "node:path";
 import type { Diagnostic } from "./diagnostics.js";
+import { loadExeca } from "./lazy-execa.js";
 
 /** Target names for WASI preview1, newest first: rustc >= 1.78 calls it wasm32-wasip1, older ones wasm32-wasi (same ABI). */
 export const WASI_TARGETS = ["wasm32-wasip1", "wasm32-wasi"] as const;
@@ -126,6 +126,7 @@ export function unrecognisedToolchainProblem(target: string): ToolchainProblem {
 async function probe(rustc: string): Promise<Toolchain | { rustc: string; sysroot: string } | undefined> {
   try {
     const opts = { timeout: PROBE_TIMEOUT_MS, reject: true } as const;
+    const execa = await loadExeca();
     const [{ stdout: sysroot }, { stdout: version }] = await Promise.all([
       execa(rustc, ["--print", "sysroot"], opts),
       execa(rustc, ["-vV"], opts),
@@ -146,6 +147,7 @@ async function probe(rustc: string): Promise<Toolchain | { rustc: string; sysroo
 /** Absolute path of a command, so later runs (and bwrap) do not depend on PATH. */
 async function resolveBinary(cmd: string): Promise<string> {
   if (cmd.includes("/")) return path.resolve(cmd);
+  const execa = await loadExeca();
   const { stdout } = await execa("sh", ["-c", 'command -v "$1"', "sh", cmd]);
   return stdout.trim();
 }

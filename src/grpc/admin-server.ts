@@ -8,8 +8,6 @@
  * `remoteAddress`, which grpc-js reports as the call's peer.
  */
 import { Server, ServerCredentials, type ConnectionInjector, type ServerUnaryCall } from "@grpc/grpc-js";
-import { loadSync } from "@grpc/proto-loader";
-import { ReflectionService } from "@grpc/reflection";
 import { createServer, type Server as NetServer, type Socket } from "node:net";
 import { chmod, chown, mkdtemp, rename, rm, unlink } from "node:fs/promises";
 import path from "node:path";
@@ -59,7 +57,6 @@ export class AdminServer {
       Object.entries(AdminServiceService).map(([name, method]) => [name, { ...method, requestDeserialize: tolerantDecoder(method.requestDeserialize) }]),
     ) as unknown as typeof AdminServiceService;
     this.server.addService(service, adminService(admin, logger, (call) => this.callerOf(call)));
-    new ReflectionService(loadSync("sandbox/v1/admin.proto", { includeDirs: [PROTO_ROOT] })).addToServer(this.server);
     this.injector = this.server.createConnectionInjector(ServerCredentials.createInsecure());
     this.listener = createServer((socket) => this.accept(socket));
   }
@@ -69,6 +66,9 @@ export class AdminServer {
    * created in a private directory beside its path, fixed up, then renamed into place.
    */
   async listen(options: AdminListenOptions): Promise<string> {
+    // Imported here, not at the top: a daemon without an admin socket never loads the proto parsers.
+    const [{ loadSync }, { ReflectionService }] = await Promise.all([import("@grpc/proto-loader"), import("@grpc/reflection")]);
+    new ReflectionService(loadSync("sandbox/v1/admin.proto", { includeDirs: [PROTO_ROOT] })).addToServer(this.server);
     await prepareSocketPath(options.path);
     const privateDir = await mkdtemp(path.join(path.dirname(options.path), ".admin-"));
     try {

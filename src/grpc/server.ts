@@ -1,7 +1,4 @@
 import { Server, ServerCredentials } from "@grpc/grpc-js";
-import { loadSync } from "@grpc/proto-loader";
-import { ReflectionService } from "@grpc/reflection";
-import { HealthImplementation } from "grpc-health-check";
 import { fileURLToPath } from "node:url";
 import { createConnection, type ListenOptions } from "node:net";
 import { lstat, mkdir, unlink } from "node:fs/promises";
@@ -13,6 +10,7 @@ import { SandboxServiceService } from "../gen/grpc/sandbox/v1/sandbox.js";
 import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from "../request-limits.js";
 import type { Sandbox } from "../sandbox.js";
 import { ConnectionListener, type ConnectionLimits } from "./connection-listener.js";
+import { HealthService } from "./health-service.js";
 import { serializeExecuteEvent } from "./output-event-encoding.js";
 import { sandboxService } from "./service.js";
 import { compileRequestDecoder, executeRequestDecoder } from "./translate.js";
@@ -22,6 +20,12 @@ export const SERVICE_NAME = "sandbox.v1.SandboxService";
 
 /** The contract, loaded at run time for server reflection (grpcurl, Postman, ...). */
 const PROTO_ROOT = fileURLToPath(new URL("../../../proto/", import.meta.url));
+
+/**
+ * How long after it starts serving the server loads reflection: parsing the proto blocks the event
+ * loop for a while, and the first calls (a supervisor's health check) should not wait behind it.
+ */
+const REFLECTION_DELAY_MS = 250;
 
 /** How long to wait when probing whether a socket file has a live listener. */
 const SOCKET_PROBE_TIMEOUT_MS = 500;
@@ -54,10 +58,11 @@ export function grpcTarget(address: ListenAddress): string {
 /** A running gRPC server for a core. */
 export class SandboxServer {
   private readonly server: Server;
-  private readonly health: HealthImplementation;
+  private readonly health: HealthService;
   private readonly shutdown = new AbortController();
   private readonly connections: ConnectionListener;
   private bound: ListenAddress | undefined;
+  private reflectionTimer: NodeJS.Timeout | undefined;
   private compileAvailable = true;
 
   constructor(
@@ -86,9 +91,16 @@ export class SandboxServer {
       },
     };
     this.server.addService(service, sandboxService(sandbox, logger, this.shutdown.signal));
-    this.health = new HealthImplementation({ "": "NOT_SERVING", [SERVICE_NAME]: "NOT_SERVING" });
+    this.health = new HealthService({ "": "NOT_SERVING", [SERVICE_NAME]: "NOT_SERVING" });
     this.health.addToServer(this.server);
-    // Reflection lets generic clients discover the service without a copy of the proto.
+  }
+
+  /**
+   * Adds server reflection, which lets generic clients discover the service without a copy of the proto.
+   * Loaded once the daemon serves: parsing the proto with its loaders is most of a start-up otherwise.
+   */
+  private async addReflection(): Promise<void> {
+    const [{ loadSync }, { ReflectionService }] = await Promise.all([import("@grpc/proto-loader"), import("@grpc/reflection")]);
     new ReflectionService(loadSync("sandbox/v1/sandbox.proto", { includeDirs: [PROTO_ROOT] })).addToServer(this.server);
   }
 
@@ -99,6 +111,10 @@ export class SandboxServer {
     this.bound = address;
     this.health.setStatus("", "SERVING");
     this.health.setStatus(SERVICE_NAME, this.compileAvailable ? "SERVING" : "NOT_SERVING");
+    this.reflectionTimer = setTimeout(() => {
+      this.addReflection().catch((e: unknown) => this.logger.error("server reflection is unavailable", { error: String(e) }));
+    }, REFLECTION_DELAY_MS);
+    this.reflectionTimer.unref();
     return address.kind === "unix" ? grpcTarget(address) : address.hostPort.replace(/:\d+$/, `:${port}`);
   }
 
@@ -118,6 +134,7 @@ export class SandboxServer {
    * cancels the rest (their guests end as OUTCOME_CANCELLED) and removes the socket.
    */
   async close(graceMs: number): Promise<void> {
+    clearTimeout(this.reflectionTimer);
     this.health.setStatus("", "NOT_SERVING");
     this.health.setStatus(SERVICE_NAME, "NOT_SERVING");
     this.connections.stopAccepting();

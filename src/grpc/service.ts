@@ -41,35 +41,37 @@ interface CancellableCall {
 /**
  * One AbortSignal per call, fired by client cancellation, deadline, or daemon
  * shutdown; the core hands it to rustc and to the worker running the guest.
- * `release` must run when the call ends: it unhooks the call from shutdown.
+ * `release` must run when the call ends. Live calls are kept in `live` and
+ * aborted from there on shutdown: a listener per call on the shutdown signal
+ * costs an EventTarget registration each, and grpc-js emits "cancelled" at the
+ * end of every call, finished or not, so only a call still running is aborted.
  */
-function callSignal(call: CancellableCall, shutdown: AbortSignal): { signal: AbortSignal; release(): void } {
+function callSignal(call: CancellableCall, shutdown: AbortSignal, live: Set<AbortController>): { signal: AbortSignal; release(): void } {
   const controller = new AbortController();
-  // Not AbortSignal.any: on Node 20 every signal it makes stays in the source's
-  // dependants forever (nodejs/node#55351), a leak of one entry per call.
-  const onShutdown = (): void => controller.abort(shutdown.reason);
-  if (shutdown.aborted) onShutdown();
-  else shutdown.addEventListener("abort", onShutdown, { once: true });
-  // grpc-js emits "cancelled" at the end of every call, finished or not: a
-  // shared reason keeps that from costing an Error (and its stack) per call.
-  call.on("cancelled", () => controller.abort(CLIENT_CANCELLED));
+  if (shutdown.aborted) controller.abort(shutdown.reason);
+  else live.add(controller);
+  // A shared reason keeps a cancel from costing an Error (and its stack).
+  const abort = (reason: SandboxError): void => {
+    if (live.delete(controller)) controller.abort(reason);
+  };
+  call.on("cancelled", () => abort(CLIENT_CANCELLED));
   // But only to a call object that existed when it happened: a unary call cancelled, or past its deadline,
   // while grpc-js was still reading its request never gets the event, and its guest ran on to the policy's
   // own timeout with nobody waiting. So the handler also looks for itself, and keeps its own deadline.
-  if (call.cancelled) controller.abort(CLIENT_CANCELLED);
+  if (call.cancelled) abort(CLIENT_CANCELLED);
   const deadline = call.getDeadline();
   const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
   let timer: NodeJS.Timeout | undefined;
   if (Number.isFinite(deadlineMs)) {
     const leftMs = deadlineMs + DEADLINE_ABORT_GRACE_MS - Date.now();
-    if (leftMs <= 0) controller.abort(DEADLINE_PASSED);
-    else timer = setTimeout(() => controller.abort(DEADLINE_PASSED), leftMs).unref();
+    if (leftMs <= 0) abort(DEADLINE_PASSED);
+    else timer = setTimeout(() => abort(DEADLINE_PASSED), leftMs).unref();
   }
   return {
     signal: controller.signal,
     release: () => {
       clearTimeout(timer);
-      shutdown.removeEventListener("abort", onShutdown);
+      live.delete(controller);
     },
   };
 }
@@ -103,6 +105,16 @@ function streamWriter(call: ServerWritableStream<ExecuteRequest, ExecuteEvent>):
 
 /** Builds the SandboxService implementation around a core. */
 export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: AbortSignal): SandboxServiceServer {
+  const live = new Set<AbortController>();
+  // Not AbortSignal.any: on Node 20 every signal it makes stays in the source's dependants forever (nodejs/node#55351).
+  shutdown.addEventListener(
+    "abort",
+    () => {
+      for (const controller of live) controller.abort(shutdown.reason);
+      live.clear();
+    },
+    { once: true },
+  );
   const fail = (method: string, e: unknown): Partial<ServiceError> => {
     const status = toServiceError(e);
     const error = SandboxError.from(e);
@@ -114,7 +126,7 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
   return {
     async compile(call: ServerUnaryCall<CompileRequest, CompileResponse>, callback: sendUnaryData<CompileResponse>) {
       const started = performance.now();
-      const { signal, release } = callSignal(call, shutdown);
+      const { signal, release } = callSignal(call, shutdown, live);
       try {
         const result = await sandbox.compile(compileInputFrom(call.request), signal);
         const durationUs = elapsedUs(started);
@@ -128,7 +140,7 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
     },
 
     async execute(call: ServerUnaryCall<ExecuteRequest, ExecuteResponse>, callback: sendUnaryData<ExecuteResponse>) {
-      const { signal, release } = callSignal(call, shutdown);
+      const { signal, release } = callSignal(call, shutdown, live);
       try {
         const result = await sandbox.execute(executeInputFrom(call.request), signal);
         const response = executeResponseFrom(result);
@@ -150,7 +162,7 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
         for (const event of outputEvents(stream, chunk)) last = send(event);
         return last;
       };
-      const { signal, release } = callSignal(call, shutdown);
+      const { signal, release } = callSignal(call, shutdown, live);
       try {
         const result = await sandbox.execute(executeInputFrom(call.request), signal, {
           onCompiling: (cacheHit) => void send({ $case: "compiling", value: { cacheHit } }),

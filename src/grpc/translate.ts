@@ -141,25 +141,38 @@ export function compileResponseFrom(result: CompileResult, durationUs: number): 
 
 /** Core execution result → ExecuteResponse. exit_code is present only with OUTCOME_EXITED. */
 export function executeResponseFrom(result: ExecuteResult): ExecuteResponse {
-  const base = {
+  // Built field by field, without spreads or copies of what is already plain: this runs once per call.
+  const diagnostics = result.diagnostics.length === 0 ? [] : result.diagnostics.map(diagnosticFrom);
+  const receipt = result.receipt && { receipt: asBuffer(result.receipt.receipt), keyId: result.receipt.keyId, signature: asBuffer(result.receipt.signature) };
+  if (result.outcome === "compile_error") {
+    return {
+      outcome: OUTCOMES[result.outcome],
+      diagnostics,
+      moduleId: result.moduleId,
+      durationUs: result.durationUs,
+      compileDurationUs: result.compileDurationUs,
+      exitCode: undefined,
+      stdout: EMPTY,
+      stderr: EMPTY,
+      message: "source did not compile",
+      denials: [],
+      fuelConsumed: 0,
+      receipt,
+    };
+  }
+  return {
     outcome: OUTCOMES[result.outcome],
-    diagnostics: result.diagnostics.map(diagnosticFrom),
+    diagnostics,
     moduleId: result.moduleId,
     durationUs: result.durationUs,
     compileDurationUs: result.compileDurationUs,
-    receipt: result.receipt && { receipt: asBuffer(result.receipt.receipt), keyId: result.receipt.keyId, signature: asBuffer(result.receipt.signature) },
-  };
-  if (result.outcome === "compile_error") {
-    return { ...base, exitCode: undefined, stdout: EMPTY, stderr: EMPTY, message: "source did not compile", denials: [], fuelConsumed: 0 };
-  }
-  return {
-    ...base,
     exitCode: result.outcome === "exited" ? result.exitCode : undefined,
     stdout: asBuffer(result.stdout),
     stderr: asBuffer(result.stderr),
     message: result.message,
-    denials: result.denials.map((d) => ({ ...d })),
+    denials: result.denials.length === 0 ? [] : result.denials.map((d) => ({ operation: d.operation, path: d.path, reason: d.reason })),
     fuelConsumed: result.fuelConsumed,
+    receipt,
   };
 }
 

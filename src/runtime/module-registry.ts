@@ -12,6 +12,8 @@ export interface CompiledModule {
   readonly module: WebAssembly.Module;
   /** The limits the module declared for its memory; each run supplies a memory within them and its own cap. */
   readonly memory: MemoryLimits | undefined;
+  /** False when the module has a wasm start function: instantiating it runs guest code, so only a run may. */
+  readonly instantiateAhead: boolean;
   /** Size of the binary it was compiled from: what the registry's byte budget counts. */
   readonly bytes: number;
   /** Whether this is the fuel-metered variant (see fuel-meter.ts). */
@@ -116,7 +118,9 @@ export class ModuleRegistry {
     const rewritten = importMemory(source);
     if (!rewritten.ok) throw new SandboxError("INVALID_WASM", rewritten.error);
     try {
-      return { key, module: await WebAssembly.compile(rewritten.wasm), memory: rewritten.memory, bytes: bytes.byteLength, metered };
+      const module = await WebAssembly.compile(rewritten.wasm);
+      // A metered module's start function is an export (see fuel-meter.ts): instantiating it runs no guest code.
+      return { key, module, memory: rewritten.memory, instantiateAhead: !rewritten.startFunction, bytes: bytes.byteLength, metered };
     } catch (e: unknown) {
       throw new SandboxError("INVALID_WASM", `module does not compile: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }

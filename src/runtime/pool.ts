@@ -1,4 +1,4 @@
-import { Worker } from "node:worker_threads";
+import { MessageChannel, Worker, type MessagePort } from "node:worker_threads";
 import { performance } from "node:perf_hooks";
 import { SandboxError } from "../errors/sandbox-error.js";
 import { elapsedUs } from "../elapsed.js";
@@ -9,7 +9,10 @@ import { openOutboundSession, type OutboundSettings } from "./net/outbound-sessi
 import { createStreamWindow, credit } from "./stream-window.js";
 import { namespaceLockHolder, processNamespaceLock, releaseNamespaceLockHeldBy } from "./wasi/host.js";
 import type { WorkerInit } from "./worker.js";
-import type { FromWorker, GuestParameters, RunMessage } from "./worker-protocol.js";
+import {
+  CONTROL_HEADER_BYTES, CONTROL_STATE, CONTROL_STDIN_BYTES, CONTROL_VIA_PORT, REQUEST_AREA_BYTES, REQUEST_AREA_OFFSET, REQUEST_READY,
+  type FromWorker, type GuestParameters, type RunHeader, type RunMessage,
+} from "./worker-protocol.js";
 
 /**
  * V8 heap ceiling of one worker. Guest linear memory is not on this heap (the
@@ -44,6 +47,10 @@ export interface PoolOptions {
 
 interface Slot {
   worker: Worker;
+  /** The worker's run channel: its control cells, request area and request port. */
+  control: Int32Array;
+  area: Buffer;
+  requests: MessagePort | undefined;
   /** True once the worker has loaded and said so; jobs go only to ready workers. */
   ready: boolean;
   /** Module keys this worker already holds. */
@@ -78,6 +85,8 @@ const EMPTY = new Uint8Array(0);
  * nothing else may ever close them by number (the number may be reused).
  * Jobs only go to workers that have finished starting, so a booting worker is
  * never terminated mid-load and a guest's clock never runs while it boots.
+ * A job reaches its idle worker through shared memory and a futex wake-up
+ * (see RunChannel), not a message: that wake-up is most of a short run's cost.
  */
 export class WorkerPool {
   private readonly slots: Slot[] = [];
@@ -91,7 +100,14 @@ export class WorkerPool {
   async start(): Promise<void> {
     const booted: Promise<void>[] = [];
     for (let i = 0; i < this.options.workers; i++) {
-      const slot: Slot = { worker: undefined as unknown as Worker, ready: false, modules: new Set() };
+      const slot: Slot = {
+        worker: undefined as unknown as Worker,
+        control: new Int32Array(0),
+        area: Buffer.alloc(0),
+        requests: undefined,
+        ready: false,
+        modules: new Set(),
+      };
       this.slots.push(slot);
       booted.push(this.attachWorker(slot));
     }
@@ -163,6 +179,7 @@ export class WorkerPool {
     await Promise.all(
       this.slots.map(async (slot) => {
         this.finish(slot, ended("cancelled", "the daemon is shutting down", 0));
+        slot.requests?.close();
         await slot.worker.terminate();
       }),
     );
@@ -174,10 +191,14 @@ export class WorkerPool {
    * must never touch the job that runs in its slot now.
    */
   private attachWorker(slot: Slot): Promise<void> {
+    // A fresh channel per worker: a terminated worker's successor never shares its request area.
+    const shared = new SharedArrayBuffer(REQUEST_AREA_OFFSET + REQUEST_AREA_BYTES);
+    const { port1, port2 } = new MessageChannel();
     const namespaceLock = processNamespaceLock();
-    const init: WorkerInit = { namespaceLock };
+    const init: WorkerInit = { shared, port: port2, namespaceLock };
     const worker = new Worker(new URL("./worker.js", import.meta.url), {
       workerData: init,
+      transferList: [port2],
       resourceLimits: { maxOldGenerationSizeMb: WORKER_MAX_OLD_GENERATION_MB },
       // The guest must never reach the daemon's own stdio or environment.
       stdout: true,
@@ -189,6 +210,10 @@ export class WorkerPool {
     const holder = namespaceLockHolder(worker.threadId);
     worker.once("exit", () => releaseNamespaceLockHeldBy(namespaceLock, holder));
     slot.worker = worker;
+    slot.control = new Int32Array(shared, 0, REQUEST_AREA_OFFSET / Int32Array.BYTES_PER_ELEMENT);
+    slot.area = Buffer.from(shared, REQUEST_AREA_OFFSET, REQUEST_AREA_BYTES);
+    slot.requests?.close();
+    slot.requests = port1;
     slot.ready = false;
     slot.modules.clear();
     const current = (): boolean => slot.worker === worker && !this.closed;
@@ -272,25 +297,45 @@ export class WorkerPool {
     };
     const hasModule = slot.modules.has(job.moduleKey);
     slot.modules.add(job.moduleKey);
-    const message: RunMessage = {
-      type: "run",
+    const header: RunHeader = {
       runId,
       moduleKey: job.moduleKey,
-      ...(hasModule ? {} : { module: job.module }),
+      instantiateAhead: job.instantiateAhead,
       argv: job.argv,
-      env: job.env,
-      stdin: exactCopy(job.stdin),
+      env: [...job.env],
       mounts: job.mounts,
       memoryLimitBytes: job.memoryLimitBytes,
-      ...(job.memory ? { memory: job.memory } : {}),
+      memory: job.memory,
       maxOutputBytes: job.maxOutputBytes,
       maxWriteBytes: job.maxWriteBytes,
       maxCreatedEntries: job.maxCreatedEntries,
       fuelLimit: job.fuelLimit,
-      ...(window ? { streamWindow: window } : {}),
-      ...(http ? { http: { channel: http.worker, timeoutMs: job.timeoutMs } } : {}),
     };
-    slot.worker.postMessage(message, http ? [http.worker.port] : []);
+    const { control, area } = slot;
+    const json = JSON.stringify(header);
+    // A UTF-16 code unit is at most 3 UTF-8 bytes: a cheap bound that saves measuring the header.
+    const fits = hasModule && window === undefined && http === undefined && json.length * 3 + job.stdin.byteLength <= REQUEST_AREA_BYTES;
+    if (fits) {
+      const headerBytes = area.write(json, 0);
+      area.set(job.stdin, headerBytes);
+      Atomics.store(control, CONTROL_HEADER_BYTES, headerBytes);
+      Atomics.store(control, CONTROL_STDIN_BYTES, job.stdin.byteLength);
+      Atomics.store(control, CONTROL_VIA_PORT, 0);
+    } else {
+      const message: RunMessage = {
+        type: "run",
+        ...header,
+        env: job.env,
+        ...(hasModule ? {} : { module: job.module }),
+        stdin: exactCopy(job.stdin),
+        ...(window ? { streamWindow: window } : {}),
+        ...(http ? { http: { channel: http.worker, timeoutMs: job.timeoutMs } } : {}),
+      };
+      slot.requests?.postMessage(message, http ? [http.worker.port] : []);
+      Atomics.store(control, CONTROL_VIA_PORT, 1);
+    }
+    Atomics.store(control, CONTROL_STATE, REQUEST_READY);
+    Atomics.notify(control, CONTROL_STATE);
   }
 
   private onMessage(slot: Slot, m: Exclude<FromWorker, { type: "ready" }>): void {
@@ -319,7 +364,8 @@ export class WorkerPool {
         fuelConsumed: m.fuelConsumed,
         denialCount: m.denials.length + m.deniedBeyondCap,
       };
-      if (r.outcome === "exited" || r.outcome === "output_limit") {
+      // Fuel runs out only at a check in guest code, never inside a host call: nothing is left half done.
+      if (r.outcome === "exited" || r.outcome === "output_limit" || r.outcome === "fuel_exhausted") {
         this.finish(slot, result);
         this.drain(slot);
       } else {

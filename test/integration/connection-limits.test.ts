@@ -11,6 +11,8 @@ const SILENT_CONNECTIONS = 20;
 const MAX_CONNECTIONS = 5;
 /** Slack on top of the daemon's own timers for a loaded machine. */
 const SLACK_MS = 3_000;
+/** How long the daemon's start-up toolchain probe may take on a loaded machine. */
+const PROBE_WAIT_MS = 60_000;
 const HELLO = { input: { $case: "source" as const, value: "fn main() {}" } };
 
 /** Descriptors of process `pid` that are sockets (its listener, its clients' connections, ...). */
@@ -20,6 +22,24 @@ async function socketCount(pid: number): Promise<number> {
     if ((await readlink(`/proc/${pid}/fd/${fd}`).catch(() => "")).startsWith("socket:")) count++;
   }
   return count;
+}
+
+/**
+ * The daemon's socket count once start-up is over. It probes the toolchain after it starts serving, and
+ * the probe's child processes talk over socket pairs: a count taken during the probe drops by those when
+ * it ends, which looked like accepted connections going missing.
+ */
+async function settledSocketCount(daemon: TestDaemon): Promise<number> {
+  const pid = daemon.process.pid!;
+  const ready = await eventually(async () => daemon.logs().includes("script SDK loaded"), PROBE_WAIT_MS);
+  expect(ready, "the daemon's toolchain probe never finished").to.equal(true);
+  let previous = await socketCount(pid);
+  for (;;) {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const now = await socketCount(pid);
+    if (now === previous) return now;
+    previous = now;
+  }
 }
 
 /** Polls until `predicate` holds or `ms` pass; returns whether it held. */
@@ -51,6 +71,7 @@ async function silentConnection(socketPath: string): Promise<{ socket: Socket; e
 }
 
 describe("client connections (real daemon)", function () {
+  this.timeout(PROBE_WAIT_MS + 60_000);
   let daemon: TestDaemon | undefined;
   const sockets: Socket[] = [];
 
@@ -63,7 +84,7 @@ describe("client connections (real daemon)", function () {
   it("silent connections that never speak are closed after the idle timeout, freeing their descriptors", async function () {
     daemon = await startDaemon({ args: ["--allow-unsigned", "--connection-idle-timeout-ms", String(IDLE_TIMEOUT_MS)] });
     const pid = daemon.process.pid!;
-    const baseline = await socketCount(pid);
+    const baseline = await settledSocketCount(daemon);
     const silent = [];
     for (let i = 0; i < SILENT_CONNECTIONS; i++) {
       const connection = await silentConnection(daemon.socketPath);
@@ -82,7 +103,7 @@ describe("client connections (real daemon)", function () {
   it("beyond --max-connections a new connection is closed on arrival, and a normal client is served once others close", async function () {
     daemon = await startDaemon({ args: ["--allow-unsigned", "--max-connections", String(MAX_CONNECTIONS)] });
     const pid = daemon.process.pid!;
-    const baseline = await socketCount(pid);
+    const baseline = await settledSocketCount(daemon);
     for (let i = 0; i < MAX_CONNECTIONS; i++) sockets.push((await silentConnection(daemon.socketPath)).socket);
     expect(await eventually(async () => (await socketCount(pid)) >= baseline + MAX_CONNECTIONS, SLACK_MS), "the daemon accepted them").to.equal(true);
 

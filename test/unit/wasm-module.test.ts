@@ -193,6 +193,21 @@ describe("wasm: importMemory", () => {
     expect(() => memory.grow(4)).to.throw(RangeError);
   });
 
+  it("says whether the module has a wasm start function (which runs when it is instantiated)", () => {
+    const wasm = buildGuest({ memory: { min: 1 }, funcs: [{ params: [], results: [], body: [] }, { params: [], results: [], body: [] }] });
+    const plain = importMemory(wasm);
+    if (!plain.ok) throw new Error(plain.error);
+    expect(plain.startFunction).to.equal(false);
+    // Insert a start section (id 8, function 1) before the code section (id 10).
+    let pos = 8;
+    while (wasm[pos] !== 10) pos += 2 + wasm[pos + 1]!; // every section here is shorter than 128 bytes
+    const withStart = Uint8Array.from([...wasm.subarray(0, pos), 8, 1, 1, ...wasm.subarray(pos)]);
+    const started = importMemory(withStart);
+    if (!started.ok) throw new Error(started.error);
+    expect(started.startFunction).to.equal(true);
+    expect(() => new WebAssembly.Module(started.wasm)).not.to.throw();
+  });
+
   it("returns errors for malformed binaries instead of throwing", () => {
     expect(importMemory(Uint8Array.from([1, 2, 3])).ok).to.equal(false);
     expect(importMemory(buildGuest({ memory: { min: 1 }, funcs: [{ params: [], results: [], body: [] }] }).slice(0, 20)).ok).to.equal(false);

@@ -1,5 +1,5 @@
 import { MEMORY_IMPORT_MODULE, MEMORY_IMPORT_NAME } from "../wasm/memory-cap.js";
-import { HTTP_MODULE } from "../net/http-abi.js";
+import { HTTP_FUNCTIONS, HTTP_MODULE } from "../net/http-abi.js";
 import { guestHttpImports, type HttpTransport } from "../net/guest-http.js";
 import { randomFillSync } from "node:crypto";
 import {
@@ -7,6 +7,7 @@ import {
   SUBSCRIPTION_SIZE, WASI_MODULE,
 } from "./abi.js";
 import { WasiFs } from "./fs.js";
+import { PREVIEW1_FUNCTIONS } from "./functions.js";
 import { namespaceLockHolder, processNamespaceLock, releaseNamespaceLockHeldBy } from "./namespace-lock.js";
 
 export { namespaceLockHolder, processNamespaceLock, releaseNamespaceLockHeldBy };
@@ -100,6 +101,11 @@ const GUEST_MEMORY_FAULT_MESSAGE = /outside the bounds of the DataView|offset is
  * Whether the host threw because a guest-supplied pointer lies outside guest memory: the guest's fault,
  * which preview1 answers with EFAULT (a host call must never end the run with a host exception).
  */
+/** An i32 argument as the u32 it stands for (other arguments, i64 BigInts and absent ones, as they are). */
+function u32(x: unknown): unknown {
+  return typeof x === "number" ? x >>> 0 : x;
+}
+
 function isGuestMemoryFault(e: unknown): boolean {
   return e instanceof RangeError && GUEST_MEMORY_FAULT_MESSAGE.test(e.message);
 }
@@ -137,6 +143,10 @@ export class WasiHost {
    */
   private ended: ProcExit | OutputLimit | TimeLimit | undefined;
   private readonly fs: WasiFs;
+  /** This run's preview1 functions, called through a {@link WasiImports}. */
+  private readonly table: WebAssembly.ModuleImports;
+  /** This run's sandboxd_http_v1 functions, called through a {@link WasiImports}. */
+  private readonly httpTable: WebAssembly.ModuleImports;
   /** Unix epoch minus the monotonic origin, taken per run so a stepped system clock is picked up by the next run. */
   private readonly realtimeOffsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
 
@@ -145,28 +155,41 @@ export class WasiHost {
     this.argv = encodeStrings(options.args);
     this.environ = encodeStrings(Array.from(options.env, ([k, v]) => `${k}=${v}`));
     this.fs = new WasiFs(options, () => this.refresh());
+    this.table = this.functions();
+    this.httpTable = guestHttpImports({
+      transport: options.http,
+      memory: () => this.refresh().u8,
+      onDenial: (denial) => this.options.onDenial(denial),
+      flush: () => this.options.flush?.(),
+      endRunOutOfTime: (message) => {
+        this.ended = new TimeLimit(message);
+        throw this.ended;
+      },
+    });
   }
 
-  /** Instantiates the module with our imports, lets `prepare` see the instance first, and runs `_start`. Never throws
-   *  for anything the guest does; closes every host fd it opened before returning, however the run ended. */
-  run(module: WebAssembly.Module, prepare?: (instance: WebAssembly.Instance) => void): WasiRunResult {
+  /** Instantiates the module with our imports and runs `_start`. Never throws for anything the guest does;
+   *  closes every host fd it opened before returning, however the run ended. */
+  run(module: WebAssembly.Module): WasiRunResult {
+    const imports = new WasiImports();
+    return this.runWith(imports, () => {
+      const namespaces: WebAssembly.Imports = { [WASI_MODULE]: imports.functions, [HTTP_MODULE]: imports.http };
+      if (this.options.memory) namespaces[MEMORY_IMPORT_MODULE] = { [MEMORY_IMPORT_NAME]: new WebAssembly.Memory(this.options.memory) };
+      return new WebAssembly.Instance(module, namespaces);
+    });
+  }
+
+  /**
+   * Runs `_start` of the instance `instantiate` returns: one made now, or one made in advance with
+   * `imports` that has never run. The imports call this host until the run ends. Never throws for
+   * anything the guest does; closes every host fd it opened before returning.
+   */
+  runWith(imports: WasiImports, instantiate: () => WebAssembly.Instance): WasiRunResult {
+    imports.host = this;
     try {
       const fsError = this.fs.openPreopens();
       if (fsError !== undefined) return { outcome: "trap", message: fsError };
-      const http = guestHttpImports({
-        transport: this.options.http,
-        memory: () => this.refresh().u8,
-        onDenial: (denial) => this.options.onDenial(denial),
-        flush: () => this.options.flush?.(),
-        endRunOutOfTime: (message) => {
-          this.ended = new TimeLimit(message);
-          throw this.ended;
-        },
-      });
-      const imports: WebAssembly.Imports = { [WASI_MODULE]: this.guarded(this.functions()), [HTTP_MODULE]: this.guarded(http) };
-      if (this.options.memory) imports[MEMORY_IMPORT_MODULE] = { [MEMORY_IMPORT_NAME]: new WebAssembly.Memory(this.options.memory) };
-      const instance = new WebAssembly.Instance(module, imports);
-      prepare?.(instance);
+      const instance = instantiate();
       const memory = instance.exports["memory"];
       const start = instance.exports["_start"];
       if (!(memory instanceof WebAssembly.Memory) || typeof start !== "function") {
@@ -179,6 +202,7 @@ export class WasiHost {
     } catch (e: unknown) {
       return this.classify(this.ended ?? e);
     } finally {
+      imports.host = undefined;
       this.fs.closeAll();
     }
   }
@@ -255,7 +279,9 @@ export class WasiHost {
     } else {
       this.stderrBytes += deliver.length;
       if (deliver.length > 0) this.options.onStderr(deliver);
-      if (total < 512 && !this.sawAllocFailure && Buffer.from(deliver.buffer, deliver.byteOffset, deliver.length).includes(ALLOC_FAILURE_MARKER)) {
+      // std writes the marker as one piece of its message: shorter writes cannot hold it, and a flood of
+      // them must not cost a Buffer each.
+      if (deliver.length >= ALLOC_FAILURE_MARKER.length && total < 512 && !this.sawAllocFailure && Buffer.from(deliver.buffer, deliver.byteOffset, deliver.length).includes(ALLOC_FAILURE_MARKER)) {
         this.sawAllocFailure = true;
       }
     }
@@ -400,29 +426,44 @@ export class WasiHost {
   }
 
   /**
-   * The given import functions (preview1's and sandboxd_http_v1's), each refusing to run once the guest has
-   * ended (see `ended`). Guest faults are converted here, in one place. Every i32 parameter of both modules is
-   * unsigned (pointers, lengths, fds, flags) but reaches JS signed, so each is taken as its u32 first: a pointer of 2^31 or more was read as negative,
-   * which some calls wrote through at the wrong place (typed-array offsets count back from the end) and
-   * answered SUCCESS. And a result pointer past the end of memory, which the functions write through without
-   * checking, is EFAULT, as it is for their input buffers; it was a trap that ended the run.
+   * The `wasi_snapshot_preview1` namespace bound to `imports`: each function calls the function of
+   * the host whose run is in progress, and refuses to run once that guest has ended (see `ended`).
+   * Built once per worker, so a run allocates no import closures and an instance can be made before
+   * its run's host exists. Guest faults are converted here, in one place. Every i32 parameter of
+   * preview1 and of sandboxd_http_v1 is unsigned (pointers, lengths, fds, flags) but reaches JS
+   * signed, so each is taken as its u32 first: a pointer of 2^31 or more was read as negative, which
+   * some calls wrote through at the wrong place (typed-array offsets count back from the end) and
+   * answered SUCCESS. And a result pointer past the end of memory, which the functions write through
+   * without checking, is EFAULT, as it is for their input buffers; it was a trap that ended the run.
    */
-  private guarded(functions: WebAssembly.ModuleImports): WebAssembly.ModuleImports {
-    const guarded: WebAssembly.ModuleImports = {};
-    for (const [name, f] of Object.entries(functions)) {
-      const fn = f as (...args: unknown[]) => unknown;
-      guarded[name] = (...args: unknown[]): unknown => {
-        if (this.ended !== undefined) throw this.ended;
-        for (let i = 0; i < args.length; i++) if (typeof args[i] === "number") args[i] = (args[i] as number) >>> 0;
+  static bindPreview1(imports: WasiImports): WebAssembly.ModuleImports {
+    return WasiHost.bind(imports, PREVIEW1_FUNCTIONS, (host) => host.table);
+  }
+
+  /** The `sandboxd_http_v1` namespace bound to `imports`, as {@link bindPreview1} binds preview1. */
+  static bindHttp(imports: WasiImports): WebAssembly.ModuleImports {
+    return WasiHost.bind(imports, Object.keys(HTTP_FUNCTIONS), (host) => host.httpTable);
+  }
+
+  /** Binds `names` to the same-named functions of `tableOf(host)`, as {@link bindPreview1} describes. */
+  private static bind(imports: WasiImports, names: readonly string[], tableOf: (host: WasiHost) => WebAssembly.ModuleImports): WebAssembly.ModuleImports {
+    const namespace: WebAssembly.ModuleImports = {};
+    for (const name of names) {
+      // Fixed parameters rather than a rest array: no allocation per guest call. No imported function takes more than nine.
+      namespace[name] = (a: unknown, b: unknown, c: unknown, d: unknown, e: unknown, f: unknown, g: unknown, h: unknown, i: unknown): unknown => {
+        const host = imports.host;
+        // Only a wasm start function can get here, while an instance is made ahead of its run.
+        if (host === undefined) throw new WebAssembly.RuntimeError(`${name} called with no run in progress`);
+        if (host.ended !== undefined) throw host.ended;
         try {
-          return fn(...args);
-        } catch (e: unknown) {
-          if (isGuestMemoryFault(e)) return Errno.FAULT;
-          throw e;
+          return (tableOf(host)[name] as (...args: unknown[]) => unknown)(u32(a), u32(b), u32(c), u32(d), u32(e), u32(f), u32(g), u32(h), u32(i));
+        } catch (error: unknown) {
+          if (isGuestMemoryFault(error)) return Errno.FAULT;
+          throw error;
         }
       };
     }
-    return guarded;
+    return namespace;
   }
 
   private functions(): WebAssembly.ModuleImports {
@@ -540,4 +581,17 @@ export class WasiHost {
       sock_shutdown: (fd: number, _how: number) => (fs.isOpen(fd) ? Errno.NOTSOCK : Errno.BADF),
     };
   }
+}
+
+/**
+ * An import object for instances of any module, whose functions call the host of the run in progress
+ * (see WasiHost.runWith). A worker keeps one for its life; an instance made with it runs at most once.
+ */
+export class WasiImports {
+  /** The host whose run is in progress; undefined between runs. */
+  host: WasiHost | undefined = undefined;
+  /** The `wasi_snapshot_preview1` namespace to instantiate with. */
+  readonly functions: WebAssembly.ModuleImports = WasiHost.bindPreview1(this);
+  /** The `sandboxd_http_v1` namespace to instantiate with. */
+  readonly http: WebAssembly.ModuleImports = WasiHost.bindHttp(this);
 }

@@ -21,6 +21,7 @@ const IMPORT_SECTION_ID = 2;
 const MEMORY_SECTION_ID = 5;
 const TABLE_SECTION_ID = 4;
 const CUSTOM_SECTION_ID = 0;
+const START_SECTION_ID = 8;
 const MEMORY_IMPORT_KIND = 0x02;
 /** Where a module rewritten by importMemory imports its memory from: not a name any guest may import itself. */
 export const MEMORY_IMPORT_MODULE = "sandboxd";
@@ -171,12 +172,15 @@ export interface MemoryLimits {
  * single memory, imported or defined, it is memory 0, and exports and data segments keep naming it.
  * A module without a memory is returned with `memory` undefined (validation refuses it elsewhere).
  */
-export function importMemory(wasm: Uint8Array): { ok: true; wasm: Uint8Array<ArrayBuffer>; memory: MemoryLimits | undefined } | { ok: false; error: string } {
+export function importMemory(
+  wasm: Uint8Array,
+): { ok: true; wasm: Uint8Array<ArrayBuffer>; memory: MemoryLimits | undefined; startFunction: boolean } | { ok: false; error: string } {
   const header = checkHeader(wasm);
   if (header !== undefined) return { ok: false, error: header };
   const sections: { id: number; body: Uint8Array }[] = [];
   let memory: MemoryLimits | undefined;
   let memoryFlags = 0;
+  let startFunction = false;
   let pos = 8;
   while (pos < wasm.length) {
     const id = wasm[pos] as number;
@@ -186,6 +190,7 @@ export function importMemory(wasm: Uint8Array): { ok: true; wasm: Uint8Array<Arr
     if (end > wasm.length) return { ok: false, error: `section at byte ${pos} runs past the end of the binary` };
     const body = wasm.subarray(size.next, end);
     pos = end;
+    if (id === START_SECTION_ID) startFunction = true;
     if (id === MEMORY_SECTION_ID) {
       const parsed = parseMemorySection(body);
       if (!parsed.ok) return parsed;
@@ -221,7 +226,7 @@ export function importMemory(wasm: Uint8Array): { ok: true; wasm: Uint8Array<Arr
   }
   const parts: Uint8Array[] = [wasm.subarray(0, 8)];
   for (const s of sections) parts.push(Uint8Array.from([s.id, ...writeU32(s.body.length)]), s.body);
-  return { ok: true, wasm: concat(parts), memory };
+  return { ok: true, wasm: concat(parts), memory, startFunction };
 }
 
 /**
