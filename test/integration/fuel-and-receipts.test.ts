@@ -294,6 +294,48 @@ describe("fuel and signed receipts (real daemon)", function () {
     }
   });
 
+  it("a worker's instance made ahead is of the variant the next run needs: metered and plain runs alternate exactly", async () => {
+    // One worker, so every run finds the instance its predecessor left made ahead.
+    const single = await startDaemon({ args: ["--allow-unsigned", "--workers", "1", "--default-fuel-limit", "1000000"] });
+    const plainDaemon = await startDaemon({ args: ["--allow-unsigned", "--workers", "1"] });
+    try {
+      const wasm = await assemble(COUNTED_LOOP_WAT);
+      const spin = await assemble(SPIN_WAT);
+      const [a, b] = [await single.compile({ input: { $case: "wasm", value: wasm } }), await single.compile({ input: { $case: "wasm", value: spin } })];
+      const fuel: number[] = [];
+      for (let i = 0; i < 4; i++) {
+        const r = await single.execute({ target: moduleTarget(a.moduleId) });
+        expect(r.outcome).to.equal(Outcome.OUTCOME_EXITED);
+        fuel.push(r.fuelConsumed);
+        // A fuel-exhausted run in between leaves its worker serving, with an instance of the spinner made ahead.
+        if (i === 1) expect((await single.execute({ target: moduleTarget(b.moduleId) })).outcome).to.equal(Outcome.OUTCOME_FUEL_EXHAUSTED);
+      }
+      expect(fuel).to.deep.equal([COUNTED_LOOP_FUEL, COUNTED_LOOP_FUEL, COUNTED_LOOP_FUEL, COUNTED_LOOP_FUEL]);
+      const plain = await plainDaemon.compile({ input: { $case: "wasm", value: wasm } });
+      for (let i = 0; i < 2; i++) expect((await plainDaemon.execute({ target: moduleTarget(plain.moduleId) })).fuelConsumed).to.equal(0);
+    } finally {
+      await single.stop();
+      await plainDaemon.stop();
+    }
+  });
+
+  it("alternating metered and unmetered runs of one module on one worker each get their own variant", async () => {
+    const keys = join(tmp.path, "keys");
+    const one = await startDaemon({ args: ["--trusted-keys", keys, "--workers", "1"] });
+    try {
+      const loop = await one.compile({ input: { $case: "wasm", value: await assemble(COUNTED_LOOP_WAT) } });
+      const seen: number[] = [];
+      for (const limit of [0, 1_000_000, 1_000_000, 0, 0, 1_000_000]) {
+        const r = await one.execute({ target: moduleTarget(loop.moduleId), policy: policy({ fuelLimit: limit }) });
+        expect(r.outcome).to.equal(Outcome.OUTCOME_EXITED);
+        seen.push(r.fuelConsumed);
+      }
+      expect(seen).to.deep.equal([0, COUNTED_LOOP_FUEL, COUNTED_LOOP_FUEL, 0, 0, COUNTED_LOOP_FUEL]);
+    } finally {
+      await one.stop();
+    }
+  });
+
   it("without --receipt-key there is no receipt", async () => {
     const plain = await startDaemon();
     try {
