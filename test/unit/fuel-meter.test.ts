@@ -147,6 +147,24 @@ describe("fuel metering", () => {
     expect(runs[0]).to.equal(5n + 500n * 9n + (500n * 501n) / 2n);
   });
 
+  it("a function left by a branch to its own label (br, br_if, br_table) still hands its fuel to its caller", () => {
+    const metered = meterFuel(assemble(`(module
+      (func $out (result i32) i32.const 7 br 0)
+      (func $outif (param i32) (result i32) i32.const 5 local.get 0 br_if 0 drop i32.const 6)
+      (func $tbl (param i32) (result i32) (block $b (result i32) i32.const 9 local.get 0 br_table $b 1) i32.const 1 i32.add)
+      (func (export "run") (param i32) (result i32)
+        call $out local.get 0 call $outif i32.add local.get 0 call $tbl i32.add))`));
+    if (!metered.ok) throw new Error(metered.error);
+    const module = new WebAssembly.Module(metered.wasm);
+    // run: entry, call, local.get, call, add, local.get, call, add = 8; $out 3; $outif 4 taken, 5 not; $tbl 4 out, 6 through $b.
+    for (const [arg, value, fuel] of [[1, 21, 8n + 3n + 4n + 4n], [0, 23, 8n + 3n + 5n + 6n]] as const) {
+      const instance = new WebAssembly.Instance(module, {});
+      startMetered(instance, UNLIMITED);
+      expect((instance.exports["run"] as (n: number) => number)(arg)).to.equal(value);
+      expect(fuelConsumed(instance, UNLIMITED), `arg ${arg}`).to.equal(fuel);
+    }
+  });
+
   it("refuses operators it cannot meter: SIMD", () => {
     const module = wabt.parseWat("simd.wat", `(module (func (drop (v128.const i64x2 0 0))))`, { simd: true });
     const wasm = module.toBinary({}).buffer;
