@@ -3,17 +3,24 @@ import { expect } from "chai";
 import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { connect } from "../../src/grpc/client.js";
-import { Outcome, type SignedPolicy } from "../../src/gen/grpc/sandbox/v1/sandbox.js";
+import { connect, executeRequest } from "../../src/grpc/client.js";
+import { ExecuteRequest, Outcome, type SignedPolicy } from "../../src/gen/grpc/sandbox/v1/sandbox.js";
 import { buildModule, forever, i64, DROP } from "../fixtures/hostile/wasm-builder.js";
 import { moduleTarget, startDaemon, type TestDaemon } from "../helpers/daemon.js";
 import { expectStillServing, helloWasm, register } from "../helpers/hostile.js";
+import { sendCancelledCalls } from "../helpers/raw-http2.js";
 import { makeKey, signed, wire, writePublicKeys } from "../unit/policy-fixtures.js";
 
 /** Racy endings are repeated this often: before the fix about half of them aborted the daemon. */
 const ITERATIONS = 50;
 /** Open fds the daemon may have above its baseline after the storm settles (a gRPC connection or two). */
 const FD_TOLERANCE = 4;
+/** Unary Executes cancelled by the client as they are sent (same tick, next tick, 0-2 ms later), in one storm. */
+const SAME_TICK_CANCELS = 400;
+/** Policy time of each run after the storm: long enough that two of them in turn overrun the client's deadline. */
+const PROBE_RUN_MS = 3_000;
+/** Slack for the probe runs beyond their own time: worker boots after the storm, a loaded machine. */
+const PROBE_SLACK_MS = 2_500;
 /** How long to wait for replaced workers to finish starting before counting fds. */
 const SETTLE_MS = 1_500;
 
@@ -141,6 +148,21 @@ describe("runs that end early while holding mounts", function () {
     }
     await expectStillServing(daemon, pid, helloId);
     await expectFdsSettled(baseline);
+  });
+
+  it(`regression: ${SAME_TICK_CANCELS} unary Executes cancelled as they are sent leave no guest running to its timeout`, async function () {
+    const request = ExecuteRequest.encode(executeRequest({ target: moduleTarget(loopId), policy: policy(120_000) })).finish();
+    await sendCancelledCalls(daemon.socketPath, "/sandbox.v1.SandboxService/Execute", request, SAME_TICK_CANCELS);
+    // As many runs as workers, at once: a guest the storm left running holds a worker for its 120 s, and
+    // the two then run in turn, past the deadline.
+    const prober = connect(`unix://${daemon.socketPath}`);
+    try {
+      const deadline = Date.now() + PROBE_RUN_MS + PROBE_SLACK_MS;
+      const probes = [0, 1].map(() => prober.execute({ target: moduleTarget(loopId), policy: policy(PROBE_RUN_MS) }, { deadline }));
+      for (const r of await Promise.all(probes)) expect(r.outcome, r.message).to.equal(Outcome.OUTCOME_TIMEOUT);
+    } finally {
+      prober.close();
+    }
   });
 
   it("regression: a short run right after a timeout is not timed out while its worker is still booting", async function () {
