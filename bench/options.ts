@@ -5,7 +5,7 @@
 import { parseArgs } from "node:util";
 
 /** What `--profile` can profile: the daemon under one workload, or ("start") just its start-up. */
-export const PROFILE_SCENARIOS = ["execute", "stream", "cpu", "compile", "start"] as const;
+export const PROFILE_SCENARIOS = ["execute", "stream", "cpu", "compile", "repair", "start"] as const;
 /** One of {@link PROFILE_SCENARIOS}. */
 export type ProfileScenario = (typeof PROFILE_SCENARIOS)[number];
 

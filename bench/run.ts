@@ -17,6 +17,7 @@ import {
   measureFuelAndReceipts,
   measureExecuteAndFloors,
   measureLifecycle,
+  measureRepair,
   measureStream,
   prepareModules,
   type BenchContext,
@@ -73,6 +74,7 @@ async function runBenchmark(options: BenchOptions): Promise<void> {
     await measureCpuBound(ctx, modules);
     await measureFuelAndReceipts(ctx, modules);
     await measureCompile(ctx);
+    await measureRepair(ctx);
     await measureStream(ctx, modules);
     await measureLifecycle(ctx, modules);
     return ctx.figures;
@@ -116,6 +118,7 @@ async function runProfile(options: BenchOptions, scenario: ProfileScenario): Pro
     if (scenario === "execute") await measureExecuteAndFloors(ctx, modules);
     else if (scenario === "cpu") await measureCpuBound(ctx, modules);
     else if (scenario === "compile") await measureCompile(ctx);
+    else if (scenario === "repair") await measureRepair(ctx);
     else await measureStream(ctx, modules);
     process.stdout.write(markdownTable({
       date: new Date().toISOString(),

@@ -357,6 +357,69 @@ export async function measureCompile(ctx: BenchContext): Promise<void> {
   if (health) ctx.figures.push(ratio("ratio.compile.cache-hit-vs-floor.health", 4, "Compile cache hit p50 ÷ Health/Check p50", cacheHit, health, { goal: GOALS.cacheHitVsHealth }));
 }
 
+/** The one-mistake script of the repair figures (bench/fixtures/repair_one_mistake.rs). */
+const REPAIR_FIXTURE = "repair_one_mistake";
+
+/**
+ * §4: Compile with `repair` of a script with one mistake against the plain failing compile of the
+ * same script, both cold (interleaved, each with a source never seen before); and the same repair
+ * again, served from the cache.
+ */
+export async function measureRepair(ctx: BenchContext): Promise<void> {
+  const { sizes, daemon, setup } = ctx;
+  const label = `${REPAIR_FIXTURE}.rs`;
+  if (!setup) {
+    ctx.figures.push(notMeasured("compile.repair.cold", 4, `Compile with repair, ${label}`, "ms", "no rustc with a WASI target on this machine"));
+    return;
+  }
+  const source = await fixtureSource(REPAIR_FIXTURE);
+  ctx.log(`§4 repair ${label}: ${sizes.coldCompileRuns} × (failing compile, compile with repair, compile of the fixed source), then ${sizes.cacheHitRuns} repairs from the cache`);
+  const failMs: number[] = [];
+  const repairMs: number[] = [];
+  const fixedMs: number[] = [];
+  let repeated = "";
+  for (let i = 0; i < sizes.coldCompileRuns; i++) {
+    let started = performance.now();
+    const failed = await daemon.client.compile({ input: { $case: "source", value: uniqueSource(source, randomUUID()) } });
+    failMs.push(performance.now() - started);
+    if (failed.ok || failed.cacheHit) throw new Error(`${label} was meant to fail cold: ok=${failed.ok} cache_hit=${failed.cacheHit}`);
+    repeated = uniqueSource(source, randomUUID());
+    started = performance.now();
+    const repaired = await daemon.client.compile({ input: { $case: "source", value: repeated }, repair: true });
+    repairMs.push(performance.now() - started);
+    if (!repaired.repair || repaired.repair.cacheHit || repaired.repair.rounds !== 1) throw new Error(`${label} was meant to be repaired cold in one round`);
+    // What the agent compiles after fixing the mistake itself: the repaired source, cold.
+    started = performance.now();
+    const fixed = await daemon.client.compile({ input: { $case: "source", value: uniqueSource(repaired.repair.source, randomUUID()) } });
+    fixedMs.push(performance.now() - started);
+    if (!fixed.ok || fixed.cacheHit) throw new Error(`the repaired ${label} was meant to compile cold`);
+  }
+  const fail = sampled("compile.fail.cold", 4, `Cold Compile of ${label} (fails, one error)`, "ms", summarize(failMs));
+  const fixed = sampled("compile.fixed.cold", 4, `Cold Compile of ${label} once fixed (compiles)`, "ms", summarize(fixedMs));
+  const repair = sampled("compile.repair.cold", 4, `Cold Compile with repair of ${label} (fails, then one round compiles)`, "ms", summarize(repairMs));
+  const hit = async (): Promise<void> => {
+    const response = await daemon.client.compile({ input: { $case: "source", value: repeated }, repair: true });
+    if (!response.repair?.cacheHit) throw new Error("the repeated repair was not served from the cache");
+  };
+  const hits = sampled("compile.repair.cache-hit", 4, `Compile with repair of ${label} again, from the cache`, "ms", summarize(await timeSerial(sizes.cacheHitRuns, hit, sizes.serialBudgetMs)));
+  const both = fail.value !== undefined && fixed.value !== undefined ? fail.value + fixed.value : undefined;
+  ctx.figures.push(
+    fail,
+    fixed,
+    repair,
+    ratio("ratio.compile.repair", 4, "Cold Compile with repair ÷ cold failing Compile", repair, fail),
+    {
+      id: "ratio.compile.repair-vs-two-compiles",
+      section: 4,
+      label: "Cold Compile with repair ÷ (failing Compile + Compile once fixed): what repair adds to the two compiles an agent's own fix costs",
+      unit: "×",
+      value: both === undefined || repair.value === undefined ? undefined : repair.value / both,
+      note: "compile.repair.cold p50 ÷ (compile.fail.cold p50 + compile.fixed.cold p50)",
+    },
+    hits,
+  );
+}
+
 /** §5: StreamOutput time to first byte and throughput of a script writing N MiB. */
 export async function measureStream(ctx: BenchContext, modules: BenchModules): Promise<void> {
   const { sizes, daemon } = ctx;

@@ -100,6 +100,10 @@ export const COMPILE_MEMORY_LIMIT_BYTES = 2 * 1024 * 1024 * 1024;
 export const COMPILE_MAX_FILE_BYTES = 256 * 1024 * 1024;
 /** Size of the private memory-backed /tmp rustc gets inside its sandbox. */
 export const COMPILE_TMPFS_BYTES = 256 * 1024 * 1024;
+/** Compiles of candidates one repair may run (CompileRequest.repair); each round applies the suggestions of the previous one's errors. */
+export const MAX_REPAIR_ROUNDS = 6;
+/** Wall-clock time one repair's rounds may take together (each rustc run is also bound by COMPILE_TIMEOUT_MS); past it, no repair. */
+export const REPAIR_TIME_BUDGET_MS = 30_000;
 /** Compiles waiting for a rustc slot beyond which new ones are refused (COMPILE_QUEUE_FULL). */
 export const COMPILE_MAX_QUEUED = 64;
 /**

@@ -14,6 +14,7 @@ import { ModuleAdmin } from "./admin/module-admin.js";
 import { MODULE_ID_PATTERN, ModuleStore } from "./cache/module-store.js";
 import { Compiler, loadStoredModule, type CompileResult, type CompilerSettings } from "./compiler/compiler.js";
 import type { Diagnostic } from "./compiler/diagnostics.js";
+import { repairSource, type RepairResult } from "./compiler/repair.js";
 import type { ToolchainProbe } from "./compiler/toolchain.js";
 import { authorize, bindToModule, type Grant, type PolicyCeilings, type PolicyDefaults, type SignedPolicyInput } from "./policy/authorize.js";
 import { ModuleBlocklist } from "./policy/module-blocklist.js";
@@ -64,8 +65,11 @@ export interface SandboxOptions {
   readonly receiptSigner?: ReceiptSigner;
 }
 
-/** Input of a Compile: Rust source or a precompiled module. */
-export type CompileInput = { readonly source: string } | { readonly wasm: Uint8Array };
+/** Input of a Compile: Rust source (to repair if it fails, when `repair` says so) or a precompiled module. */
+export type CompileInput = { readonly source: string; readonly repair?: boolean } | { readonly wasm: Uint8Array };
+
+/** Result of a Compile: the compiler's, with a repair when one was asked for and found. */
+export type CompileOutcome = CompileResult & { readonly repair?: RepairResult };
 
 /** Input of an Execute, already decoded from the wire. */
 export interface ExecuteInput {
@@ -173,12 +177,20 @@ export class Sandbox {
     );
   }
 
-  /** Compiles source or registers a precompiled module. */
-  async compile(input: CompileInput, signal?: AbortSignal): Promise<CompileResult> {
+  /** Compiles source (repairing it if asked and it fails) or registers a precompiled module. */
+  async compile(input: CompileInput, signal?: AbortSignal): Promise<CompileOutcome> {
     const compiler = await this.needCompiler();
     const result = "source" in input ? await compiler.compile(input.source, signal) : await compiler.register(input.wasm, signal);
     if (result.cacheHit) this.store.recordUse(result.moduleId);
-    return result;
+    if (!("source" in input) || !input.repair || result.ok) return result;
+    const logger = this.options.logger;
+    const repair = await repairSource(input.source, result, (candidate, candidateSignal) => compiler.compile(candidate, candidateSignal), signal, {
+      onStop: (why, rounds) => logger.debug("no repair", { why, rounds }),
+    });
+    if (!repair) return result;
+    if (repair.cacheHit) this.store.recordUse(repair.moduleId);
+    logger.debug("repaired", { moduleId: repair.moduleId, rounds: repair.rounds, edits: repair.edits.length, cacheHit: repair.cacheHit });
+    return { ...result, repair };
   }
 
   /**

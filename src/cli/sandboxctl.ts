@@ -20,6 +20,7 @@ import { checkValidity } from "../policy/validity.js";
 import { checkMountCount, checkPolicyBytes, verifySignedPolicy } from "../policy/verify-signature.js";
 import { ADMIN_USAGE, adminCommand } from "./sandboxctl-admin.js";
 import { RECEIPT_USAGE, receiptCommand } from "./sandboxctl-receipt.js";
+import { REPAIR_USAGE, repairCommand } from "./sandboxctl-repair.js";
 import { UsageError } from "./usage-error.js";
 
 /** File name suffix of a private key written by keygen. */
@@ -44,6 +45,7 @@ const USAGE = `usage:
       checks key, signature, encoding and validity window; prints the decoded policy as JSON
 ${ADMIN_USAGE}
 ${RECEIPT_USAGE}
+${REPAIR_USAGE}
 See docs/policy.md and README.md ("Managing the module cache").`;
 
 async function main(argv: string[]): Promise<number> {
@@ -53,6 +55,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === "policy" && sub === "verify") return policyVerify(argv.slice(2));
   if (command === "admin") return adminCommand(argv.slice(1));
   if (command === "receipt") return receiptCommand(argv.slice(1));
+  if (command === "compile" && argv.includes("--repair")) return repairCommand(argv.slice(1));
   if (command === "help" || command === "--help" || command === "-h") {
     process.stdout.write(USAGE + "\n");
     return 0;

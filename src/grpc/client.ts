@@ -22,7 +22,8 @@ export interface TimedEvent {
 /** Promise wrappers over the generated client. */
 export interface SandboxClient {
   readonly raw: SandboxServiceClient;
-  compile(request: CompileRequest, options?: Partial<CallOptions>): Promise<CompileResponse>;
+  /** Missing fields of the request take their proto defaults. */
+  compile(request: Partial<CompileRequest>, options?: Partial<CallOptions>): Promise<CompileResponse>;
   /** Missing fields of the request take their proto defaults. */
   execute(request: Partial<ExecuteRequest>, options?: Partial<CallOptions>): Promise<ExecuteResponse>;
   /** Runs StreamOutput to its end, collecting every event with its arrival time. */
@@ -36,7 +37,7 @@ export function connect(target: string, options: ChannelOptions = {}): SandboxCl
   return {
     raw,
     compile: (request, options = {}) =>
-      new Promise((resolve, reject) => raw.compile(request, new Metadata(), options, (e, v) => (e ? reject(e) : resolve(v)))),
+      new Promise((resolve, reject) => raw.compile(compileRequest(request), new Metadata(), options, (e, v) => (e ? reject(e) : resolve(v)))),
     execute: (request, options = {}) =>
       new Promise((resolve, reject) =>
         raw.execute(executeRequest(request), new Metadata(), options, (e, v) => (e ? reject(e) : resolve(v))),
@@ -52,6 +53,11 @@ export function connect(target: string, options: ChannelOptions = {}): SandboxCl
       }),
     close: () => raw.close(),
   };
+}
+
+/** A CompileRequest with proto defaults for every field not given. */
+export function compileRequest(partial: Partial<CompileRequest>): CompileRequest {
+  return { input: undefined, repair: false, ...partial };
 }
 
 /** An ExecuteRequest with proto defaults for every field not given. */

@@ -130,7 +130,10 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
       try {
         const result = await sandbox.compile(compileInputFrom(call.request), signal);
         const durationUs = elapsedUs(started);
-        if (logger.isInfoEnabled()) logger.info("compile", { moduleId: result.moduleId, ok: result.ok, cacheHit: result.cacheHit, durationUs });
+        if (logger.isInfoEnabled()) {
+          const repaired = result.repair && { repairedModuleId: result.repair.moduleId, repairRounds: result.repair.rounds };
+          logger.info("compile", { moduleId: result.moduleId, ok: result.ok, cacheHit: result.cacheHit, durationUs, ...repaired });
+        }
         callback(null, compileResponseFrom(result, durationUs));
       } catch (e: unknown) {
         callback(fail("compile", e) as ServiceError, null);

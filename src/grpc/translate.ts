@@ -1,7 +1,7 @@
 /** Conversions between wire messages and the core's plain types. */
 import { SandboxError } from "../errors/sandbox-error.js";
 import type { Diagnostic as CoreDiagnostic, Span as CoreSpan } from "../compiler/diagnostics.js";
-import type { CompileResult } from "../compiler/compiler.js";
+import type { RepairResult } from "../compiler/repair.js";
 import { MAX_GRPC_MESSAGE_BYTES, MAX_STREAM_EVENT_OUTPUT_BYTES, MAX_UNARY_OUTPUT_BYTES } from "../limits.js";
 import {
   Applicability,
@@ -11,12 +11,13 @@ import {
   type ExecuteEvent,
   type ExecuteRequest,
   ExecuteResponse,
+  type Repair,
   Outcome,
   Severity,
   type Span,
 } from "../gen/grpc/sandbox/v1/sandbox.js";
 import type { RequestLimits } from "../request-limits.js";
-import type { CompileInput, ExecuteInput, ExecuteResult } from "../sandbox.js";
+import type { CompileInput, CompileOutcome, ExecuteInput, ExecuteResult } from "../sandbox.js";
 import { scanCompileRequest, scanExecuteRequest } from "./request-scan.js";
 
 const SEVERITIES: Record<CoreDiagnostic["severity"], Severity> = {
@@ -107,7 +108,7 @@ export function compileInputFrom(request: CompileRequest): CompileInput {
   rejectRefused(request);
   const input = request.input;
   if (!input) throw new SandboxError("INVALID_REQUEST", "CompileRequest needs exactly one of `source` or `wasm`");
-  if (input.$case === "source") return { source: input.value };
+  if (input.$case === "source") return { source: input.value, repair: request.repair };
   if (input.value.byteLength === 0) throw new SandboxError("INVALID_WASM", "wasm is empty");
   return { wasm: input.value };
 }
@@ -128,7 +129,7 @@ export function executeInputFrom(request: ExecuteRequest): ExecuteInput {
 }
 
 /** Core compile result → CompileResponse. */
-export function compileResponseFrom(result: CompileResult, durationUs: number): CompileResponse {
+export function compileResponseFrom(result: CompileOutcome, durationUs: number): CompileResponse {
   return {
     ok: result.ok,
     moduleId: result.moduleId,
@@ -136,6 +137,18 @@ export function compileResponseFrom(result: CompileResult, durationUs: number): 
     diagnostics: result.diagnostics.map(diagnosticFrom),
     durationUs,
     fixedSource: result.fixedSource,
+    repair: result.repair && repairFrom(result.repair),
+  };
+}
+
+function repairFrom(r: RepairResult): Repair {
+  return {
+    source: r.source,
+    moduleId: r.moduleId,
+    edits: r.edits.map((e) => ({ round: e.round, span: spanFrom(e.span), code: e.code, message: e.message, suggestion: e.suggestion })),
+    rounds: r.rounds,
+    cacheHit: r.cacheHit,
+    diagnostics: r.diagnostics.map(diagnosticFrom),
   };
 }
 

@@ -100,7 +100,7 @@ export async function startDaemon(options: StartOptions = {}): Promise<TestDaemo
     adminSocketPath,
     admin,
     logs: () => logs,
-    compile: (r) => client.compile({ input: undefined, ...r }),
+    compile: (r) => client.compile(r),
     execute: (r) => client.execute(r),
     stream: (r) => client.stream(r),
     stop: async () => {

@@ -386,7 +386,7 @@ describe("Compile budgets", function () {
       const children = (): Promise<string> => childPids(daemon.process.pid!);
       const call = rejection(
         new Promise((resolve, reject) =>
-          daemon.client.compile({ input: { $case: "source", value: bomb } }, new Metadata(), { deadline: Date.now() + 2_000 }, (e, v) => (e ? reject(e) : resolve(v))),
+          daemon.client.compile({ input: { $case: "source", value: bomb }, repair: false }, new Metadata(), { deadline: Date.now() + 2_000 }, (e, v) => (e ? reject(e) : resolve(v))),
         ),
       );
       await new Promise((r) => setTimeout(r, 1_000));
