@@ -60,7 +60,12 @@ export function summarizeProfile(profile: unknown, file: string, topN: number): 
   const top = [...selfUs.values()]
     .sort((a, b) => b.us - a.us)
     .slice(0, topN)
-    .map((e) => ({ functionName: e.functionName, location: e.location, selfMs: e.us / 1000, percent: totalUs === 0 ? 0 : (100 * e.us) / totalUs }));
+    .map((e) => ({
+      functionName: e.functionName,
+      location: e.location,
+      selfMs: e.us / 1000,
+      percent: totalUs === 0 ? 0 : (100 * e.us) / totalUs,
+    }));
   return { file, totalMs: totalUs / 1000, top };
 }
 
@@ -79,7 +84,12 @@ export async function summarizeProfileDir(dir: string, topN: number): Promise<Pr
 export function formatProfiles(summaries: readonly ProfileSummary[]): string {
   const lines: string[] = [];
   for (const s of [...summaries].sort((a, b) => b.totalMs - a.totalMs)) {
-    lines.push(`\n${path.basename(s.file)} — ${s.totalMs.toFixed(0)} ms sampled`, "", "| self ms | % | function | location |", "| ---: | ---: | --- | --- |");
+    lines.push(
+      `\n${path.basename(s.file)} — ${s.totalMs.toFixed(0)} ms sampled`,
+      "",
+      "| self ms | % | function | location |",
+      "| ---: | ---: | --- | --- |",
+    );
     for (const t of s.top) {
       lines.push(`| ${t.selfMs.toFixed(1)} | ${t.percent.toFixed(1)} | ${t.functionName} | ${t.location} |`);
     }

@@ -120,15 +120,17 @@ async function runProfile(options: BenchOptions, scenario: ProfileScenario): Pro
     else if (scenario === "compile") await measureCompile(ctx);
     else if (scenario === "repair") await measureRepair(ctx);
     else await measureStream(ctx, modules);
-    process.stdout.write(markdownTable({
-      date: new Date().toISOString(),
-      mode: options.quick ? "quick" : "full",
-      machine: describeMachine(),
-      node: process.version,
-      rustc: ctx.setup?.toolchain.version ?? "none",
-      durationS: 0,
-      figures: ctx.figures,
-    }) + "\n\n(figures taken under --cpu-prof: slower than a normal run)\n");
+    process.stdout.write(
+      markdownTable({
+        date: new Date().toISOString(),
+        mode: options.quick ? "quick" : "full",
+        machine: describeMachine(),
+        node: process.version,
+        rustc: ctx.setup?.toolchain.version ?? "none",
+        durationS: 0,
+        figures: ctx.figures,
+      }) + "\n\n(figures taken under --cpu-prof: slower than a normal run)\n",
+    );
   });
   const summaries = await summarizeProfileDir(profileDir, PROFILE_TOP_N);
   if (summaries.length === 0) throw new Error(`the daemon wrote no .cpuprofile into ${profileDir}`);

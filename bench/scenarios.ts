@@ -86,7 +86,9 @@ function notMeasured(id: string, section: number, label: string, unit: Unit, na:
 /** Throws unless the run exited 0: a benchmark of failing runs would measure the wrong thing. */
 function expectExited(response: ExecuteResponse, what: string): ExecuteResponse {
   if (response.outcome !== Outcome.OUTCOME_EXITED || response.exitCode !== 0) {
-    throw new Error(`${what}: outcome ${Outcome[response.outcome]} exit ${response.exitCode}: ${response.message} ${response.stderr.toString().slice(0, 500)}`);
+    throw new Error(
+      `${what}: outcome ${Outcome[response.outcome]} exit ${response.exitCode}: ${response.message} ${response.stderr.toString().slice(0, 500)}`,
+    );
   }
   return response;
 }
@@ -124,9 +126,16 @@ export async function measureExecuteAndFloors(ctx: BenchContext, modules: BenchM
   };
   ctx.log(`§1 Execute hello: ${sizes.warmupRuns} warm-up, ${sizes.latencyRuns} serial`);
   await timeSerial(sizes.warmupRuns, execute);
-  const latency = sampled("execute.latency", 1, "Execute cached hello, concurrency 1, end to end over the unix socket", "ms", summarize(await timeSerial(sizes.latencyRuns, execute, sizes.serialBudgetMs)), {
-    goal: GOALS.executeP50Ms,
-  });
+  const latency = sampled(
+    "execute.latency",
+    1,
+    "Execute cached hello, concurrency 1, end to end over the unix socket",
+    "ms",
+    summarize(await timeSerial(sizes.latencyRuns, execute, sizes.serialBudgetMs)),
+    {
+      goal: GOALS.executeP50Ms,
+    },
+  );
   ctx.figures.push(latency);
   for (const concurrency of THROUGHPUT_CONCURRENCY) {
     ctx.log(`§1 throughput at concurrency ${concurrency}`);
@@ -144,19 +153,38 @@ export async function measureExecuteAndFloors(ctx: BenchContext, modules: BenchM
 
   ctx.log("§2 floors: Health/Check, raw V8, node:wasi, jco");
   await timeSerial(sizes.warmupRuns, () => daemon.health.check());
-  const health = sampled("floor.health", 2, "No-op gRPC call to the same daemon (grpc.health.v1 Health/Check)", "ms", summarize(await timeSerial(sizes.floorRuns, () => daemon.health.check(), sizes.serialBudgetMs)));
+  const health = sampled(
+    "floor.health",
+    2,
+    "No-op gRPC call to the same daemon (grpc.health.v1 Health/Check)",
+    "ms",
+    summarize(await timeSerial(sizes.floorRuns, () => daemon.health.check(), sizes.serialBudgetMs)),
+  );
   const healthRounds: number[] = [];
   for (let r = 0; r < sizes.throughputRounds; r++) {
     healthRounds.push((await timeConcurrent(sizes.throughputRunsPerRound, 32, () => daemon.health.check())).perSecond);
   }
-  const healthThroughput = sampled("floor.health.throughput.c32", 2, "Health/Check throughput on the same daemon, concurrency 32", "calls/s", summarize(healthRounds), {
-    note: `${sizes.throughputRounds} rounds of ${sizes.throughputRunsPerRound} calls; N = rounds`,
-  });
+  const healthThroughput = sampled(
+    "floor.health.throughput.c32",
+    2,
+    "Health/Check throughput on the same daemon, concurrency 32",
+    "calls/s",
+    summarize(healthRounds),
+    {
+      note: `${sizes.throughputRounds} rounds of ${sizes.throughputRunsPerRound} calls; N = rounds`,
+    },
+  );
   const runV8 = (): void => {
     if (runMinimal(modules.hello.module).exitCode !== 0) throw new Error("hello failed under the minimal host");
   };
   await timeSerial(sizes.warmupRuns, runV8);
-  const v8 = sampled("floor.v8", 2, "Raw V8: new WebAssembly.Instance + _start, minimal host, in-process", "ms", summarize(await timeSerial(sizes.floorRuns, runV8, sizes.serialBudgetMs)));
+  const v8 = sampled(
+    "floor.v8",
+    2,
+    "Raw V8: new WebAssembly.Instance + _start, minimal host, in-process",
+    "ms",
+    summarize(await timeSerial(sizes.floorRuns, runV8, sizes.serialBudgetMs)),
+  );
   const nodeWasi = new NodeWasiRunner();
   let wasi: Figure;
   try {
@@ -164,7 +192,13 @@ export async function measureExecuteAndFloors(ctx: BenchContext, modules: BenchM
       if (nodeWasi.run(modules.hello.module) !== 0) throw new Error("hello failed under node:wasi");
     };
     await timeSerial(sizes.warmupRuns, runWasi);
-    wasi = sampled("peer.node-wasi", 2, "node:wasi in-process (no security boundary)", "ms", summarize(await timeSerial(sizes.floorRuns, runWasi, sizes.serialBudgetMs)));
+    wasi = sampled(
+      "peer.node-wasi",
+      2,
+      "node:wasi in-process (no security boundary)",
+      "ms",
+      summarize(await timeSerial(sizes.floorRuns, runWasi, sizes.serialBudgetMs)),
+    );
   } finally {
     nodeWasi.close();
   }
@@ -174,9 +208,16 @@ export async function measureExecuteAndFloors(ctx: BenchContext, modules: BenchM
   const jco =
     "na" in jcoOutcome
       ? notMeasured("peer.jco", 2, "jco + preview2-shim in-process (component via the preview1 command adapter)", "ms", jcoOutcome.na)
-      : sampled("peer.jco", 2, "jco + preview2-shim in-process (component via the preview1 command adapter)", "ms", summarize(jcoOutcome.samplesMs), {
-          note: `one-time jco new + transpile: ${jcoOutcome.prepareMs.toFixed(0)} ms (not in the figure)`,
-        });
+      : sampled(
+          "peer.jco",
+          2,
+          "jco + preview2-shim in-process (component via the preview1 command adapter)",
+          "ms",
+          summarize(jcoOutcome.samplesMs),
+          {
+            note: `one-time jco new + transpile: ${jcoOutcome.prepareMs.toFixed(0)} ms (not in the figure)`,
+          },
+        );
   ctx.figures.push(health, healthThroughput, v8, wasi, jco);
   const shortNames: [Figure, string][] = [
     [health, "Health/Check"],
@@ -185,14 +226,30 @@ export async function measureExecuteAndFloors(ctx: BenchContext, modules: BenchM
     [jco, "jco + preview2-shim"],
   ];
   for (const [peer, name] of shortNames) {
-    ctx.figures.push(ratio(`ratio.execute-vs-${peer.id}`, 2, `Execute p50 ÷ ${name} p50`, latency, peer, peer === health ? { goal: GOALS.executeVsHealth } : {}));
+    ctx.figures.push(
+      ratio(
+        `ratio.execute-vs-${peer.id}`,
+        2,
+        `Execute p50 ÷ ${name} p50`,
+        latency,
+        peer,
+        peer === health ? { goal: GOALS.executeVsHealth } : {},
+      ),
+    );
   }
   const c32 = ctx.figures.find((f) => f.id === "execute.throughput.c32");
   if (c32) {
     ctx.figures.push(
-      ratio("ratio.execute-throughput-vs-floor.health.throughput.c32", 2, "Execute runs/s ÷ Health calls/s, both at concurrency 32", c32, healthThroughput, {
-        goal: GOALS.throughputVsHealth,
-      }),
+      ratio(
+        "ratio.execute-throughput-vs-floor.health.throughput.c32",
+        2,
+        "Execute runs/s ÷ Health calls/s, both at concurrency 32",
+        c32,
+        healthThroughput,
+        {
+          goal: GOALS.throughputVsHealth,
+        },
+      ),
     );
   }
 }
@@ -223,7 +280,13 @@ export async function measureCpuBound(ctx: BenchContext, modules: BenchModules):
   const inDaemon = sampled("cpu.sandboxd", 3, "CPU-bound (sort 10^6 u64) in sandboxd, Execute end to end", "ms", summarize(daemonSamples));
   const inV8 = sampled("cpu.v8", 3, "CPU-bound, same module in raw V8 in-process", "ms", summarize(v8Samples));
   // The guest's own run time as the worker measures it: separates our host and worker from gRPC and dispatch.
-  const guest = sampled("cpu.sandboxd-guest", 3, "CPU-bound in sandboxd, guest time only (ExecuteResponse.duration_us)", "ms", summarize(guestUs.map((us) => us / 1000)));
+  const guest = sampled(
+    "cpu.sandboxd-guest",
+    3,
+    "CPU-bound in sandboxd, guest time only (ExecuteResponse.duration_us)",
+    "ms",
+    summarize(guestUs.map((us) => us / 1000)),
+  );
   ctx.figures.push(
     inDaemon,
     guest,
@@ -262,8 +325,16 @@ export async function measureFuelAndReceipts(ctx: BenchContext, modules: BenchMo
     await runOn();
   }
   const offFigure = sampled("fuel.off", 3, "CPU-bound, guest time, signed policy without fuel_limit (not metered)", "ms", summarize(off));
-  const onFigure = sampled("fuel.on", 3, "CPU-bound, guest time, same policy with fuel_limit (metered)", "ms", summarize(on), { note: `fuel_consumed ${fuel}` });
-  ctx.figures.push(offFigure, onFigure, ratio("ratio.fuel", 3, "Fuel metering overhead: metered ÷ unmetered guest time", onFigure, offFigure, { goal: GOALS.fuelOverheadRatio }));
+  const onFigure = sampled("fuel.on", 3, "CPU-bound, guest time, same policy with fuel_limit (metered)", "ms", summarize(on), {
+    note: `fuel_consumed ${fuel}`,
+  });
+  ctx.figures.push(
+    offFigure,
+    onFigure,
+    ratio("ratio.fuel", 3, "Fuel metering overhead: metered ÷ unmetered guest time", onFigure, offFigure, {
+      goal: GOALS.fuelOverheadRatio,
+    }),
+  );
 
   ctx.log(`§3 receipt signing: ${sizes.latencyRuns} receipts`);
   const signer = await ReceiptSigner.load(await writeBenchReceiptKey(ctx.dir));
@@ -291,7 +362,13 @@ export async function measureFuelAndReceipts(ctx: BenchContext, modules: BenchMo
   };
   await timeSerial(sizes.warmupRuns, signOne);
   ctx.figures.push(
-    sampled("receipt.sign", 3, `Receipt per run: digests (${RECEIPT_BENCH_OUTPUT_BYTES / 1024} KiB stdout) + encode + Ed25519 sign, in-process`, "ms", summarize(await timeSerial(sizes.latencyRuns, signOne, sizes.serialBudgetMs))),
+    sampled(
+      "receipt.sign",
+      3,
+      `Receipt per run: digests (${RECEIPT_BENCH_OUTPUT_BYTES / 1024} KiB stdout) + encode + Ed25519 sign, in-process`,
+      "ms",
+      summarize(await timeSerial(sizes.latencyRuns, signOne, sizes.serialBudgetMs)),
+    ),
   );
 }
 
@@ -313,7 +390,9 @@ export async function measureCompile(ctx: BenchContext): Promise<void> {
     const source = await fixtureSource(name);
     ctx.log(`§4 cold compile ${label}: ${sizes.coldCompileRuns} × (daemon, rustc, rustc under bwrap)`);
     if (!setup) {
-      ctx.figures.push(notMeasured(`compile.cold.${name}`, 4, `Cold Compile ${label}`, "ms", "no rustc with a WASI target on this machine"));
+      ctx.figures.push(
+        notMeasured(`compile.cold.${name}`, 4, `Cold Compile ${label}`, "ms", "no rustc with a WASI target on this machine"),
+      );
       continue;
     }
     const daemonMs: number[] = [];
@@ -325,7 +404,12 @@ export async function measureCompile(ctx: BenchContext): Promise<void> {
       const started = performance.now();
       const response = await daemon.client.compile({ input: { $case: "source", value: uniqueSource(source, randomUUID()) } });
       if (!response.ok || response.cacheHit) {
-        failure = response.ok ? "the daemon answered from its cache" : `the daemon's Compile failed: ${response.diagnostics.map((d) => d.message).join("; ").slice(0, 300)}`;
+        failure = response.ok
+          ? "the daemon answered from its cache"
+          : `the daemon's Compile failed: ${response.diagnostics
+              .map((d) => d.message)
+              .join("; ")
+              .slice(0, 300)}`;
         break;
       }
       daemonMs.push(performance.now() - started);
@@ -338,9 +422,19 @@ export async function measureCompile(ctx: BenchContext): Promise<void> {
     }
     const cold = sampled(`compile.cold.${name}`, 4, `Cold Compile ${label} via the daemon`, "ms", summarize(daemonMs));
     const raw = sampled(`compile.rustc.${name}`, 4, `Raw rustc ${label}, same flags, no daemon, no sandbox`, "ms", summarize(rawMs));
-    ctx.figures.push(cold, raw, ratio(`ratio.compile.${name}`, 4, `Cold Compile ${label} ÷ raw rustc`, cold, raw, { goal: GOALS.coldCompileRatio }));
+    ctx.figures.push(
+      cold,
+      raw,
+      ratio(`ratio.compile.${name}`, 4, `Cold Compile ${label} ÷ raw rustc`, cold, raw, { goal: GOALS.coldCompileRatio }),
+    );
     if (setup.bwrap) {
-      const hermetic = sampled(`compile.bwrap.${name}`, 4, `rustc ${label} under bubblewrap (hermeticCommand), no daemon`, "ms", summarize(bwrapMs));
+      const hermetic = sampled(
+        `compile.bwrap.${name}`,
+        4,
+        `rustc ${label} under bubblewrap (hermeticCommand), no daemon`,
+        "ms",
+        summarize(bwrapMs),
+      );
       ctx.figures.push(hermetic, ratio(`ratio.compile-bwrap.${name}`, 4, `Cold Compile ${label} ÷ rustc under bubblewrap`, cold, hermetic));
     }
   }
@@ -351,10 +445,22 @@ export async function measureCompile(ctx: BenchContext): Promise<void> {
     if (!response.cacheHit) throw new Error("hello Compile was not a cache hit");
   };
   await timeSerial(sizes.warmupRuns, hit);
-  const cacheHit = sampled("compile.cache-hit", 4, "Compile cache hit (hello.rs), end to end", "ms", summarize(await timeSerial(sizes.cacheHitRuns, hit, sizes.serialBudgetMs)), { goal: GOALS.cacheHitP50Ms });
+  const cacheHit = sampled(
+    "compile.cache-hit",
+    4,
+    "Compile cache hit (hello.rs), end to end",
+    "ms",
+    summarize(await timeSerial(sizes.cacheHitRuns, hit, sizes.serialBudgetMs)),
+    { goal: GOALS.cacheHitP50Ms },
+  );
   ctx.figures.push(cacheHit);
   const health = ctx.figures.find((f) => f.id === "floor.health");
-  if (health) ctx.figures.push(ratio("ratio.compile.cache-hit-vs-floor.health", 4, "Compile cache hit p50 ÷ Health/Check p50", cacheHit, health, { goal: GOALS.cacheHitVsHealth }));
+  if (health)
+    ctx.figures.push(
+      ratio("ratio.compile.cache-hit-vs-floor.health", 4, "Compile cache hit p50 ÷ Health/Check p50", cacheHit, health, {
+        goal: GOALS.cacheHitVsHealth,
+      }),
+    );
 }
 
 /** The one-mistake script of the repair figures (bench/fixtures/repair_one_mistake.rs). */
@@ -369,11 +475,15 @@ export async function measureRepair(ctx: BenchContext): Promise<void> {
   const { sizes, daemon, setup } = ctx;
   const label = `${REPAIR_FIXTURE}.rs`;
   if (!setup) {
-    ctx.figures.push(notMeasured("compile.repair.cold", 4, `Compile with repair, ${label}`, "ms", "no rustc with a WASI target on this machine"));
+    ctx.figures.push(
+      notMeasured("compile.repair.cold", 4, `Compile with repair, ${label}`, "ms", "no rustc with a WASI target on this machine"),
+    );
     return;
   }
   const source = await fixtureSource(REPAIR_FIXTURE);
-  ctx.log(`§4 repair ${label}: ${sizes.coldCompileRuns} × (failing compile, compile with repair, compile of the fixed source), then ${sizes.cacheHitRuns} repairs from the cache`);
+  ctx.log(
+    `§4 repair ${label}: ${sizes.coldCompileRuns} × (failing compile, compile with repair, compile of the fixed source), then ${sizes.cacheHitRuns} repairs from the cache`,
+  );
   const failMs: number[] = [];
   const repairMs: number[] = [];
   const fixedMs: number[] = [];
@@ -387,7 +497,8 @@ export async function measureRepair(ctx: BenchContext): Promise<void> {
     started = performance.now();
     const repaired = await daemon.client.compile({ input: { $case: "source", value: repeated }, repair: true });
     repairMs.push(performance.now() - started);
-    if (!repaired.repair || repaired.repair.cacheHit || repaired.repair.rounds !== 1) throw new Error(`${label} was meant to be repaired cold in one round`);
+    if (!repaired.repair || repaired.repair.cacheHit || repaired.repair.rounds !== 1)
+      throw new Error(`${label} was meant to be repaired cold in one round`);
     // What the agent compiles after fixing the mistake itself: the repaired source, cold.
     started = performance.now();
     const fixed = await daemon.client.compile({ input: { $case: "source", value: uniqueSource(repaired.repair.source, randomUUID()) } });
@@ -396,12 +507,24 @@ export async function measureRepair(ctx: BenchContext): Promise<void> {
   }
   const fail = sampled("compile.fail.cold", 4, `Cold Compile of ${label} (fails, one error)`, "ms", summarize(failMs));
   const fixed = sampled("compile.fixed.cold", 4, `Cold Compile of ${label} once fixed (compiles)`, "ms", summarize(fixedMs));
-  const repair = sampled("compile.repair.cold", 4, `Cold Compile with repair of ${label} (fails, then one round compiles)`, "ms", summarize(repairMs));
+  const repair = sampled(
+    "compile.repair.cold",
+    4,
+    `Cold Compile with repair of ${label} (fails, then one round compiles)`,
+    "ms",
+    summarize(repairMs),
+  );
   const hit = async (): Promise<void> => {
     const response = await daemon.client.compile({ input: { $case: "source", value: repeated }, repair: true });
     if (!response.repair?.cacheHit) throw new Error("the repeated repair was not served from the cache");
   };
-  const hits = sampled("compile.repair.cache-hit", 4, `Compile with repair of ${label} again, from the cache`, "ms", summarize(await timeSerial(sizes.cacheHitRuns, hit, sizes.serialBudgetMs)));
+  const hits = sampled(
+    "compile.repair.cache-hit",
+    4,
+    `Compile with repair of ${label} again, from the cache`,
+    "ms",
+    summarize(await timeSerial(sizes.cacheHitRuns, hit, sizes.serialBudgetMs)),
+  );
   const both = fail.value !== undefined && fixed.value !== undefined ? fail.value + fixed.value : undefined;
   ctx.figures.push(
     fail,
@@ -411,7 +534,8 @@ export async function measureRepair(ctx: BenchContext): Promise<void> {
     {
       id: "ratio.compile.repair-vs-two-compiles",
       section: 4,
-      label: "Cold Compile with repair ÷ (failing Compile + Compile once fixed): what repair adds to the two compiles an agent's own fix costs",
+      label:
+        "Cold Compile with repair ÷ (failing Compile + Compile once fixed): what repair adds to the two compiles an agent's own fix costs",
       unit: "×",
       value: both === undefined || repair.value === undefined ? undefined : repair.value / both,
       note: "compile.repair.cold p50 ÷ (compile.fail.cold p50 + compile.fixed.cold p50)",
@@ -452,10 +576,17 @@ export async function measureStream(ctx: BenchContext, modules: BenchModules): P
   }
   ctx.figures.push(
     sampled("stream.ttfb", 5, `StreamOutput time to first stdout byte (${sizes.streamMiB} MiB writer)`, "ms", summarize(ttfb)),
-    sampled("stream.throughput", 5, `StreamOutput throughput, ${sizes.streamMiB} MiB in 64 KiB writes, call start to end`, "MB/s", summarize(mbps), {
-      goal: GOALS.streamMBps,
-      note: "MB = 2^20 bytes; signed policy raises max_output_bytes",
-    }),
+    sampled(
+      "stream.throughput",
+      5,
+      `StreamOutput throughput, ${sizes.streamMiB} MiB in 64 KiB writes, call start to end`,
+      "MB/s",
+      summarize(mbps),
+      {
+        goal: GOALS.streamMBps,
+        note: "MB = 2^20 bytes; signed policy raises max_output_bytes",
+      },
+    ),
   );
 }
 
@@ -488,13 +619,19 @@ export async function measureLifecycle(ctx: BenchContext, modules: BenchModules)
       await daemon.stop();
     }
   }
-  const serving = sampled("start.serving", 6, "Daemon start: spawn of the CLI to Health SERVING", "ms", summarize(startMs), { goal: GOALS.startMs });
+  const serving = sampled("start.serving", 6, "Daemon start: spawn of the CLI to Health SERVING", "ms", summarize(startMs), {
+    goal: GOALS.startMs,
+  });
   const nodeStart = sampled("floor.node-start", 6, "Bare Node start: spawn of `node -e 0` to its exit", "ms", summarize(nodeStartMs));
   ctx.figures.push(
     serving,
     nodeStart,
-    ratio("ratio.start-vs-floor.node-start", 6, "Daemon start p50 ÷ bare Node start p50", serving, nodeStart, { goal: GOALS.startVsNodeStart }),
-    sampled("rss.idle", 6, `Daemon RSS idle (${IDLE_SETTLE_MS} ms after SERVING, no calls yet)`, "MB", summarize(idleMB), { goal: GOALS.rssIdleMB }),
+    ratio("ratio.start-vs-floor.node-start", 6, "Daemon start p50 ÷ bare Node start p50", serving, nodeStart, {
+      goal: GOALS.startVsNodeStart,
+    }),
+    sampled("rss.idle", 6, `Daemon RSS idle (${IDLE_SETTLE_MS} ms after SERVING, no calls yet)`, "MB", summarize(idleMB), {
+      goal: GOALS.rssIdleMB,
+    }),
   );
 
   const half = Math.floor(sizes.rssRuns / 2);

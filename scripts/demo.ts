@@ -19,9 +19,13 @@ const CONTEXT = { name: "Ada", task: "greet" };
 async function main(): Promise<void> {
   const dir = await mkdtemp(path.join(tmpdir(), "sandboxd-demo-"));
   const socket = path.join(dir, "sandboxd.sock");
-  const daemon = spawn(process.execPath, [DAEMON, "--listen", `unix://${socket}`, "--cache-dir", path.join(dir, "cache"), "--allow-unsigned"], {
-    stdio: ["ignore", "inherit", "pipe"],
-  });
+  const daemon = spawn(
+    process.execPath,
+    [DAEMON, "--listen", `unix://${socket}`, "--cache-dir", path.join(dir, "cache"), "--allow-unsigned"],
+    {
+      stdio: ["ignore", "inherit", "pipe"],
+    },
+  );
   try {
     await new Promise<void>((resolve, reject) => {
       let log = "";
@@ -45,7 +49,9 @@ async function main(): Promise<void> {
       target: { $case: "moduleId", value: compiled.moduleId },
       stdin: Buffer.from(JSON.stringify(CONTEXT)),
     });
-    console.error(`[demo] context ${JSON.stringify(CONTEXT)} → ${outcomeToJSON(result.outcome)}, exit ${result.exitCode}, ${result.durationUs} µs`);
+    console.error(
+      `[demo] context ${JSON.stringify(CONTEXT)} → ${outcomeToJSON(result.outcome)}, exit ${result.exitCode}, ${result.durationUs} µs`,
+    );
     if (result.stderr.byteLength) console.error(`[demo] guest stderr: ${result.stderr.toString().trimEnd()}`);
     client.close();
     if (result.outcome !== Outcome.OUTCOME_EXITED || result.exitCode !== 0) throw new Error(`unexpected result: ${result.message}`);

@@ -75,8 +75,13 @@ async function main(): Promise<number> {
       return 0;
     }
     const yes = (b: boolean): string => (b ? "yes" : "no");
-    process.stdout.write("| case | mistake | MachineApplicable only | + single-candidate MaybeIncorrect | rounds | as the table expects |\n| --- | --- | --- | --- | --- | --- |\n");
-    for (const r of rows) process.stdout.write(`| ${r.name} | ${r.mistake} | ${yes(r.machineOnly)} | ${yes(r.withMaybe)} | ${r.rounds} | ${yes(r.matchesTable)} |\n`);
+    process.stdout.write(
+      "| case | mistake | MachineApplicable only | + single-candidate MaybeIncorrect | rounds | as the table expects |\n| --- | --- | --- | --- | --- | --- |\n",
+    );
+    for (const r of rows)
+      process.stdout.write(
+        `| ${r.name} | ${r.mistake} | ${yes(r.machineOnly)} | ${yes(r.withMaybe)} | ${r.rounds} | ${yes(r.matchesTable)} |\n`,
+      );
     const pct = (k: number): string => `${k}/${n} (${Math.round((100 * k) / n)} %)`;
     process.stdout.write(`\nrepaired: MachineApplicable only ${pct(machine)}; with single-candidate MaybeIncorrect ${pct(maybe)}\n`);
     return rows.every((r) => r.matchesTable) ? 0 : 1;

@@ -179,8 +179,10 @@ async function copyRoot(wasmPath: string, root: string, mountRoot: string, index
 function judge(test: TestCase, reply: RunReply): string | undefined {
   if (reply.outcome !== "exited") return `${reply.outcome}: ${reply.message}`;
   if (reply.exitCode !== test.exitCode) return `exit code ${reply.exitCode}, expected ${test.exitCode}`;
-  if (test.stdout !== undefined && reply.stdout !== test.stdout) return `stdout ${JSON.stringify(reply.stdout)}, expected ${JSON.stringify(test.stdout)}`;
-  if (test.stderr !== undefined && reply.stderr !== test.stderr) return `stderr ${JSON.stringify(reply.stderr)}, expected ${JSON.stringify(test.stderr)}`;
+  if (test.stdout !== undefined && reply.stdout !== test.stdout)
+    return `stdout ${JSON.stringify(reply.stdout)}, expected ${JSON.stringify(test.stdout)}`;
+  if (test.stderr !== undefined && reply.stderr !== test.stderr)
+    return `stderr ${JSON.stringify(reply.stderr)}, expected ${JSON.stringify(test.stderr)}`;
   return undefined;
 }
 
@@ -198,10 +200,14 @@ async function startDaemon(work: string, keysDir: string, mountRoot: string): Pr
   const socket = join(work, "sandboxd.sock");
   const args = [
     SANDBOXD_BIN,
-    "--listen", `unix://${socket}`,
-    "--cache-dir", join(work, "cache"),
-    "--trusted-keys", keysDir,
-    "--allow-mount-root", mountRoot,
+    "--listen",
+    `unix://${socket}`,
+    "--cache-dir",
+    join(work, "cache"),
+    "--trusted-keys",
+    keysDir,
+    "--allow-mount-root",
+    mountRoot,
   ];
   const child: ChildProcess = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"] });
   let log = "";
@@ -211,7 +217,10 @@ async function startDaemon(work: string, keysDir: string, mountRoot: string): Pr
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   try {
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`sandboxd did not start in ${DAEMON_START_TIMEOUT_MS} ms:\n${log}`)), DAEMON_START_TIMEOUT_MS);
+      const timer = setTimeout(
+        () => reject(new Error(`sandboxd did not start in ${DAEMON_START_TIMEOUT_MS} ms:\n${log}`)),
+        DAEMON_START_TIMEOUT_MS,
+      );
       child.stderr?.on("data", () => {
         if (log.includes("sandboxd listening on")) {
           clearTimeout(timer);
@@ -360,7 +369,13 @@ const directRunner: Runner = (wasmPath, test, rootCopy) =>
 // ---------------------------------------------------------------------------------------------
 
 /** Runs every test in order, printing one line each; returns the tally. */
-async function runAll(suite: string, tests: string[], runner: Runner, mountRoot: string, signal: AbortSignal): Promise<{ passed: number; failed: number }> {
+async function runAll(
+  suite: string,
+  tests: string[],
+  runner: Runner,
+  mountRoot: string,
+  signal: AbortSignal,
+): Promise<{ passed: number; failed: number }> {
   let passed = 0;
   let failed = 0;
   for (const [index, wasmPath] of tests.entries()) {
@@ -435,8 +450,14 @@ async function main(): Promise<number> {
     ({ passed: passedCount, failed: failedCount } = await runAll(suite, tests, runner, mountRoot, stop.signal));
     if (failedCount > 0 && daemon !== undefined) {
       // Its info lines (one per compile and execute) say nothing the per-test lines do not.
-      const notable = daemon.logs().split("\n").filter((line) => line !== "" && !line.includes('"level":"info"'));
-      if (notable.length > 0) console.log(`\nsandboxd warnings and errors (last ${DAEMON_LOG_LINES_SHOWN}):\n${notable.slice(-DAEMON_LOG_LINES_SHOWN).join("\n")}`);
+      const notable = daemon
+        .logs()
+        .split("\n")
+        .filter((line) => line !== "" && !line.includes('"level":"info"'));
+      if (notable.length > 0)
+        console.log(
+          `\nsandboxd warnings and errors (last ${DAEMON_LOG_LINES_SHOWN}):\n${notable.slice(-DAEMON_LOG_LINES_SHOWN).join("\n")}`,
+        );
     }
   } finally {
     await daemon?.stop();

@@ -29,7 +29,11 @@ export function check(name: string, ok: boolean, detail: string): InvariantResul
 export function resourcesSettled(baseline: ProcessSample, end: ProcessSample): InvariantResult[] {
   return [
     check("fds back to baseline", end.fds <= baseline.fds + FD_TOLERANCE, `${baseline.fds} → ${end.fds} (tolerance +${FD_TOLERANCE})`),
-    check("threads back to baseline", end.threads <= baseline.threads + THREAD_TOLERANCE, `${baseline.threads} → ${end.threads} (tolerance +${THREAD_TOLERANCE})`),
+    check(
+      "threads back to baseline",
+      end.threads <= baseline.threads + THREAD_TOLERANCE,
+      `${baseline.threads} → ${end.threads} (tolerance +${THREAD_TOLERANCE})`,
+    ),
   ];
 }
 

@@ -177,7 +177,11 @@ function sameBytes(label: string, got: Uint8Array, want: Uint8Array): Observatio
 }
 
 /** The result of a stream read to its end: stdout joined, the finished event, and what is wrong with the event order. */
-function fromEvents(events: readonly ExecuteEvent[]): { stdout: Buffer; finished: ExecuteResponse | undefined; shapeError: string | undefined } {
+function fromEvents(events: readonly ExecuteEvent[]): {
+  stdout: Buffer;
+  finished: ExecuteResponse | undefined;
+  shapeError: string | undefined;
+} {
   const stdout: Buffer[] = [];
   let finished: ExecuteResponse | undefined;
   let shapeError: string | undefined;
@@ -229,7 +233,11 @@ async function executeSource({ ctx, rng, seq }: CallArgs): Promise<Observation> 
   const tag = `source-${seq}`;
   const stdin = echoInput(rng, tag);
   const policy = ctx.world.policy({ timeoutMs: NORMAL_TIMEOUT_MS });
-  const r = await settle(ctx.world.client.execute(executeRequest({ target: sourceTarget(ctx.guestSource), stdin, args: ["echo"], env: new Map([["SOAK_TAG", tag]]), policy })));
+  const r = await settle(
+    ctx.world.client.execute(
+      executeRequest({ target: sourceTarget(ctx.guestSource), stdin, args: ["echo"], env: new Map([["SOAK_TAG", tag]]), policy }),
+    ),
+  );
   if ("error" in r) return unexpected(r.label, r.error.details);
   if (r.value.moduleId !== ctx.guestId) return unexpected("other-module", `module ${r.value.moduleId}, compiled once as ${ctx.guestId}`);
   return expectOutcome(r.value, Outcome.OUTCOME_EXITED) ?? sameBytes("EXITED", r.value.stdout, expectedEcho(tag, stdin));
@@ -240,9 +248,14 @@ async function mounted({ ctx, rng, seq, lane }: CallArgs): Promise<Observation> 
   const tag = `mounted-${seq}`;
   const stdin = echoInput(rng, tag);
   const policy = ctx.world.policy({ timeoutMs: NORMAL_TIMEOUT_MS, mounts: ctx.world.roRwMounts });
-  const r = await settle(ctx.world.client.execute(guestRun(ctx, { stdin, args: ["mounted", String(lane)], env: new Map([["SOAK_TAG", tag]]), policy })));
+  const r = await settle(
+    ctx.world.client.execute(guestRun(ctx, { stdin, args: ["mounted", String(lane)], env: new Map([["SOAK_TAG", tag]]), policy })),
+  );
   if ("error" in r) return unexpected(r.label, r.error.details);
-  const want = Buffer.concat([expectedEcho(tag, stdin), Buffer.from(`\nro ${hex8(fnv1a32(ctx.world.roInput))} rw ${hex8(fnv1a32(stdin))}\n`)]);
+  const want = Buffer.concat([
+    expectedEcho(tag, stdin),
+    Buffer.from(`\nro ${hex8(fnv1a32(ctx.world.roInput))} rw ${hex8(fnv1a32(stdin))}\n`),
+  ]);
   return expectOutcome(r.value, Outcome.OUTCOME_EXITED) ?? sameBytes("EXITED", r.value.stdout, want);
 }
 
@@ -260,13 +273,19 @@ function timeoutHoldingMounts(mode: "spin" | "sleep") {
 async function deadlineHoldingMounts({ ctx, rng, lane }: CallArgs): Promise<Observation> {
   const policy = ctx.world.policy({ timeoutMs: SOAK_MAX_TIMEOUT_MS, mounts: ctx.world.roRwMounts });
   const deadline = Date.now() + rng.int(DEADLINE_MS.min, DEADLINE_MS.max);
-  return expectFailure(ctx.world.client.execute(guestRun(ctx, { args: [rng.pick(["spin", "sleep"]), String(lane)], policy }), { deadline }), "DEADLINE_EXCEEDED");
+  return expectFailure(
+    ctx.world.client.execute(guestRun(ctx, { args: [rng.pick(["spin", "sleep"]), String(lane)], policy }), { deadline }),
+    "DEADLINE_EXCEEDED",
+  );
 }
 
 /** A call whose deadline has already passed when it is sent. */
 async function deadlinePassed({ ctx, lane }: CallArgs): Promise<Observation> {
   const policy = ctx.world.policy({ timeoutMs: SOAK_MAX_TIMEOUT_MS, mounts: ctx.world.roRwMounts });
-  return expectFailure(ctx.world.client.execute(guestRun(ctx, { args: ["spin", String(lane)], policy }), { deadline: Date.now() - 1000 }), "DEADLINE_EXCEEDED");
+  return expectFailure(
+    ctx.world.client.execute(guestRun(ctx, { args: ["spin", String(lane)], policy }), { deadline: Date.now() - 1000 }),
+    "DEADLINE_EXCEEDED",
+  );
 }
 
 /** A raw call as far as its ending goes. */
@@ -280,7 +299,9 @@ interface RawCall {
  * as the trailers arrive, which can be before a paused reader has taken every message.
  */
 function statusOf(call: RawCall, stream?: ClientReadableStream<ExecuteEvent>): Promise<ServiceError> {
-  const status = new Promise<ServiceError>((resolve) => call.on("status", (s) => resolve(Object.assign(new Error(s.details), s) as ServiceError)));
+  const status = new Promise<ServiceError>((resolve) =>
+    call.on("status", (s) => resolve(Object.assign(new Error(s.details), s) as ServiceError)),
+  );
   if (!stream) return status;
   const drained = new Promise<void>((resolve) => {
     stream.on("end", () => resolve());
@@ -314,7 +335,9 @@ async function cancelHoldingMounts({ ctx, rng, lane }: CallArgs): Promise<Observ
 
 /** `trap` (abort → unreachable): OUTCOME_TRAP. */
 async function trap({ ctx }: CallArgs): Promise<Observation> {
-  const r = await settle(ctx.world.client.execute(guestRun(ctx, { args: ["trap"], policy: ctx.world.policy({ timeoutMs: NORMAL_TIMEOUT_MS }) })));
+  const r = await settle(
+    ctx.world.client.execute(guestRun(ctx, { args: ["trap"], policy: ctx.world.policy({ timeoutMs: NORMAL_TIMEOUT_MS }) })),
+  );
   if ("error" in r) return unexpected(r.label, r.error.details);
   return expectOutcome(r.value, Outcome.OUTCOME_TRAP) ?? { label: "TRAP", verdict: OK };
 }
@@ -322,13 +345,21 @@ async function trap({ ctx }: CallArgs): Promise<Observation> {
 /** A Rust panic: exit 101, this run's message on stderr. */
 async function panic({ ctx, seq }: CallArgs): Promise<Observation> {
   const tag = `panic-${seq}`;
-  const r = await settle(ctx.world.client.execute(guestRun(ctx, { args: ["panic"], env: new Map([["SOAK_TAG", tag]]), policy: ctx.world.policy({ timeoutMs: NORMAL_TIMEOUT_MS }) })));
+  const r = await settle(
+    ctx.world.client.execute(
+      guestRun(ctx, { args: ["panic"], env: new Map([["SOAK_TAG", tag]]), policy: ctx.world.policy({ timeoutMs: NORMAL_TIMEOUT_MS }) }),
+    ),
+  );
   if ("error" in r) return unexpected(r.label, r.error.details);
   const bad = expectOutcome(r.value, Outcome.OUTCOME_EXITED, 101);
   if (bad) return bad;
   return r.value.stderr.toString("utf8").includes(`soak panic ${tag}`)
     ? { label: "EXITED 101", verdict: OK }
-    : { label: "EXITED 101", verdict: "wrong-output", detail: `stderr lacks this run's panic message: ${r.value.stderr.toString("utf8").slice(0, 200)}` };
+    : {
+        label: "EXITED 101",
+        verdict: "wrong-output",
+        detail: `stderr lacks this run's panic message: ${r.value.stderr.toString("utf8").slice(0, 200)}`,
+      };
 }
 
 /** A Vec growing past the policy's memory limit: OUTCOME_MEMORY_LIMIT. */
@@ -344,7 +375,9 @@ async function flood({ ctx }: CallArgs): Promise<Observation> {
   const policy = ctx.world.policy({ timeoutMs: NORMAL_TIMEOUT_MS, maxOutputBytes: FLOOD_CAP_BYTES });
   const r = await settle(ctx.world.client.execute(guestRun(ctx, { args: ["flood"], policy })));
   if ("error" in r) return unexpected(r.label, r.error.details);
-  return expectOutcome(r.value, Outcome.OUTCOME_OUTPUT_LIMIT) ?? sameBytes("OUTPUT_LIMIT", r.value.stdout, Buffer.alloc(FLOOD_CAP_BYTES, "f"));
+  return (
+    expectOutcome(r.value, Outcome.OUTCOME_OUTPUT_LIMIT) ?? sameBytes("OUTPUT_LIMIT", r.value.stdout, Buffer.alloc(FLOOD_CAP_BYTES, "f"))
+  );
 }
 
 /** A StreamOutput flood nobody reads, cancelled after a while: the daemon must not buffer it all. */
@@ -416,23 +449,47 @@ function refusals(ctx: SoakContext): { name: string; request: ExecuteRequest; wa
   return [
     { name: "no policy", request: run({}), want: "UNAUTHENTICATED/POLICY_REQUIRED" },
     { name: "unknown key", request: run({ policy: w.policy({}, STRANGER) }), want: "UNAUTHENTICATED/POLICY_UNKNOWN_KEY" },
-    { name: "bad signature", request: run({ policy: { ...good, signature: Buffer.from(good.signature).fill(7, 0, 8) } }), want: "UNAUTHENTICATED/POLICY_BAD_SIGNATURE" },
+    {
+      name: "bad signature",
+      request: run({ policy: { ...good, signature: Buffer.from(good.signature).fill(7, 0, 8) } }),
+      want: "UNAUTHENTICATED/POLICY_BAD_SIGNATURE",
+    },
     {
       name: "malformed policy",
       request: run({ policy: { policy: garbage, keyId: w.mainKey.id, signature: sign(null, garbage, w.mainKey.privateKey) } }),
       want: "UNAUTHENTICATED/POLICY_MALFORMED",
     },
     { name: "expired", request: run({ policy: w.policy({ expiresAtUnix: now - 3600 }) }), want: "PERMISSION_DENIED/POLICY_EXPIRED" },
-    { name: "not yet valid", request: run({ policy: w.policy({ notBeforeUnix: now + 3600 }) }), want: "PERMISSION_DENIED/POLICY_NOT_YET_VALID" },
-    { name: "other module", request: run({ policy: w.policy({ moduleId: ctx.helloId }) }), want: "PERMISSION_DENIED/POLICY_MODULE_MISMATCH" },
-    { name: "over the ceiling", request: run({ policy: w.policy({ timeoutMs: SOAK_MAX_TIMEOUT_MS + 1 }) }), want: "PERMISSION_DENIED/POLICY_CEILING_EXCEEDED" },
+    {
+      name: "not yet valid",
+      request: run({ policy: w.policy({ notBeforeUnix: now + 3600 }) }),
+      want: "PERMISSION_DENIED/POLICY_NOT_YET_VALID",
+    },
+    {
+      name: "other module",
+      request: run({ policy: w.policy({ moduleId: ctx.helloId }) }),
+      want: "PERMISSION_DENIED/POLICY_MODULE_MISMATCH",
+    },
+    {
+      name: "over the ceiling",
+      request: run({ policy: w.policy({ timeoutMs: SOAK_MAX_TIMEOUT_MS + 1 }) }),
+      want: "PERMISSION_DENIED/POLICY_CEILING_EXCEEDED",
+    },
     {
       name: "mount outside the root",
       request: run({ policy: w.policy({ mounts: [{ hostPath: w.paths.outside, guestPath: "/out", writable: true }] }) }),
       want: "PERMISSION_DENIED/POLICY_MOUNT_DENIED",
     },
-    { name: "bad module id", request: executeRequest({ target: moduleTarget("not-hex"), policy: good }), want: "INVALID_ARGUMENT/INVALID_MODULE_ID" },
-    { name: "unknown module", request: executeRequest({ target: moduleTarget("0".repeat(64)), policy: good }), want: "NOT_FOUND/MODULE_NOT_FOUND" },
+    {
+      name: "bad module id",
+      request: executeRequest({ target: moduleTarget("not-hex"), policy: good }),
+      want: "INVALID_ARGUMENT/INVALID_MODULE_ID",
+    },
+    {
+      name: "unknown module",
+      request: executeRequest({ target: moduleTarget("0".repeat(64)), policy: good }),
+      want: "NOT_FOUND/MODULE_NOT_FOUND",
+    },
     { name: "no target", request: executeRequest({ policy: good }), want: "INVALID_ARGUMENT/INVALID_REQUEST" },
   ];
 }
@@ -452,7 +509,11 @@ async function compileError({ ctx, seq }: CallArgs): Promise<Observation> {
   if (r.value.ok) return unexpected("ok", "a source with a type error compiled");
   return r.value.diagnostics.some((d) => d.code === "E0308")
     ? { label: "ok=false E0308", verdict: OK }
-    : { label: "ok=false", verdict: "wrong-output", detail: `diagnostics: ${r.value.diagnostics.map((d) => d.code || d.message).join(", ")}` };
+    : {
+        label: "ok=false",
+        verdict: "wrong-output",
+        detail: `diagnostics: ${r.value.diagnostics.map((d) => d.code || d.message).join(", ")}`,
+      };
 }
 
 /** A source never seen before: a real rustc run, then its module runs. */
@@ -461,9 +522,20 @@ async function coldCompile({ ctx, seq }: CallArgs): Promise<Observation> {
   const source = `fn main() {\n    println!("{}", "${tag}");\n}\n`;
   const r = await settle(ctx.world.client.compile({ input: { $case: "source", value: source } }));
   if ("error" in r) return unexpected(r.label, r.error.details);
-  if (!r.value.ok) return unexpected("ok=false", r.value.diagnostics.map((d) => d.rendered).join("\n").slice(0, 500));
+  if (!r.value.ok)
+    return unexpected(
+      "ok=false",
+      r.value.diagnostics
+        .map((d) => d.rendered)
+        .join("\n")
+        .slice(0, 500),
+    );
   if (r.value.cacheHit) return unexpected("cache hit", "a never-seen source came from the cache");
-  const run = await settle(ctx.world.client.execute(executeRequest({ target: moduleTarget(r.value.moduleId), policy: ctx.world.policy({ timeoutMs: NORMAL_TIMEOUT_MS }) })));
+  const run = await settle(
+    ctx.world.client.execute(
+      executeRequest({ target: moduleTarget(r.value.moduleId), policy: ctx.world.policy({ timeoutMs: NORMAL_TIMEOUT_MS }) }),
+    ),
+  );
   if ("error" in run) return unexpected(`compiled, run ${run.label}`, run.error.details);
   return expectOutcome(run.value, Outcome.OUTCOME_EXITED) ?? sameBytes("compiled+EXITED", run.value.stdout, Buffer.from(`${tag}\n`));
 }
@@ -482,8 +554,13 @@ async function cacheHit({ ctx }: CallArgs): Promise<Observation> {
 async function wasmUpload({ ctx }: CallArgs): Promise<Observation> {
   const r = await settle(ctx.world.client.compile({ input: { $case: "wasm", value: Buffer.from(helloWasm()) } }));
   if ("error" in r) return unexpected(r.label, r.error.details);
-  if (!r.value.ok || r.value.moduleId !== ctx.helloId) return unexpected(`ok=${r.value.ok}`, `module ${r.value.moduleId}, registered once as ${ctx.helloId}`);
-  const run = await settle(ctx.world.client.execute(executeRequest({ target: moduleTarget(ctx.helloId), policy: ctx.world.policy({ timeoutMs: NORMAL_TIMEOUT_MS }) })));
+  if (!r.value.ok || r.value.moduleId !== ctx.helloId)
+    return unexpected(`ok=${r.value.ok}`, `module ${r.value.moduleId}, registered once as ${ctx.helloId}`);
+  const run = await settle(
+    ctx.world.client.execute(
+      executeRequest({ target: moduleTarget(ctx.helloId), policy: ctx.world.policy({ timeoutMs: NORMAL_TIMEOUT_MS }) }),
+    ),
+  );
   if ("error" in run) return unexpected(`uploaded, run ${run.label}`, run.error.details);
   return expectOutcome(run.value, Outcome.OUTCOME_EXITED) ?? sameBytes("uploaded+EXITED", run.value.stdout, Buffer.from("ok\n"));
 }
@@ -493,7 +570,9 @@ async function append({ ctx, rng, seq }: CallArgs): Promise<Observation> {
   const tag = `append-${seq}`;
   const lines = rng.int(APPEND_LINES.min, APPEND_LINES.max);
   const policy = ctx.world.policy({ timeoutMs: NORMAL_TIMEOUT_MS, mounts: ctx.world.sharedMounts });
-  const r = await settle(ctx.world.client.execute(guestRun(ctx, { args: ["append", String(lines)], env: new Map([["SOAK_TAG", tag]]), policy })));
+  const r = await settle(
+    ctx.world.client.execute(guestRun(ctx, { args: ["append", String(lines)], env: new Map([["SOAK_TAG", tag]]), policy })),
+  );
   if ("error" in r) return unexpected(r.label, r.error.details);
   const bad = expectOutcome(r.value, Outcome.OUTCOME_EXITED);
   if (bad) return bad;
@@ -512,7 +591,13 @@ async function keyRotation({ ctx, seq }: CallArgs): Promise<Observation> {
   const w = ctx.world;
   const tag = `rotated-${seq}`;
   const stdin = Buffer.from(tag);
-  const request = (): ExecuteRequest => guestRun(ctx, { stdin, args: ["echo"], env: new Map([["SOAK_TAG", tag]]), policy: w.policy({ timeoutMs: NORMAL_TIMEOUT_MS }, w.rotatingKey) });
+  const request = (): ExecuteRequest =>
+    guestRun(ctx, {
+      stdin,
+      args: ["echo"],
+      env: new Map([["SOAK_TAG", tag]]),
+      policy: w.policy({ timeoutMs: NORMAL_TIMEOUT_MS }, w.rotatingKey),
+    });
   await ctx.reload(async () => {
     await setRotatingKeyTrusted(w, true);
     w.daemon.process.kill("SIGHUP");

@@ -51,7 +51,9 @@ const MAX_SEED = 2 ** 32 - 1;
 
 function integerIn(min: number, max: number, flag: string, text: string): number | Error {
   if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) {
-    return new Error(`${flag} takes an integer of at least ${min}${max < Number.MAX_SAFE_INTEGER ? ` and at most ${max}` : ""}, got ${JSON.stringify(text)}`);
+    return new Error(
+      `${flag} takes an integer of at least ${min}${max < Number.MAX_SAFE_INTEGER ? ` and at most ${max}` : ""}, got ${JSON.stringify(text)}`,
+    );
   }
   return Number(text);
 }
@@ -77,9 +79,15 @@ export function parseSoakArgs(argv: readonly string[], defaultOut: string, rando
     return new Error(e instanceof Error ? e.message : String(e));
   }
   if (values.help) return new Error("help");
-  const durationMs = values.duration === undefined ? (values.quick ? QUICK_DURATION_MS : DEFAULT_DURATION_MS) : parseDuration(values.duration);
+  const durationMs =
+    values.duration === undefined ? (values.quick ? QUICK_DURATION_MS : DEFAULT_DURATION_MS) : parseDuration(values.duration);
   if (durationMs instanceof Error) return durationMs;
-  const concurrency = values.concurrency === undefined ? (values.quick ? QUICK_CONCURRENCY : DEFAULT_CONCURRENCY) : integerIn(1, Number.MAX_SAFE_INTEGER, "--concurrency", values.concurrency);
+  const concurrency =
+    values.concurrency === undefined
+      ? values.quick
+        ? QUICK_CONCURRENCY
+        : DEFAULT_CONCURRENCY
+      : integerIn(1, Number.MAX_SAFE_INTEGER, "--concurrency", values.concurrency);
   if (concurrency instanceof Error) return concurrency;
   const seed = values.seed === undefined ? randomSeed() : integerIn(0, MAX_SEED, "--seed", values.seed);
   if (seed instanceof Error) return seed;

@@ -16,7 +16,11 @@ export interface ProcessSample {
 
 /** Reads /proc/PID/{fd,task,status}; rejects if the process is gone. */
 export async function sampleProcess(pid: number): Promise<ProcessSample> {
-  const [fds, tasks, status] = await Promise.all([readdir(`/proc/${pid}/fd`), readdir(`/proc/${pid}/task`), readFile(`/proc/${pid}/status`, "utf8")]);
+  const [fds, tasks, status] = await Promise.all([
+    readdir(`/proc/${pid}/fd`),
+    readdir(`/proc/${pid}/task`),
+    readFile(`/proc/${pid}/status`, "utf8"),
+  ]);
   const rss = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
   if (!rss) throw new Error(`no VmRSS in /proc/${pid}/status`);
   return { fds: fds.length, threads: tasks.length, rssMiB: Number(rss[1]) / 1024 };
@@ -25,6 +29,13 @@ export async function sampleProcess(pid: number): Promise<ProcessSample> {
 /** Names of the descriptors the process holds (targets of /proc/PID/fd/N), for a report when fds leaked. */
 export async function describeFds(pid: number): Promise<string[]> {
   const names = await readdir(`/proc/${pid}/fd`);
-  const targets = await Promise.all(names.map((n) => readlink(`/proc/${pid}/fd/${n}`).then((t) => `${n} → ${t}`, () => `${n} → ?`)));
+  const targets = await Promise.all(
+    names.map((n) =>
+      readlink(`/proc/${pid}/fd/${n}`).then(
+        (t) => `${n} → ${t}`,
+        () => `${n} → ?`,
+      ),
+    ),
+  );
   return targets;
 }

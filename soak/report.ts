@@ -85,7 +85,12 @@ export function summarizeKinds(kindNames: readonly string[], records: readonly C
 }
 
 /** Assembles results.json from a finished soak. */
-export function buildResults(input: Omit<SoakResults, "date" | "node" | "machine" | "kinds" | "totals" | "problems"> & { readonly kindNames: readonly string[]; readonly records: readonly CallRecord[] }): SoakResults {
+export function buildResults(
+  input: Omit<SoakResults, "date" | "node" | "machine" | "kinds" | "totals" | "problems"> & {
+    readonly kindNames: readonly string[];
+    readonly records: readonly CallRecord[];
+  },
+): SoakResults {
   const { kindNames, records, ...rest } = input;
   const totals = { ...emptyVerdicts(), calls: records.length };
   for (const r of records) totals[r.verdict]++;
@@ -115,8 +120,13 @@ export function markdownReport(r: SoakResults): string {
     "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
   );
   for (const k of r.kinds) {
-    const outcomes = Object.entries(k.outcomes).sort((a, b) => b[1] - a[1]).map(([label, n]) => `${label} ×${n}`).join(", ");
-    lines.push(`| ${k.kind} | ${k.calls} | ${outcomes || "–"} | ${k.verdicts.ok} | ${k.verdicts["wrong-output"]} | ${k.verdicts.unexpected} | ${k.verdicts.lost} | ${ms(k.p50Ms)} | ${ms(k.p99Ms)} |`);
+    const outcomes = Object.entries(k.outcomes)
+      .sort((a, b) => b[1] - a[1])
+      .map(([label, n]) => `${label} ×${n}`)
+      .join(", ");
+    lines.push(
+      `| ${k.kind} | ${k.calls} | ${outcomes || "–"} | ${k.verdicts.ok} | ${k.verdicts["wrong-output"]} | ${k.verdicts.unexpected} | ${k.verdicts.lost} | ${ms(k.p50Ms)} | ${ms(k.p99Ms)} |`,
+    );
   }
   const t = r.totals;
   lines.push(`| **all** | ${t.calls} | | ${t.ok} | ${t["wrong-output"]} | ${t.unexpected} | ${t.lost} | | |`, "");

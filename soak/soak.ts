@@ -7,7 +7,16 @@ import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { healthStatus, register, helloWasm } from "../test/helpers/hostile.js";
-import { check, resourcesSettled, rssDriftMiB, RSS_DRIFT_LIMIT_MIB, sharedLogProblems, FD_TOLERANCE, THREAD_TOLERANCE, type InvariantResult } from "./invariants.js";
+import {
+  check,
+  resourcesSettled,
+  rssDriftMiB,
+  RSS_DRIFT_LIMIT_MIB,
+  sharedLogProblems,
+  FD_TOLERANCE,
+  THREAD_TOLERANCE,
+  type InvariantResult,
+} from "./invariants.js";
 import { KINDS, type AppendRecord, type Kind, type Observation, type SoakContext } from "./kinds.js";
 import type { SoakOptions } from "./options.js";
 import { describeFds, sampleProcess, type ProcessSample } from "./probes.js";
@@ -32,7 +41,16 @@ const RELOAD_WAIT_MS = 20_000;
 /** The daemon's log line of a finished reload. */
 const RELOAD_LINE = "trusted keys reloaded";
 /** Kinds of the warm-up: each path the load takes (a worker replaced, a compile cache hit, a stream) runs once before the baseline. */
-const WARMUP_KINDS = ["echo", "echo-stream", "mounted", "timeout-spin-mounts", "cancel-mounts", "cache-hit", "policy-refusal", "shared-append"];
+const WARMUP_KINDS = [
+  "echo",
+  "echo-stream",
+  "mounted",
+  "timeout-spin-mounts",
+  "cancel-mounts",
+  "cache-hit",
+  "policy-refusal",
+  "shared-append",
+];
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -70,7 +88,15 @@ async function soakWorld(world: World, options: SoakOptions, rng: Rng, log: Log,
   }
 }
 
-async function soakDaemon(world: World, options: SoakOptions, rng: Rng, log: Log, startedAt: number, pid: number, deathOf: () => string | undefined): Promise<SoakResults> {
+async function soakDaemon(
+  world: World,
+  options: SoakOptions,
+  rng: Rng,
+  log: Log,
+  startedAt: number,
+  pid: number,
+  deathOf: () => string | undefined,
+): Promise<SoakResults> {
   const sentinelBefore = await sentinelHash(world.paths);
 
   log("compiling the soak guest (cold compile)");
@@ -115,16 +141,29 @@ async function soakDaemon(world: World, options: SoakOptions, rng: Rng, log: Log
     let timer: NodeJS.Timeout | undefined;
     const lost = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), CALL_HANG_LIMIT_MS)));
     const answered = kind.run({ ctx, rng: laneRng, seq: mySeq, lane }).catch(
-      (e: unknown): Observation => ({ label: "harness error", verdict: "unexpected", detail: e instanceof Error ? e.message : String(e) }),
+      (e: unknown): Observation => ({
+        label: "harness error",
+        verdict: "unexpected",
+        detail: e instanceof Error ? e.message : String(e),
+      }),
     );
     const obs = await Promise.race([answered, lost]);
     clearTimeout(timer);
     const latencyMs = performance.now() - started;
     const record: CallRecord = obs
-      ? { kind: kind.name, seq: mySeq, lane, label: obs.label, verdict: obs.verdict, latencyMs, ...(obs.detail ? { detail: obs.detail } : {}) }
+      ? {
+          kind: kind.name,
+          seq: mySeq,
+          lane,
+          label: obs.label,
+          verdict: obs.verdict,
+          latencyMs,
+          ...(obs.detail ? { detail: obs.detail } : {}),
+        }
       : { kind: kind.name, seq: mySeq, lane, label: "LOST", verdict: "lost", latencyMs, detail: `no answer in ${CALL_HANG_LIMIT_MS} ms` };
     records.push(record);
-    if (record.verdict !== "ok") log(`${record.kind} #${record.seq}: ${record.verdict} ${record.label}${record.detail ? ` (${record.detail.slice(0, 300)})` : ""}`);
+    if (record.verdict !== "ok")
+      log(`${record.kind} #${record.seq}: ${record.verdict} ${record.label}${record.detail ? ` (${record.detail.slice(0, 300)})` : ""}`);
   };
 
   log("warming up");
@@ -143,13 +182,18 @@ async function soakDaemon(world: World, options: SoakOptions, rng: Rng, log: Log
   const samples: ProcessSample[] = [];
   const stopping = (): boolean => deathOf() !== undefined || performance.now() >= loadEnds;
   const sampler = setInterval(() => {
-    if (deathOf() === undefined) sampleProcess(pid).then((s) => samples.push(s), () => undefined);
+    if (deathOf() === undefined)
+      sampleProcess(pid).then(
+        (s) => samples.push(s),
+        () => undefined,
+      );
   }, SAMPLE_INTERVAL_MS);
   const lane = async (i: number, laneRng: Rng): Promise<void> => {
     while (!stopping()) {
       let kind = coverage.shift();
       if (kind?.exclusive) while (busy.has(kind.exclusive)) await busy.get(kind.exclusive);
-      while (kind === undefined || (kind.exclusive !== undefined && busy.has(kind.exclusive))) kind = laneRng.weighted(KINDS, (k) => k.weight);
+      while (kind === undefined || (kind.exclusive !== undefined && busy.has(kind.exclusive)))
+        kind = laneRng.weighted(KINDS, (k) => k.weight);
       if (kind.exclusive === undefined) {
         await runCall(kind, laneRng, i);
         continue;
@@ -165,7 +209,9 @@ async function soakDaemon(world: World, options: SoakOptions, rng: Rng, log: Log
   const lanes = Array.from({ length: options.concurrency }, (_, i) => lane(i, rng.fork()));
   const progress = setInterval(() => {
     const s = samples[samples.length - 1];
-    log(`${records.length} calls, ${records.filter((r) => r.verdict !== "ok").length} not ok${s ? `; daemon ${s.fds} fds, ${s.threads} threads, ${s.rssMiB.toFixed(0)} MiB` : ""}`);
+    log(
+      `${records.length} calls, ${records.filter((r) => r.verdict !== "ok").length} not ok${s ? `; daemon ${s.fds} fds, ${s.threads} threads, ${s.rssMiB.toFixed(0)} MiB` : ""}`,
+    );
   }, 10_000);
   // Bounded: a lane stops taking calls at the end of the load, and each call ends or is lost within CALL_HANG_LIMIT_MS.
   await Promise.all(lanes);
@@ -237,7 +283,11 @@ async function watchLateRelease(world: World, pid: number, baseline: ProcessSamp
     const now = await sampleProcess(pid).catch(() => undefined);
     if (now === undefined) return `the daemon went away while waiting${cpuNote}`;
     if (now.fds <= baseline.fds + FD_TOLERANCE) {
-      const late = world.daemon.logs().slice(logsAtLoadEnd).split("\n").filter((l) => l.includes('"message":"execute"') || l.includes('"message":"stream"'));
+      const late = world.daemon
+        .logs()
+        .slice(logsAtLoadEnd)
+        .split("\n")
+        .filter((l) => l.includes('"message":"execute"') || l.includes('"message":"stream"'));
       return `released ${((performance.now() - started) / 1000).toFixed(0)} s after the settle period (a guest outlived its call; runs the daemon finished after the load: ${late.length}${late.length ? `, last: ${late[late.length - 1]!.slice(0, 200)}` : ""})${cpuNote}`;
     }
   }
@@ -277,21 +327,60 @@ async function checkInvariants(i: InvariantInput): Promise<InvariantResult[]> {
   out.push(check("0 unexpected statuses or outcomes", count("unexpected") === 0, `${count("unexpected")} of ${records.length} calls`));
   const ran = new Set(records.map((r) => r.kind));
   const missing = KINDS.filter((k) => !ran.has(k.name)).map((k) => k.name);
-  out.push(check("every kind of call ran", missing.length === 0, missing.length === 0 ? `${KINDS.length} kinds` : `never ran: ${missing.join(", ")}`));
+  out.push(
+    check(
+      "every kind of call ran",
+      missing.length === 0,
+      missing.length === 0 ? `${KINDS.length} kinds` : `never ran: ${missing.join(", ")}`,
+    ),
+  );
   if (i.end) out.push(...resourcesSettled(i.baseline, i.end));
   else out.push(check("fds and threads back to baseline", false, "the daemon could not be read after the soak"));
   const drift = rssDriftMiB(i.samples.map((s) => s.rssMiB));
-  out.push(check("RSS drift over the second half bounded", drift <= RSS_DRIFT_LIMIT_MIB, `${drift >= 0 ? "+" : ""}${drift.toFixed(1)} MiB (limit ${RSS_DRIFT_LIMIT_MIB}) over ${i.samples.length} samples`));
+  out.push(
+    check(
+      "RSS drift over the second half bounded",
+      drift <= RSS_DRIFT_LIMIT_MIB,
+      `${drift >= 0 ? "+" : ""}${drift.toFixed(1)} MiB (limit ${RSS_DRIFT_LIMIT_MIB}) over ${i.samples.length} samples`,
+    ),
+  );
   const tmpLeft = await filesUnder(world.paths.tmp).catch((e: unknown) => [`unreadable: ${String(e)}`]);
   const cacheTemps = (await filesUnder(path.join(world.daemon.dir, "cache")).catch(() => [])).filter((f) => f.endsWith(".tmp"));
   const leftovers = [...tmpLeft.map((f) => `TMPDIR/${f}`), ...cacheTemps.map((f) => `cache/${f}`)];
-  out.push(check("no files left in the daemon's temp dirs", leftovers.length === 0, leftovers.length === 0 ? "TMPDIR empty, no cache temp files" : leftovers.slice(0, 5).join(", ")));
+  out.push(
+    check(
+      "no files left in the daemon's temp dirs",
+      leftovers.length === 0,
+      leftovers.length === 0 ? "TMPDIR empty, no cache temp files" : leftovers.slice(0, 5).join(", "),
+    ),
+  );
   const sentinelAfter = await sentinelHash(world.paths);
-  out.push(check("everything outside the writable mounts unchanged", sentinelAfter === i.sentinelBefore, `sentinel hash ${i.sentinelBefore.slice(0, 12)} → ${sentinelAfter.slice(0, 12)}`));
+  out.push(
+    check(
+      "everything outside the writable mounts unchanged",
+      sentinelAfter === i.sentinelBefore,
+      `sentinel hash ${i.sentinelBefore.slice(0, 12)} → ${sentinelAfter.slice(0, 12)}`,
+    ),
+  );
   const logProblems = await sharedLogProblems(path.join(world.paths.shared, "log.txt"), i.appends);
   const appendedLines = i.appends.reduce((n, a) => n + a.lines, 0);
-  out.push(check("shared log: every appended line whole, exactly once", logProblems.length === 0, logProblems.length === 0 ? `${appendedLines} lines from ${i.appends.length} runs` : logProblems.slice(0, 3).join("; ")));
-  const errors = world.daemon.logs().split("\n").filter((l) => l.includes('"level":"error"'));
-  out.push(check("the daemon logged no errors", errors.length === 0, errors.length === 0 ? "none" : `${errors.length}, first: ${errors[0]!.slice(0, 300)}`));
+  out.push(
+    check(
+      "shared log: every appended line whole, exactly once",
+      logProblems.length === 0,
+      logProblems.length === 0 ? `${appendedLines} lines from ${i.appends.length} runs` : logProblems.slice(0, 3).join("; "),
+    ),
+  );
+  const errors = world.daemon
+    .logs()
+    .split("\n")
+    .filter((l) => l.includes('"level":"error"'));
+  out.push(
+    check(
+      "the daemon logged no errors",
+      errors.length === 0,
+      errors.length === 0 ? "none" : `${errors.length}, first: ${errors[0]!.slice(0, 300)}`,
+    ),
+  );
   return out;
 }

@@ -77,7 +77,15 @@ export async function createWorld(): Promise<World> {
   };
   let daemon: TestDaemon | undefined;
   try {
-    for (const dir of [paths.keys, paths.ro, paths.rw, paths.shared, path.join(paths.ro, "sub"), path.join(paths.outside, "dir"), paths.tmp]) {
+    for (const dir of [
+      paths.keys,
+      paths.ro,
+      paths.rw,
+      paths.shared,
+      path.join(paths.ro, "sub"),
+      path.join(paths.outside, "dir"),
+      paths.tmp,
+    ]) {
       await mkdir(dir, { recursive: true });
     }
     const roInput = Buffer.from(`read-only input of this soak, ${root}\n`);
@@ -93,10 +101,14 @@ export async function createWorld(): Promise<World> {
     await writePublicKeys(paths.keys, [mainKey]);
     daemon = await startDaemon({
       args: [
-        "--trusted-keys", paths.keys,
-        "--allow-mount-root", paths.mounts,
-        "--workers", String(SOAK_WORKERS),
-        "--max-timeout-ms", String(SOAK_MAX_TIMEOUT_MS),
+        "--trusted-keys",
+        paths.keys,
+        "--allow-mount-root",
+        paths.mounts,
+        "--workers",
+        String(SOAK_WORKERS),
+        "--max-timeout-ms",
+        String(SOAK_MAX_TIMEOUT_MS),
       ],
       env: { TMPDIR: paths.tmp },
     });
@@ -109,7 +121,8 @@ export async function createWorld(): Promise<World> {
       mainKey,
       rotatingKey,
       roInput,
-      policy: (fields, key = mainKey) => wire(signed({ policyId: "soak", expiresAtUnix: Math.floor(Date.now() / 1000) + POLICY_LIFETIME_S, ...fields }, key)),
+      policy: (fields, key = mainKey) =>
+        wire(signed({ policyId: "soak", expiresAtUnix: Math.floor(Date.now() / 1000) + POLICY_LIFETIME_S, ...fields }, key)),
       roRwMounts: [
         { hostPath: paths.ro, guestPath: "/ro", writable: false },
         { hostPath: paths.rw, guestPath: "/rw", writable: true },

@@ -40,7 +40,8 @@ function line(level: Level, message: string, fields: LogFields | undefined): str
 /** Creates the daemon logger at the given level ("info" by default). */
 export function createLogger(level = "info", write: (text: string) => void = (text) => void process.stderr.write(text)): Logger {
   const max = isLevel(level) ? LEVELS[level] : LEVELS.info;
-  const at = (l: Level) => (LEVELS[l] <= max ? (message: string, fields?: LogFields): void => write(line(l, message, fields)) : (): void => undefined);
+  const at = (l: Level) =>
+    LEVELS[l] <= max ? (message: string, fields?: LogFields): void => write(line(l, message, fields)) : (): void => undefined;
   return { error: at("error"), warn: at("warn"), info: at("info"), debug: at("debug"), isInfoEnabled: () => LEVELS.info <= max };
 }
 

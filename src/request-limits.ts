@@ -32,9 +32,16 @@ export const DEFAULT_REQUEST_LIMITS: RequestLimits = {
  * Counts may be partial (a scan stops at the first excess), hence "more than".
  */
 export function argsOverLimit(count: number, bytes: number, limits: RequestLimits): SandboxError | undefined {
-  if (count > limits.maxArgs) return tooLarge("ARGS_TOO_LARGE", `args has more than ${limits.maxArgs} args`, "count", limits.maxArgs, "--max-args");
+  if (count > limits.maxArgs)
+    return tooLarge("ARGS_TOO_LARGE", `args has more than ${limits.maxArgs} args`, "count", limits.maxArgs, "--max-args");
   if (bytes > limits.maxArgsBytes) {
-    return tooLarge("ARGS_TOO_LARGE", `args totals more than ${limits.maxArgsBytes} bytes`, "bytes", limits.maxArgsBytes, "--max-args-bytes");
+    return tooLarge(
+      "ARGS_TOO_LARGE",
+      `args totals more than ${limits.maxArgsBytes} bytes`,
+      "bytes",
+      limits.maxArgsBytes,
+      "--max-args-bytes",
+    );
   }
   return undefined;
 }
@@ -45,7 +52,13 @@ export function envOverLimit(count: number, bytes: number, limits: RequestLimits
     return tooLarge("ENV_TOO_LARGE", `env has more than ${limits.maxEnvVars} env vars`, "count", limits.maxEnvVars, "--max-env-vars");
   }
   if (bytes > limits.maxEnvBytes) {
-    return tooLarge("ENV_TOO_LARGE", `env totals more than ${limits.maxEnvBytes} bytes of keys and values`, "bytes", limits.maxEnvBytes, "--max-env-bytes");
+    return tooLarge(
+      "ENV_TOO_LARGE",
+      `env totals more than ${limits.maxEnvBytes} bytes of keys and values`,
+      "bytes",
+      limits.maxEnvBytes,
+      "--max-env-bytes",
+    );
   }
   return undefined;
 }

@@ -16,7 +16,14 @@ import { Compiler, loadStoredModule, type CompileResult, type CompilerSettings }
 import type { Diagnostic } from "./compiler/diagnostics.js";
 import { repairSource, type RepairResult } from "./compiler/repair.js";
 import type { ToolchainProbe } from "./compiler/toolchain.js";
-import { authorize, bindToModule, type Grant, type PolicyCeilings, type PolicyDefaults, type SignedPolicyInput } from "./policy/authorize.js";
+import {
+  authorize,
+  bindToModule,
+  type Grant,
+  type PolicyCeilings,
+  type PolicyDefaults,
+  type SignedPolicyInput,
+} from "./policy/authorize.js";
 import { ModuleBlocklist } from "./policy/module-blocklist.js";
 import type { TrustedKeys } from "./policy/trusted-keys.js";
 import type { Denial, RunListener, RunResult } from "./runtime/execution.js";
@@ -149,7 +156,14 @@ export class Sandbox {
       );
       // Calls that need it will see the failure; the operator must see it now.
       compiler.catch((e: unknown) => options.logger.error("the compiler failed to initialise", { error: String(e) }));
-      return new Sandbox(options, compiler, store, blocklist, new ModuleRegistry((key) => pool.evict(key), options.moduleMemoryMaxBytes), pool);
+      return new Sandbox(
+        options,
+        compiler,
+        store,
+        blocklist,
+        new ModuleRegistry((key) => pool.evict(key), options.moduleMemoryMaxBytes),
+        pool,
+      );
     } catch (e: unknown) {
       await pool.close();
       throw e;
@@ -184,9 +198,15 @@ export class Sandbox {
     if (result.cacheHit) this.store.recordUse(result.moduleId);
     if (!("source" in input) || !input.repair || result.ok) return result;
     const logger = this.options.logger;
-    const repair = await repairSource(input.source, result, (candidate, candidateSignal) => compiler.compile(candidate, candidateSignal), signal, {
-      onStop: (why, rounds) => logger.debug("no repair", { why, rounds }),
-    });
+    const repair = await repairSource(
+      input.source,
+      result,
+      (candidate, candidateSignal) => compiler.compile(candidate, candidateSignal),
+      signal,
+      {
+        onStop: (why, rounds) => logger.debug("no repair", { why, rounds }),
+      },
+    );
     if (!repair) return result;
     if (repair.cacheHit) this.store.recordUse(repair.moduleId);
     logger.debug("repaired", { moduleId: repair.moduleId, rounds: repair.rounds, edits: repair.edits.length, cacheHit: repair.cacheHit });
@@ -225,7 +245,13 @@ export class Sandbox {
       const compiled = await (await this.needCompiler()).compile(input.target.source, signal, (cacheHit) => hooks?.onCompiling?.(cacheHit));
       compileDurationUs = elapsedUs(compileStarted);
       if (!compiled.ok) {
-        const failed = { outcome: "compile_error", moduleId: "", diagnostics: compiled.diagnostics, durationUs: 0, compileDurationUs } as const;
+        const failed = {
+          outcome: "compile_error",
+          moduleId: "",
+          diagnostics: compiled.diagnostics,
+          durationUs: 0,
+          compileDurationUs,
+        } as const;
         return receipts ? { ...failed, receipt: receipts.sign(failed, Date.now()) } : failed;
       }
       moduleId = compiled.moduleId;
@@ -377,7 +403,10 @@ function validateExecuteInput(input: ExecuteInput, limits: RequestLimits): void 
   }
   for (const [key, value] of input.env) {
     if (key === "" || key.includes("=") || key.includes("\0") || value.includes("\0")) {
-      throw new SandboxError("INVALID_REQUEST", `env key ${JSON.stringify(key)} is invalid: keys must be non-empty with no '=' or NUL, values no NUL`);
+      throw new SandboxError(
+        "INVALID_REQUEST",
+        `env key ${JSON.stringify(key)} is invalid: keys must be non-empty with no '=' or NUL, values no NUL`,
+      );
     }
   }
 }

@@ -10,7 +10,11 @@ const GROUP_LOOKUP_TIMEOUT_MS = 5_000;
 export async function resolveGroup(group: string): Promise<number | Error> {
   if (/^\d+$/.test(group)) return Number(group);
   try {
-    const { stdout } = await execa("getent", ["group", group], { timeout: GROUP_LOOKUP_TIMEOUT_MS, extendEnv: false, env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin" } });
+    const { stdout } = await execa("getent", ["group", group], {
+      timeout: GROUP_LOOKUP_TIMEOUT_MS,
+      extendEnv: false,
+      env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin" },
+    });
     const gid = stdout.split("\n")[0]?.split(":")[2];
     if (gid !== undefined && /^\d+$/.test(gid)) return Number(gid);
   } catch {

@@ -10,7 +10,10 @@ import type { JcoChildReport } from "./jco.js";
 /** Held in a variable so the bench compiles where preview2-shim is not installed. */
 const SHIM_PACKAGE = "@bytecodealliance/preview2-shim";
 
-type Instantiate = (getCoreModule: (name: string) => WebAssembly.Module, imports: Record<string, unknown>) => Promise<{ run: { run(): void } }>;
+type Instantiate = (
+  getCoreModule: (name: string) => WebAssembly.Module,
+  imports: Record<string, unknown>,
+) => Promise<{ run: { run(): void } }>;
 
 /** `wasi:cli/terminal-input@0.2.0` → ["cli", "terminalInput"]. */
 function shimPath(specifier: string): [string, string] {

@@ -33,7 +33,11 @@ export function runMinimal(module: WebAssembly.Module, stdin: Uint8Array = new U
   const host: Record<string, (...args: number[]) => number> = {
     args_sizes_get: (countPtr, sizePtr) => {
       view().setUint32(countPtr, argv.length, true);
-      view().setUint32(sizePtr, argv.reduce((n, a) => n + a.length, 0), true);
+      view().setUint32(
+        sizePtr,
+        argv.reduce((n, a) => n + a.length, 0),
+        true,
+      );
       return ERRNO_SUCCESS;
     },
     args_get: (ptrs, buf) => {

@@ -58,7 +58,9 @@ export class ModuleAdmin {
       throw new SandboxError("INVALID_REQUEST", "page_token must be empty or the next_page_token of a previous page");
     }
     const size = pageSize === 0 ? DEFAULT_ADMIN_PAGE_SIZE : Math.min(pageSize, MAX_ADMIN_PAGE_SIZE);
-    const ids = [...new Set([...this.store.usages().map((u) => u.moduleId), ...this.blocklist.ids()])].filter((id) => id > pageToken).sort();
+    const ids = [...new Set([...this.store.usages().map((u) => u.moduleId), ...this.blocklist.ids()])]
+      .filter((id) => id > pageToken)
+      .sort();
     const page = ids.slice(0, size);
     const stats = this.store.stats();
     return {
@@ -169,7 +171,8 @@ export class ModuleAdmin {
 }
 
 function checkModuleId(moduleId: string): void {
-  if (!MODULE_ID_PATTERN.test(moduleId)) throw new SandboxError("INVALID_MODULE_ID", "module_id must be 64 lowercase hex characters (a SHA-256)");
+  if (!MODULE_ID_PATTERN.test(moduleId))
+    throw new SandboxError("INVALID_MODULE_ID", "module_id must be 64 lowercase hex characters (a SHA-256)");
 }
 
 function notFound(moduleId: string): SandboxError {

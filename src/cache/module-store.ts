@@ -137,7 +137,8 @@ export class ModuleStore {
     try {
       text = await readFile(path.join(this.dir, USAGE_FILE), "utf8");
     } catch (e: unknown) {
-      if ((e as NodeJS.ErrnoException).code !== "ENOENT") this.warn("could not read the module usage file; hit counts and pins restart", { error: String(e) });
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT")
+        this.warn("could not read the module usage file; hit counts and pins restart", { error: String(e) });
       return;
     }
     const usage = parseUsage(text);
@@ -375,7 +376,14 @@ export class ModuleStore {
       this.index.delete(moduleId);
       this.totalBytes -= old.size;
     }
-    const entry: IndexEntry = { size, meta, touchedAtMs: 0, lastUsedMs: old?.lastUsedMs ?? Date.now(), hits: old?.hits ?? 0, pinned: old?.pinned ?? false };
+    const entry: IndexEntry = {
+      size,
+      meta,
+      touchedAtMs: 0,
+      lastUsedMs: old?.lastUsedMs ?? Date.now(),
+      hits: old?.hits ?? 0,
+      pinned: old?.pinned ?? false,
+    };
     this.index.set(moduleId, entry);
     this.totalBytes += size;
     return entry;
@@ -503,7 +511,8 @@ function parseUsage(text: string): Map<string, { hits: number; lastUsedMs: numbe
   const usage = new Map<string, { hits: number; lastUsedMs: number; pinned: boolean }>();
   for (const [id, value] of Object.entries(modules)) {
     const { hits, lastUsedUnixMs, pinned } = (value ?? {}) as { hits?: unknown; lastUsedUnixMs?: unknown; pinned?: unknown };
-    if (!MODULE_ID_PATTERN.test(id) || !Number.isSafeInteger(hits) || !Number.isSafeInteger(lastUsedUnixMs) || typeof pinned !== "boolean") continue;
+    if (!MODULE_ID_PATTERN.test(id) || !Number.isSafeInteger(hits) || !Number.isSafeInteger(lastUsedUnixMs) || typeof pinned !== "boolean")
+      continue;
     usage.set(id, { hits: hits as number, lastUsedMs: lastUsedUnixMs as number, pinned });
   }
   return usage;

@@ -120,7 +120,34 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
   const listen = v.listen === undefined ? base.listen : parseListenAddress(v.listen);
   if (listen instanceof Error) return listen;
   const numbers: Record<string, number | undefined> = {};
-  for (const flag of ["max-memory-bytes", "max-timeout-ms", "max-output-bytes", "max-write-bytes", "max-created-entries", "max-http-requests", "max-http-response-bytes", "max-http-timeout-ms", "default-timeout-ms", "max-fuel", "default-fuel-limit", "workers", "cache-max-bytes", "compile-timeout-ms", "compile-memory-bytes", "compile-concurrency", "compile-max-queued", "max-queued-executions", "max-buffered-bytes", "memory-cache-max-bytes", "max-connections", "connection-idle-timeout-ms", "max-args", "max-args-bytes", "max-env-vars", "max-env-bytes"] as const) {
+  for (const flag of [
+    "max-memory-bytes",
+    "max-timeout-ms",
+    "max-output-bytes",
+    "max-write-bytes",
+    "max-created-entries",
+    "max-http-requests",
+    "max-http-response-bytes",
+    "max-http-timeout-ms",
+    "default-timeout-ms",
+    "max-fuel",
+    "default-fuel-limit",
+    "workers",
+    "cache-max-bytes",
+    "compile-timeout-ms",
+    "compile-memory-bytes",
+    "compile-concurrency",
+    "compile-max-queued",
+    "max-queued-executions",
+    "max-buffered-bytes",
+    "memory-cache-max-bytes",
+    "max-connections",
+    "connection-idle-timeout-ms",
+    "max-args",
+    "max-args-bytes",
+    "max-env-vars",
+    "max-env-bytes",
+  ] as const) {
     const text = v[flag];
     if (text === undefined) continue;
     const n = Number(text);
@@ -138,7 +165,8 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
   }
   const admin = parseAdminFlags(v["admin-listen"], v["admin-socket-group"]);
   if (admin instanceof Error) return admin;
-  if (listen.kind === "unix" && admin.adminSocketPath === listen.path) return new Error("--admin-listen must be another socket than --listen");
+  if (listen.kind === "unix" && admin.adminSocketPath === listen.path)
+    return new Error("--admin-listen must be another socket than --listen");
   return {
     logLevel: v["log-level"],
     config: {
@@ -204,12 +232,18 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
 }
 
 /** --admin-listen must be a unix socket (file permissions are its access control); a group needs a socket. */
-function parseAdminFlags(listen: string | undefined, group: string | undefined): { adminSocketPath?: string; adminSocketGroup?: string } | Error {
+function parseAdminFlags(
+  listen: string | undefined,
+  group: string | undefined,
+): { adminSocketPath?: string; adminSocketGroup?: string } | Error {
   if (listen === undefined) return group === undefined ? {} : new Error("--admin-socket-group needs --admin-listen");
   const address = parseListenAddress(listen);
   if (address instanceof Error || address.kind !== "unix") {
-    return new Error(`--admin-listen takes unix:///path/to/admin.sock (never TCP: the socket's file mode is its access control), got ${JSON.stringify(listen)}`);
+    return new Error(
+      `--admin-listen takes unix:///path/to/admin.sock (never TCP: the socket's file mode is its access control), got ${JSON.stringify(listen)}`,
+    );
   }
-  if (group !== undefined && !/^(\d+|[A-Za-z_][A-Za-z0-9_.-]*\$?)$/.test(group)) return new Error(`--admin-socket-group takes a group name or gid, got ${JSON.stringify(group)}`);
+  if (group !== undefined && !/^(\d+|[A-Za-z_][A-Za-z0-9_.-]*\$?)$/.test(group))
+    return new Error(`--admin-socket-group takes a group name or gid, got ${JSON.stringify(group)}`);
   return { adminSocketPath: address.path, ...(group === undefined ? {} : { adminSocketGroup: group }) };
 }

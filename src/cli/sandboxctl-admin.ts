@@ -50,7 +50,8 @@ export async function adminCommand(args: string[]): Promise<number> {
   const needsId = ["module", "evict", "pin", "unpin", "block", "unblock"].includes(command);
   if (!needsId && !["modules", "clear"].includes(command)) throw new UsageError(`unknown admin command: ${command}`);
   if (needsId && id === undefined) throw new UsageError(`admin ${command} needs a module id`);
-  if (extra.length > 0 || (!needsId && id !== undefined)) throw new UsageError(`unexpected argument: ${[id, ...extra].filter(Boolean).join(" ")}`);
+  if (extra.length > 0 || (!needsId && id !== undefined))
+    throw new UsageError(`unexpected argument: ${[id, ...extra].filter(Boolean).join(" ")}`);
   if (values.reason !== undefined && command !== "block") throw new UsageError("--reason goes with admin block only");
 
   const target = values.socket.startsWith("unix:") ? values.socket : `unix://${path.resolve(values.socket)}`;
@@ -72,7 +73,10 @@ export async function adminCommand(args: string[]): Promise<number> {
       case "evict": {
         const response = await client.evictModule(moduleId, options);
         if (values.json) json(response);
-        else out(`evicted ${moduleId} (disk: ${response.evictedFromDisk ? "removed" : "was not there"}, memory: ${response.evictedFromMemory ? "removed" : "was not there"})`);
+        else
+          out(
+            `evicted ${moduleId} (disk: ${response.evictedFromDisk ? "removed" : "was not there"}, memory: ${response.evictedFromMemory ? "removed" : "was not there"})`,
+          );
         return 0;
       }
       case "clear": {
@@ -106,14 +110,24 @@ export async function adminCommand(args: string[]): Promise<number> {
   }
 }
 
-async function listModules(client: AdminClient, options: { deadline: number }, asJson: boolean, out: (text: string) => void): Promise<number> {
+async function listModules(
+  client: AdminClient,
+  options: { deadline: number },
+  asJson: boolean,
+  out: (text: string) => void,
+): Promise<number> {
   const modules: ModuleInfo[] = [];
   let pageToken = "";
   let totals = { cachedModules: 0, cachedBytes: 0, cacheMaxBytes: 0, blockedModules: 0 };
   do {
     const page = await client.listModules({ pageToken }, options);
     modules.push(...page.modules);
-    totals = { cachedModules: page.cachedModules, cachedBytes: page.cachedBytes, cacheMaxBytes: page.cacheMaxBytes, blockedModules: page.blockedModules };
+    totals = {
+      cachedModules: page.cachedModules,
+      cachedBytes: page.cachedBytes,
+      cacheMaxBytes: page.cacheMaxBytes,
+      blockedModules: page.blockedModules,
+    };
     pageToken = page.nextPageToken;
   } while (pageToken !== "");
   if (asJson) {
@@ -123,9 +137,19 @@ async function listModules(client: AdminClient, options: { deadline: number }, a
   // Most recently used first: what an operator looking at a cache usually wants on top.
   const rows = [...modules]
     .sort((a, b) => b.lastUsedUnixMs - a.lastUsedUnixMs)
-    .map((m) => [m.moduleId, m.cached ? formatBytes(m.sizeBytes) : "-", originName(m.origin), formatTime(m.createdUnixMs), formatTime(m.lastUsedUnixMs), m.cached ? String(m.hitCount) : "-", flags(m)]);
+    .map((m) => [
+      m.moduleId,
+      m.cached ? formatBytes(m.sizeBytes) : "-",
+      originName(m.origin),
+      formatTime(m.createdUnixMs),
+      formatTime(m.lastUsedUnixMs),
+      m.cached ? String(m.hitCount) : "-",
+      flags(m),
+    ]);
   out(table(["MODULE", "SIZE", "ORIGIN", "CREATED", "LAST USED", "HITS", "FLAGS"], rows));
-  out(`${totals.cachedModules} cached (${formatBytes(totals.cachedBytes)} of ${formatBytes(totals.cacheMaxBytes)}), ${totals.blockedModules} blocked`);
+  out(
+    `${totals.cachedModules} cached (${formatBytes(totals.cachedBytes)} of ${formatBytes(totals.cacheMaxBytes)}), ${totals.blockedModules} blocked`,
+  );
   return 0;
 }
 
@@ -153,7 +177,9 @@ function moduleJson(m: ModuleInfo): Record<string, unknown> {
 }
 
 function flags(m: ModuleInfo): string {
-  return [m.pinned ? "pinned" : "", m.blocked ? "blocked" : "", m.cached ? "" : "not-cached", m.compileFailed ? "compile-failed" : ""].filter(Boolean).join(",");
+  return [m.pinned ? "pinned" : "", m.blocked ? "blocked" : "", m.cached ? "" : "not-cached", m.compileFailed ? "compile-failed" : ""]
+    .filter(Boolean)
+    .join(",");
 }
 
 function originName(origin: ModuleOrigin): string {
@@ -162,7 +188,12 @@ function originName(origin: ModuleOrigin): string {
 
 /** UTC, to the second; "-" for unknown. */
 function formatTime(unixMs: number): string {
-  return unixMs > 0 ? new Date(unixMs).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z") : "-";
+  return unixMs > 0
+    ? new Date(unixMs)
+        .toISOString()
+        .replace("T", " ")
+        .replace(/\.\d+Z$/, "Z")
+    : "-";
 }
 
 function formatBytes(bytes: number): string {
@@ -178,6 +209,10 @@ function formatBytes(bytes: number): string {
 
 function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join("  ").trimEnd();
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd();
   return [line(header), ...rows.map(line)].join("\n");
 }

@@ -58,7 +58,10 @@ export async function repairCommand(args: string[]): Promise<number> {
   const client = connect(target);
   let response: CompileResponse;
   try {
-    response = await client.compile({ input: { $case: "source", value: source }, repair: true }, { deadline: Date.now() + REPAIR_CALL_DEADLINE_MS });
+    response = await client.compile(
+      { input: { $case: "source", value: source }, repair: true },
+      { deadline: Date.now() + REPAIR_CALL_DEADLINE_MS },
+    );
   } catch (e: unknown) {
     const error = e as ServiceError;
     // A refusal by the daemon carries its catalogued reason; a daemon that is not there, only a status.
@@ -82,7 +85,9 @@ export async function repairCommand(args: string[]): Promise<number> {
   }
   if (!values.json) process.stdout.write(unifiedDiff(source, repair.source, file, file));
   for (const e of repair.edits) process.stderr.write(describeEdit(file, e) + "\n");
-  process.stderr.write(`repaired in ${repair.rounds} round${repair.rounds === 1 ? "" : "s"}; the repaired source compiles (module ${repair.moduleId})\n`);
+  process.stderr.write(
+    `repaired in ${repair.rounds} round${repair.rounds === 1 ? "" : "s"}; the repaired source compiles (module ${repair.moduleId})\n`,
+  );
   if (values.write) {
     const mode = (await stat(file)).mode & 0o7777;
     await writeFileAtomic(file, repair.source, mode);
@@ -120,7 +125,10 @@ function jsonOf(response: CompileResponse): unknown {
       moduleId: response.repair.moduleId,
       rounds: response.repair.rounds,
       cacheHit: response.repair.cacheHit,
-      edits: response.repair.edits.map((e) => ({ ...e, span: e.span && { ...e.span, applicability: applicabilityToJSON(e.span.applicability) } })),
+      edits: response.repair.edits.map((e) => ({
+        ...e,
+        span: e.span && { ...e.span, applicability: applicabilityToJSON(e.span.applicability) },
+      })),
     },
     errors: response.diagnostics.filter((d) => d.severity === Severity.SEVERITY_ERROR).map((d) => ({ code: d.code, message: d.message })),
   };

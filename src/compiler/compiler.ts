@@ -4,7 +4,14 @@ import { availableParallelism, tmpdir } from "node:os";
 import path from "node:path";
 import { SandboxError } from "../errors/sandbox-error.js";
 import type { Logger } from "../logger.js";
-import { COMPILE_MAX_QUEUED, COMPILE_MEMORY_LIMIT_BYTES, COMPILE_TIMEOUT_MS, MAX_DIAGNOSTICS_BYTES, MAX_SOURCE_BYTES, MAX_WASM_BYTES } from "../limits.js";
+import {
+  COMPILE_MAX_QUEUED,
+  COMPILE_MEMORY_LIMIT_BYTES,
+  COMPILE_TIMEOUT_MS,
+  MAX_DIAGNOSTICS_BYTES,
+  MAX_SOURCE_BYTES,
+  MAX_WASM_BYTES,
+} from "../limits.js";
 import { ModuleStore, sha256Hex } from "../cache/module-store.js";
 import { ModuleBlocklist } from "../policy/module-blocklist.js";
 import { validateCommandModule } from "../runtime/wasm/validate.js";
@@ -222,11 +229,15 @@ export class Compiler {
     const bwrap = await detectBubblewrap(...(settings.bwrapPath ? [[settings.bwrapPath]] : []));
     if (bwrap) logger.info("rustc runs hermetically under bubblewrap", { bwrap });
     else if (settings.insecureCompile) {
-      logger.warn("INSECURE: bubblewrap is unavailable and --insecure-compile was given; scripts can read this host's files at compile time");
+      logger.warn(
+        "INSECURE: bubblewrap is unavailable and --insecure-compile was given; scripts can read this host's files at compile time",
+      );
     }
     let sdk: SdkArtifacts | undefined;
     if (toolchain) {
-      sdk = await loadSdk(settings.sdkDir ?? packageSdkDir(), { rustcVersion: toolchain.version, target: toolchain.target }, (m) => logger.warn(m));
+      sdk = await loadSdk(settings.sdkDir ?? packageSdkDir(), { rustcVersion: toolchain.version, target: toolchain.target }, (m) =>
+        logger.warn(m),
+      );
       if (sdk) logger.info("script SDK loaded", { sdkHash: sdk.sdkHash, dir: sdk.dir });
     }
     await removeStaleWorkDirs(Math.max(STALE_WORK_DIR_MS, 2 * (settings.timeoutMs ?? COMPILE_TIMEOUT_MS)), logger);
@@ -307,7 +318,11 @@ export class Compiler {
     const hit = await this.cached(moduleId);
     onCompiling?.(hit !== undefined);
     if (hit) return hit;
-    const result = await this.flights.do(moduleId, (flightSignal) => this.queue.run(() => this.build(source, moduleId, toolchain, flightSignal), flightSignal), signal);
+    const result = await this.flights.do(
+      moduleId,
+      (flightSignal) => this.queue.run(() => this.build(source, moduleId, toolchain, flightSignal), flightSignal),
+      signal,
+    );
     // Blocked while rustc ran: the caller must not learn of it as a module it may use.
     if (result.ok) this.blocklist.check(moduleId);
     return result;
@@ -321,7 +336,14 @@ export class Compiler {
 
   /** module_id of a source: SHA-256 over everything that determines the module. */
   moduleIdFor(source: string, toolchain: Toolchain): string {
-    return sha256Hex(CACHE_KEY_VERSION, source, toolchain.version, toolchain.target, RUSTC_FLAGS.join(" "), this.options.sdk?.sdkHash ?? "no-sdk");
+    return sha256Hex(
+      CACHE_KEY_VERSION,
+      source,
+      toolchain.version,
+      toolchain.target,
+      RUSTC_FLAGS.join(" "),
+      this.options.sdk?.sdkHash ?? "no-sdk",
+    );
   }
 
   /** The toolchain a module built now is recorded with: everything in its id but the source. */
@@ -369,11 +391,16 @@ export class Compiler {
         }
         if (!hasErrors(parsed)) {
           // Not a verdict on the source: the sandbox or rustc itself broke. Never blame the user's code.
-          this.logger.error("rustc failed without diagnostics", { exitCode: result.exitCode, signal: result.signal, stderr: result.stderr.slice(-4096) });
+          this.logger.error("rustc failed without diagnostics", {
+            exitCode: result.exitCode,
+            signal: result.signal,
+            stderr: result.stderr.slice(-4096),
+          });
           throw new SandboxError("INTERNAL", "rustc failed without reporting a diagnostic; the daemon log has its output");
         }
         this.logger.debug("compile failed", { diagnostics: parsed.length, rustcMs });
-        if (failedOnSource(parsed)) await this.store.put(moduleId, new Uint8Array(0), encodeMeta({ ok: false, diagnostics, fixedSource, ...provenance }));
+        if (failedOnSource(parsed))
+          await this.store.put(moduleId, new Uint8Array(0), encodeMeta({ ok: false, diagnostics, fixedSource, ...provenance }));
         return { ok: false, moduleId: "", cacheHit: false, diagnostics, fixedSource };
       }
       const wasm = await readFile(path.join(dir, "main.wasm"));
@@ -430,7 +457,8 @@ export class Compiler {
    */
   async register(wasm: Uint8Array, signal?: AbortSignal): Promise<CompileResult> {
     if (wasm.byteLength === 0) throw new SandboxError("INVALID_WASM", "wasm is empty");
-    if (wasm.byteLength > MAX_WASM_BYTES) throw new SandboxError("WASM_TOO_LARGE", `module is ${wasm.byteLength} bytes; the limit is ${MAX_WASM_BYTES}`);
+    if (wasm.byteLength > MAX_WASM_BYTES)
+      throw new SandboxError("WASM_TOO_LARGE", `module is ${wasm.byteLength} bytes; the limit is ${MAX_WASM_BYTES}`);
     const moduleId = createHash("sha256").update(wasm).digest("hex");
     this.blocklist.check(moduleId);
     if (await this.store.lookup(moduleId)) return { ok: true, moduleId, cacheHit: true, diagnostics: [], fixedSource: "" };

@@ -123,7 +123,9 @@ export function limitDiagnostics(diagnostics: readonly Diagnostic[], maxBytes: n
   if (total <= maxBytes) return [...diagnostics];
   const kept = new Set<number>();
   let used = 0;
-  const order = diagnostics.map((_, i) => i).sort((a, b) => Number(diagnostics[a]!.severity !== "error") - Number(diagnostics[b]!.severity !== "error") || a - b);
+  const order = diagnostics
+    .map((_, i) => i)
+    .sort((a, b) => Number(diagnostics[a]!.severity !== "error") - Number(diagnostics[b]!.severity !== "error") || a - b);
   for (const i of order) {
     if (used + sizes[i]! > maxBytes) continue;
     used += sizes[i]!;
@@ -164,7 +166,12 @@ export function hasErrors(diagnostics: readonly Diagnostic[]): boolean {
 
 /** True if `v` has the shape of a rustc JSON diagnostic (message and level). */
 export function isRustcDiagnostic(v: unknown): v is RustcDiagnostic {
-  return typeof v === "object" && v !== null && typeof (v as RustcDiagnostic).message === "string" && typeof (v as RustcDiagnostic).level === "string";
+  return (
+    typeof v === "object" &&
+    v !== null &&
+    typeof (v as RustcDiagnostic).message === "string" &&
+    typeof (v as RustcDiagnostic).level === "string"
+  );
 }
 
 // rustc's closing tallies repeat what the list already says and carry no span.
@@ -208,7 +215,8 @@ function toDiagnostic(d: RustcDiagnostic, options: ParseRustcDiagnosticsOptions,
   const rawChildren = Array.isArray(d.children) ? (d.children as unknown[]) : [];
   const code = d.code && typeof d.code.code === "string" ? d.code.code : "";
   const rendered = topLevel && typeof d.rendered === "string" ? fixRendered(d.rendered, options) : "";
-  const explanation = topLevel && ERROR_CODE_PATTERN.test(code) && typeof d.code?.explanation === "string" ? asExplained(d.code.explanation) : "";
+  const explanation =
+    topLevel && ERROR_CODE_PATTERN.test(code) && typeof d.code?.explanation === "string" ? asExplained(d.code.explanation) : "";
   return {
     severity: toSeverity(String(d.level)),
     code,

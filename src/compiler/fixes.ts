@@ -19,7 +19,12 @@ interface Replacement {
  * `source`, in rustc's order. Returns "" when there is nothing to apply, or when the result would
  * exceed `maxBytes` (it could not be compiled anyway).
  */
-export function applyMachineApplicableFixes(source: string, messages: Iterable<RustcDiagnostic>, userFile: string, maxBytes: number): string {
+export function applyMachineApplicableFixes(
+  source: string,
+  messages: Iterable<RustcDiagnostic>,
+  userFile: string,
+  maxBytes: number,
+): string {
   const bytes = Buffer.from(source, "utf8");
   const applied: Replacement[] = [];
   for (const message of messages) {

@@ -77,7 +77,10 @@ export async function detectBubblewrap(candidates: readonly string[] = defaultCa
 }
 
 function defaultCandidates(): string[] {
-  const fromPath = (process.env["PATH"] ?? "").split(":").filter(Boolean).map((d) => path.join(d, "bwrap"));
+  const fromPath = (process.env["PATH"] ?? "")
+    .split(":")
+    .filter(Boolean)
+    .map((d) => path.join(d, "bwrap"));
   return [...new Set([...fromPath, ...BWRAP_CANDIDATES])];
 }
 
@@ -140,11 +143,17 @@ export function hermeticCommand(opts: HermeticOptions): HermeticCommand {
     "--new-session", // no TIOCSTI into the daemon's terminal
     "--clearenv",
     ...Object.entries(SANDBOX_ENV).flatMap(([k, v]) => ["--setenv", k, v]),
-    "--tmpfs", "/",
+    "--tmpfs",
+    "/",
     // rustc locates its sysroot and codegen backend through /proc/self/exe
-    "--proc", "/proc",
-    "--dev", "/dev",
-    "--size", String(COMPILE_TMPFS_BYTES), "--tmpfs", "/tmp",
+    "--proc",
+    "/proc",
+    "--dev",
+    "/dev",
+    "--size",
+    String(COMPILE_TMPFS_BYTES),
+    "--tmpfs",
+    "/tmp",
   ];
   systemLibraryArgs(args);
 
@@ -180,7 +189,12 @@ function withRlimits(rustc: string, opts: { args: string[]; memoryLimitBytes?: n
  * The same rustc invocation without a sandbox, for `--insecure-compile`: the environment is still
  * cleared and the rlimits still apply, but the source can read any file the daemon can.
  */
-export function insecureCommand(opts: { rustc: string; args: string[]; memoryLimitBytes?: number; maxFileBytes?: number }): HermeticCommand {
+export function insecureCommand(opts: {
+  rustc: string;
+  args: string[];
+  memoryLimitBytes?: number;
+  maxFileBytes?: number;
+}): HermeticCommand {
   const [file, ...args] = withRlimits(path.resolve(opts.rustc), opts) as [string, ...string[]];
   return { file, args, env: { ...SANDBOX_ENV } };
 }

@@ -63,7 +63,13 @@ export interface RepairOptions {
  * Refusals of a candidate's compile that end the repair, not the request: the original compile
  * already answered, and its diagnostics are worth more than an error about a candidate.
  */
-const CANDIDATE_REFUSALS: ReadonlySet<Reason> = new Set<Reason>(["COMPILE_TIMEOUT", "COMPILE_QUEUE_FULL", "MODULE_BLOCKED", "EMPTY_SOURCE", "SOURCE_TOO_LARGE"]);
+const CANDIDATE_REFUSALS: ReadonlySet<Reason> = new Set<Reason>([
+  "COMPILE_TIMEOUT",
+  "COMPILE_QUEUE_FULL",
+  "MODULE_BLOCKED",
+  "EMPTY_SOURCE",
+  "SOURCE_TOO_LARGE",
+]);
 
 /**
  * Repairs `source`, whose compile gave `first` (not ok), by applying its diagnostics' suggestions and
@@ -155,9 +161,7 @@ export function planRepairEdits(source: string, diagnostics: readonly Diagnostic
   for (const d of diagnostics) {
     if (d.severity !== "error") continue;
     const groups = (applicability: Applicability): PlannedEdit[][] =>
-      d.children
-        .map((child) => editsOf(child, d, applicability, index))
-        .filter((g): g is PlannedEdit[] => g !== undefined && g.length > 0);
+      d.children.map((child) => editsOf(child, d, applicability, index)).filter((g): g is PlannedEdit[] => g !== undefined && g.length > 0);
     const machine = groups("machine_applicable");
     if (machine.length > 0) {
       for (const g of machine) take(g);
@@ -234,7 +238,12 @@ function editsOf(child: Diagnostic, parent: Diagnostic, applicability: Applicabi
     const start = index.offset(span.lineStart, span.columnStart);
     const end = index.offset(span.lineEnd, span.columnEnd);
     if (start === undefined || end === undefined || start > end) return undefined;
-    out.push({ start, end, text: span.suggestedReplacement, edit: { span, code: parent.code, message: parent.message, suggestion: child.message } });
+    out.push({
+      start,
+      end,
+      text: span.suggestedReplacement,
+      edit: { span, code: parent.code, message: parent.message, suggestion: child.message },
+    });
   }
   return out;
 }
@@ -269,7 +278,8 @@ class LineIndex {
   }
 
   offset(line: number, column: number): number | undefined {
-    if (!Number.isSafeInteger(line) || !Number.isSafeInteger(column) || line < 1 || column < 1 || line > this.starts.length) return undefined;
+    if (!Number.isSafeInteger(line) || !Number.isSafeInteger(column) || line < 1 || column < 1 || line > this.starts.length)
+      return undefined;
     const first = this.starts[line - 1]! + (line === 1 && this.bom ? 1 : 0);
     const end = line < this.starts.length ? this.starts[line]! - 1 : this.source.length;
     const characters = this.characters(line, first, end);

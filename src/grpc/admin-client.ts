@@ -29,7 +29,12 @@ export interface AdminClient {
   close(): void;
 }
 
-type Unary<Req, Res> = (request: Req, metadata: Metadata, options: Partial<CallOptions>, callback: (e: ServiceError | null, v: Res) => void) => unknown;
+type Unary<Req, Res> = (
+  request: Req,
+  metadata: Metadata,
+  options: Partial<CallOptions>,
+  callback: (e: ServiceError | null, v: Res) => void,
+) => unknown;
 
 /** Connects to an admin socket, e.g. `unix:///run/sandboxd/admin.sock`. */
 export function connectAdmin(target: string): AdminClient {

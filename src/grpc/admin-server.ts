@@ -54,9 +54,15 @@ export class AdminServer {
   constructor(admin: ModuleAdmin, logger: Logger) {
     this.server = new Server();
     const service = Object.fromEntries(
-      Object.entries(AdminServiceService).map(([name, method]) => [name, { ...method, requestDeserialize: tolerantDecoder(method.requestDeserialize) }]),
+      Object.entries(AdminServiceService).map(([name, method]) => [
+        name,
+        { ...method, requestDeserialize: tolerantDecoder(method.requestDeserialize) },
+      ]),
     ) as unknown as typeof AdminServiceService;
-    this.server.addService(service, adminService(admin, logger, (call) => this.callerOf(call)));
+    this.server.addService(
+      service,
+      adminService(admin, logger, (call) => this.callerOf(call)),
+    );
     this.injector = this.server.createConnectionInjector(ServerCredentials.createInsecure());
     this.listener = createServer((socket) => this.accept(socket));
   }
@@ -84,9 +90,12 @@ export class AdminServer {
         try {
           await chown(temp, -1, options.gid);
         } catch (e: unknown) {
-          throw new Error(`cannot give the admin socket to group ${options.gid} (the daemon must be a member of it): ${e instanceof Error ? e.message : String(e)}`, {
-            cause: e,
-          });
+          throw new Error(
+            `cannot give the admin socket to group ${options.gid} (the daemon must be a member of it): ${e instanceof Error ? e.message : String(e)}`,
+            {
+              cause: e,
+            },
+          );
         }
       }
       await chmod(temp, options.gid === undefined ? ADMIN_SOCKET_MODE : ADMIN_SOCKET_GROUP_MODE);

@@ -42,7 +42,11 @@ export function moduleInfoMessage(info: ModuleInfo): ModuleInfoMessage {
     cached: info.cached,
     sizeBytes: info.sizeBytes,
     origin:
-      info.origin === "source" ? ModuleOrigin.MODULE_ORIGIN_SOURCE : info.origin === "upload" ? ModuleOrigin.MODULE_ORIGIN_UPLOAD : ModuleOrigin.MODULE_ORIGIN_UNSPECIFIED,
+      info.origin === "source"
+        ? ModuleOrigin.MODULE_ORIGIN_SOURCE
+        : info.origin === "upload"
+          ? ModuleOrigin.MODULE_ORIGIN_UPLOAD
+          : ModuleOrigin.MODULE_ORIGIN_UNSPECIFIED,
     createdUnixMs: info.createdUnixMs,
     lastUsedUnixMs: info.lastUsedUnixMs,
     hitCount: info.hits,
@@ -63,9 +67,17 @@ function callerFields(caller: Caller): Record<string, unknown> {
  * Builds the AdminService implementation. `callerOf` resolves the credentials
  * of the connection a call came in on (see admin-server.ts).
  */
-export function adminService(admin: ModuleAdmin, logger: Logger, callerOf: (call: ServerUnaryCall<unknown, unknown>) => Promise<Caller>): AdminServiceServer {
+export function adminService(
+  admin: ModuleAdmin,
+  logger: Logger,
+  callerOf: (call: ServerUnaryCall<unknown, unknown>) => Promise<Caller>,
+): AdminServiceServer {
   /** One unary admin call: log who asked for what and how it ended, answer or map the error. */
-  function handle<Req extends object, Res>(method: string, moduleIdOf: (request: Req) => string | undefined, run: (request: Req) => Promise<Res>) {
+  function handle<Req extends object, Res>(
+    method: string,
+    moduleIdOf: (request: Req) => string | undefined,
+    run: (request: Req) => Promise<Res>,
+  ) {
     return async (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): Promise<void> => {
       const caller = await callerOf(call as ServerUnaryCall<unknown, unknown>);
       const moduleId = moduleIdOf(call.request);
@@ -78,7 +90,8 @@ export function adminService(admin: ModuleAdmin, logger: Logger, callerOf: (call
       } catch (e: unknown) {
         const error = SandboxError.from(e);
         logger.warn(`admin ${method}`, { ...fields, result: error.reason, error: error.message });
-        if (error.reason === "INTERNAL") logger.error(`admin ${method} failed`, { error: String(error.cause), stack: (error.cause as Error | undefined)?.stack });
+        if (error.reason === "INTERNAL")
+          logger.error(`admin ${method} failed`, { error: String(error.cause), stack: (error.cause as Error | undefined)?.stack });
         callback(toServiceError(error) as ServiceError, null);
       }
     };
@@ -113,9 +126,17 @@ export function adminService(admin: ModuleAdmin, logger: Logger, callerOf: (call
       const cleared = await admin.clear();
       return { modulesRemoved: cleared.removed, bytesRemoved: cleared.bytes };
     }),
-    pinModule: handle<PinModuleRequest, PinModuleResponse>("PinModule", byId, async (r) => ({ module: moduleInfoMessage(await admin.setPinned(r.moduleId, true)) })),
-    unpinModule: handle<UnpinModuleRequest, UnpinModuleResponse>("UnpinModule", byId, async (r) => ({ module: moduleInfoMessage(await admin.setPinned(r.moduleId, false)) })),
-    blockModule: handle<BlockModuleRequest, BlockModuleResponse>("BlockModule", byId, async (r) => ({ module: moduleInfoMessage(await admin.block(r.moduleId, r.reason, Date.now())) })),
-    unblockModule: handle<UnblockModuleRequest, UnblockModuleResponse>("UnblockModule", byId, async (r) => ({ module: moduleInfoMessage(await admin.unblock(r.moduleId)) })),
+    pinModule: handle<PinModuleRequest, PinModuleResponse>("PinModule", byId, async (r) => ({
+      module: moduleInfoMessage(await admin.setPinned(r.moduleId, true)),
+    })),
+    unpinModule: handle<UnpinModuleRequest, UnpinModuleResponse>("UnpinModule", byId, async (r) => ({
+      module: moduleInfoMessage(await admin.setPinned(r.moduleId, false)),
+    })),
+    blockModule: handle<BlockModuleRequest, BlockModuleResponse>("BlockModule", byId, async (r) => ({
+      module: moduleInfoMessage(await admin.block(r.moduleId, r.reason, Date.now())),
+    })),
+    unblockModule: handle<UnblockModuleRequest, UnblockModuleResponse>("UnblockModule", byId, async (r) => ({
+      module: moduleInfoMessage(await admin.unblock(r.moduleId)),
+    })),
   };
 }

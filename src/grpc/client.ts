@@ -37,7 +37,9 @@ export function connect(target: string, options: ChannelOptions = {}): SandboxCl
   return {
     raw,
     compile: (request, options = {}) =>
-      new Promise((resolve, reject) => raw.compile(compileRequest(request), new Metadata(), options, (e, v) => (e ? reject(e) : resolve(v)))),
+      new Promise((resolve, reject) =>
+        raw.compile(compileRequest(request), new Metadata(), options, (e, v) => (e ? reject(e) : resolve(v))),
+      ),
     execute: (request, options = {}) =>
       new Promise((resolve, reject) =>
         raw.execute(executeRequest(request), new Metadata(), options, (e, v) => (e ? reject(e) : resolve(v))),

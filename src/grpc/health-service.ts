@@ -4,7 +4,14 @@
  * its .proto with proto-loader when it is imported, which cost the daemon's
  * start-up more than the rest of the gRPC layer.
  */
-import { status as GrpcStatus, type Server, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData, type ServiceDefinition } from "@grpc/grpc-js";
+import {
+  status as GrpcStatus,
+  type Server,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type sendUnaryData,
+  type ServiceDefinition,
+} from "@grpc/grpc-js";
 
 /** A service's serving status, as grpc.health.v1.HealthCheckResponse.ServingStatus names it. */
 export type ServingStatus = "UNKNOWN" | "SERVING" | "NOT_SERVING" | "SERVICE_UNKNOWN";

@@ -160,9 +160,13 @@ class Walk {
   private tag(): number {
     if (++this.shape.fields > this.maxFields) {
       throw new OverLimit(
-        new SandboxError("INVALID_REQUEST", `the request has more than ${this.maxFields} protobuf fields, more than any request within this daemon's limits`, {
-          metadata: { limit: "fields", max: String(this.maxFields) },
-        }),
+        new SandboxError(
+          "INVALID_REQUEST",
+          `the request has more than ${this.maxFields} protobuf fields, more than any request within this daemon's limits`,
+          {
+            metadata: { limit: "fields", max: String(this.maxFields) },
+          },
+        ),
       );
     }
     return this.reader.uint32();

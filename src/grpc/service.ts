@@ -18,7 +18,14 @@ import type {
 } from "../gen/grpc/sandbox/v1/sandbox.js";
 import type { Sandbox } from "../sandbox.js";
 import { toServiceError } from "./status.js";
-import { checkUnaryResponseFits, compileInputFrom, compileResponseFrom, executeInputFrom, executeResponseFrom, outputEvents } from "./translate.js";
+import {
+  checkUnaryResponseFits,
+  compileInputFrom,
+  compileResponseFrom,
+  executeInputFrom,
+  executeResponseFrom,
+  outputEvents,
+} from "./translate.js";
 
 /** The abort reason of every call the client cancelled. */
 const CLIENT_CANCELLED = new SandboxError("CANCELLED", "cancelled by the client");
@@ -81,7 +88,9 @@ function callSignal(call: CancellableCall, shutdown: AbortSignal, live: Set<Abor
  * message on (its write callback) or the call is over, whichever comes first, so the core can hold
  * a guest back while its reader is slow and never waits on a call that is gone.
  */
-function streamWriter(call: ServerWritableStream<ExecuteRequest, ExecuteEvent>): (event: ExecuteEvent["event"]) => Promise<void> | undefined {
+function streamWriter(
+  call: ServerWritableStream<ExecuteRequest, ExecuteEvent>,
+): (event: ExecuteEvent["event"]) => Promise<void> | undefined {
   const waiting = new Set<() => void>();
   const settleAll = (): void => {
     for (const settle of waiting) settle();
@@ -118,7 +127,8 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
   const fail = (method: string, e: unknown): Partial<ServiceError> => {
     const status = toServiceError(e);
     const error = SandboxError.from(e);
-    if (error.reason === "INTERNAL") logger.error(`${method} failed`, { error: String(error.cause), stack: (error.cause as Error | undefined)?.stack });
+    if (error.reason === "INTERNAL")
+      logger.error(`${method} failed`, { error: String(error.cause), stack: (error.cause as Error | undefined)?.stack });
     else logger.debug(`${method} refused`, { reason: error.reason, message: error.message });
     return status;
   };
@@ -148,7 +158,8 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
         const result = await sandbox.execute(executeInputFrom(call.request), signal);
         const response = executeResponseFrom(result);
         checkUnaryResponseFits(response);
-        if (logger.isInfoEnabled()) logger.info("execute", { moduleId: result.moduleId, outcome: result.outcome, durationUs: result.durationUs });
+        if (logger.isInfoEnabled())
+          logger.info("execute", { moduleId: result.moduleId, outcome: result.outcome, durationUs: result.durationUs });
         callback(null, response);
       } catch (e: unknown) {
         callback(fail("execute", e) as ServiceError, null);
@@ -174,7 +185,8 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
           onStderr: (chunk) => sendOutput("stderr", chunk),
           onDenial: (denial) => void send({ $case: "denial", value: { ...denial } }),
         });
-        if (logger.isInfoEnabled()) logger.info("stream", { moduleId: result.moduleId, outcome: result.outcome, durationUs: result.durationUs });
+        if (logger.isInfoEnabled())
+          logger.info("stream", { moduleId: result.moduleId, outcome: result.outcome, durationUs: result.durationUs });
         // A source that did not compile never started: the stream is `compiling` then `finished`.
         void send({ $case: "finished", value: executeResponseFrom(result) });
         call.end();

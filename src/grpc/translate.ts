@@ -66,7 +66,9 @@ export function tolerantDecoder<T>(decode: (bytes: Buffer) => T): (bytes: Buffer
     try {
       return decode(bytes);
     } catch (e: unknown) {
-      return refusedRequest(new SandboxError("INVALID_REQUEST", `the request is not a valid protobuf message: ${e instanceof Error ? e.message : String(e)}`));
+      return refusedRequest(
+        new SandboxError("INVALID_REQUEST", `the request is not a valid protobuf message: ${e instanceof Error ? e.message : String(e)}`),
+      );
     }
   };
 }
@@ -156,7 +158,11 @@ function repairFrom(r: RepairResult): Repair {
 export function executeResponseFrom(result: ExecuteResult): ExecuteResponse {
   // Built field by field, without spreads or copies of what is already plain: this runs once per call.
   const diagnostics = result.diagnostics.length === 0 ? [] : result.diagnostics.map(diagnosticFrom);
-  const receipt = result.receipt && { receipt: asBuffer(result.receipt.receipt), keyId: result.receipt.keyId, signature: asBuffer(result.receipt.signature) };
+  const receipt = result.receipt && {
+    receipt: asBuffer(result.receipt.receipt),
+    keyId: result.receipt.keyId,
+    signature: asBuffer(result.receipt.signature),
+  };
   if (result.outcome === "compile_error") {
     return {
       outcome: OUTCOMES[result.outcome],

@@ -200,14 +200,17 @@ function checkCeilings(policy: Policy, ceilings: PolicyCeilings): void {
  */
 export function checkNetworkGrant(policy: Policy): HostPattern[] {
   const malformed = (message: string): SandboxError =>
-    new SandboxError("POLICY_MALFORMED", `policy "${policy.policyId}": ${message}`, { metadata: { policy_id: policy.policyId, field: "allowed_hosts" } });
+    new SandboxError("POLICY_MALFORMED", `policy "${policy.policyId}": ${message}`, {
+      metadata: { policy_id: policy.policyId, field: "allowed_hosts" },
+    });
   if (policy.network && policy.allowedHosts.length === 0) {
     throw malformed("network is true but allowed_hosts is empty: list the scheme://host[:port] the script may reach");
   }
   if (!policy.network && policy.allowedHosts.length > 0) {
     throw malformed("allowed_hosts is set but network is false: set network to true to grant outbound HTTP");
   }
-  if (policy.allowedHosts.length > MAX_ALLOWED_HOSTS) throw malformed(`allowed_hosts has ${policy.allowedHosts.length} entries; at most ${MAX_ALLOWED_HOSTS} are allowed`);
+  if (policy.allowedHosts.length > MAX_ALLOWED_HOSTS)
+    throw malformed(`allowed_hosts has ${policy.allowedHosts.length} entries; at most ${MAX_ALLOWED_HOSTS} are allowed`);
   const parsed: HostPattern[] = [];
   for (const text of policy.allowedHosts) {
     const pattern = parseHostPattern(text);
@@ -221,10 +224,17 @@ export function checkNetworkGrant(policy: Policy): HostPattern[] {
 function checkHostCeiling(policy: Policy, entries: readonly HostPattern[], ceiling: readonly HostPattern[]): void {
   for (const entry of entries) {
     if (ceiling.some((c) => patternCovers(c, entry))) continue;
-    const allowed = ceiling.length === 0 ? "this daemon allows no outbound hosts (--allow-network-host)" : `the operator allows only ${ceiling.map((c) => c.text).join(", ")}`;
-    throw new SandboxError("POLICY_CEILING_EXCEEDED", `policy "${policy.policyId}" grants ${entry.text}, outside the operator's ceiling: ${allowed}`, {
-      metadata: { policy_id: policy.policyId, field: "allowed_hosts", requested: entry.text },
-    });
+    const allowed =
+      ceiling.length === 0
+        ? "this daemon allows no outbound hosts (--allow-network-host)"
+        : `the operator allows only ${ceiling.map((c) => c.text).join(", ")}`;
+    throw new SandboxError(
+      "POLICY_CEILING_EXCEEDED",
+      `policy "${policy.policyId}" grants ${entry.text}, outside the operator's ceiling: ${allowed}`,
+      {
+        metadata: { policy_id: policy.policyId, field: "allowed_hosts", requested: entry.text },
+      },
+    );
   }
 }
 

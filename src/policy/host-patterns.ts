@@ -57,7 +57,8 @@ export function parseHostPattern(text: string): HostPattern | Error {
     return new Error(`${JSON.stringify(text)}: ${JSON.stringify(rawHost)} is not a valid host`, { cause: e });
   }
   const ipLiteral = isIpLiteral(host);
-  if (!ipLiteral && !host.split(".").every((l) => LABEL.test(l))) return new Error(`${JSON.stringify(text)}: ${JSON.stringify(rawHost)} is not a valid host`);
+  if (!ipLiteral && !host.split(".").every((l) => LABEL.test(l)))
+    return new Error(`${JSON.stringify(text)}: ${JSON.stringify(rawHost)} is not a valid host`);
   return { text, scheme, host, wildcard, ipLiteral, port };
 }
 

@@ -77,7 +77,9 @@ export class ModuleBlocklist {
   /** Throws MODULE_BLOCKED when the id is blocked; the first line of Compile and Execute for it. */
   check(moduleId: string): void {
     if (this.entries.has(moduleId)) {
-      throw new SandboxError("MODULE_BLOCKED", `module ${moduleId} is blocked by the daemon's operator`, { metadata: { module_id: moduleId } });
+      throw new SandboxError("MODULE_BLOCKED", `module ${moduleId} is blocked by the daemon's operator`, {
+        metadata: { module_id: moduleId },
+      });
     }
   }
 

@@ -75,7 +75,11 @@ export function findUnknownField(bytes: Uint8Array, message: KnownMessage, path 
     const [fieldNumber, wireType] = reader.tag();
     const known = message.fields.get(fieldNumber);
     if (known === undefined) {
-      return { path, fieldNumber, message: `${path} has field ${fieldNumber} (wire type ${WireType[wireType] ?? wireType}), which this daemon does not know` };
+      return {
+        path,
+        fieldNumber,
+        message: `${path} has field ${fieldNumber} (wire type ${WireType[wireType] ?? wireType}), which this daemon does not know`,
+      };
     }
     if (wireType !== known.wireType) {
       return {

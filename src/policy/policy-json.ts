@@ -38,7 +38,8 @@ export function parsePolicyJson(value: unknown): ParseResult<Policy> {
   };
   const hosts = fields.raw("allowedHosts", "allowed_hosts");
   if (hosts !== undefined && hosts !== null) {
-    if (!Array.isArray(hosts) || !hosts.every((h): h is string => typeof h === "string")) return fail("policy.allowed_hosts must be an array of strings");
+    if (!Array.isArray(hosts) || !hosts.every((h): h is string => typeof h === "string"))
+      return fail("policy.allowed_hosts must be an array of strings");
     policy.allowedHosts.push(...hosts);
   }
   const mounts = fields.raw("mounts", "mounts");

@@ -44,14 +44,16 @@ export function parseSignedPolicyFile(text: string): ParseResult<SignedPolicyInp
   } catch (e: unknown) {
     return { ok: false, error: `not JSON: ${e instanceof Error ? e.message : String(e)}` };
   }
-  if (typeof value !== "object" || value === null || Array.isArray(value)) return { ok: false, error: "signed policy file must be a JSON object" };
+  if (typeof value !== "object" || value === null || Array.isArray(value))
+    return { ok: false, error: "signed policy file must be a JSON object" };
   const obj = value as Record<string, unknown>;
   const keyId = obj["keyId"] ?? obj["key_id"];
   const policy = obj["policy"];
   const signature = obj["signature"];
   if (typeof keyId !== "string" || keyId === "") return { ok: false, error: "signed policy file needs a non-empty string keyId" };
   if (typeof policy !== "string" || !BASE64.test(policy)) return { ok: false, error: "signed policy file needs policy as a base64 string" };
-  if (typeof signature !== "string" || !BASE64.test(signature)) return { ok: false, error: "signed policy file needs signature as a base64 string" };
+  if (typeof signature !== "string" || !BASE64.test(signature))
+    return { ok: false, error: "signed policy file needs signature as a base64 string" };
   return {
     ok: true,
     value: { policy: new Uint8Array(Buffer.from(policy, "base64")), keyId, signature: new Uint8Array(Buffer.from(signature, "base64")) },

@@ -49,7 +49,11 @@ export class TrustedKeys {
    * read, or not within `timeoutMs`: at startup that is an operator mistake worth
    * stopping for. Every later reload has the same time budget.
    */
-  static async load(dir: string | undefined, onProblem: ProblemReporter = () => {}, timeoutMs = TRUSTED_KEYS_RELOAD_TIMEOUT_MS): Promise<TrustedKeys> {
+  static async load(
+    dir: string | undefined,
+    onProblem: ProblemReporter = () => {},
+    timeoutMs = TRUSTED_KEYS_RELOAD_TIMEOUT_MS,
+  ): Promise<TrustedKeys> {
     if (dir === undefined) return new TrustedKeys(undefined, onProblem, timeoutMs, new Map());
     const keys = await readKeyDirWithin(dir, onProblem, timeoutMs);
     return new TrustedKeys(dir, onProblem, timeoutMs, keys);
@@ -81,7 +85,9 @@ export class TrustedKeys {
         this.#keys = new Map();
         return;
       }
-      this.#onProblem(`cannot read trusted key directory ${this.#dir} (${describe(e)}); keeping the ${this.#keys.size} key(s) loaded before`);
+      this.#onProblem(
+        `cannot read trusted key directory ${this.#dir} (${describe(e)}); keeping the ${this.#keys.size} key(s) loaded before`,
+      );
     }
   }
 
@@ -169,7 +175,8 @@ async function readKeyFile(file: string): Promise<string | Error> {
   try {
     handle = await open(file, KEY_FILE_OPEN_FLAGS);
   } catch (e: unknown) {
-    if (isErrnoException(e) && e.code === "ELOOP") return new Error("it is a symbolic link (key files must be regular files in the directory itself)");
+    if (isErrnoException(e) && e.code === "ELOOP")
+      return new Error("it is a symbolic link (key files must be regular files in the directory itself)");
     return new Error(`cannot open it (${describe(e)})`);
   }
   try {
@@ -218,5 +225,7 @@ const KEY_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 /** Returns why `keyId` is not a usable key id for new keys, or undefined if it is. */
 export function keyIdProblem(keyId: string): string | undefined {
-  return KEY_ID_PATTERN.test(keyId) ? undefined : `key id "${keyId}" must be 1-128 characters of A-Z a-z 0-9 . _ - and start with a letter or digit`;
+  return KEY_ID_PATTERN.test(keyId)
+    ? undefined
+    : `key id "${keyId}" must be 1-128 characters of A-Z a-z 0-9 . _ - and start with a letter or digit`;
 }

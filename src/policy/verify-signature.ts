@@ -49,15 +49,23 @@ export function verifySignedPolicy(signed: SignedPolicyInput, keys: TrustedKeys)
     policy = Policy.decode(signed.policy);
     unknown = findUnknownField(signed.policy, KNOWN_POLICY_FIELDS);
   } catch (e: unknown) {
-    throw new SandboxError("POLICY_MALFORMED", `signed policy bytes do not decode as a Policy: ${e instanceof Error ? e.message : String(e)}`, {
-      cause: e,
-      metadata: { key_id: signed.keyId },
-    });
+    throw new SandboxError(
+      "POLICY_MALFORMED",
+      `signed policy bytes do not decode as a Policy: ${e instanceof Error ? e.message : String(e)}`,
+      {
+        cause: e,
+        metadata: { key_id: signed.keyId },
+      },
+    );
   }
   if (unknown) {
-    throw new SandboxError("POLICY_MALFORMED", `signed policy refused: ${unknown.message}; a policy field this daemon cannot enforce is refused, not ignored`, {
-      metadata: { key_id: signed.keyId, field_number: String(unknown.fieldNumber), message: unknown.path },
-    });
+    throw new SandboxError(
+      "POLICY_MALFORMED",
+      `signed policy refused: ${unknown.message}; a policy field this daemon cannot enforce is refused, not ignored`,
+      {
+        metadata: { key_id: signed.keyId, field_number: String(unknown.fieldNumber), message: unknown.path },
+      },
+    );
   }
   checkMountCount(policy);
   return policy;
@@ -76,8 +84,12 @@ export function checkPolicyBytes(policy: Uint8Array, keyId: string): void {
 export function checkMountCount(policy: Policy): void {
   // Each mount costs a realpath and a comparison with every other: a signer cannot ask for thousands.
   if (policy.mounts.length > MAX_POLICY_MOUNTS) {
-    throw new SandboxError("POLICY_TOO_LARGE", `policy "${policy.policyId}" has ${policy.mounts.length} mounts; the limit is ${MAX_POLICY_MOUNTS}`, {
-      metadata: { policy_id: policy.policyId, limit: "mounts", max: String(MAX_POLICY_MOUNTS) },
-    });
+    throw new SandboxError(
+      "POLICY_TOO_LARGE",
+      `policy "${policy.policyId}" has ${policy.mounts.length} mounts; the limit is ${MAX_POLICY_MOUNTS}`,
+      {
+        metadata: { policy_id: policy.policyId, limit: "mounts", max: String(MAX_POLICY_MOUNTS) },
+      },
+    );
   }
 }

@@ -95,7 +95,8 @@ export class ReceiptSigner {
     } catch (e: unknown) {
       throw new Error(`the receipt key ${file} is not a PEM private key`, { cause: e });
     }
-    if (key.asymmetricKeyType !== "ed25519") throw new Error(`the receipt key ${file} is a ${key.asymmetricKeyType ?? "symmetric"} key, not Ed25519`);
+    if (key.asymmetricKeyType !== "ed25519")
+      throw new Error(`the receipt key ${file} is a ${key.asymmetricKeyType ?? "symmetric"} key, not Ed25519`);
     const name = basename(file);
     return new ReceiptSigner(key, name.endsWith(RECEIPT_KEY_SUFFIX) ? name.slice(0, -RECEIPT_KEY_SUFFIX.length) : name);
   }
@@ -119,7 +120,8 @@ export function verifyReceipt(signed: SignedReceipt, publicKeyPem: string): Rece
     return { ok: false, error: `not a PEM public key: ${e instanceof Error ? e.message : String(e)}` };
   }
   if (key.asymmetricKeyType !== "ed25519") return { ok: false, error: `the key is ${key.asymmetricKeyType ?? "symmetric"}, not Ed25519` };
-  if (!verify(null, signed.receipt, key, signed.signature)) return { ok: false, error: "the signature does not verify over the receipt bytes with this key" };
+  if (!verify(null, signed.receipt, key, signed.signature))
+    return { ok: false, error: "the signature does not verify over the receipt bytes with this key" };
   try {
     return { ok: true, receipt: Receipt.decode(signed.receipt) };
   } catch (e: unknown) {

@@ -10,8 +10,17 @@ import { createStreamWindow, credit } from "./stream-window.js";
 import { namespaceLockHolder, processNamespaceLock, releaseNamespaceLockHeldBy } from "./wasi/host.js";
 import type { WorkerInit } from "./worker.js";
 import {
-  CONTROL_HEADER_BYTES, CONTROL_STATE, CONTROL_STDIN_BYTES, CONTROL_VIA_PORT, REQUEST_AREA_BYTES, REQUEST_AREA_OFFSET, REQUEST_READY,
-  type FromWorker, type GuestParameters, type RunHeader, type RunMessage,
+  CONTROL_HEADER_BYTES,
+  CONTROL_STATE,
+  CONTROL_STDIN_BYTES,
+  CONTROL_VIA_PORT,
+  REQUEST_AREA_BYTES,
+  REQUEST_AREA_OFFSET,
+  REQUEST_READY,
+  type FromWorker,
+  type GuestParameters,
+  type RunHeader,
+  type RunMessage,
 } from "./worker-protocol.js";
 
 /**
@@ -136,7 +145,10 @@ export class WorkerPool {
     const { budget } = this.options;
     if (!budget.tryAcquire(stdinBytes)) {
       return Promise.reject(
-        new SandboxError("EXECUTION_QUEUE_FULL", `the daemon already holds ${budget.used} of its ${budget.limitBytes} bytes for other calls' input and output`),
+        new SandboxError(
+          "EXECUTION_QUEUE_FULL",
+          `the daemon already holds ${budget.used} of its ${budget.limitBytes} bytes for other calls' input and output`,
+        ),
       );
     }
     return new Promise<RunResult>((resolveRun) => {
@@ -242,7 +254,14 @@ export class WorkerPool {
         // The host's own heap (output buffers, fd tables, directory listings) ran out: the guest asked for too much.
         if ((e as NodeJS.ErrnoException).code === "ERR_WORKER_OUT_OF_MEMORY") {
           this.options.logger.warn("worker ran out of heap", { error: e.message });
-          this.replace(slot, ended("memory_limit", `the run exhausted the sandbox's host memory (${WORKER_MAX_OLD_GENERATION_MB} MB heap)`, this.elapsedUs(slot)));
+          this.replace(
+            slot,
+            ended(
+              "memory_limit",
+              `the run exhausted the sandbox's host memory (${WORKER_MAX_OLD_GENERATION_MB} MB heap)`,
+              this.elapsedUs(slot),
+            ),
+          );
           return;
         }
         this.options.logger.error("worker failed", { error: e.message, stack: e.stack });

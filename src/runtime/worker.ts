@@ -20,8 +20,20 @@ import { WasiHost, WasiImports, type WasiRunResult } from "./wasi/host.js";
 import { fuelConsumed, fuelExhausted, startMetered } from "./wasm/fuel-meter.js";
 import { MEMORY_IMPORT_MODULE, MEMORY_IMPORT_NAME } from "./wasm/memory-cap.js";
 import {
-  CONTROL_HEADER_BYTES, CONTROL_STATE, CONTROL_STDIN_BYTES, CONTROL_VIA_PORT, IDLE, REQUEST_AREA_BYTES, REQUEST_AREA_OFFSET,
-  REQUEST_READY, type EvictMessage, type FromWorker, type RunChannel, type RunHeader, type RunMessage, type WorkerRunResult,
+  CONTROL_HEADER_BYTES,
+  CONTROL_STATE,
+  CONTROL_STDIN_BYTES,
+  CONTROL_VIA_PORT,
+  IDLE,
+  REQUEST_AREA_BYTES,
+  REQUEST_AREA_OFFSET,
+  REQUEST_READY,
+  type EvictMessage,
+  type FromWorker,
+  type RunChannel,
+  type RunHeader,
+  type RunMessage,
+  type WorkerRunResult,
 } from "./worker-protocol.js";
 
 /** Data the pool gives each worker at start. */
@@ -188,7 +200,14 @@ interface MemorySpec {
   readonly maximum: number;
 }
 /** An instance made while idle, for the next run of `key` under `spec`; taken (and so never run twice) by that run. */
-let ahead: { readonly key: string; readonly spec: MemorySpec | undefined; readonly instance: WebAssembly.Instance; readonly memory: WebAssembly.Memory | undefined } | undefined;
+let ahead:
+  | {
+      readonly key: string;
+      readonly spec: MemorySpec | undefined;
+      readonly instance: WebAssembly.Instance;
+      readonly memory: WebAssembly.Memory | undefined;
+    }
+  | undefined;
 /** The module and memory of the last run: what to instantiate ahead. */
 let last: { readonly key: string; readonly spec: MemorySpec | undefined; readonly ahead: boolean } | undefined;
 
@@ -251,7 +270,10 @@ class FuelMeter {
   /** The run's outcome if its trap was its fuel running out; undefined otherwise. */
   exhausted(result: WasiRunResult): WorkerRunResult | undefined {
     if (result.outcome !== "trap" || this.instance === undefined || !fuelExhausted(this.instance)) return undefined;
-    return { outcome: "fuel_exhausted", message: `the guest used up its fuel limit of ${this.limit} (${this.consumed()} consumed at the check that stopped it)` };
+    return {
+      outcome: "fuel_exhausted",
+      message: `the guest used up its fuel limit of ${this.limit} (${this.consumed()} consumed at the check that stopped it)`,
+    };
   }
 
   /** Fuel consumed so far; 0 if the instance was never made. */
@@ -289,7 +311,9 @@ function run(message: RunMessage): void {
         maxWriteBytes: message.maxWriteBytes,
         maxCreatedEntries: message.maxCreatedEntries,
         namespaceLock: init.namespaceLock,
-        ...(message.http ? { http: new HttpChannelClient(message.http.channel, started + message.http.timeoutMs, message.http.timeoutMs) } : {}),
+        ...(message.http
+          ? { http: new HttpChannelClient(message.http.channel, started + message.http.timeoutMs, message.http.timeoutMs) }
+          : {}),
         onStdout: (bytes) => stdout.write(bytes),
         onStderr: (bytes) => stderr.write(bytes),
         onDenial: (denial) => {
@@ -323,7 +347,17 @@ function run(message: RunMessage): void {
   // Both are buffers of their own (or the shared empty one): move them instead of copying.
   const transfer = [out, err].filter((b) => b.byteLength > 0).map((b) => b.buffer as ArrayBuffer);
   port!.postMessage(
-    { type: "done", runId: message.runId, result, fuelConsumed: fuel?.consumed() ?? 0, stdout: out, stderr: err, denials, deniedBeyondCap, durationUs } satisfies FromWorker,
+    {
+      type: "done",
+      runId: message.runId,
+      result,
+      fuelConsumed: fuel?.consumed() ?? 0,
+      stdout: out,
+      stderr: err,
+      denials,
+      deniedBeyondCap,
+      durationUs,
+    } satisfies FromWorker,
     transfer,
   );
 }

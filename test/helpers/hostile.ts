@@ -22,7 +22,13 @@ export function helloWasm(): Uint8Array<ArrayBuffer> {
     imports: [WASI.fd_write],
     memory: { min: 1 },
     data: [{ offset: 16, bytes: [...Buffer.from("ok\n")] }],
-    funcs: [{ params: [], results: [], body: [...store32(0, 16), ...store32(4, 3), ...i32(1), ...i32(0), ...i32(1), ...i32(8), ...call(0), ...DROP] }],
+    funcs: [
+      {
+        params: [],
+        results: [],
+        body: [...store32(0, 16), ...store32(4, 3), ...i32(1), ...i32(0), ...i32(1), ...i32(8), ...call(0), ...DROP],
+      },
+    ],
   });
 }
 
@@ -39,7 +45,9 @@ export async function healthStatus(daemon: TestDaemon, service = ""): Promise<st
   const health = new Health(`unix://${daemon.socketPath}`, credentials.createInsecure(), FRESH_CONNECTION);
   try {
     const reply = await new Promise<{ status: string }>((resolve, reject) =>
-      health.check({ service }, { deadline: Date.now() + 10_000 }, (e: ServiceError | null, v: { status: string }) => (e ? reject(e) : resolve(v))),
+      health.check({ service }, { deadline: Date.now() + 10_000 }, (e: ServiceError | null, v: { status: string }) =>
+        e ? reject(e) : resolve(v),
+      ),
     );
     return reply.status;
   } finally {

@@ -47,7 +47,10 @@ function answer(e: ServiceError | null): RawAnswer {
 
 /** Connects to a daemon's unix socket; `options` are grpc-js channel options. */
 export function rawSandboxClient(socketPath: string, options: Record<string, unknown> = {}): RawSandboxClient {
-  const Raw = makeGenericClientConstructor({ compile: method("Compile", false), execute: method("Execute", false), streamOutput: method("StreamOutput", true) }, "RawSandbox");
+  const Raw = makeGenericClientConstructor(
+    { compile: method("Compile", false), execute: method("Execute", false), streamOutput: method("StreamOutput", true) },
+    "RawSandbox",
+  );
   const client = new Raw(`unix://${socketPath}`, credentials.createInsecure(), { "grpc.max_send_message_length": -1, ...options });
   const stub = client as unknown as RawStub;
   return {

@@ -2,13 +2,23 @@
  * A grpc.reflection.v1 client: which services a socket says it serves, as
  * grpcurl's `list` would show them.
  */
-import { credentials, loadPackageDefinition, status, type GrpcObject, type ServiceClientConstructor, type ClientDuplexStream } from "@grpc/grpc-js";
+import {
+  credentials,
+  loadPackageDefinition,
+  status,
+  type GrpcObject,
+  type ServiceClientConstructor,
+  type ClientDuplexStream,
+} from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { createRequire } from "node:module";
 import path from "node:path";
 
 const require = createRequire(import.meta.url);
-const REFLECTION_PROTO = path.join(path.dirname(require.resolve("@grpc/reflection/package.json")), "build/proto/grpc/reflection/v1/reflection.proto");
+const REFLECTION_PROTO = path.join(
+  path.dirname(require.resolve("@grpc/reflection/package.json")),
+  "build/proto/grpc/reflection/v1/reflection.proto",
+);
 
 interface ReflectionResponse {
   listServicesResponse?: { service: { name: string }[] };
@@ -36,7 +46,9 @@ async function listServicesOnce(target: string): Promise<string[]> {
   const Reflection = pkg.grpc.reflection.v1["ServerReflection"] as ServiceClientConstructor;
   const client = new Reflection(target, credentials.createInsecure());
   try {
-    const call = (client["ServerReflectionInfo"] as (options: object) => ClientDuplexStream<object, ReflectionResponse>).call(client, { deadline: Date.now() + 10_000 });
+    const call = (client["ServerReflectionInfo"] as (options: object) => ClientDuplexStream<object, ReflectionResponse>).call(client, {
+      deadline: Date.now() + 10_000,
+    });
     return await new Promise<string[]>((resolve, reject) => {
       call.once("data", (response: ReflectionResponse) => {
         call.end();

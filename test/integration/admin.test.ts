@@ -26,7 +26,13 @@ function printing(text: string): Buffer {
       imports: [WASI.fd_write],
       memory: { min: 1 },
       data: [{ offset: 16, bytes }],
-      funcs: [{ params: [], results: [], body: [...store32(0, 16), ...store32(4, bytes.length), ...i32(1), ...i32(0), ...i32(1), ...i32(8), ...call(0), ...DROP] }],
+      funcs: [
+        {
+          params: [],
+          results: [],
+          body: [...store32(0, 16), ...store32(4, bytes.length), ...i32(1), ...i32(0), ...i32(1), ...i32(8), ...call(0), ...DROP],
+        },
+      ],
     }),
   );
 }
@@ -207,7 +213,12 @@ describe("AdminService on the admin socket", function () {
     expect(await daemon.stop()).to.equal(0);
     daemon = await startDaemon({ cacheDir, admin: [] });
     const after = (await daemon.admin!.getModule(id)).module!;
-    expect(after).to.deep.include({ pinned: true, hitCount: 3, origin: ModuleOrigin.MODULE_ORIGIN_UPLOAD, createdUnixMs: before.createdUnixMs });
+    expect(after).to.deep.include({
+      pinned: true,
+      hitCount: 3,
+      origin: ModuleOrigin.MODULE_ORIGIN_UPLOAD,
+      createdUnixMs: before.createdUnixMs,
+    });
     expect(after.lastUsedUnixMs).to.equal(before.lastUsedUnixMs);
   });
 
@@ -246,7 +257,11 @@ describe("AdminService on the admin socket", function () {
     await expectBlocked(daemon);
     const listed = await daemon.admin!.listModules();
     expect(listed.blockedModules).to.equal(2);
-    expect(listed.modules.find((m) => m.moduleId === compiled.moduleId)).to.deep.include({ blocked: true, cached: false, blockReason: "exfiltrates the context" });
+    expect(listed.modules.find((m) => m.moduleId === compiled.moduleId)).to.deep.include({
+      blocked: true,
+      cached: false,
+      blockReason: "exfiltrates the context",
+    });
 
     expect((await daemon.admin!.unblockModule(compiled.moduleId)).blocked).to.equal(false);
     const again = await daemon.compile({ input: { $case: "source", value: source } });
@@ -297,7 +312,9 @@ describe("AdminService on the admin socket", function () {
       "Raw",
     );
     const raw = new Raw(`unix://${daemon.adminSocketPath}`, credentials.createInsecure());
-    const garbage = await new Promise<ServiceError>((resolve) => raw["getModule"]!(Buffer.from([0x0a, 0xff, 0xff]), (e: ServiceError) => resolve(e)));
+    const garbage = await new Promise<ServiceError>((resolve) =>
+      raw["getModule"]!(Buffer.from([0x0a, 0xff, 0xff]), (e: ServiceError) => resolve(e)),
+    );
     raw.close();
     expect(garbage.code).to.equal(status.INVALID_ARGUMENT);
     expect(errorInfoOf(garbage.metadata as Metadata)?.reason).to.equal("INVALID_REQUEST");
@@ -331,7 +348,12 @@ describe("AdminService on the admin socket", function () {
     daemon = undefined;
 
     // A group other than the one the socket would get anyway, so the chown is seen.
-    const group = process.getuid!() === 0 ? "nogroup" : process.getgroups!().find((g) => g !== process.getgid!())?.toString();
+    const group =
+      process.getuid!() === 0
+        ? "nogroup"
+        : process.getgroups!()
+            .find((g) => g !== process.getgid!())
+            ?.toString();
     if (group === undefined) this.skip();
     daemon = await startDaemon({ cacheDir, admin: ["--admin-socket-group", group] });
     const shared = await stat(daemon.adminSocketPath!);
@@ -375,7 +397,12 @@ describe("the main socket does not serve AdminService", function () {
     const { connectAdmin } = await import("../../src/grpc/admin-client.js");
     const wrong = connectAdmin(`unix://${daemon!.socketPath}`);
     try {
-      for (const attempt of [() => wrong.listModules(), () => wrong.clearCache(), () => wrong.blockModule(id), () => wrong.evictModule(id)]) {
+      for (const attempt of [
+        () => wrong.listModules(),
+        () => wrong.clearCache(),
+        () => wrong.blockModule(id),
+        () => wrong.evictModule(id),
+      ]) {
         expect((await rejection(attempt())).code).to.equal(status.UNIMPLEMENTED);
       }
     } finally {
@@ -426,7 +453,14 @@ describe("sandboxctl admin", function () {
     const json = await ctl("modules", "--json");
     const parsed = JSON.parse(json.stdout) as { modules: Record<string, unknown>[]; cachedModules: number };
     expect(parsed.cachedModules).to.equal(1);
-    expect(parsed.modules[0]).to.deep.include({ moduleId: id, cached: true, origin: "MODULE_ORIGIN_UPLOAD", pinned: false, blocked: false, hitCount: 0 });
+    expect(parsed.modules[0]).to.deep.include({
+      moduleId: id,
+      cached: true,
+      origin: "MODULE_ORIGIN_UPLOAD",
+      pinned: false,
+      blocked: false,
+      hitCount: 0,
+    });
   });
 
   it("module, pin, unpin, block, unblock, evict and clear do what they say", async function () {
@@ -452,7 +486,9 @@ describe("sandboxctl admin", function () {
     const usage = await ctl("pin");
     expect(usage.code).to.equal(2);
     expect(usage.stderr).to.contain("admin pin needs a module id");
-    const nowhere = await run(process.execPath, [SANDBOXCTL, "admin", "--socket", path.join(daemon.dir, "absent.sock"), "modules"]).catch((e: { code: number; stderr: string }) => e);
+    const nowhere = await run(process.execPath, [SANDBOXCTL, "admin", "--socket", path.join(daemon.dir, "absent.sock"), "modules"]).catch(
+      (e: { code: number; stderr: string }) => e,
+    );
     expect(nowhere).to.deep.include({ code: 1 });
     expect((nowhere as { stderr: string }).stderr).to.match(/^sandboxctl: cannot reach /);
   });

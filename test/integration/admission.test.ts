@@ -27,9 +27,15 @@ describe("admission control", function () {
   });
 
   it("--max-queued-executions refuses the next call at once with EXECUTION_QUEUE_FULL", async function () {
-    daemon = await startDaemon({ args: ["--allow-unsigned", "--workers", "1", "--max-queued-executions", "2", "--default-timeout-ms", "3000"] });
+    daemon = await startDaemon({
+      args: ["--allow-unsigned", "--workers", "1", "--max-queued-executions", "2", "--default-timeout-ms", "3000"],
+    });
     const loopId = await register(daemon, loopWasm());
-    const running = [daemon.execute({ target: moduleTarget(loopId) }), daemon.execute({ target: moduleTarget(loopId) }), daemon.execute({ target: moduleTarget(loopId) })];
+    const running = [
+      daemon.execute({ target: moduleTarget(loopId) }),
+      daemon.execute({ target: moduleTarget(loopId) }),
+      daemon.execute({ target: moduleTarget(loopId) }),
+    ];
     await sleep(300);
     const refused = await rejection(daemon.execute({ target: moduleTarget(loopId) }));
     expect(refused.code).to.equal(status.RESOURCE_EXHAUSTED);
@@ -54,7 +60,10 @@ describe("admission control", function () {
     const { connect } = await import("../../src/grpc/client.js");
     const client = connect(`unix://${daemon.socketPath}`);
     try {
-      const late = await client.execute({ target: moduleTarget(helloId) }, { deadline: Date.now() + 300 }).then(() => status.OK, (e: { code: number }) => e.code);
+      const late = await client.execute({ target: moduleTarget(helloId) }, { deadline: Date.now() + 300 }).then(
+        () => status.OK,
+        (e: { code: number }) => e.code,
+      );
       expect(late).to.equal(status.DEADLINE_EXCEEDED);
     } finally {
       client.close();
@@ -63,7 +72,9 @@ describe("admission control", function () {
   });
 
   it("regression: queued stdin is bounded in bytes, not only in count (30 queued 16 MiB stdins took the daemon from 90 to 1089 MB)", async function () {
-    daemon = await startDaemon({ args: ["--allow-unsigned", "--workers", "1", "--max-buffered-bytes", String(64 * MIB), "--default-timeout-ms", "1500"] });
+    daemon = await startDaemon({
+      args: ["--allow-unsigned", "--workers", "1", "--max-buffered-bytes", String(64 * MIB), "--default-timeout-ms", "1500"],
+    });
     const pid = daemon.process.pid!;
     const loopId = await register(daemon, loopWasm());
     const helloId = await register(daemon, helloWasm());
@@ -87,7 +98,11 @@ describe("admission control", function () {
     const helloId = await register(daemon, helloWasm());
     const flood = `use std::io::Write; fn main() { let b = [b'y'; 65536]; let mut o = std::io::stdout(); loop { o.write_all(&b).unwrap(); } }`;
     const floodId = (await daemon.compile({ input: { $case: "source", value: flood } })).moduleId;
-    const unread = openUnreadCall(daemon.socketPath, "/sandbox.v1.SandboxService/StreamOutput", ExecuteRequest.encode(ExecuteRequest.fromPartial({ target: moduleTarget(floodId) })).finish());
+    const unread = openUnreadCall(
+      daemon.socketPath,
+      "/sandbox.v1.SandboxService/StreamOutput",
+      ExecuteRequest.encode(ExecuteRequest.fromPartial({ target: moduleTarget(floodId) })).finish(),
+    );
     try {
       await sleep(200);
       // The one worker is held by the waiting guest until its 1.5 s run out; then this call runs.

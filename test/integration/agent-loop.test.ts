@@ -63,7 +63,10 @@ describe("agent loop: fixes and explanations (real daemon, real rustc)", functio
     const source = unique(FIXABLE);
     const r = await daemon.compile(src(source));
     expect(r.ok).to.equal(false);
-    const borrow = r.diagnostics.find((d) => d.code === "E0308")!.children.flatMap((c) => c.spans).find((s) => s.suggestedReplacement === "&greeting");
+    const borrow = r.diagnostics
+      .find((d) => d.code === "E0308")!
+      .children.flatMap((c) => c.spans)
+      .find((s) => s.suggestedReplacement === "&greeting");
     expect(borrow?.applicability).to.equal(Applicability.APPLICABILITY_MACHINE_APPLICABLE);
     const removal = r.diagnostics.find((d) => d.code === "unused_imports")!.children.flatMap((c) => c.spans)[0];
     expect(removal).to.include({ suggestedReplacement: "", applicability: Applicability.APPLICABILITY_MACHINE_APPLICABLE });
@@ -75,16 +78,19 @@ describe("agent loop: fixes and explanations (real daemon, real rustc)", functio
   });
 
   it("fixed_source is empty when no suggestion is machine-applicable; spans without one say UNSPECIFIED", async function () {
-    const r = await daemon.compile(src(unique("fn main() {\n    let total = 1;\n    println!(\"{}\", totl);\n}\n")));
+    const r = await daemon.compile(src(unique('fn main() {\n    let total = 1;\n    println!("{}", totl);\n}\n')));
     expect(r.ok).to.equal(false);
     expect(r.fixedSource).to.equal("");
     const d = r.diagnostics.find((x) => x.code === "E0425")!;
     expect(d.spans.every((s) => s.applicability === Applicability.APPLICABILITY_UNSPECIFIED)).to.equal(true);
-    expect(d.children[0]?.spans[0]).to.include({ suggestedReplacement: "total", applicability: Applicability.APPLICABILITY_MAYBE_INCORRECT });
+    expect(d.children[0]?.spans[0]).to.include({
+      suggestedReplacement: "total",
+      applicability: Applicability.APPLICABILITY_MAYBE_INCORRECT,
+    });
   });
 
   it("a warning-only compile also returns its fixed source, on a cache hit too", async function () {
-    const source = unique("fn main() {\n    let mut x = 1;\n    println!(\"{}\", x);\n}\n");
+    const source = unique('fn main() {\n    let mut x = 1;\n    println!("{}", x);\n}\n');
     const first = await daemon.compile(src(source));
     expect(first.ok).to.equal(true);
     expect(first.fixedSource).to.equal(source.replace("let mut x", "let x"));
@@ -114,7 +120,9 @@ describe("agent loop: fixes and explanations (real daemon, real rustc)", functio
     expect(error.explanation).to.contain("Expected type did not match the received type.");
     expect(error.children.every((c) => c.explanation === "")).to.equal(true);
     const lint = r.diagnostics.find((d) => d.severity === Severity.SEVERITY_WARNING)!;
-    expect(lint.code).to.equal("unused_imports").and.not.match(/^E\d{4}$/);
+    expect(lint.code)
+      .to.equal("unused_imports")
+      .and.not.match(/^E\d{4}$/);
     expect(lint.explanation).to.equal("");
   });
 });
@@ -141,7 +149,12 @@ describe("agent loop: a failed compile is cached like a module (real daemon, rea
       expect(second.seen, "processes spawned by the retry").to.deep.equal([]);
       expect(second.result.diagnostics).to.deep.equal(first.result.diagnostics);
       expect(second.result.fixedSource).to.equal(first.result.fixedSource);
-      expect(daemon.logs().split("\n").filter((l) => l.includes('"message":"compile failed"'))).to.have.length(1);
+      expect(
+        daemon
+          .logs()
+          .split("\n")
+          .filter((l) => l.includes('"message":"compile failed"')),
+      ).to.have.length(1);
       // Execute with the same source answers from the cache too
       const executed = await watchChildren(pid, () => daemon.stream({ target: sourceTarget(source) }));
       expect(executed.seen).to.deep.equal([]);
@@ -180,7 +193,10 @@ describe("agent loop: a failed compile is cached like a module (real daemon, rea
         expect(d3.logs()).to.contain("corrupt");
         // the id of a failed source names no module
         const id = entry!.replace(/\.mod$/, "");
-        expect(await rejection(d3.execute({ target: moduleTarget(id) }))).to.include({ code: status.NOT_FOUND, reason: "MODULE_NOT_FOUND" });
+        expect(await rejection(d3.execute({ target: moduleTarget(id) }))).to.include({
+          code: status.NOT_FOUND,
+          reason: "MODULE_NOT_FOUND",
+        });
       } finally {
         await d3.stop();
       }
@@ -264,7 +280,9 @@ describe("agent loop: progress, exit codes and durations (real daemon, real rust
     // One write of 8 MiB: one event carrying it would exceed a default client's 4 MiB receive limit.
     const source = unique("use std::io::Write;\nfn main() { std::io::stdout().write_all(&vec![b'y'; 8 * 1024 * 1024]).unwrap(); }\n");
     const tooLarge = policy({ maxOutputBytes: MAX_UNARY_OUTPUT_BYTES + 1 });
-    const { result: refused, seen } = await watchChildren(daemon.process.pid!, () => rejection(daemon.execute({ target: sourceTarget(source), policy: tooLarge })));
+    const { result: refused, seen } = await watchChildren(daemon.process.pid!, () =>
+      rejection(daemon.execute({ target: sourceTarget(source), policy: tooLarge })),
+    );
     expect(refused).to.include({ code: status.INVALID_ARGUMENT, reason: "UNARY_OUTPUT_TOO_LARGE" });
     expect(refused.details).to.contain("StreamOutput").and.contain(String(MAX_UNARY_OUTPUT_BYTES));
     expect(seen, "refused before rustc ran").to.deep.equal([]);
@@ -292,7 +310,9 @@ describe("agent loop: progress, exit codes and durations (real daemon, real rust
       `use std::io::Write;\nfn main() { let v = vec![b'z'; ${MAX_UNARY_OUTPUT_BYTES}]; std::io::stdout().write_all(&v).unwrap(); std::io::stderr().write_all(&v).unwrap(); std::io::stdout().write_all(b"beyond").unwrap(); }\n`,
     );
     // a client that raised its receive limit, as the README tells clients of big outputs to
-    const client = new SandboxServiceClient(`unix://${daemon.socketPath}`, credentials.createInsecure(), { "grpc.max_receive_message_length": -1 });
+    const client = new SandboxServiceClient(`unix://${daemon.socketPath}`, credentials.createInsecure(), {
+      "grpc.max_receive_message_length": -1,
+    });
     try {
       const r = await new Promise<ExecuteResponse>((resolve, reject) =>
         client.execute(

@@ -24,9 +24,10 @@ describe("cancellation and deadlines free the worker", function () {
   it("a client deadline ends the call with DEADLINE_EXCEEDED and terminates the guest", async function () {
     const client = connect(`unix://${daemon.socketPath}`);
     try {
-      const error = await client
-        .execute({ target: moduleTarget(loopId) }, { deadline: Date.now() + 500 })
-        .then(() => undefined, (e: ServiceError) => e);
+      const error = await client.execute({ target: moduleTarget(loopId) }, { deadline: Date.now() + 500 }).then(
+        () => undefined,
+        (e: ServiceError) => e,
+      );
       expect(error?.code).to.equal(status.DEADLINE_EXCEEDED);
       const started = performance.now();
       const next = await daemon.execute({ target: moduleTarget(exitId) });
@@ -39,7 +40,13 @@ describe("cancellation and deadlines free the worker", function () {
   });
 
   it("a cancelled stream terminates the guest too", async function () {
-    const call = daemon.client.streamOutput({ target: moduleTarget(loopId), stdin: Buffer.alloc(0), args: [], env: new Map(), policy: undefined });
+    const call = daemon.client.streamOutput({
+      target: moduleTarget(loopId),
+      stdin: Buffer.alloc(0),
+      args: [],
+      env: new Map(),
+      policy: undefined,
+    });
     const cancelled = new Promise<ServiceError>((resolve) => call.on("error", resolve));
     call.on("data", () => undefined);
     await new Promise((r) => setTimeout(r, 300));

@@ -11,7 +11,9 @@ import { moduleTarget, rejection, startDaemon, type TestDaemon } from "../helper
 import { childPids } from "../helpers/processes.js";
 
 const src = (value: string): { input: { $case: "source"; value: string } } => ({ input: { $case: "source", value } });
-const wasmInput = (value: Uint8Array): { input: { $case: "wasm"; value: Buffer } } => ({ input: { $case: "wasm", value: Buffer.from(value) } });
+const wasmInput = (value: Uint8Array): { input: { $case: "wasm"; value: Buffer } } => ({
+  input: { $case: "wasm", value: Buffer.from(value) },
+});
 
 /** A source nobody compiled before, so the test sees a cold compile. */
 const fresh = (body = 'println!("hi");'): string => `// ${randomBytes(8).toString("hex")}\nfn main() { ${body} }\n`;
@@ -39,14 +41,23 @@ describe("Compile: diagnostics an agent can act on (real daemon, real rustc)", f
     const d = r.diagnostics.find((x) => x.code === "E0308")!;
     expect(d.severity).to.equal(Severity.SEVERITY_ERROR);
     expect(d.message).to.equal("mismatched types");
-    expect(d.spans).to.deep.include({ lineStart: 2, columnStart: 18, lineEnd: 2, columnEnd: 25, primary: true, label: "expected `i32`, found `&str`", suggestedReplacement: "", applicability: Applicability.APPLICABILITY_UNSPECIFIED });
+    expect(d.spans).to.deep.include({
+      lineStart: 2,
+      columnStart: 18,
+      lineEnd: 2,
+      columnEnd: 25,
+      primary: true,
+      label: "expected `i32`, found `&str`",
+      suggestedReplacement: "",
+      applicability: Applicability.APPLICABILITY_UNSPECIFIED,
+    });
     expect(d.rendered).to.contain("--> main.rs:2:18");
     // rustc's closing tallies are not diagnostics
     expect(r.diagnostics.map((x) => x.message).join("\n")).to.not.contain("aborting due to");
   });
 
   it("E0425 unresolved name: the help child carries the suggested replacement", async function () {
-    const r = await daemon.compile(src("fn main() {\n    let total = 1;\n    println!(\"{}\", totl);\n}\n"));
+    const r = await daemon.compile(src('fn main() {\n    let total = 1;\n    println!("{}", totl);\n}\n'));
     expect(primary(r, "E0425")).to.include({ lineStart: 3, columnStart: 20, columnEnd: 24 });
     const d = r.diagnostics.find((x) => x.code === "E0425")!;
     const help = d.children.find((c) => c.severity === Severity.SEVERITY_HELP);
@@ -54,7 +65,9 @@ describe("Compile: diagnostics an agent can act on (real daemon, real rustc)", f
   });
 
   it("E0502 borrow error: all three labelled spans", async function () {
-    const r = await daemon.compile(src("fn main() {\n    let mut v = vec![1, 2, 3];\n    let first = &v[0];\n    v.push(4);\n    println!(\"{}\", first);\n}\n"));
+    const r = await daemon.compile(
+      src('fn main() {\n    let mut v = vec![1, 2, 3];\n    let first = &v[0];\n    v.push(4);\n    println!("{}", first);\n}\n'),
+    );
     const d = r.diagnostics.find((x) => x.code === "E0502")!;
     expect(d.spans.map((s) => [s.lineStart, s.label])).to.deep.equal([
       [4, "mutable borrow occurs here"],
@@ -64,7 +77,7 @@ describe("Compile: diagnostics an agent can act on (real daemon, real rustc)", f
   });
 
   it("missing semicolon: the suggestion says to insert `;` at the end of line 2", async function () {
-    const r = await daemon.compile(src("fn main() {\n    let a = 1\n    let b = 2;\n    println!(\"{}\", a + b);\n}\n"));
+    const r = await daemon.compile(src('fn main() {\n    let a = 1\n    let b = 2;\n    println!("{}", a + b);\n}\n'));
     expect(r.ok).to.equal(false);
     const d = r.diagnostics[0]!;
     expect(d.message).to.contain("expected `;`");
@@ -140,7 +153,9 @@ describe("Compile: hostile source cannot read the host", function () {
     ["env!", `env!("${SECRET_ENV}")`],
   ] as const) {
     it(`${name} of a daemon secret is a compile error that does not contain it`, async function () {
-      const r = await daemon.compile(src(`fn main() { println!("{:?}", ${body.replace("SECRET_FILE", path.join(secretDir, "secret.txt"))}); }`));
+      const r = await daemon.compile(
+        src(`fn main() { println!("{:?}", ${body.replace("SECRET_FILE", path.join(secretDir, "secret.txt"))}); }`),
+      );
       expect(r.ok).to.equal(false);
       expect(r.diagnostics.some((d) => d.severity === Severity.SEVERITY_ERROR)).to.equal(true);
       expect(JSON.stringify(r)).to.not.contain(secret);
@@ -225,7 +240,10 @@ describe("Compile: module cache", function () {
       const ids = new Set(results.map((r) => r.moduleId));
       expect(ids.size).to.equal(1);
       expect(results.every((r) => r.ok)).to.equal(true);
-      const compiledLines = daemon.logs().split("\n").filter((l) => l.includes('"message":"compiled"') && l.includes([...ids][0]!));
+      const compiledLines = daemon
+        .logs()
+        .split("\n")
+        .filter((l) => l.includes('"message":"compiled"') && l.includes([...ids][0]!));
       expect(compiledLines).to.have.length(1);
     } finally {
       await daemon.stop();
@@ -291,7 +309,17 @@ describe("Compile: precompiled wasm uploads", function () {
 
   async function rustc(source: string, extra: string[] = []): Promise<Buffer> {
     await writeFile(path.join(work, "m.rs"), source);
-    await execa("/usr/bin/rustc", ["--edition", "2021", "-O", "--target", "wasm32-wasi", ...extra, "-o", path.join(work, "m.wasm"), path.join(work, "m.rs")]);
+    await execa("/usr/bin/rustc", [
+      "--edition",
+      "2021",
+      "-O",
+      "--target",
+      "wasm32-wasi",
+      ...extra,
+      "-o",
+      path.join(work, "m.wasm"),
+      path.join(work, "m.rs"),
+    ]);
     return readFile(path.join(work, "m.wasm"));
   }
 
@@ -306,7 +334,7 @@ describe("Compile: precompiled wasm uploads", function () {
   it("garbage, a module without _start, and an empty upload are INVALID_ARGUMENT saying what is wrong", async function () {
     const garbage = await rejection(daemon.compile(wasmInput(Buffer.from("definitely not wasm"))));
     expect(garbage).to.include({ code: status.INVALID_ARGUMENT, reason: "INVALID_WASM" });
-    const lib = await rustc("#[no_mangle] pub extern \"C\" fn f() -> i32 { 1 }", ["--crate-type", "cdylib"]);
+    const lib = await rustc('#[no_mangle] pub extern "C" fn f() -> i32 { 1 }', ["--crate-type", "cdylib"]);
     const noStart = await rejection(daemon.compile(wasmInput(lib)));
     expect(noStart).to.include({ code: status.INVALID_ARGUMENT, reason: "INVALID_WASM" });
     expect(noStart.details).to.contain("_start");
@@ -325,7 +353,12 @@ describe("Compile queue", function () {
   it("beyond concurrency + queue limit, Compile is RESOURCE_EXHAUSTED/COMPILE_QUEUE_FULL; admitted ones still succeed", async function () {
     const daemon = await startDaemon({ args: ["--allow-unsigned", "--compile-concurrency", "1", "--compile-max-queued", "1"] });
     try {
-      const calls = [0, 1, 2, 3].map((i) => daemon.compile(src(fresh(`println!("{}", ${i});`))).then((r) => r, (e: unknown) => e));
+      const calls = [0, 1, 2, 3].map((i) =>
+        daemon.compile(src(fresh(`println!("{}", ${i});`))).then(
+          (r) => r,
+          (e: unknown) => e,
+        ),
+      );
       const outcomes = await Promise.all(calls);
       const ok = outcomes.filter((o) => (o as CompileResponse).ok === true);
       const refused = await Promise.all(outcomes.filter((o) => o instanceof Error).map((e) => rejection(Promise.reject(e))));
@@ -386,7 +419,12 @@ describe("Compile budgets", function () {
       const children = (): Promise<string> => childPids(daemon.process.pid!);
       const call = rejection(
         new Promise((resolve, reject) =>
-          daemon.client.compile({ input: { $case: "source", value: bomb }, repair: false }, new Metadata(), { deadline: Date.now() + 2_000 }, (e, v) => (e ? reject(e) : resolve(v))),
+          daemon.client.compile(
+            { input: { $case: "source", value: bomb }, repair: false },
+            new Metadata(),
+            { deadline: Date.now() + 2_000 },
+            (e, v) => (e ? reject(e) : resolve(v)),
+          ),
         ),
       );
       await new Promise((r) => setTimeout(r, 1_000));

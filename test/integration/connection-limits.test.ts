@@ -96,9 +96,14 @@ describe("client connections (real daemon)", function () {
     // on a loaded machine, where opening twenty connections can take longer than it.
     const allEnded = Promise.all(silent.map((c) => c.ended)).then(() => true);
     const waitMs = IDLE_TIMEOUT_MS + CONNECTION_CLOSE_GRACE_MS + SLACK_MS;
-    expect(await Promise.race([allEnded, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), waitMs))]), "a silent connection was never closed").to.equal(true);
+    expect(
+      await Promise.race([allEnded, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), waitMs))]),
+      "a silent connection was never closed",
+    ).to.equal(true);
     const freed = await eventually(async () => (await socketCount(pid)) <= baseline, waitMs);
-    expect(freed, `the daemon still holds ${(await socketCount(pid)) - baseline} of ${SILENT_CONNECTIONS} silent connections`).to.equal(true);
+    expect(freed, `the daemon still holds ${(await socketCount(pid)) - baseline} of ${SILENT_CONNECTIONS} silent connections`).to.equal(
+      true,
+    );
     // And the daemon serves on.
     expect((await daemon.compile(HELLO)).ok).to.equal(true);
   });
@@ -108,12 +113,18 @@ describe("client connections (real daemon)", function () {
     const pid = daemon.process.pid!;
     const baseline = await settledSocketCount(daemon);
     for (let i = 0; i < MAX_CONNECTIONS; i++) sockets.push((await silentConnection(daemon.socketPath)).socket);
-    expect(await eventually(async () => (await socketCount(pid)) >= baseline + MAX_CONNECTIONS, SLACK_MS), "the daemon accepted them").to.equal(true);
+    expect(
+      await eventually(async () => (await socketCount(pid)) >= baseline + MAX_CONNECTIONS, SLACK_MS),
+      "the daemon accepted them",
+    ).to.equal(true);
 
     // One more raw connection: the daemon closes it at once.
     const extra = await silentConnection(daemon.socketPath);
     sockets.push(extra.socket);
-    const closedAtOnce = await Promise.race([extra.ended.then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), SLACK_MS))]);
+    const closedAtOnce = await Promise.race([
+      extra.ended.then(() => true),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), SLACK_MS)),
+    ]);
     expect(closedAtOnce, "the connection over the cap was not closed").to.equal(true);
     expect(await socketCount(pid)).to.be.at.most(baseline + MAX_CONNECTIONS);
 
@@ -136,7 +147,9 @@ describe("client connections (real daemon)", function () {
 
   it("a client with a call in flight longer than the idle timeout is not cut off", async function () {
     daemon = await startDaemon({ args: ["--allow-unsigned", "--connection-idle-timeout-ms", String(IDLE_TIMEOUT_MS)] });
-    const compiled = await daemon.compile({ input: { $case: "source", value: "fn main() { std::thread::sleep(std::time::Duration::from_millis(1500)); println!(\"done\"); }" } });
+    const compiled = await daemon.compile({
+      input: { $case: "source", value: 'fn main() { std::thread::sleep(std::time::Duration::from_millis(1500)); println!("done"); }' },
+    });
     expect(compiled.ok).to.equal(true);
     const response = await daemon.execute({ target: { $case: "moduleId", value: compiled.moduleId } });
     expect(response.stdout.toString()).to.equal("done\n");

@@ -34,7 +34,9 @@ describe("a guest moving a shared directory into its own mount, against a real d
     const keys = path.join(root, "keys");
     await mkdir(keys);
     await writePublicKeys(keys, [authority]);
-    daemon = await startDaemon({ args: ["--allow-unsigned", "--workers", "2", "--trusted-keys", keys, "--allow-mount-root", root, "--default-timeout-ms", "60000"] });
+    daemon = await startDaemon({
+      args: ["--allow-unsigned", "--workers", "2", "--trusted-keys", keys, "--allow-mount-root", root, "--default-timeout-ms", "60000"],
+    });
     pid = daemon.process.pid!;
     helloId = await register(daemon, helloWasm());
     const scripts = [
@@ -72,11 +74,16 @@ describe("a guest moving a shared directory into its own mount, against a real d
     const watch = watchMovedDir(path.join(shared, "d"), privateDir);
     const [a, b] = await Promise.all([
       daemon.execute({
-        target: moduleTarget(moverId), args: ["/w/d", "/o/d", String(RACE_MS)],
-        policy: policy([{ hostPath: shared, guestPath: "/w", writable: true }, { hostPath: privateDir, guestPath: "/o", writable: true }]),
+        target: moduleTarget(moverId),
+        args: ["/w/d", "/o/d", String(RACE_MS)],
+        policy: policy([
+          { hostPath: shared, guestPath: "/w", writable: true },
+          { hostPath: privateDir, guestPath: "/o", writable: true },
+        ]),
       }),
       daemon.execute({
-        target: moduleTarget(creatorId), args: ["/w/d", String(RACE_MS)],
+        target: moduleTarget(creatorId),
+        args: ["/w/d", String(RACE_MS)],
         policy: policy([{ hostPath: shared, guestPath: "/w", writable: true }]),
       }),
     ]);
@@ -104,7 +111,10 @@ describe("a guest moving a shared directory into its own mount, against a real d
     const killed = await daemon.execute({ target: moduleTarget(retimerId), args: ["/w/f"], policy: policy(mounts, 500) });
     expect(killed.outcome, killed.message).to.equal(Outcome.OUTCOME_TIMEOUT);
     const started = performance.now();
-    const next = json(await daemon.execute({ target: moduleTarget(moverId), args: ["/w/a", "/w/b", "1"], policy: policy(mounts) })) as { round_trips: number; failures: number };
+    const next = json(await daemon.execute({ target: moduleTarget(moverId), args: ["/w/a", "/w/b", "1"], policy: policy(mounts) })) as {
+      round_trips: number;
+      failures: number;
+    };
     expect(next.failures, "the rename waited out the lock and failed with EBUSY").to.equal(0);
     expect(next.round_trips).to.be.at.least(1);
     expect(performance.now() - started).to.be.below(NAMESPACE_LOCK_WAIT_MS);

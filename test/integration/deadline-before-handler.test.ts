@@ -53,7 +53,17 @@ describe("calls whose deadline passed before the handler ran", function () {
 
   it("regression: a guest whose call expired before its handler ran does not run on to its own timeout", async function () {
     const policy = (): ReturnType<typeof wire> =>
-      wire(signed({ policyId: "expired", expiresAtUnix: Math.floor(Date.now() / 1000) + 600, timeoutMs: GUEST_TIMEOUT_MS, mounts: [{ hostPath: data, guestPath: "/data", writable: false }] }, key));
+      wire(
+        signed(
+          {
+            policyId: "expired",
+            expiresAtUnix: Math.floor(Date.now() / 1000) + 600,
+            timeoutMs: GUEST_TIMEOUT_MS,
+            mounts: [{ hostPath: data, guestPath: "/data", writable: false }],
+          },
+          key,
+        ),
+      );
     const pid = daemon.process.pid!;
     const fdsBefore = (await readdir(`/proc/${pid}/fd`)).length;
     const client = connect(`unix://${daemon.socketPath}`);

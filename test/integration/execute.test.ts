@@ -78,7 +78,7 @@ describe("Execute (real daemon, real rustc, our WASI host)", function () {
   });
 
   it("returns OUTCOME_COMPILE_ERROR with diagnostics for a `source` target that does not compile", async function () {
-    const response = await daemon.execute({ target: sourceTarget("fn main() { let x: u8 = \"no\"; }\n") });
+    const response = await daemon.execute({ target: sourceTarget('fn main() { let x: u8 = "no"; }\n') });
     expect(response.outcome).to.equal(Outcome.OUTCOME_COMPILE_ERROR);
     expect(response.diagnostics.map((d) => d.code)).to.include("E0308");
   });

@@ -28,9 +28,15 @@ describe("fatal errors (real daemon process)", function () {
       try {
         const exited = new Promise<number | null>((resolve) => daemon.process.once("exit", (code) => resolve(code)));
         daemon.process.kill("SIGURG");
-        const code = await Promise.race([exited, new Promise<"still running">((resolve) => setTimeout(() => resolve("still running"), EXIT_WAIT_MS))]);
+        const code = await Promise.race([
+          exited,
+          new Promise<"still running">((resolve) => setTimeout(() => resolve("still running"), EXIT_WAIT_MS)),
+        ]);
         expect(code, daemon.logs()).to.equal(FATAL_EXIT_CODE);
-        const line = daemon.logs().split("\n").find((l) => l.includes(`"${kind}; exiting`));
+        const line = daemon
+          .logs()
+          .split("\n")
+          .find((l) => l.includes(`"${kind}; exiting`));
         expect(line, `no fatal log line in:\n${daemon.logs()}`).to.be.a("string");
         const entry = JSON.parse(line!) as { level: string; error: string; stack?: string };
         expect(entry.level).to.equal("error");

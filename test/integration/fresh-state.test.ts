@@ -35,13 +35,23 @@ function probe(grow: boolean): Uint8Array {
   const report = 0x100;
   const copy = (to: number, from: number): number[] => [...i32(to), ...i32(from), ...I32_LOAD, ...I32_STORE];
   const body = [
-    ...i32(report), ...MEMORY_SIZE, ...I32_STORE,
+    ...i32(report),
+    ...MEMORY_SIZE,
+    ...I32_STORE,
     ...copy(report + 4, MARK_AT),
     ...copy(report + 8, LAST_WORD_AT),
     ...copy(report + 12, DATA_AT),
-    ...store32(0x10, report), ...store32(0x14, 16),
-    ...i32(1), ...i32(0x10), ...i32(1), ...i32(0x20), ...call(0), ...DROP,
-    ...store32(MARK_AT, MARK), ...store32(LAST_WORD_AT, MARK), ...store32(DATA_AT, MARK),
+    ...store32(0x10, report),
+    ...store32(0x14, 16),
+    ...i32(1),
+    ...i32(0x10),
+    ...i32(1),
+    ...i32(0x20),
+    ...call(0),
+    ...DROP,
+    ...store32(MARK_AT, MARK),
+    ...store32(LAST_WORD_AT, MARK),
+    ...store32(DATA_AT, MARK),
     ...(grow ? [...i32(1), ...MEMORY_GROW, ...DROP, ...store32(PAGES * PAGE + 8, MARK)] : []),
   ];
   return buildModule({

@@ -90,7 +90,12 @@ describe("fuel and signed receipts (real daemon)", function () {
 
   function policy(extra: Partial<Policy> = {}): ReturnType<typeof wire> {
     const now = Math.floor(Date.now() / 1000);
-    return wire(signed({ policyId: "fuel-test", notBeforeUnix: now - HOUR_SECONDS, expiresAtUnix: now + HOUR_SECONDS, timeoutMs: 10_000, ...extra }, authority));
+    return wire(
+      signed(
+        { policyId: "fuel-test", notBeforeUnix: now - HOUR_SECONDS, expiresAtUnix: now + HOUR_SECONDS, timeoutMs: 10_000, ...extra },
+        authority,
+      ),
+    );
   }
 
   it("a hand-written counted loop consumes exactly its computed fuel", async () => {
@@ -107,7 +112,9 @@ describe("fuel and signed receipts (real daemon)", function () {
     expect(r.exitCode).to.equal(undefined);
     expect(r.message).to.match(/fuel limit of 5000000/);
     // Checked at every loop header, each iteration costing 1 (the br): it stops within one iteration of the limit.
-    expect(r.fuelConsumed).to.be.at.least(limit).and.below(limit + 2);
+    expect(r.fuelConsumed)
+      .to.be.at.least(limit)
+      .and.below(limit + 2);
     expect(r.durationUs).to.be.below(10_000_000);
   });
 
@@ -124,7 +131,13 @@ describe("fuel and signed receipts (real daemon)", function () {
   });
 
   it("the same Rust run three times gives identical fuel", async () => {
-    const request = { target: moduleTarget(echoId), stdin: Buffer.from('{"a":[1,2,3]}'), args: ["x", "y"], env: new Map([["GREETING", "hi"]]), policy: policy({ fuelLimit: 100_000_000 }) };
+    const request = {
+      target: moduleTarget(echoId),
+      stdin: Buffer.from('{"a":[1,2,3]}'),
+      args: ["x", "y"],
+      env: new Map([["GREETING", "hi"]]),
+      policy: policy({ fuelLimit: 100_000_000 }),
+    };
     const runs = [await daemon.execute(request), await daemon.execute(request), await daemon.execute(request)];
     for (const r of runs) expect(r.outcome, r.message).to.equal(Outcome.OUTCOME_EXITED);
     expect(runs[0]!.stdout.toString()).to.equal('{"input":{"a":[1,2,3]},"args":["x","y"],"greeting":"hi"}\n');
@@ -149,7 +162,13 @@ describe("fuel and signed receipts (real daemon)", function () {
     it("Execute's receipt verifies and binds its stdin, args and env, stdout, policy bytes and fuel", async () => {
       const signedPolicy = policy({ fuelLimit: 100_000_000 });
       const stdin = Buffer.from('{"order":42}');
-      const r = await daemon.execute({ target: moduleTarget(echoId), stdin, args: ["a"], env: new Map([["GREETING", "hey"]]), policy: signedPolicy });
+      const r = await daemon.execute({
+        target: moduleTarget(echoId),
+        stdin,
+        args: ["a"],
+        env: new Map([["GREETING", "hey"]]),
+        policy: signedPolicy,
+      });
       expect(r.receipt, "a receipt").to.not.equal(undefined);
       expect(r.receipt!.keyId).to.equal("receipts-2026");
       const check = verifyReceipt(r.receipt!, receiptKey.publicPem);
@@ -170,7 +189,13 @@ describe("fuel and signed receipts (real daemon)", function () {
       expect(receipt.startedAtUnixMs).to.be.within(Date.now() - 60_000, Date.now());
       expect(receipt.daemonVersion).to.match(/^\d+\.\d+\.\d+/);
       // Another stdin, or other args, gives other digests.
-      const other = await daemon.execute({ target: moduleTarget(echoId), stdin, args: ["b"], env: new Map([["GREETING", "hey"]]), policy: signedPolicy });
+      const other = await daemon.execute({
+        target: moduleTarget(echoId),
+        stdin,
+        args: ["b"],
+        env: new Map([["GREETING", "hey"]]),
+        policy: signedPolicy,
+      });
       const otherReceipt = verifyReceipt(other.receipt!, receiptKey.publicPem);
       if (!otherReceipt.ok) expect.fail(otherReceipt.error);
       expect(Buffer.from(otherReceipt.receipt.argsEnvSha256)).to.not.deep.equal(Buffer.from(receipt.argsEnvSha256));
@@ -178,7 +203,11 @@ describe("fuel and signed receipts (real daemon)", function () {
     });
 
     it("a streamed run's receipt is in its finished event and binds the streamed stdout", async () => {
-      const events = await daemon.stream({ target: moduleTarget(echoId), stdin: Buffer.from("[7]"), policy: policy({ fuelLimit: 100_000_000 }) });
+      const events = await daemon.stream({
+        target: moduleTarget(echoId),
+        stdin: Buffer.from("[7]"),
+        policy: policy({ fuelLimit: 100_000_000 }),
+      });
       const stdout = Buffer.concat(events.flatMap((e) => (e.event.event?.$case === "stdout" ? [e.event.event.value] : [])));
       const started = events.find((e) => e.event.event?.$case === "started")?.event.event;
       const finished = events.at(-1)?.event.event;
@@ -221,14 +250,25 @@ describe("fuel and signed receipts (real daemon)", function () {
 
     it("the Python verifier of docs/receipts.md verifies a real receipt, computes args_env_sha256 alike, and refuses a tampered one", async function () {
       // scripts/setup installs Debian's python3-cryptography for /usr/bin/python3; a PATH python3 may have its own.
-      const python = ["python3", "/usr/bin/python3"].find((p) => spawnSync(p, ["-c", "import cryptography"], { encoding: "utf8" }).status === 0);
+      const python = ["python3", "/usr/bin/python3"].find(
+        (p) => spawnSync(p, ["-c", "import cryptography"], { encoding: "utf8" }).status === 0,
+      );
       if (!python) {
         if (process.env["CI"]) throw new Error("no python3 with the cryptography package; scripts/setup installs python3-cryptography");
         this.skip();
       }
       const stdin = Buffer.from('{"py":true}');
-      const env = new Map([["GREETING", "grüß"], ["A", "1"]]);
-      const r = await daemon.execute({ target: moduleTarget(echoId), stdin, args: ["ä", ""], env, policy: policy({ fuelLimit: 100_000_000 }) });
+      const env = new Map([
+        ["GREETING", "grüß"],
+        ["A", "1"],
+      ]);
+      const r = await daemon.execute({
+        target: moduleTarget(echoId),
+        stdin,
+        args: ["ä", ""],
+        env,
+        policy: policy({ fuelLimit: 100_000_000 }),
+      });
       const file = join(tmp.path, "py-receipt.json");
       await writeFile(file, JSON.stringify(ExecuteResponse.toJSON(r)));
       const out = await run(python, [PYTHON_VERIFIER, receiptPubFile, file]);
@@ -241,7 +281,11 @@ describe("fuel and signed receipts (real daemon)", function () {
         stdout_sha256: sha256(r.stdout).toString("hex"),
         stdin_sha256: sha256(stdin).toString("hex"),
       });
-      const argsEnv = await run(python, ["-c", `import sys; sys.path.insert(0, sys.argv[1]); import verify_receipt as v; print(v.args_env_sha256(["ä", ""], {"GREETING": "grüß", "A": "1"}))`, join(PYTHON_VERIFIER, "..")]);
+      const argsEnv = await run(python, [
+        "-c",
+        `import sys; sys.path.insert(0, sys.argv[1]); import verify_receipt as v; print(v.args_env_sha256(["ä", ""], {"GREETING": "grüß", "A": "1"}))`,
+        join(PYTHON_VERIFIER, ".."),
+      ]);
       expect(argsEnv.stdout.trim()).to.equal(decoded["args_env_sha256"]);
       const tampered = SignedReceipt.toJSON({ ...r.receipt!, receipt: Buffer.from(r.receipt!.receipt).fill(0, 0, 2) });
       await writeFile(file, JSON.stringify(tampered));
@@ -253,7 +297,7 @@ describe("fuel and signed receipts (real daemon)", function () {
     });
 
     it("a compile error's response carries a receipt too", async () => {
-      const r = await daemon.execute({ target: { $case: "source", value: "fn main() { let x: u32 = \"no\"; }" }, policy: policy() });
+      const r = await daemon.execute({ target: { $case: "source", value: 'fn main() { let x: u32 = "no"; }' }, policy: policy() });
       expect(r.outcome).to.equal(Outcome.OUTCOME_COMPILE_ERROR);
       const check = verifyReceipt(r.receipt!, receiptKey.publicPem);
       if (!check.ok) return expect.fail(check.error);
@@ -263,7 +307,11 @@ describe("fuel and signed receipts (real daemon)", function () {
 
   it("a module the rewrite cannot meter is refused with INVALID_WASM for a metered run, and still runs unmetered", async () => {
     const wabt = await wabtInit();
-    const module = wabt.parseWat("simd.wat", `(module (memory (export "memory") 1) (func (export "_start") (drop (v128.const i64x2 0 0))))`, { simd: true });
+    const module = wabt.parseWat(
+      "simd.wat",
+      `(module (memory (export "memory") 1) (func (export "_start") (drop (v128.const i64x2 0 0))))`,
+      { simd: true },
+    );
     const wasm = Buffer.from(module.toBinary({}).buffer);
     module.destroy();
     const simd = await daemon.compile({ input: { $case: "wasm", value: wasm } });
@@ -275,13 +323,18 @@ describe("fuel and signed receipts (real daemon)", function () {
     const plain = await daemon.execute({ target: moduleTarget(simd.moduleId), policy: policy() });
     expect(plain.outcome).to.equal(Outcome.OUTCOME_EXITED);
     // The daemon is still there for everyone else.
-    expect((await daemon.execute({ target: moduleTarget(loopId), policy: policy({ fuelLimit: 1_000_000 }) })).fuelConsumed).to.equal(COUNTED_LOOP_FUEL);
+    expect((await daemon.execute({ target: moduleTarget(loopId), policy: policy({ fuelLimit: 1_000_000 }) })).fuelConsumed).to.equal(
+      COUNTED_LOOP_FUEL,
+    );
   });
 
   it("refuses to start with a receipt key it cannot use, rather than run without receipts", async () => {
     const rsa = join(tmp.path, "rsa.key");
     await writeFile(rsa, generateKeyPairSync("rsa", { modulusLength: 1024 }).privateKey.export({ type: "pkcs8", format: "pem" }));
-    for (const [file, why] of [[join(tmp.path, "absent.key"), /cannot read the receipt key/], [rsa, /not Ed25519/]] as const) {
+    for (const [file, why] of [
+      [join(tmp.path, "absent.key"), /cannot read the receipt key/],
+      [rsa, /not Ed25519/],
+    ] as const) {
       const error = await startDaemon({ args: ["--allow-unsigned", "--receipt-key", file] }).then(
         async (d) => {
           await d.stop();
@@ -301,7 +354,10 @@ describe("fuel and signed receipts (real daemon)", function () {
     try {
       const wasm = await assemble(COUNTED_LOOP_WAT);
       const spin = await assemble(SPIN_WAT);
-      const [a, b] = [await single.compile({ input: { $case: "wasm", value: wasm } }), await single.compile({ input: { $case: "wasm", value: spin } })];
+      const [a, b] = [
+        await single.compile({ input: { $case: "wasm", value: wasm } }),
+        await single.compile({ input: { $case: "wasm", value: spin } }),
+      ];
       const fuel: number[] = [];
       for (let i = 0; i < 4; i++) {
         const r = await single.execute({ target: moduleTarget(a.moduleId) });

@@ -47,17 +47,44 @@ function expectCatalogued(end: RawCallEnd, what: string): void {
 
 /** Bytes that are not valid UTF-8, or are valid but odd: overlong, surrogates, beyond U+10FFFF, truncated, NUL, BOM. */
 const ODD_UTF8: readonly (readonly number[])[] = [
-  [0xff], [0xfe, 0xff], [0xc0, 0x80], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0xed, 0xbf, 0xbf], [0xf4, 0x90, 0x80, 0x80],
-  [0xe2, 0x82], [0x80], [0xf8, 0x88, 0x80, 0x80, 0x80], [0x00], [0xef, 0xbb, 0xbf], [0xe2, 0x80, 0xae], [0xf0, 0x9f, 0x92, 0xa9],
+  [0xff],
+  [0xfe, 0xff],
+  [0xc0, 0x80],
+  [0xc0, 0xaf],
+  [0xed, 0xa0, 0x80],
+  [0xed, 0xbf, 0xbf],
+  [0xf4, 0x90, 0x80, 0x80],
+  [0xe2, 0x82],
+  [0x80],
+  [0xf8, 0x88, 0x80, 0x80, 0x80],
+  [0x00],
+  [0xef, 0xbb, 0xbf],
+  [0xe2, 0x80, 0xae],
+  [0xf0, 0x9f, 0x92, 0xa9],
 ];
 /** Text fields: ASCII, any Unicode, odd UTF-8 spliced in, or raw bytes. */
 const textBytes: fc.Arbitrary<Buffer> = fc.oneof(
   { weight: 3, arbitrary: fc.string({ maxLength: 40 }).map((s) => Buffer.from(s)) },
   { weight: 2, arbitrary: fc.string({ unit: "binary", maxLength: 20 }).map((s) => Buffer.from(s)) },
-  { weight: 3, arbitrary: fc.array(fc.oneof(fc.constantFrom(...ODD_UTF8), fc.string({ maxLength: 4 }).map((s) => [...Buffer.from(s)])), { maxLength: 6 }).map((parts) => Buffer.from(parts.flat())) },
+  {
+    weight: 3,
+    arbitrary: fc
+      .array(
+        fc.oneof(
+          fc.constantFrom(...ODD_UTF8),
+          fc.string({ maxLength: 4 }).map((s) => [...Buffer.from(s)]),
+        ),
+        { maxLength: 6 },
+      )
+      .map((parts) => Buffer.from(parts.flat())),
+  },
   { weight: 1, arbitrary: fc.uint8Array({ maxLength: 40 }).map((b) => Buffer.from(b)) },
 );
-const u64 = fc.oneof(fc.bigInt({ min: 0n, max: 1000n }), fc.constantFrom(0n, 1n, 2n ** 31n, 2n ** 32n, 2n ** 53n + 1n, 2n ** 63n - 1n, 2n ** 63n, 2n ** 64n - 1n), fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }));
+const u64 = fc.oneof(
+  fc.bigInt({ min: 0n, max: 1000n }),
+  fc.constantFrom(0n, 1n, 2n ** 31n, 2n ** 32n, 2n ** 53n + 1n, 2n ** 63n - 1n, 2n ** 63n, 2n ** 64n - 1n),
+  fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
+);
 
 /** A field repeated `count` times (a huge repeated field), built without one arbitrary per element. */
 function repeated(count: number, field: Buffer): Buffer {
@@ -110,7 +137,12 @@ function moduleIdBytes(w: FuzzWorld): fc.Arbitrary<Buffer> {
 function mountBytes(w: FuzzWorld): fc.Arbitrary<Buffer> {
   const host = fc.oneof(
     { weight: 3, arbitrary: fc.constantFrom(w.mountRoot, join(w.mountRoot, "a")).map((p) => Buffer.from(p)) },
-    { weight: 1, arbitrary: fc.constantFrom(join(w.mountRoot, "missing"), join(w.mountRoot, "a", ".."), "/etc", "/", "relative", "").map((p) => Buffer.from(p)) },
+    {
+      weight: 1,
+      arbitrary: fc
+        .constantFrom(join(w.mountRoot, "missing"), join(w.mountRoot, "a", ".."), "/etc", "/", "relative", "")
+        .map((p) => Buffer.from(p)),
+    },
     { weight: 1, arbitrary: textBytes },
   );
   const guest = fc.oneof(
@@ -124,8 +156,15 @@ function mountBytes(w: FuzzWorld): fc.Arbitrary<Buffer> {
 /** Policy bytes: every field maybe absent; mostly sane values (so runs happen), else extreme ones, odd text, many mounts. */
 function policyBytes(w: FuzzWorld): fc.Arbitrary<Buffer> {
   const now = BigInt(Math.floor(Date.now() / 1000));
-  const time = fc.oneof(fc.constant(now + 3600n), fc.constant(now - 3600n), fc.constant(0n), u64, fc.bigInt({ min: -(2n ** 63n), max: -1n }));
-  const sane = <T>(good: fc.Arbitrary<T>, odd: fc.Arbitrary<T>): fc.Arbitrary<T> => fc.oneof({ weight: 3, arbitrary: good }, { weight: 1, arbitrary: odd });
+  const time = fc.oneof(
+    fc.constant(now + 3600n),
+    fc.constant(now - 3600n),
+    fc.constant(0n),
+    u64,
+    fc.bigInt({ min: -(2n ** 63n), max: -1n }),
+  );
+  const sane = <T>(good: fc.Arbitrary<T>, odd: fc.Arbitrary<T>): fc.Arbitrary<T> =>
+    fc.oneof({ weight: 3, arbitrary: good }, { weight: 1, arbitrary: odd });
   return fc
     .record(
       {
@@ -135,7 +174,10 @@ function policyBytes(w: FuzzWorld): fc.Arbitrary<Buffer> {
         module: sane(fc.constant(Buffer.from(w.helloId)), moduleIdBytes(w)).map((b) => lenField(4, b)),
         mounts: fc.oneof(
           { weight: 9, arbitrary: fc.array(mountBytes(w), { maxLength: 4 }).map((ms) => Buffer.concat(ms.map((m) => lenField(5, m)))) },
-          { weight: 1, arbitrary: fc.tuple(fc.integer({ min: 100, max: 5_000 }), mountBytes(w)).map(([n, m]) => repeated(n, lenField(5, m))) },
+          {
+            weight: 1,
+            arbitrary: fc.tuple(fc.integer({ min: 100, max: 5_000 }), mountBytes(w)).map(([n, m]) => repeated(n, lenField(5, m))),
+          },
         ),
         memory: sane(fc.constantFrom(0n, 1n << 20n, 64n << 20n), u64).map((v) => varintField(6, v)),
         timeout: sane(fc.constantFrom(0n, 1n, 1000n), u64).map((v) => varintField(7, v)),
@@ -151,8 +193,18 @@ function policyBytes(w: FuzzWorld): fc.Arbitrary<Buffer> {
 /** A SignedPolicy: signed by the trusted key over `policy` (so the daemon decodes it), or not. */
 function signedPolicyBytes(w: FuzzWorld, policy: fc.Arbitrary<Buffer>): fc.Arbitrary<Buffer> {
   return fc.oneof(
-    { weight: 4, arbitrary: policy.map((p) => Buffer.concat([lenField(1, p), lenField(2, Buffer.from(w.trusted.id)), lenField(3, sign(null, p, w.trusted.privateKey))])) },
-    { weight: 1, arbitrary: fc.tuple(policy, textBytes, fc.uint8Array({ maxLength: 80 })).map(([p, k, s]) => Buffer.concat([lenField(1, p), lenField(2, k), lenField(3, s)])) },
+    {
+      weight: 4,
+      arbitrary: policy.map((p) =>
+        Buffer.concat([lenField(1, p), lenField(2, Buffer.from(w.trusted.id)), lenField(3, sign(null, p, w.trusted.privateKey))]),
+      ),
+    },
+    {
+      weight: 1,
+      arbitrary: fc
+        .tuple(policy, textBytes, fc.uint8Array({ maxLength: 80 }))
+        .map(([p, k, s]) => Buffer.concat([lenField(1, p), lenField(2, k), lenField(3, s)])),
+    },
   );
 }
 
@@ -173,16 +225,25 @@ function executeRequestBytes(w: FuzzWorld): fc.Arbitrary<Buffer> {
         { weight: 1, arbitrary: fc.tuple(moduleIdBytes(w), textBytes).map(([m, s]) => Buffer.concat([lenField(1, m), lenField(2, s)])) },
         { weight: 1, arbitrary: fc.constant(Buffer.alloc(0)) },
       ),
-      stdin: fc.oneof(fc.constant(Buffer.alloc(0)), fc.uint8Array({ maxLength: 2048 }).map((b) => lenField(3, b))),
+      stdin: fc.oneof(
+        fc.constant(Buffer.alloc(0)),
+        fc.uint8Array({ maxLength: 2048 }).map((b) => lenField(3, b)),
+      ),
       args: fc.oneof(
         { weight: 9, arbitrary: fc.array(arg, { maxLength: 8 }).map((a) => Buffer.concat(a)) },
         { weight: 1, arbitrary: fc.tuple(hugeCount, arg).map(([n, a]) => repeated(n, a)) },
       ),
       env: fc.oneof(
         { weight: 9, arbitrary: fc.array(envEntry, { maxLength: 6 }).map((e) => Buffer.concat(e)) },
-        { weight: 1, arbitrary: fc.tuple(fc.integer({ min: 1_000, max: MAX_REPEATED / 5 }), fc.nat()).map(([n, seed]) => manyEnvEntries(n, seed)) },
+        {
+          weight: 1,
+          arbitrary: fc.tuple(fc.integer({ min: 1_000, max: MAX_REPEATED / 5 }), fc.nat()).map(([n, seed]) => manyEnvEntries(n, seed)),
+        },
       ),
-      policy: fc.oneof({ weight: 1, arbitrary: fc.constant(Buffer.alloc(0)) }, { weight: 4, arbitrary: signedPolicyBytes(w, policyBytes(w)).map((p) => lenField(6, p)) }),
+      policy: fc.oneof(
+        { weight: 1, arbitrary: fc.constant(Buffer.alloc(0)) },
+        { weight: 4, arbitrary: signedPolicyBytes(w, policyBytes(w)).map((p) => lenField(6, p)) },
+      ),
     })
     .chain((fields) => fc.shuffledSubarray(Object.values(fields), { minLength: 5 }))
     .map((parts) => Buffer.concat(parts));
@@ -195,7 +256,10 @@ function compileRequestBytes(): fc.Arbitrary<Buffer> {
     { weight: 2, arbitrary: mutated(fc.constant(hello)).map((b) => lenField(2, b)) },
     { weight: 1, arbitrary: fc.uint8Array({ maxLength: 512 }).map((b) => lenField(2, b)) },
     { weight: 2, arbitrary: textBytes.map((b) => lenField(1, b)) },
-    { weight: 1, arbitrary: fc.tuple(textBytes, fc.uint8Array({ maxLength: 64 })).map(([s, b]) => Buffer.concat([lenField(1, s), lenField(2, b)])) },
+    {
+      weight: 1,
+      arbitrary: fc.tuple(textBytes, fc.uint8Array({ maxLength: 64 })).map(([s, b]) => Buffer.concat([lenField(1, s), lenField(2, b)])),
+    },
     { weight: 1, arbitrary: fc.constant(Buffer.alloc(0)) },
   );
 }
@@ -308,14 +372,18 @@ describe("fuzz: hostile bytes on the wire to a real daemon", function () {
 
   it("random bytes as any request: a catalogued status, never INTERNAL", async function () {
     await fc.assert(
-      fc.asyncProperty(fc.uint8Array({ maxLength: 4096 }), async (bytes) => send(["Compile", "Execute", "StreamOutput"], Buffer.from(bytes))),
+      fc.asyncProperty(fc.uint8Array({ maxLength: 4096 }), async (bytes) =>
+        send(["Compile", "Execute", "StreamOutput"], Buffer.from(bytes)),
+      ),
       fuzzParameters({ timeMs: PROPERTY_TIME_MS }),
     );
   });
 
   it("structured ExecuteRequests (odd UTF-8, huge repeated args/env/mounts, signed odd policies): catalogued", async function () {
     await fc.assert(
-      fc.asyncProperty(executeRequestBytes(world), fc.boolean(), async (bytes, streamed) => send([streamed ? "StreamOutput" : "Execute"], bytes)),
+      fc.asyncProperty(executeRequestBytes(world), fc.boolean(), async (bytes, streamed) =>
+        send([streamed ? "StreamOutput" : "Execute"], bytes),
+      ),
       fuzzParameters({ timeMs: PROPERTY_TIME_MS }),
     );
   });
@@ -328,7 +396,11 @@ describe("fuzz: hostile bytes on the wire to a real daemon", function () {
   });
 
   it("validly signed Policy bytes that are random or mutated: catalogued (the policy decoder and checks)", async function () {
-    const policy = fc.oneof(fc.uint8Array({ maxLength: 512 }).map((b) => Buffer.from(b)), mutated(policyBytes(world)), policyBytes(world));
+    const policy = fc.oneof(
+      fc.uint8Array({ maxLength: 512 }).map((b) => Buffer.from(b)),
+      mutated(policyBytes(world)),
+      policyBytes(world),
+    );
     const request = signedPolicyBytes(world, policy).map((sp) => Buffer.concat([lenField(1, Buffer.from(world.helloId)), lenField(6, sp)]));
     await fc.assert(
       fc.asyncProperty(request, async (bytes) => send(["Execute"], bytes)),

@@ -24,7 +24,11 @@ describe("the guest gets exactly the requested environment (real daemon, Rust gu
   });
 
   const env = new Map<string, string>([...SPECIAL_KEYS.map((k) => [k, `value of ${k}`] as [string, string]), ["PLAIN", "x"]]);
-  const expected = [...env].map(([k, v]) => `${k}=${v}`).sort().join("\n") + "\n";
+  const expected =
+    [...env]
+      .map(([k, v]) => `${k}=${v}`)
+      .sort()
+      .join("\n") + "\n";
 
   it("an env var named __proto__ (and constructor, toString, ...) reaches the guest over Execute", async function () {
     const r = await daemon.execute({ target: moduleTarget(moduleId), env });

@@ -2,7 +2,15 @@
  * grpc.health.v1.Health as the daemon serves it (hand-written, see src/grpc/health-service.ts),
  * checked through the reference client definition of the grpc-health-check package.
  */
-import { credentials, makeGenericClientConstructor, status, type Client, type ClientReadableStream, type ServiceDefinition, type ServiceError } from "@grpc/grpc-js";
+import {
+  credentials,
+  makeGenericClientConstructor,
+  status,
+  type Client,
+  type ClientReadableStream,
+  type ServiceDefinition,
+  type ServiceError,
+} from "@grpc/grpc-js";
 import { expect } from "chai";
 import { service as healthService } from "grpc-health-check";
 import { SERVICE_NAME } from "../../src/grpc/server.js";
@@ -40,7 +48,10 @@ describe("grpc.health.v1.Health", function () {
   });
 
   it("Check of a service it does not know is NOT_FOUND", async function () {
-    const e = await check("no.such.Service").then(() => undefined, (e: ServiceError) => e);
+    const e = await check("no.such.Service").then(
+      () => undefined,
+      (e: ServiceError) => e,
+    );
     expect(e?.code).to.equal(status.NOT_FOUND);
   });
 
@@ -59,7 +70,9 @@ describe("grpc.health.v1.Health", function () {
   });
 
   it("List reports every service's status", async function () {
-    const reply = await new Promise<{ statuses?: Record<string, Reply> }>((resolve, reject) => health.list({}, (e, r) => (e ? reject(e) : resolve(r!))));
+    const reply = await new Promise<{ statuses?: Record<string, Reply> }>((resolve, reject) =>
+      health.list({}, (e, r) => (e ? reject(e) : resolve(r!))),
+    );
     expect(reply.statuses?.[""]).to.deep.include({ status: "SERVING" });
     expect(reply.statuses?.[SERVICE_NAME]).to.deep.include({ status: "SERVING" });
   });
@@ -72,9 +85,24 @@ describe("server reflection", function () {
     const { loadSync } = await import("@grpc/proto-loader");
     const { loadPackageDefinition } = await import("@grpc/grpc-js");
     const { createRequire } = await import("node:module");
-    const root = createRequire(import.meta.url).resolve("@grpc/reflection").replace(/build\/src\/.*$/, "build/proto/");
+    const root = createRequire(import.meta.url)
+      .resolve("@grpc/reflection")
+      .replace(/build\/src\/.*$/, "build/proto/");
     const definition = loadPackageDefinition(loadSync("grpc/reflection/v1/reflection.proto", { includeDirs: [root], keepCase: true }));
-    const Reflection = (definition as unknown as { grpc: { reflection: { v1: { ServerReflection: new (target: string, creds: ReturnType<typeof credentials.createInsecure>) => Client & { ServerReflectionInfo(): ClientDuplex } } } } }).grpc.reflection.v1.ServerReflection;
+    const Reflection = (
+      definition as unknown as {
+        grpc: {
+          reflection: {
+            v1: {
+              ServerReflection: new (
+                target: string,
+                creds: ReturnType<typeof credentials.createInsecure>,
+              ) => Client & { ServerReflectionInfo(): ClientDuplex };
+            };
+          };
+        };
+      }
+    ).grpc.reflection.v1.ServerReflection;
     type ClientDuplex = { write(m: object): void; end(): void; on(event: string, f: (x: never) => void): void };
     const daemon = await startDaemon();
     const client = new Reflection(`unix://${daemon.socketPath}`, credentials.createInsecure());
@@ -82,7 +110,9 @@ describe("server reflection", function () {
       const names = async (): Promise<string[] | ServiceError> =>
         new Promise((resolve) => {
           const call = client.ServerReflectionInfo();
-          call.on("data", (r: { list_services_response?: { service: { name: string }[] } }) => resolve(r.list_services_response?.service.map((s) => s.name) ?? []));
+          call.on("data", (r: { list_services_response?: { service: { name: string }[] } }) =>
+            resolve(r.list_services_response?.service.map((s) => s.name) ?? []),
+          );
           call.on("error", (e: ServiceError) => resolve(e));
           call.write({ list_services: "" });
           call.end();

@@ -9,22 +9,27 @@ const Status = { INVALID_ARGUMENT: 3, RESOURCE_EXHAUSTED: 8, INTERNAL: 13 } as c
 
 /** A client of SandboxService.Execute that sends whatever bytes it is given as the request. */
 function rawExecuteClient(socketPath: string, options: Record<string, unknown> = {}) {
-  const Raw = makeGenericClientConstructor({
-    execute: {
-      path: "/sandbox.v1.SandboxService/Execute",
-      requestStream: false,
-      responseStream: false,
-      requestSerialize: (b: Buffer) => b,
-      requestDeserialize: (b: Buffer) => b,
-      responseSerialize: (b: Buffer) => b,
-      responseDeserialize: (b: Buffer) => b,
+  const Raw = makeGenericClientConstructor(
+    {
+      execute: {
+        path: "/sandbox.v1.SandboxService/Execute",
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: (b: Buffer) => b,
+        requestDeserialize: (b: Buffer) => b,
+        responseSerialize: (b: Buffer) => b,
+        responseDeserialize: (b: Buffer) => b,
+      },
     },
-  }, "RawSandbox");
+    "RawSandbox",
+  );
   const client = new Raw(`unix://${socketPath}`, credentials.createInsecure(), options);
   const execute = (bytes: Buffer): Promise<{ code: number; details: string }> =>
     new Promise((resolve) => {
-      (client as unknown as { execute(b: Buffer, m: Metadata, cb: (e: ServiceError | null) => void): void }).execute(bytes, new Metadata(), (e) =>
-        resolve(e ? { code: e.code, details: e.details } : { code: 0, details: "" }),
+      (client as unknown as { execute(b: Buffer, m: Metadata, cb: (e: ServiceError | null) => void): void }).execute(
+        bytes,
+        new Metadata(),
+        (e) => resolve(e ? { code: e.code, details: e.details } : { code: 0, details: "" }),
       );
     });
   return { execute, close: () => client.close() };
@@ -47,7 +52,11 @@ describe("hostile gRPC requests against a real daemon", function () {
   it("bytes that are not a protobuf are the client's error: INVALID_ARGUMENT / INVALID_REQUEST, not INTERNAL", async function () {
     const raw = rawExecuteClient(daemon.socketPath);
     try {
-      for (const bytes of [Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]), Buffer.from([0x0a, 0xff, 0xff, 0xff, 0x0f]), Buffer.from("garbage garbage")]) {
+      for (const bytes of [
+        Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+        Buffer.from([0x0a, 0xff, 0xff, 0xff, 0x0f]),
+        Buffer.from("garbage garbage"),
+      ]) {
         const r = await raw.execute(bytes);
         expect(r.code, r.details).to.equal(Status.INVALID_ARGUMENT);
         expect(r.details).to.contain("not a valid protobuf message");
@@ -60,7 +69,9 @@ describe("hostile gRPC requests against a real daemon", function () {
   it("a request over the message limit is RESOURCE_EXHAUSTED", async function () {
     const raw = rawExecuteClient(daemon.socketPath);
     try {
-      const huge = Buffer.from(ExecuteRequest.encode(executeRequest({ target: moduleTarget(helloId), stdin: Buffer.alloc(130 * 1024 * 1024) })).finish());
+      const huge = Buffer.from(
+        ExecuteRequest.encode(executeRequest({ target: moduleTarget(helloId), stdin: Buffer.alloc(130 * 1024 * 1024) })).finish(),
+      );
       const r = await raw.execute(huge);
       expect(r.code).to.equal(Status.RESOURCE_EXHAUSTED);
     } finally {
@@ -71,7 +82,9 @@ describe("hostile gRPC requests against a real daemon", function () {
   it("a gzip bomb (200 MB of stdin compressed to a few hundred kB) is RESOURCE_EXHAUSTED, not inflated", async function () {
     const raw = rawExecuteClient(daemon.socketPath, { "grpc.default_compression_algorithm": 2 });
     try {
-      const bomb = Buffer.from(ExecuteRequest.encode(executeRequest({ target: moduleTarget(helloId), stdin: Buffer.alloc(200 * 1024 * 1024) })).finish());
+      const bomb = Buffer.from(
+        ExecuteRequest.encode(executeRequest({ target: moduleTarget(helloId), stdin: Buffer.alloc(200 * 1024 * 1024) })).finish(),
+      );
       const r = await raw.execute(bomb);
       expect(r.code).to.equal(Status.RESOURCE_EXHAUSTED);
     } finally {

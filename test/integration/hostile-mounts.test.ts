@@ -32,7 +32,9 @@ describe("hostile guests with mounts against a real daemon", function () {
     const keys = path.join(root, "keys");
     await mkdir(keys);
     await writePublicKeys(keys, [authority]);
-    daemon = await startDaemon({ args: ["--allow-unsigned", "--workers", "2", "--trusted-keys", keys, "--allow-mount-root", root, "--default-timeout-ms", "20000"] });
+    daemon = await startDaemon({
+      args: ["--allow-unsigned", "--workers", "2", "--trusted-keys", keys, "--allow-mount-root", root, "--default-timeout-ms", "20000"],
+    });
     pid = daemon.process.pid!;
     helloId = await register(daemon, helloWasm());
   });
@@ -42,11 +44,14 @@ describe("hostile guests with mounts against a real daemon", function () {
   );
 
   function policy(mountDir: string, writable: boolean, memoryLimitBytes = 128 * 1024 * 1024): SignedPolicy {
-    const s = signed({
-      expiresAtUnix: Math.floor(Date.now() / 1000) + 3600,
-      memoryLimitBytes,
-      mounts: [{ hostPath: mountDir, guestPath: "/data", writable }],
-    }, authority);
+    const s = signed(
+      {
+        expiresAtUnix: Math.floor(Date.now() / 1000) + 3600,
+        memoryLimitBytes,
+        mounts: [{ hostPath: mountDir, guestPath: "/data", writable }],
+      },
+      authority,
+    );
     return { policy: Buffer.from(s.policy), keyId: s.keyId, signature: Buffer.from(s.signature) };
   }
 
@@ -54,18 +59,40 @@ describe("hostile guests with mounts against a real daemon", function () {
   function iovecBomb(op: typeof WASI.fd_write | typeof WASI.fd_read, write: boolean): Uint8Array {
     const rights = write ? 1n << 6n : 1n << 1n;
     const body = [
-      ...i32(0), ...i32(3), ...i32(0), ...i32(PATH_AT), ...i32(1), ...i32(0), ...i64(rights), ...i64(0n), ...i32(0), ...i32(FD_AT), ...call(1), ...I32_STORE,
-      ...i32(FD_AT), 0x28, 0x02, 0x00, // i32.load fd
-      ...i32(0), ...i32(IOVECS), ...i32(NWRITTEN_AT), ...call(0), ...call(2),
+      ...i32(0),
+      ...i32(3),
+      ...i32(0),
+      ...i32(PATH_AT),
+      ...i32(1),
+      ...i32(0),
+      ...i64(rights),
+      ...i64(0n),
+      ...i32(0),
+      ...i32(FD_AT),
+      ...call(1),
+      ...I32_STORE,
+      ...i32(FD_AT),
+      0x28,
+      0x02,
+      0x00, // i32.load fd
+      ...i32(0),
+      ...i32(IOVECS),
+      ...i32(NWRITTEN_AT),
+      ...call(0),
+      ...call(2),
     ];
     return buildModule({
-      imports: [op, WASI.path_open, WASI.proc_exit], memory: { min: PAGES },
+      imports: [op, WASI.path_open, WASI.proc_exit],
+      memory: { min: PAGES },
       data: [{ offset: PATH_AT, bytes: [...Buffer.from("f")] }],
       funcs: [{ params: [], results: [], body }],
     });
   }
 
-  for (const [name, op, write] of [["fd_write", WASI.fd_write, true], ["fd_read", WASI.fd_read, false]] as const) {
+  for (const [name, op, write] of [
+    ["fd_write", WASI.fd_write, true],
+    ["fd_read", WASI.fd_read, false],
+  ] as const) {
     it(`regression: ${name} on a mounted file with 9*10^6 iovecs does not exhaust the worker heap (the worker died of heap OOM)`, async function () {
       const dir = await mkdtemp(path.join(root, "m-"));
       await writeFile(path.join(dir, "f"), "content");
@@ -99,7 +126,11 @@ describe("hostile guests with mounts against a real daemon", function () {
     // 2*10^7 zeroed subscriptions (960 MB) are expired relative clocks; the host once kept an object per subscription.
     const pages = 15_360;
     const body = [...i32(0), ...i32(0), ...i32(20_000_000), ...i32(pages * 65_536 - 16), ...call(0), ...call(1)];
-    const wasm = buildModule({ imports: [WASI.poll_oneoff, WASI.proc_exit], memory: { min: pages }, funcs: [{ params: [], results: [], body }] });
+    const wasm = buildModule({
+      imports: [WASI.poll_oneoff, WASI.proc_exit],
+      memory: { min: pages },
+      funcs: [{ params: [], results: [], body }],
+    });
     const dir = await mkdtemp(path.join(root, "m-"));
     const r = await daemon.execute({ target: moduleTarget(await register(daemon, wasm)), policy: policy(dir, false, pages * 65_536) });
     expect(r.outcome, r.message).to.equal(Outcome.OUTCOME_EXITED);
@@ -110,12 +141,44 @@ describe("hostile guests with mounts against a real daemon", function () {
     const dir = await mkdtemp(path.join(root, "m-"));
     await writeFile(path.join(dir, "f"), "content");
     const body = [
-      ...i32(0), ...i32(3), ...i32(0), ...i32(PATH_AT), ...i32(1), ...i32(0), ...i64(1n << 6n), ...i64(0n), ...i32(0), ...i32(FD_AT), ...call(1), ...I32_STORE,
+      ...i32(0),
+      ...i32(3),
+      ...i32(0),
+      ...i32(PATH_AT),
+      ...i32(1),
+      ...i32(0),
+      ...i64(1n << 6n),
+      ...i64(0n),
+      ...i32(0),
+      ...i32(FD_AT),
+      ...call(1),
+      ...I32_STORE,
       // iovec 0 = {ptr 0, len 3} (fine), iovec 1 = {ptr 0xffffff00, len 0x200} (outside memory)
-      ...i32(12), ...i32(3), ...I32_STORE, ...i32(16), ...i32(0xffffff00), ...I32_STORE, ...i32(20), ...i32(0x200), ...I32_STORE,
-      ...i32(FD_AT), 0x28, 0x02, 0x00, ...i32(8), ...i32(2), ...i32(NWRITTEN_AT), ...call(0), ...call(2),
+      ...i32(12),
+      ...i32(3),
+      ...I32_STORE,
+      ...i32(16),
+      ...i32(0xffffff00),
+      ...I32_STORE,
+      ...i32(20),
+      ...i32(0x200),
+      ...I32_STORE,
+      ...i32(FD_AT),
+      0x28,
+      0x02,
+      0x00,
+      ...i32(8),
+      ...i32(2),
+      ...i32(NWRITTEN_AT),
+      ...call(0),
+      ...call(2),
     ];
-    const wasm = buildModule({ imports: [WASI.fd_write, WASI.path_open, WASI.proc_exit], memory: { min: PAGES }, data: [{ offset: PATH_AT, bytes: [...Buffer.from("f")] }], funcs: [{ params: [], results: [], body }] });
+    const wasm = buildModule({
+      imports: [WASI.fd_write, WASI.path_open, WASI.proc_exit],
+      memory: { min: PAGES },
+      data: [{ offset: PATH_AT, bytes: [...Buffer.from("f")] }],
+      funcs: [{ params: [], results: [], body }],
+    });
     const r = await daemon.execute({ target: moduleTarget(await register(daemon, wasm)), policy: policy(dir, true) });
     expect(r.outcome, r.message).to.equal(Outcome.OUTCOME_EXITED);
     expect(r.exitCode).to.equal(EFAULT);

@@ -18,7 +18,9 @@ describe("hostile one-byte output floods against a real daemon", function () {
   let helloId: string;
 
   before(async function () {
-    daemon = await startDaemon({ args: ["--allow-unsigned", "--workers", "2", "--max-output-bytes", String(CAP_BYTES), "--default-timeout-ms", "30000"] });
+    daemon = await startDaemon({
+      args: ["--allow-unsigned", "--workers", "2", "--max-output-bytes", String(CAP_BYTES), "--default-timeout-ms", "30000"],
+    });
     pid = daemon.process.pid!;
     helloId = await register(daemon, helloWasm());
   });
@@ -27,16 +29,28 @@ describe("hostile one-byte output floods against a real daemon", function () {
   /** `_start` writes one byte to `fd` per fd_write, forever. */
   const oneByteFlood = (fd: number): Uint8Array =>
     buildModule({
-      imports: [WASI.fd_write], memory: { min: 1 }, data: [{ offset: 16, bytes: [0x79] }],
-      funcs: [{ params: [], results: [], body: [...store32(0, 16), ...store32(4, 1), ...forever([...i32(fd), ...i32(0), ...i32(1), ...i32(8), ...call(0), ...DROP])] }],
+      imports: [WASI.fd_write],
+      memory: { min: 1 },
+      data: [{ offset: 16, bytes: [0x79] }],
+      funcs: [
+        {
+          params: [],
+          results: [],
+          body: [...store32(0, 16), ...store32(4, 1), ...forever([...i32(fd), ...i32(0), ...i32(1), ...i32(8), ...call(0), ...DROP])],
+        },
+      ],
     });
 
   /** Execute through a client that accepts the 8 MiB response (grpc-js clients stop at 4 MiB by default). */
   async function executeBig(moduleId: string): Promise<ExecuteResponse> {
-    const client = new SandboxServiceClient(`unix://${daemon.socketPath}`, credentials.createInsecure(), { "grpc.max_receive_message_length": -1 });
+    const client = new SandboxServiceClient(`unix://${daemon.socketPath}`, credentials.createInsecure(), {
+      "grpc.max_receive_message_length": -1,
+    });
     try {
       return await new Promise((resolve, reject) =>
-        client.execute(executeRequest({ target: moduleTarget(moduleId) }), new Metadata(), (e: ServiceError | null, r: ExecuteResponse) => (e ? reject(e) : resolve(r))),
+        client.execute(executeRequest({ target: moduleTarget(moduleId) }), new Metadata(), (e: ServiceError | null, r: ExecuteResponse) =>
+          e ? reject(e) : resolve(r),
+        ),
       );
     } finally {
       client.close();

@@ -29,8 +29,15 @@ describe("hostile Rust guests against a real daemon", function () {
   before(async function () {
     daemon = await startDaemon({
       args: [
-        "--allow-unsigned", "--workers", "2", "--default-timeout-ms", String(TIMEOUT_MS),
-        "--max-output-bytes", String(MAX_OUTPUT_BYTES), "--max-memory-bytes", String(MEMORY_LIMIT_BYTES),
+        "--allow-unsigned",
+        "--workers",
+        "2",
+        "--default-timeout-ms",
+        String(TIMEOUT_MS),
+        "--max-output-bytes",
+        String(MAX_OUTPUT_BYTES),
+        "--max-memory-bytes",
+        String(MEMORY_LIMIT_BYTES),
       ],
     });
     pid = daemon.process.pid!;

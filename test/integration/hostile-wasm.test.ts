@@ -2,7 +2,21 @@ import { expect } from "chai";
 import { readFileSync } from "node:fs";
 import { Outcome, type ExecuteResponse } from "../../src/gen/grpc/sandbox/v1/sandbox.js";
 import {
-  buildModule, call, DROP, exitWithResult, forever, i32, i64, I32, I64, store32, store64, tryCatchAll, uleb, WASI, type ModuleShape,
+  buildModule,
+  call,
+  DROP,
+  exitWithResult,
+  forever,
+  i32,
+  i64,
+  I32,
+  I64,
+  store32,
+  store64,
+  tryCatchAll,
+  uleb,
+  WASI,
+  type ModuleShape,
 } from "../fixtures/hostile/wasm-builder.js";
 import { connect } from "../../src/grpc/client.js";
 import { moduleTarget, rejection, startDaemon, type TestDaemon } from "../helpers/daemon.js";
@@ -33,8 +47,15 @@ describe("hostile hand-made wasm against a real daemon", function () {
   before(async function () {
     daemon = await startDaemon({
       args: [
-        "--allow-unsigned", "--workers", "2", "--default-timeout-ms", String(TIMEOUT_MS),
-        "--max-output-bytes", String(MAX_OUTPUT_BYTES), "--max-memory-bytes", String(MEMORY_LIMIT_BYTES),
+        "--allow-unsigned",
+        "--workers",
+        "2",
+        "--default-timeout-ms",
+        String(TIMEOUT_MS),
+        "--max-output-bytes",
+        String(MAX_OUTPUT_BYTES),
+        "--max-memory-bytes",
+        String(MEMORY_LIMIT_BYTES),
       ],
     });
     pid = daemon.process.pid!;
@@ -78,7 +99,13 @@ describe("hostile hand-made wasm against a real daemon", function () {
     const r = await run({
       imports: [WASI.fd_write],
       memory: { min: 512 },
-      funcs: [{ params: [], results: [], body: [...store32(0, 0), ...store32(4, 32 * 1024 * 1024), ...i32(1), ...i32(0), ...i32(1), ...i32(8), ...call(0), ...DROP] }],
+      funcs: [
+        {
+          params: [],
+          results: [],
+          body: [...store32(0, 0), ...store32(4, 32 * 1024 * 1024), ...i32(1), ...i32(0), ...i32(1), ...i32(8), ...call(0), ...DROP],
+        },
+      ],
     });
     expect(r.outcome).to.equal(Outcome.OUTCOME_OUTPUT_LIMIT);
     expect(r.stdout.length).to.equal(MAX_OUTPUT_BYTES);
@@ -130,7 +157,7 @@ describe("hostile hand-made wasm against a real daemon", function () {
     const afterText = { offset: 16, bytes: [...Buffer.from("after\n")] };
     const writeAfter = [...store32(0, 16), ...store32(4, 6), ...i32(1), ...i32(0), ...i32(1), ...i32(8), ...call(0), ...DROP];
 
-    it("regression: an uncaught exception the guest throws is a trap saying so, not a \"host error\"", async function () {
+    it('regression: an uncaught exception the guest throws is a trap saying so, not a "host error"', async function () {
       const r = await run({ memory: { min: 1 }, tags: 1, funcs: [{ params: [], results: [], body: [0x08, 0x00] }] });
       expect(r.outcome).to.equal(Outcome.OUTCOME_TRAP);
       expect(r.message).to.match(/guest threw a wasm exception/);
@@ -138,7 +165,9 @@ describe("hostile hand-made wasm against a real daemon", function () {
 
     it("regression: catching proc_exit(3) and printing on still exits 3 with nothing printed after", async function () {
       const r = await run({
-        imports: [WASI.fd_write, WASI.proc_exit], memory: { min: 1 }, data: [afterText],
+        imports: [WASI.fd_write, WASI.proc_exit],
+        memory: { min: 1 },
+        data: [afterText],
         funcs: [{ params: [], results: [], body: [...tryCatchAll([...i32(3), ...call(1)]), ...writeAfter] }],
       });
       expect(r.outcome).to.equal(Outcome.OUTCOME_EXITED);
@@ -168,7 +197,11 @@ describe("hostile hand-made wasm against a real daemon", function () {
 
   it("memory.grow past the cap fails inside the guest (returns -1), it never gets more", async function () {
     // grow by 2048 pages (128 MiB) with a 64 MiB cap: memory.grow returns -1, which we exit with.
-    const r = await run({ imports: [WASI.proc_exit], memory: { min: 1 }, funcs: [{ params: [], results: [], body: [...i32(2048), 0x40, 0x00, ...call(0)] }] });
+    const r = await run({
+      imports: [WASI.proc_exit],
+      memory: { min: 1 },
+      funcs: [{ params: [], results: [], body: [...i32(2048), 0x40, 0x00, ...call(0)] }],
+    });
     expect(r.outcome).to.equal(Outcome.OUTCOME_EXITED);
     expect(r.exitCode).to.equal(-1);
   });
@@ -176,7 +209,14 @@ describe("hostile hand-made wasm against a real daemon", function () {
   it("regression: a funcref-table bomb (30 tables of 10^7 entries) is refused, not left to abort the daemon", async function () {
     // Tables live on the worker's V8 heap, which the memory cap does not see; overflowing it inside one
     // instantiation aborted the whole daemon process (FATAL ERROR: Reached heap limit) before the fix.
-    const id = await register(daemon, buildModule({ memory: { min: 1 }, tables: Array.from({ length: 30 }, () => 10_000_000), funcs: [{ params: [], results: [], body: [] }] }));
+    const id = await register(
+      daemon,
+      buildModule({
+        memory: { min: 1 },
+        tables: Array.from({ length: 30 }, () => 10_000_000),
+        funcs: [{ params: [], results: [], body: [] }],
+      }),
+    );
     const e = await rejection(daemon.execute({ target: moduleTarget(id) }));
     expect(e.code).to.equal(INVALID_ARGUMENT);
     expect(e.reason).to.equal("INVALID_WASM");
@@ -188,7 +228,12 @@ describe("hostile hand-made wasm against a real daemon", function () {
     // ref.null func; i32.const 1e7; table.grow t; drop -- for every table, then exit with the first table's size.
     for (let t = 0; t < 100; t++) body.push(0xd0, 0x70, ...i32(10_000_000), 0xfc, 0x0f, ...uleb(t), ...DROP);
     body.push(0xfc, 0x10, 0x00, ...call(0)); // table.size 0; proc_exit
-    const r = await run({ imports: [WASI.proc_exit], memory: { min: 1 }, tables: Array.from({ length: 100 }, () => 0), funcs: [{ params: [], results: [], body }] });
+    const r = await run({
+      imports: [WASI.proc_exit],
+      memory: { min: 1 },
+      tables: Array.from({ length: 100 }, () => 0),
+      funcs: [{ params: [], results: [], body }],
+    });
     expect(r.outcome, r.message).to.equal(Outcome.OUTCOME_EXITED);
     expect(r.exitCode).to.equal(0);
   });
@@ -222,15 +267,31 @@ describe("hostile hand-made wasm against a real daemon", function () {
       await refused(new Uint8Array([0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00]));
     });
     it("an import outside wasi_snapshot_preview1", async function () {
-      await refused(buildModule({ imports: [{ module: "env", name: "system", params: [I32], results: [I32] }], memory: { min: 1 }, funcs: [{ params: [], results: [], body: [] }] }));
+      await refused(
+        buildModule({
+          imports: [{ module: "env", name: "system", params: [I32], results: [I32] }],
+          memory: { min: 1 },
+          funcs: [{ params: [], results: [], body: [] }],
+        }),
+      );
     });
     it("a preview1-named import that is not a preview1 function", async function () {
-      await refused(buildModule({ imports: [{ name: "path_open_anywhere", params: [], results: [] }], memory: { min: 1 }, funcs: [{ params: [], results: [], body: [] }] }));
+      await refused(
+        buildModule({
+          imports: [{ name: "path_open_anywhere", params: [], results: [] }],
+          memory: { min: 1 },
+          funcs: [{ params: [], results: [], body: [] }],
+        }),
+      );
     });
     it("a preview1 function imported with the wrong signature is refused, or runs to a clean outcome", async function () {
       // fd_write as (i64) -> i64: the host would be handed a BigInt where it reads a pointer.
       const wrong = { name: "fd_write", params: [I64], results: [I64] };
-      const wasm = buildModule({ imports: [wrong], memory: { min: 1 }, funcs: [{ params: [], results: [], body: [...i64(1n), ...call(0), ...DROP] }] });
+      const wasm = buildModule({
+        imports: [wrong],
+        memory: { min: 1 },
+        funcs: [{ params: [], results: [], body: [...i64(1n), ...call(0), ...DROP] }],
+      });
       const compiled = await daemon.compile({ input: { $case: "wasm", value: Buffer.from(wasm) } }).catch((e: unknown) => e);
       if (compiled instanceof Error) {
         expect((compiled as Error & { code: number }).code).to.equal(INVALID_ARGUMENT);
@@ -252,7 +313,10 @@ describe("hostile hand-made wasm against a real daemon", function () {
       await refused(buildModule({ memory: { min: 65_537 }, funcs: [{ params: [], results: [], body: [] }] }));
     });
     it("a data segment past the end of memory (fails at instantiation, as a trap)", async function () {
-      const id = await register(daemon, buildModule({ memory: { min: 1 }, data: [{ offset: 65_535, bytes: [1, 2, 3] }], funcs: [{ params: [], results: [], body: [] }] }));
+      const id = await register(
+        daemon,
+        buildModule({ memory: { min: 1 }, data: [{ offset: 65_535, bytes: [1, 2, 3] }], funcs: [{ params: [], results: [], body: [] }] }),
+      );
       const r = await daemon.execute({ target: moduleTarget(id) });
       expect(r.outcome).to.equal(Outcome.OUTCOME_TRAP);
     });
@@ -263,11 +327,14 @@ describe("hostile hand-made wasm against a real daemon", function () {
     const client = connect(`unix://${daemon.socketPath}`);
     try {
       const deadline = Date.now() + 4000;
-      const outcomes = await Promise.all(Array.from({ length: 1100 }, () =>
-        client.execute({ target: moduleTarget(loopId) }, { deadline }).then(
-          (r) => `outcome ${r.outcome}`,
-          (e: unknown) => `code ${(e as { code: number }).code}`,
-        )));
+      const outcomes = await Promise.all(
+        Array.from({ length: 1100 }, () =>
+          client.execute({ target: moduleTarget(loopId) }, { deadline }).then(
+            (r) => `outcome ${r.outcome}`,
+            (e: unknown) => `code ${(e as { code: number }).code}`,
+          ),
+        ),
+      );
       const count = (k: string): number => outcomes.filter((o) => o === k).length;
       // 2 running + 1024 queued fit; at least the rest were refused as EXECUTION_QUEUE_FULL.
       expect(count("code 8")).to.be.at.least(1100 - 2 - 1024);
@@ -278,7 +345,10 @@ describe("hostile hand-made wasm against a real daemon", function () {
   });
 
   it("50 concurrent Executes, 10 of which loop forever: the other 40 all finish", async function () {
-    const loopId = await register(daemon, buildModule({ memory: { min: 1 }, funcs: [{ params: [], results: [], body: forever([...i64(1n), ...DROP]) }] }));
+    const loopId = await register(
+      daemon,
+      buildModule({ memory: { min: 1 }, funcs: [{ params: [], results: [], body: forever([...i64(1n), ...DROP]) }] }),
+    );
     const calls = Array.from({ length: 50 }, (_, i) => daemon.execute({ target: moduleTarget(i % 5 === 0 ? loopId : helloId) }));
     const results = await Promise.all(calls);
     results.forEach((r, i) => {

@@ -29,9 +29,13 @@ describe("daemon lifecycle", function () {
     try {
       for (let i = 0; i < 3; i++) {
         const socketPath = path.join(dir, `race-${i}.sock`);
-        const child = spawn(process.execPath, [SANDBOXD_BIN, "--allow-unsigned", "--listen", `unix://${socketPath}`, "--cache-dir", path.join(dir, "cache")], {
-          stdio: ["ignore", "ignore", "pipe"],
-        });
+        const child = spawn(
+          process.execPath,
+          [SANDBOXD_BIN, "--allow-unsigned", "--listen", `unix://${socketPath}`, "--cache-dir", path.join(dir, "cache")],
+          {
+            stdio: ["ignore", "ignore", "pipe"],
+          },
+        );
         let log = "";
         child.stderr.on("data", (d: Buffer) => {
           log += d.toString();
@@ -116,9 +120,13 @@ describe("daemon lifecycle", function () {
 
   it("listens on TCP with --listen 127.0.0.1:0 and logs the port it got", async function () {
     const dir = await mkdtemp(path.join(tmpdir(), "sandboxd-tcp-"));
-    const child = spawn(process.execPath, [SANDBOXD_BIN, "--allow-unsigned", "--listen", "127.0.0.1:0", "--cache-dir", path.join(dir, "cache")], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
+    const child = spawn(
+      process.execPath,
+      [SANDBOXD_BIN, "--allow-unsigned", "--listen", "127.0.0.1:0", "--cache-dir", path.join(dir, "cache")],
+      {
+        stdio: ["ignore", "ignore", "pipe"],
+      },
+    );
     try {
       const address = await new Promise<string>((resolve, reject) => {
         let log = "";
@@ -156,9 +164,13 @@ describe("daemon lifecycle", function () {
 
 describe("daemon configuration", function () {
   it("refuses to start when a default limit exceeds its ceiling", async function () {
-    const child = spawn(process.execPath, [SANDBOXD_BIN, "--allow-unsigned", "--max-timeout-ms", "1000", "--default-timeout-ms", "5000", "--listen", "127.0.0.1:0"], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
+    const child = spawn(
+      process.execPath,
+      [SANDBOXD_BIN, "--allow-unsigned", "--max-timeout-ms", "1000", "--default-timeout-ms", "5000", "--listen", "127.0.0.1:0"],
+      {
+        stdio: ["ignore", "ignore", "pipe"],
+      },
+    );
     let stderr = "";
     child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
     const code = await new Promise((resolve) => child.once("exit", resolve));

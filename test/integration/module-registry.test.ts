@@ -56,7 +56,13 @@ describe("compiled modules in memory", function () {
     const data = Buffer.concat([Buffer.from([1, 0, ...i32(PAGE), 0x0b, ...u(DATA_BYTES)]), Buffer.alloc(DATA_BYTES, 0x7a)]);
     return Buffer.concat([
       Buffer.from([0x00, 0x61, 0x73, 0x6d, 1, 0, 0, 0]),
-      sec(1, types), sec(2, imports), sec(3, Buffer.from([1, 1])), sec(5, memory), sec(7, exports), sec(10, code), sec(11, data),
+      sec(1, types),
+      sec(2, imports),
+      sec(3, Buffer.from([1, 1])),
+      sec(5, memory),
+      sec(7, exports),
+      sec(10, code),
+      sec(11, data),
     ]);
   }
 
@@ -94,7 +100,10 @@ describe("compiled modules in memory", function () {
     daemon = await startDaemon({ args: ["--trusted-keys", path.join(root, "keys")] });
     const id = await register(daemon, bigModule());
     const small = wire(signed({ expiresAtUnix: Math.floor(Date.now() / 1000) + 3600, memoryLimitBytes: 8 * MIB }, authority));
-    const refused = await daemon.execute({ target: moduleTarget(id), policy: small }).then(() => undefined, (e: { code: number; details: string }) => e);
+    const refused = await daemon.execute({ target: moduleTarget(id), policy: small }).then(
+      () => undefined,
+      (e: { code: number; details: string }) => e,
+    );
     expect(refused?.details).to.match(/initial memory .* exceeds the memory limit/);
     const enough = wire(signed({ expiresAtUnix: Math.floor(Date.now() / 1000) + 3600, memoryLimitBytes: 32 * MIB }, authority));
     expect((await daemon.execute({ target: moduleTarget(id), policy: enough })).stdout.toString()).to.equal("z");

@@ -68,11 +68,16 @@ describe("network: outbound HTTP to allowlisted hosts", function () {
     daemon = await startDaemon({
       cacheDir: join(tmp.path, "cache"),
       args: [
-        "--trusted-keys", join(tmp.path, "keys"),
-        "--allow-network-host", a.origin,
-        "--allow-network-host", b.origin,
-        "--allow-network-host", `http://localhost:${a.port}`,
-        "--max-http-timeout-ms", "60000",
+        "--trusted-keys",
+        join(tmp.path, "keys"),
+        "--allow-network-host",
+        a.origin,
+        "--allow-network-host",
+        b.origin,
+        "--allow-network-host",
+        `http://localhost:${a.port}`,
+        "--max-http-timeout-ms",
+        "60000",
       ],
     });
     const compiled = await daemon.compile({ input: { $case: "source", value: script("http_client") } });
@@ -91,7 +96,11 @@ describe("network: outbound HTTP to allowlisted hosts", function () {
   }
   const grantA = (extra: Partial<Policy> = {}): ReturnType<typeof wire> => policy({ network: true, allowedHosts: [a.origin], ...extra });
 
-  async function run(calls: Call[], p: ReturnType<typeof wire>, d: TestDaemon = daemon): Promise<{ results: CallResult[]; denials: Denial[] }> {
+  async function run(
+    calls: Call[],
+    p: ReturnType<typeof wire>,
+    d: TestDaemon = daemon,
+  ): Promise<{ results: CallResult[]; denials: Denial[] }> {
     const r = await d.execute({ target: moduleTarget(clientId), policy: p, stdin: Buffer.from(JSON.stringify(calls)) });
     expect(r.outcome, `${r.message}\n${r.stderr.toString()}`).to.equal(Outcome.OUTCOME_EXITED);
     expect(r.exitCode, r.stdout.toString()).to.equal(0);
@@ -106,7 +115,10 @@ describe("network: outbound HTTP to allowlisted hosts", function () {
     expect((r as { headers: [string, string][] }).headers).to.deep.include(["x-served-by", "A"]);
     expect(denials).to.deep.equal([]);
     expect(a.seen.length).to.equal(before + 1);
-    const line = daemon.logs().split("\n").find((l) => l.includes("outbound http request") && l.includes('"status":200'));
+    const line = daemon
+      .logs()
+      .split("\n")
+      .find((l) => l.includes("outbound http request") && l.includes('"status":200'));
     expect(line, daemon.logs()).to.not.equal(undefined);
     const entry = JSON.parse(line as string) as Record<string, unknown>;
     expect(entry).to.include({ host: "127.0.0.1", method: "GET", status: 200, bytes: "hello from A".length, policyId: "net-test" });
@@ -115,10 +127,28 @@ describe("network: outbound HTTP to allowlisted hosts", function () {
   });
 
   it("sends the method, headers and body the script gives", async function () {
-    const { results } = await run([{ method: "POST", url: `${a.origin}/echo`, headers: [["X-Trace", "t1"], ["Content-Type", "text/plain"]], body: "payload" }], grantA());
+    const { results } = await run(
+      [
+        {
+          method: "POST",
+          url: `${a.origin}/echo`,
+          headers: [
+            ["X-Trace", "t1"],
+            ["Content-Type", "text/plain"],
+          ],
+          body: "payload",
+        },
+      ],
+      grantA(),
+    );
     const echoed = JSON.parse((results[0] as { body: string }).body) as { method: string; headers: Record<string, string>; body: string };
     expect(echoed).to.include({ method: "POST", body: "payload" });
-    expect(echoed.headers).to.include({ "x-trace": "t1", "content-type": "text/plain", "content-length": "7", host: `127.0.0.1:${a.port}` });
+    expect(echoed.headers).to.include({
+      "x-trace": "t1",
+      "content-type": "text/plain",
+      "content-length": "7",
+      host: `127.0.0.1:${a.port}`,
+    });
   });
 
   it("network: false: the request is an error and a denial, and the server is never contacted", async function () {
@@ -126,7 +156,9 @@ describe("network: outbound HTTP to allowlisted hosts", function () {
     const { results, denials } = await run([{ url: `${a.origin}/hello` }], policy({}));
     expect(results[0]).to.include({ error: "HTTP_DENIED", message: "the policy does not grant network access" });
     expect((results[0] as { display: string }).display).to.equal("request denied: the policy does not grant network access");
-    expect(denials).to.deep.equal([{ operation: "http_request", path: `${a.origin}/hello`, reason: "the policy does not grant network access" }]);
+    expect(denials).to.deep.equal([
+      { operation: "http_request", path: `${a.origin}/hello`, reason: "the policy does not grant network access" },
+    ]);
     expect(a.seen.length).to.equal(before);
   });
 
@@ -134,7 +166,9 @@ describe("network: outbound HTTP to allowlisted hosts", function () {
     const before = b.seen.length;
     const { results, denials } = await run([{ url: `${b.origin}/hello` }], grantA());
     expect(results[0]).to.include({ error: "HTTP_DENIED", message: `http://127.0.0.1:${b.port} is not in allowed_hosts` });
-    expect(denials).to.deep.equal([{ operation: "http_request", path: `${b.origin}/hello`, reason: `http://127.0.0.1:${b.port} is not in allowed_hosts` }]);
+    expect(denials).to.deep.equal([
+      { operation: "http_request", path: `${b.origin}/hello`, reason: `http://127.0.0.1:${b.port} is not in allowed_hosts` },
+    ]);
     expect(b.seen.length).to.equal(before);
   });
 
@@ -142,7 +176,9 @@ describe("network: outbound HTTP to allowlisted hosts", function () {
     const before = b.seen.length;
     const { results, denials } = await run([{ url: `${a.origin}/to-b` }], grantA());
     expect(results[0]).to.include({ error: "HTTP_DENIED" });
-    expect((results[0] as { message: string }).message).to.equal(`redirect from ${a.origin}/to-b: http://127.0.0.1:${b.port} is not in allowed_hosts`);
+    expect((results[0] as { message: string }).message).to.equal(
+      `redirect from ${a.origin}/to-b: http://127.0.0.1:${b.port} is not in allowed_hosts`,
+    );
     expect(denials.map((d) => [d.operation, d.path])).to.deep.equal([["http_request", `${b.origin}/hello`]]);
     expect(b.seen.length).to.equal(before);
   });
@@ -151,13 +187,22 @@ describe("network: outbound HTTP to allowlisted hosts", function () {
     const { results } = await run(
       [
         { url: `${a.origin}/to-self`, headers: [["Authorization", "Bearer same-origin"]] },
-        { method: "PUT", url: `${a.origin}/to-b-echo`, headers: [["Authorization", "Bearer secret"], ["Cookie", "c=1"], ["X-Keep", "k"]], body: "kept" },
+        {
+          method: "PUT",
+          url: `${a.origin}/to-b-echo`,
+          headers: [
+            ["Authorization", "Bearer secret"],
+            ["Cookie", "c=1"],
+            ["X-Keep", "k"],
+          ],
+          body: "kept",
+        },
       ],
       policy({ network: true, allowedHosts: [a.origin, b.origin] }),
     );
     const same = results[0] as { url: string; body: string };
     expect(same.url).to.equal(`${a.origin}/echo`);
-    expect((JSON.parse(same.body) as { method: string; headers: Record<string, string> })).to.deep.include({ method: "GET" });
+    expect(JSON.parse(same.body) as { method: string; headers: Record<string, string> }).to.deep.include({ method: "GET" });
     expect((JSON.parse(same.body) as { headers: Record<string, string> }).headers["authorization"]).to.equal("Bearer same-origin");
     const cross = results[1] as { url: string; body: string };
     expect(cross.url).to.equal(`${b.origin}/echo`);
@@ -176,7 +221,10 @@ describe("network: outbound HTTP to allowlisted hosts", function () {
 
   it("http://localhost granted by the policy and the operator is still refused: the name resolves to loopback", async function () {
     const before = a.seen.length;
-    const { results, denials } = await run([{ url: `http://localhost:${a.port}/hello` }], policy({ network: true, allowedHosts: [`http://localhost:${a.port}`] }));
+    const { results, denials } = await run(
+      [{ url: `http://localhost:${a.port}/hello` }],
+      policy({ network: true, allowedHosts: [`http://localhost:${a.port}`] }),
+    );
     expect(results[0]).to.include({ error: "HTTP_DENIED", message: "localhost resolved to 127.0.0.1 (loopback)" });
     expect(denials[0]).to.deep.include({ operation: "http_request", reason: "localhost resolved to 127.0.0.1 (loopback)" });
     expect(a.seen.length).to.equal(before);
@@ -185,19 +233,35 @@ describe("network: outbound HTTP to allowlisted hosts", function () {
   it("http://localhost is reached once --allow-private-network covers 127.0.0.0/8, on the address that was vetted", async function () {
     const opened = await startDaemon({
       cacheDir: join(tmp.path, "cache"),
-      args: ["--trusted-keys", join(tmp.path, "keys"), "--allow-network-host", `http://localhost:${a.port}`, "--allow-private-network", "127.0.0.0/8"],
+      args: [
+        "--trusted-keys",
+        join(tmp.path, "keys"),
+        "--allow-network-host",
+        `http://localhost:${a.port}`,
+        "--allow-private-network",
+        "127.0.0.0/8",
+      ],
     });
     try {
-      const { results, denials } = await run([{ url: `http://localhost:${a.port}/echo` }], policy({ network: true, allowedHosts: [`http://localhost:${a.port}`] }), opened);
+      const { results, denials } = await run(
+        [{ url: `http://localhost:${a.port}/echo` }],
+        policy({ network: true, allowedHosts: [`http://localhost:${a.port}`] }),
+        opened,
+      );
       expect(denials).to.deep.equal([]);
-      expect((JSON.parse((results[0] as { body: string }).body) as { headers: Record<string, string> }).headers["host"]).to.equal(`localhost:${a.port}`);
+      expect((JSON.parse((results[0] as { body: string }).body) as { headers: Record<string, string> }).headers["host"]).to.equal(
+        `localhost:${a.port}`,
+      );
     } finally {
       await opened.stop();
     }
   });
 
   it("a response over max_http_response_bytes is refused with a denial, declared or chunked", async function () {
-    const { results, denials } = await run([{ url: `${a.origin}/big` }, { url: `${a.origin}/big-chunked` }], grantA({ maxHttpResponseBytes: 1000 }));
+    const { results, denials } = await run(
+      [{ url: `${a.origin}/big` }, { url: `${a.origin}/big-chunked` }],
+      grantA({ maxHttpResponseBytes: 1000 }),
+    );
     expect(results[0]).to.include({ error: "HTTP_LIMIT" });
     expect((results[0] as { message: string }).message).to.contain("max_http_response_bytes");
     expect(results[1]).to.include({ error: "HTTP_LIMIT" });
@@ -205,13 +269,19 @@ describe("network: outbound HTTP to allowlisted hosts", function () {
   });
 
   it("the response cap counts over the whole run", async function () {
-    const { results } = await run([{ url: `${a.origin}/big` }, { url: `${a.origin}/big` }], grantA({ maxHttpResponseBytes: BIG_BYTES + 10 }));
+    const { results } = await run(
+      [{ url: `${a.origin}/big` }, { url: `${a.origin}/big` }],
+      grantA({ maxHttpResponseBytes: BIG_BYTES + 10 }),
+    );
     expect(results[0]).to.include({ status: 200 });
     expect(results[1]).to.include({ error: "HTTP_LIMIT" });
   });
 
   it("max_http_requests bounds the requests of one run, redirect hops included", async function () {
-    const { results, denials } = await run([{ url: `${a.origin}/hello` }, { url: `${a.origin}/to-self` }, { url: `${a.origin}/hello` }], grantA({ maxHttpRequests: 2 }));
+    const { results, denials } = await run(
+      [{ url: `${a.origin}/hello` }, { url: `${a.origin}/to-self` }, { url: `${a.origin}/hello` }],
+      grantA({ maxHttpRequests: 2 }),
+    );
     expect(results[0]).to.include({ status: 200 });
     expect(results[1]).to.include({ error: "HTTP_LIMIT" });
     expect(results[2]).to.include({ error: "HTTP_LIMIT" });
@@ -230,7 +300,13 @@ describe("network: outbound HTTP to allowlisted hosts", function () {
       ],
       grantA(),
     );
-    expect(results.map((r) => (r as { error: string }).error)).to.deep.equal(["HTTP_INVALID", "HTTP_INVALID", "HTTP_INVALID", "HTTP_INVALID", "HTTP_INVALID"]);
+    expect(results.map((r) => (r as { error: string }).error)).to.deep.equal([
+      "HTTP_INVALID",
+      "HTTP_INVALID",
+      "HTTP_INVALID",
+      "HTTP_INVALID",
+      "HTTP_INVALID",
+    ]);
     expect(denials).to.have.length(5);
     expect(a.seen.length).to.equal(before);
   });
@@ -242,7 +318,11 @@ describe("network: outbound HTTP to allowlisted hosts", function () {
   });
 
   it("a server that never answers ends with the run's timeout, the request is dropped, and the daemon keeps serving", async function () {
-    const r = await daemon.execute({ target: moduleTarget(clientId), policy: grantA({ timeoutMs: 1500 }), stdin: Buffer.from(JSON.stringify([{ url: `${a.origin}/hang` }])) });
+    const r = await daemon.execute({
+      target: moduleTarget(clientId),
+      policy: grantA({ timeoutMs: 1500 }),
+      stdin: Buffer.from(JSON.stringify([{ url: `${a.origin}/hang` }])),
+    });
     expect(r.outcome).to.equal(Outcome.OUTCOME_TIMEOUT);
     // The abandoned request's connection is closed, not left to the server.
     for (let i = 0; i < 50 && a.openConnections() > 0; i++) await new Promise((resolve) => setTimeout(resolve, 100));
@@ -252,7 +332,9 @@ describe("network: outbound HTTP to allowlisted hosts", function () {
   });
 
   it("a policy granting a host beyond the operator's ceiling is refused with POLICY_CEILING_EXCEEDED", async function () {
-    const refused = await rejection(daemon.execute({ target: moduleTarget(clientId), policy: policy({ network: true, allowedHosts: ["https://api.example.com"] }) }));
+    const refused = await rejection(
+      daemon.execute({ target: moduleTarget(clientId), policy: policy({ network: true, allowedHosts: ["https://api.example.com"] }) }),
+    );
     expect(refused).to.include({ code: status.PERMISSION_DENIED, reason: "POLICY_CEILING_EXCEEDED" });
     const limit = await rejection(daemon.execute({ target: moduleTarget(clientId), policy: grantA({ httpTimeoutMs: 60_001 }) }));
     expect(limit).to.include({ code: status.PERMISSION_DENIED, reason: "POLICY_CEILING_EXCEEDED" });
@@ -266,7 +348,11 @@ describe("network: outbound HTTP to allowlisted hosts", function () {
   });
 
   it("StreamOutput streams an HTTP denial like any other", async function () {
-    const events = await daemon.stream({ target: moduleTarget(clientId), policy: grantA(), stdin: Buffer.from(JSON.stringify([{ url: `${b.origin}/hello` }])) });
+    const events = await daemon.stream({
+      target: moduleTarget(clientId),
+      policy: grantA(),
+      stdin: Buffer.from(JSON.stringify([{ url: `${b.origin}/hello` }])),
+    });
     const denials = events.map((e) => e.event.event).filter((e) => e?.$case === "denial");
     expect(denials.map((d) => (d?.$case === "denial" ? d.value.operation : ""))).to.deep.equal(["http_request"]);
   });
@@ -274,11 +360,21 @@ describe("network: outbound HTTP to allowlisted hosts", function () {
   it("examples/http_fetch.rs compiles and fetches JSON from an allowed host", async function () {
     const compiled = await daemon.compile({ input: { $case: "source", value: readFileSync(EXAMPLE, "utf8") } });
     expect(compiled.ok, JSON.stringify(compiled.diagnostics.map((d) => d.rendered))).to.equal(true);
-    const r = await daemon.execute({ target: moduleTarget(compiled.moduleId), policy: grantA(), stdin: Buffer.from(JSON.stringify({ url: `${a.origin}/json`, token: "t" })) });
+    const r = await daemon.execute({
+      target: moduleTarget(compiled.moduleId),
+      policy: grantA(),
+      stdin: Buffer.from(JSON.stringify({ url: `${a.origin}/json`, token: "t" })),
+    });
     expect(r.exitCode, r.stdout.toString() + r.stderr.toString()).to.equal(0);
     expect(JSON.parse(r.stdout.toString())).to.deep.equal({ status: 200, content_type: "application/json", item: { id: 1, name: "tea" } });
-    const denied = await daemon.execute({ target: moduleTarget(compiled.moduleId), policy: grantA(), stdin: Buffer.from(JSON.stringify({ url: `${b.origin}/hello` })) });
+    const denied = await daemon.execute({
+      target: moduleTarget(compiled.moduleId),
+      policy: grantA(),
+      stdin: Buffer.from(JSON.stringify({ url: `${b.origin}/hello` })),
+    });
     expect(denied.exitCode).to.equal(1);
-    expect(JSON.parse(denied.stdout.toString())).to.deep.equal({ error: { code: "HTTP_DENIED", message: `http://127.0.0.1:${b.port} is not in allowed_hosts` } });
+    expect(JSON.parse(denied.stdout.toString())).to.deep.equal({
+      error: { code: "HTTP_DENIED", message: `http://127.0.0.1:${b.port} is not in allowed_hosts` },
+    });
   });
 });

@@ -46,7 +46,9 @@ describe("signed policies with fields this daemon does not know (real daemon)", 
   /** A policy valid now, mounting root/data read-only at /data, encoded by the contract's own encoder. */
   function policyBytes(extraInMount?: Uint8Array): Uint8Array {
     const now = Math.floor(Date.now() / 1000);
-    const writer = Policy.encode(Policy.fromPartial({ policyId: "unknown-fields", notBeforeUnix: now - 60, expiresAtUnix: now + HOUR_SECONDS }));
+    const writer = Policy.encode(
+      Policy.fromPartial({ policyId: "unknown-fields", notBeforeUnix: now - 60, expiresAtUnix: now + HOUR_SECONDS }),
+    );
     const mount = Mount.encode(Mount.fromPartial({ hostPath: join(root, "data"), guestPath: "/data", writable: false })).finish();
     writer.tag(5, WireType.LengthDelimited).bytes(Buffer.concat([mount, extraInMount ?? new Uint8Array()]));
     return writer.finish();

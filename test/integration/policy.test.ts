@@ -53,11 +53,16 @@ describe("signed policies (real daemon, real rustc, our WASI host)", function ()
     await writePublicKeys(keysDir, [authority]);
     daemon = await startDaemon({
       args: [
-        "--trusted-keys", keysDir,
-        "--allow-mount-root", root,
-        "--max-timeout-ms", String(MAX_TIMEOUT_MS),
-        "--max-memory-bytes", String(MAX_MEMORY_BYTES),
-        "--max-output-bytes", String(MAX_OUTPUT_BYTES),
+        "--trusted-keys",
+        keysDir,
+        "--allow-mount-root",
+        root,
+        "--max-timeout-ms",
+        String(MAX_TIMEOUT_MS),
+        "--max-memory-bytes",
+        String(MAX_MEMORY_BYTES),
+        "--max-output-bytes",
+        String(MAX_OUTPUT_BYTES),
       ],
     });
     const compiled = await daemon.compile({ input: { $case: "source", value: SCRIPT } });
@@ -192,7 +197,12 @@ describe("signed policies (real daemon, real rustc, our WASI host)", function ()
   for (const [field, extra] of ceilings) {
     it(`refuses ${field} above the operator ceiling: PERMISSION_DENIED, POLICY_CEILING_EXCEEDED`, async function () {
       const out = await freshOut();
-      const details = await expectRefused(wire(signed(policy(out, extra), authority)), out, status.PERMISSION_DENIED, "POLICY_CEILING_EXCEEDED");
+      const details = await expectRefused(
+        wire(signed(policy(out, extra), authority)),
+        out,
+        status.PERMISSION_DENIED,
+        "POLICY_CEILING_EXCEEDED",
+      );
       expect(details).to.contain(field);
     });
   }
@@ -214,9 +224,16 @@ describe("signed policies (real daemon, real rustc, our WASI host)", function ()
 
   it("refuses network: true without allowed_hosts (UNAUTHENTICATED/POLICY_MALFORMED) instead of running without it", async function () {
     const out = await freshOut();
-    const details = await expectRefused(wire(signed(policy(out, { network: true }), authority)), out, status.UNAUTHENTICATED, "POLICY_MALFORMED");
+    const details = await expectRefused(
+      wire(signed(policy(out, { network: true }), authority)),
+      out,
+      status.UNAUTHENTICATED,
+      "POLICY_MALFORMED",
+    );
     expect(details).to.contain("allowed_hosts");
-    const streamed = await rejection(daemon.stream({ target: moduleTarget(moduleId), policy: wire(signed(policy(out, { network: true }), authority)) }));
+    const streamed = await rejection(
+      daemon.stream({ target: moduleTarget(moduleId), policy: wire(signed(policy(out, { network: true }), authority)) }),
+    );
     expect({ code: streamed.code, reason: streamed.reason }).to.deep.equal({ code: status.UNAUTHENTICATED, reason: "POLICY_MALFORMED" });
     expect(await ran(out)).to.equal(false);
   });
@@ -225,7 +242,9 @@ describe("signed policies (real daemon, real rustc, our WASI host)", function ()
     const out = await freshOut();
     const details = await expectRefused(
       wire(signed(policy(out, { network: true, allowedHosts: ["https://api.example.com"] }), authority)),
-      out, status.PERMISSION_DENIED, "POLICY_CEILING_EXCEEDED",
+      out,
+      status.PERMISSION_DENIED,
+      "POLICY_CEILING_EXCEEDED",
     );
     expect(details).to.contain("https://api.example.com");
   });
@@ -238,7 +257,11 @@ describe("signed policies (real daemon, real rustc, our WASI host)", function ()
 
   it("refuses a policy with more than MAX_POLICY_MOUNTS mounts: INVALID_ARGUMENT, POLICY_TOO_LARGE", async function () {
     const out = await freshOut();
-    const mounts = Array.from({ length: MAX_POLICY_MOUNTS + 1 }, (_, i) => ({ hostPath: join(root, "in"), guestPath: `/in${i}`, writable: false }));
+    const mounts = Array.from({ length: MAX_POLICY_MOUNTS + 1 }, (_, i) => ({
+      hostPath: join(root, "in"),
+      guestPath: `/in${i}`,
+      writable: false,
+    }));
     const details = await expectRefused(wire(signed(policy(out, { mounts }), authority)), out, status.INVALID_ARGUMENT, "POLICY_TOO_LARGE");
     expect(details).to.contain(String(MAX_POLICY_MOUNTS));
   });

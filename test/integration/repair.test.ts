@@ -12,7 +12,10 @@ import { childPids, watchChildren } from "../helpers/processes.js";
 import { moduleTarget, rejection, sourceTarget, startDaemon, type TestDaemon } from "../helpers/daemon.js";
 import { REPAIR_CASES, type RepairCase } from "../fixtures/repair/cases.js";
 
-const src = (value: string, repair = true): { input: { $case: "source"; value: string }; repair: boolean } => ({ input: { $case: "source", value }, repair });
+const src = (value: string, repair = true): { input: { $case: "source"; value: string }; repair: boolean } => ({
+  input: { $case: "source", value },
+  repair,
+});
 
 /** A comment line making a source unique, so its compiles are cold. */
 const uniqueLine = (): string => `// ${randomBytes(8).toString("hex")}\n`;
@@ -74,7 +77,15 @@ describe("repair: rounds, the module, the cache (real daemon, real rustc)", func
     const r = await daemon.compile(src(c.broken));
     expect(r.diagnostics.map((d) => d.message)).to.deep.equal(["expected `;`, found `total`"]);
     expect(r.repair).to.include({ source: c.repaired, rounds: 2, cacheHit: false });
-    const edits = r.repair!.edits.map((e) => ({ round: e.round, line: e.span!.lineStart, column: e.span!.columnStart, columnEnd: e.span!.columnEnd, text: e.span!.suggestedReplacement, code: e.code, suggestion: e.suggestion }));
+    const edits = r.repair!.edits.map((e) => ({
+      round: e.round,
+      line: e.span!.lineStart,
+      column: e.span!.columnStart,
+      columnEnd: e.span!.columnEnd,
+      text: e.span!.suggestedReplacement,
+      code: e.code,
+      suggestion: e.suggestion,
+    }));
     expect(edits).to.deep.equal([
       { round: 1, line: 2, column: 18, columnEnd: 18, text: ";", code: "", suggestion: "add `;` here" },
       { round: 2, line: 2, column: 9, columnEnd: 14, text: "mut total", code: "E0384", suggestion: "consider making this binding mutable" },
@@ -133,7 +144,7 @@ describe("repair: rounds, the module, the cache (real daemon, real rustc)", func
 
   it("a client that gives up during a repair stops its rustc, and the daemon serves on", async function () {
     // Round 2 is slow: the source then type-checks, and rustc evaluates the constant up to its step limit.
-    const slow = `${uniqueLine()}const fn spin(n: u64) -> u64 { let mut i = 0; let mut a = 0; while i < n { a ^= i; i += 1; } a }\nconst X: u64 = spin(30_000_000);\n${tableCase("semicolon_then_mut").broken.replace("println!(\"{}\", total);", "println!(\"{} {}\", total, X);")}`;
+    const slow = `${uniqueLine()}const fn spin(n: u64) -> u64 { let mut i = 0; let mut a = 0; while i < n { a ^= i; i += 1; } a }\nconst X: u64 = spin(30_000_000);\n${tableCase("semicolon_then_mut").broken.replace('println!("{}", total);', 'println!("{} {}", total, X);')}`;
     // The source's own compile is cached first, so any rustc running during the call is the repair's.
     expect((await daemon.compile(src(slow, false))).ok).to.equal(false);
     const call = rejection(

@@ -162,7 +162,9 @@ describe("args and env caps against a real daemon", function () {
     const bigArgs = await rejection(daemon.execute({ target: moduleTarget(guestId), args: [...args, "z"] }));
     expect(bigArgs).to.include({ code: Status.INVALID_ARGUMENT, reason: "ARGS_TOO_LARGE" });
     expect(bigArgs.details).to.contain(`more than ${MAX_ARGS_BYTES} bytes`);
-    const bigEnv = await rejection(daemon.execute({ target: moduleTarget(guestId), env: new Map([["BIG", "v".repeat(MAX_ENV_BYTES - 2)]]) }));
+    const bigEnv = await rejection(
+      daemon.execute({ target: moduleTarget(guestId), env: new Map([["BIG", "v".repeat(MAX_ENV_BYTES - 2)]]) }),
+    );
     expect(bigEnv).to.include({ code: Status.INVALID_ARGUMENT, reason: "ENV_TOO_LARGE" });
     expect(bigEnv.details).to.contain(`more than ${MAX_ENV_BYTES} bytes`);
   });
@@ -175,9 +177,13 @@ describe("args and env caps come before any other work", function () {
     // This daemon requires signed policies, and the source does not compile: neither is what the caller hears.
     const daemon = await startDaemon({ args: ["--workers", "1"] });
     try {
-      const r = await rejection(daemon.execute({ target: sourceTarget("fn main() { nope }"), args: Array.from({ length: MAX_ARGS + 1 }, () => "") }));
+      const r = await rejection(
+        daemon.execute({ target: sourceTarget("fn main() { nope }"), args: Array.from({ length: MAX_ARGS + 1 }, () => "") }),
+      );
       expect(r).to.include({ code: Status.INVALID_ARGUMENT, reason: "ARGS_TOO_LARGE" });
-      const e = await rejection(daemon.execute({ target: sourceTarget("fn main() { nope }"), env: new Map([["K", "v".repeat(MAX_ENV_BYTES)]]) }));
+      const e = await rejection(
+        daemon.execute({ target: sourceTarget("fn main() { nope }"), env: new Map([["K", "v".repeat(MAX_ENV_BYTES)]]) }),
+      );
       expect(e).to.include({ code: Status.INVALID_ARGUMENT, reason: "ENV_TOO_LARGE" });
       expect(daemon.logs()).to.not.contain('"message":"compile"');
     } finally {
@@ -186,14 +192,40 @@ describe("args and env caps come before any other work", function () {
   });
 
   it("the operator sets the caps: --max-args, --max-args-bytes, --max-env-vars, --max-env-bytes", async function () {
-    const daemon = await startDaemon({ args: ["--allow-unsigned", "--workers", "1", "--max-args", "2", "--max-args-bytes", "8", "--max-env-vars", "1", "--max-env-bytes", "4"] });
+    const daemon = await startDaemon({
+      args: [
+        "--allow-unsigned",
+        "--workers",
+        "1",
+        "--max-args",
+        "2",
+        "--max-args-bytes",
+        "8",
+        "--max-env-vars",
+        "1",
+        "--max-env-bytes",
+        "4",
+      ],
+    });
     try {
       const helloId = await register(daemon, helloWasm());
       const target = moduleTarget(helloId);
-      expect((await daemon.execute({ target, args: ["abcd", "efgh"], env: new Map([["AB", "CD"]]) })).outcome).to.equal(Outcome.OUTCOME_EXITED);
+      expect((await daemon.execute({ target, args: ["abcd", "efgh"], env: new Map([["AB", "CD"]]) })).outcome).to.equal(
+        Outcome.OUTCOME_EXITED,
+      );
       expect(await rejection(daemon.execute({ target, args: ["a", "b", "c"] }))).to.include({ reason: "ARGS_TOO_LARGE" });
       expect(await rejection(daemon.execute({ target, args: ["abcde", "efgh"] }))).to.include({ reason: "ARGS_TOO_LARGE" });
-      expect(await rejection(daemon.execute({ target, env: new Map([["A", ""], ["B", ""]]) }))).to.include({ reason: "ENV_TOO_LARGE" });
+      expect(
+        await rejection(
+          daemon.execute({
+            target,
+            env: new Map([
+              ["A", ""],
+              ["B", ""],
+            ]),
+          }),
+        ),
+      ).to.include({ reason: "ENV_TOO_LARGE" });
       expect(await rejection(daemon.execute({ target, env: new Map([["AB", "CDE"]]) }))).to.include({ reason: "ENV_TOO_LARGE" });
       // The wire check uses the operator's caps too, not the defaults.
       const raw = rawSandboxClient(daemon.socketPath);

@@ -56,7 +56,10 @@ describe("runs that end early while holding mounts", function () {
   beforeEach(async function () {
     daemon = await startDaemon({ args: ["--allow-unsigned", "--workers", "2", "--trusted-keys", keys, "--allow-mount-root", root] });
     pid = daemon.process.pid!;
-    loopId = await register(daemon, buildModule({ memory: { min: 1 }, funcs: [{ params: [], results: [], body: forever([...i64(1n), ...DROP]) }] }));
+    loopId = await register(
+      daemon,
+      buildModule({ memory: { min: 1 }, funcs: [{ params: [], results: [], body: forever([...i64(1n), ...DROP]) }] }),
+    );
     helloId = await register(daemon, helloWasm());
   });
   afterEach(async function () {
@@ -101,7 +104,13 @@ describe("runs that end early while holding mounts", function () {
   it(`regression: ${ITERATIONS} cancelled streams of a guest holding mounts never abort the daemon`, async function () {
     const baseline = await openFds(pid);
     for (let i = 0; i < ITERATIONS; i++) {
-      const call = daemon.client.streamOutput({ target: moduleTarget(loopId), stdin: Buffer.alloc(0), args: [], env: new Map(), policy: policy(60_000) });
+      const call = daemon.client.streamOutput({
+        target: moduleTarget(loopId),
+        stdin: Buffer.alloc(0),
+        args: [],
+        env: new Map(),
+        policy: policy(60_000),
+      });
       const ended = new Promise<ServiceError>((resolve) => call.on("error", resolve));
       const started = new Promise<void>((resolve) => call.once("data", () => resolve()));
       call.on("data", () => undefined);
@@ -119,10 +128,12 @@ describe("runs that end early while holding mounts", function () {
     const client = connect(`unix://${daemon.socketPath}`);
     try {
       for (let i = 0; i < ITERATIONS; i++) {
-        const error = await client.execute({ target: moduleTarget(loopId), policy: policy(60_000) }, { deadline: Date.now() + 100 + (i % 5) * 20 }).then(
-          () => undefined,
-          (e: ServiceError) => e,
-        );
+        const error = await client
+          .execute({ target: moduleTarget(loopId), policy: policy(60_000) }, { deadline: Date.now() + 100 + (i % 5) * 20 })
+          .then(
+            () => undefined,
+            (e: ServiceError) => e,
+          );
         expect(error?.code).to.equal(status.DEADLINE_EXCEEDED);
       }
     } finally {

@@ -21,7 +21,7 @@ describe("Compile returns rustc's diagnostics as data", function () {
       "fn main() {", // line 1
       "    let answer: u32 = 42;", // line 2
       '    let label: u32 = "forty-two";', // line 3: col 22 is the string literal
-      "    println!(\"{} {}\", answer, label);",
+      '    println!("{} {}", answer, label);',
       "}",
       "",
     ].join("\n");
@@ -37,7 +37,7 @@ describe("Compile returns rustc's diagnostics as data", function () {
   });
 
   it("the same source compiles to the same module id, and the second time from the cache", async function () {
-    const source = "fn main() { println!(\"cached\"); }\n";
+    const source = 'fn main() { println!("cached"); }\n';
     const first = await daemon.compile({ input: { $case: "source", value: source } });
     const second = await daemon.compile({ input: { $case: "source", value: source } });
     expect(first.ok).to.equal(true);

@@ -49,7 +49,7 @@ describe("sandboxctl compile --repair (real daemon, real rustc)", function () {
     const r = await sandboxctl("compile", "--repair", "--socket", daemon.socketPath, file);
     expect(r.code, r.stderr).to.equal(0);
     expect(r.stdout).to.match(/^--- .*two\.rs\n\+\+\+ .*two\.rs\n@@ /);
-    expect(r.stderr).to.contain("insert \";\" (MACHINE_APPLICABLE), add `;` here; fixes expected `;`, found `println`");
+    expect(r.stderr).to.contain('insert ";" (MACHINE_APPLICABLE), add `;` here; fixes expected `;`, found `println`');
     expect(r.stderr).to.contain("(MAYBE_INCORRECT), consider importing this struct; fixes E0433");
     expect(r.stderr).to.contain("repaired in 1 round");
     expect(await readFile(file, "utf8"), "no --write: the file is untouched").to.equal(broken);
@@ -97,7 +97,11 @@ describe("sandboxctl compile --repair (real daemon, real rustc)", function () {
     await writeFile(file, broken);
     const r = await sandboxctl("compile", "--repair", "--json", "--socket", daemon.socketPath, file);
     expect(r.code, r.stderr).to.equal(0);
-    const json = JSON.parse(r.stdout) as { ok: boolean; repair: { source: string; edits: { span: { applicability: string } }[] }; errors: { code: string }[] };
+    const json = JSON.parse(r.stdout) as {
+      ok: boolean;
+      repair: { source: string; edits: { span: { applicability: string } }[] };
+      errors: { code: string }[];
+    };
     expect(json.ok).to.equal(false);
     expect(json.repair.source).to.equal(repaired);
     expect(json.repair.edits[0]!.span.applicability).to.equal("APPLICABILITY_MACHINE_APPLICABLE");

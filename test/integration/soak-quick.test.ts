@@ -50,7 +50,10 @@ describe("soak (--quick) against a real daemon", function () {
     expect(results.mode).to.equal("quick");
     expect(results.seed).to.equal(Number(CI_SEED));
     expect(results.daemonDeath, report).to.equal(undefined);
-    expect(results.invariants.filter((i) => !i.ok), report).to.deep.equal([]);
+    expect(
+      results.invariants.filter((i) => !i.ok),
+      report,
+    ).to.deep.equal([]);
     expect(results.kinds.map((k) => k.kind)).to.deep.equal(KINDS.map((k) => k.name));
     for (const k of results.kinds) expect(k.calls, k.kind).to.be.greaterThan(0);
     expect(results.totals.calls).to.equal(results.totals.ok);

@@ -99,7 +99,8 @@ describe("StreamOutput back-pressure", function () {
     const baseline = await rssBytes(pid);
     const request = ExecuteRequest.encode(ExecuteRequest.fromPartial({ target: moduleTarget(floodId) })).finish();
     const calls: UnreadCall[] = [];
-    for (let i = 0; i < UNREAD_STREAMS; i++) calls.push(openUnreadCall(daemon.socketPath, "/sandbox.v1.SandboxService/StreamOutput", request));
+    for (let i = 0; i < UNREAD_STREAMS; i++)
+      calls.push(openUnreadCall(daemon.socketPath, "/sandbox.v1.SandboxService/StreamOutput", request));
     let peak = baseline;
     for (let t = 0; t < 30; t++) {
       await sleep(100);

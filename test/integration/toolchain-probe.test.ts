@@ -22,7 +22,9 @@ async function eventually(check: () => boolean | Promise<boolean>, what: string)
 }
 
 /** A failed call's status, message and ErrorInfo (reason and metadata). */
-async function failure(promise: Promise<unknown>): Promise<{ code: number; details: string; reason: string | undefined; install: string | undefined }> {
+async function failure(
+  promise: Promise<unknown>,
+): Promise<{ code: number; details: string; reason: string | undefined; install: string | undefined }> {
   try {
     await promise;
   } catch (e: unknown) {
@@ -55,7 +57,10 @@ for (const { part, install } of CASES) {
     });
 
     it(`says so once at start-up, in a log line naming ${install}`, function () {
-      const lines = daemon.logs().split("\n").filter((l) => l.includes(UNAVAILABLE_LOG));
+      const lines = daemon
+        .logs()
+        .split("\n")
+        .filter((l) => l.includes(UNAVAILABLE_LOG));
       expect(lines).to.have.length(1);
       expect(JSON.parse(lines[0]!)).to.include({ level: "error", reason: "TOOLCHAIN_MISSING", install });
     });
@@ -66,7 +71,7 @@ for (const { part, install } of CASES) {
     });
 
     it(`Compile is FAILED_PRECONDITION/TOOLCHAIN_MISSING naming ${install}, never rustc's own message`, async function () {
-      const r = await failure(daemon.compile({ input: { $case: "source", value: "fn main() { println!(\"hi\"); }" } }));
+      const r = await failure(daemon.compile({ input: { $case: "source", value: 'fn main() { println!("hi"); }' } }));
       expect(r).to.include({ code: status.FAILED_PRECONDITION, reason: "TOOLCHAIN_MISSING", install });
       expect(r.details).to.contain(`install ${install}`);
       expect(r.details).to.not.match(/error(\[E\d+\])?:|not found$/);
@@ -92,7 +97,7 @@ describe("a daemon with a working toolchain (start-up probe passes)", function (
     const daemon = await startDaemon({ args: ["--allow-unsigned", "--workers", "1"] });
     try {
       // Compile waits for the probe, so once it answers the verdict is in.
-      const compiled = await daemon.compile({ input: { $case: "source", value: "fn main() { println!(\"probe passed\"); }" } });
+      const compiled = await daemon.compile({ input: { $case: "source", value: 'fn main() { println!("probe passed"); }' } });
       expect(compiled.ok, JSON.stringify(compiled.diagnostics)).to.equal(true);
       expect(daemon.logs()).to.not.contain(UNAVAILABLE_LOG);
       expect(await healthStatus(daemon, SERVICE_NAME)).to.equal("SERVING");

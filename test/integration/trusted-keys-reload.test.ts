@@ -61,7 +61,9 @@ describe("trusted key reload (real daemon)", function () {
       await new Promise((resolve) => setTimeout(resolve, 100));
       refused = await rejection(daemon.execute(requestSignedBy(doomed))).catch(() => undefined);
     }
-    expect(refused, `a policy signed by the removed key still runs ${RELOAD_WAIT_MS} ms after SIGHUP:\n${daemon.logs()}`).to.not.equal(undefined);
+    expect(refused, `a policy signed by the removed key still runs ${RELOAD_WAIT_MS} ms after SIGHUP:\n${daemon.logs()}`).to.not.equal(
+      undefined,
+    );
     expect({ code: refused!.code, reason: refused!.reason }).to.deep.equal({ code: status.UNAUTHENTICATED, reason: "POLICY_UNKNOWN_KEY" });
 
     // The key that stayed still works; none of the three odd files was trusted.

@@ -53,7 +53,18 @@ describe("write quotas on writable mounts", function () {
     root = await mkdtemp(path.join(tmpdir(), "sandboxd-quota-"));
     await mkdir(path.join(root, "keys"));
     await writePublicKeys(path.join(root, "keys"), [authority]);
-    daemon = await startDaemon({ args: ["--trusted-keys", path.join(root, "keys"), "--allow-mount-root", root, "--max-write-bytes", String(1 << 30), "--max-created-entries", String(MAX_CREATED_ENTRIES)] });
+    daemon = await startDaemon({
+      args: [
+        "--trusted-keys",
+        path.join(root, "keys"),
+        "--allow-mount-root",
+        root,
+        "--max-write-bytes",
+        String(1 << 30),
+        "--max-created-entries",
+        String(MAX_CREATED_ENTRIES),
+      ],
+    });
     const compiled = await daemon.compile({ input: { $case: "source", value: QUOTA_GUEST } });
     expect(compiled.ok, JSON.stringify(compiled.diagnostics)).to.equal(true);
     guestId = compiled.moduleId;
@@ -63,9 +74,21 @@ describe("write quotas on writable mounts", function () {
     await rm(root, { recursive: true, force: true });
   });
 
-  async function run(mode: string, maxWriteBytes: number): Promise<{ stdout: string; dir: string; denials: { operation: string; reason: string }[] }> {
+  async function run(
+    mode: string,
+    maxWriteBytes: number,
+  ): Promise<{ stdout: string; dir: string; denials: { operation: string; reason: string }[] }> {
     const dir = await mkdtemp(path.join(root, "w-"));
-    const policy = wire(signed({ expiresAtUnix: Math.floor(Date.now() / 1000) + 3600, maxWriteBytes, mounts: [{ hostPath: dir, guestPath: "/w", writable: true }] }, authority));
+    const policy = wire(
+      signed(
+        {
+          expiresAtUnix: Math.floor(Date.now() / 1000) + 3600,
+          maxWriteBytes,
+          mounts: [{ hostPath: dir, guestPath: "/w", writable: true }],
+        },
+        authority,
+      ),
+    );
     const r = await daemon.execute({ target: moduleTarget(guestId), policy, stdin: Buffer.from(mode) });
     expect(r.outcome, r.message + r.stderr.toString()).to.equal(Outcome.OUTCOME_EXITED);
     return { stdout: r.stdout.toString(), dir, denials: r.denials };

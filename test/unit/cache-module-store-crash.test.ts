@@ -48,7 +48,10 @@ describe("ModuleStore under kill -9", function () {
     const warnings: string[] = [];
     const store = await ModuleStore.open(cacheDir, { warn: (m) => warnings.push(m) });
     const names = await readdir(path.join(cacheDir, "modules"));
-    expect(names.filter((n) => n.endsWith(".tmp")), "temp files survive open").to.deep.equal([]);
+    expect(
+      names.filter((n) => n.endsWith(".tmp")),
+      "temp files survive open",
+    ).to.deep.equal([]);
     // every entry that exists must verify, and its content must be what its id (sha256 of bytes) says
     for (const name of names) {
       const id = name.replace(/\.mod$/, "");

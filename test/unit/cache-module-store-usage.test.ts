@@ -100,7 +100,12 @@ describe("ModuleStore usage: hit counts, last use, pins, removal", function () {
       await new Promise((r) => setTimeout(r, round % 6));
       await Promise.all([...puts, store.clear()]);
       const onDisk = (await readdir(path.join(cacheDir, "modules"))).filter((n) => n.endsWith(".mod")).map((n) => n.slice(0, -4));
-      expect(onDisk.sort(), `round ${round}`).to.deep.equal(store.usages().map((u) => u.moduleId).sort());
+      expect(onDisk.sort(), `round ${round}`).to.deep.equal(
+        store
+          .usages()
+          .map((u) => u.moduleId)
+          .sort(),
+      );
       expect(store.stats().bytes, `round ${round}`).to.equal(store.usages().reduce((n, u) => n + u.sizeBytes, 0));
     }
   });

@@ -101,10 +101,14 @@ describe("Singleflight", function () {
 
     const gate2 = deferred<string>();
     const c = new AbortController();
-    const pc = flights.do("k2", async (signal) => {
-      workSignal = signal;
-      return gate2.promise;
-    }, c.signal);
+    const pc = flights.do(
+      "k2",
+      async (signal) => {
+        workSignal = signal;
+        return gate2.promise;
+      },
+      c.signal,
+    );
     c.abort();
     expect(await reasonOf(pc)).to.equal("CANCELLED");
     expect(workSignal?.aborted).to.equal(true);
@@ -132,7 +136,9 @@ describe("precompiled uploads", function () {
     try {
       const compiler = await Compiler.create(undefined, await ModuleStore.open(cache), silentLogger(), { concurrency: 1, maxQueued: 1 });
       // Five distinct modules at once: one validates, one waits, three are refused.
-      const modules = Array.from({ length: 5 }, (_, i) => buildModule({ memory: { min: 1 }, data: [{ offset: 0, bytes: [i] }], funcs: [{ params: [], results: [], body: [] }] }));
+      const modules = Array.from({ length: 5 }, (_, i) =>
+        buildModule({ memory: { min: 1 }, data: [{ offset: 0, bytes: [i] }], funcs: [{ params: [], results: [], body: [] }] }),
+      );
       const reasons = await Promise.all(modules.map((m) => reasonOf(compiler.register(m))));
       expect(reasons.filter((r) => r === "resolved")).to.have.length(2);
       expect(reasons.filter((r) => r === "COMPILE_QUEUE_FULL")).to.have.length(3);

@@ -15,7 +15,16 @@ import { applyRepairEdits, planRepairEdits, repairSource, type RepairStop } from
 
 /** A suggestion span at 1-based line/column (end exclusive). */
 function at(line: number, column: number, endColumn: number, replacement: string, applicability: Applicability, endLine = line): Span {
-  return { lineStart: line, columnStart: column, lineEnd: endLine, columnEnd: endColumn, primary: true, label: "", suggestedReplacement: replacement, applicability };
+  return {
+    lineStart: line,
+    columnStart: column,
+    lineEnd: endLine,
+    columnEnd: endColumn,
+    primary: true,
+    label: "",
+    suggestedReplacement: replacement,
+    applicability,
+  };
 }
 
 function help(message: string, ...spans: Span[]): Diagnostic {
@@ -43,14 +52,18 @@ function compiled(moduleId: string, cacheHit = false): CompileResult {
 }
 
 describe("repair: planning one round", function () {
-  const SOURCE = "fn main() {\n    let x = 5\n    println!(\"{}\", x);\n}\n";
+  const SOURCE = 'fn main() {\n    let x = 5\n    println!("{}", x);\n}\n';
 
   it("applies a MachineApplicable fix of an error", function () {
-    expect(repaired(SOURCE, [error("expected `;`", help("add `;` here", at(2, 14, 14, ";", "machine_applicable")))])).to.equal(SOURCE.replace("= 5", "= 5;"));
+    expect(repaired(SOURCE, [error("expected `;`", help("add `;` here", at(2, 14, 14, ";", "machine_applicable")))])).to.equal(
+      SOURCE.replace("= 5", "= 5;"),
+    );
   });
 
   it("applies a MaybeIncorrect suggestion with one candidate, and only when asked to", function () {
-    const d = [error("undeclared", help("consider importing this struct", at(1, 1, 1, "use std::collections::HashMap;\n\n", "maybe_incorrect")))];
+    const d = [
+      error("undeclared", help("consider importing this struct", at(1, 1, 1, "use std::collections::HashMap;\n\n", "maybe_incorrect"))),
+    ];
     expect(repaired(SOURCE, d)).to.equal(`use std::collections::HashMap;\n\n${SOURCE}`);
     expect(planRepairEdits(SOURCE, d, false)).to.deep.equal([]);
   });
@@ -59,14 +72,24 @@ describe("repair: planning one round", function () {
     const d = [
       error(
         "cannot find type `Ordering`",
-        help("consider importing one of these items", at(1, 1, 1, "use std::cmp::Ordering;\n", "maybe_incorrect"), at(1, 1, 1, "use std::sync::atomic::Ordering;\n", "maybe_incorrect")),
+        help(
+          "consider importing one of these items",
+          at(1, 1, 1, "use std::cmp::Ordering;\n", "maybe_incorrect"),
+          at(1, 1, 1, "use std::sync::atomic::Ordering;\n", "maybe_incorrect"),
+        ),
       ),
     ];
     expect(planRepairEdits(SOURCE, d, true)).to.deep.equal([]);
   });
 
   it("leaves alone an error whose MaybeIncorrect suggestions come from two help children (two candidates)", function () {
-    const d = [error("mismatched types", help("consider borrowing", at(3, 20, 21, "&x", "maybe_incorrect")), help("consider cloning", at(3, 21, 21, ".clone()", "maybe_incorrect")))];
+    const d = [
+      error(
+        "mismatched types",
+        help("consider borrowing", at(3, 20, 21, "&x", "maybe_incorrect")),
+        help("consider cloning", at(3, 21, 21, ".clone()", "maybe_incorrect")),
+      ),
+    ];
     expect(planRepairEdits(SOURCE, d, true)).to.deep.equal([]);
   });
 
@@ -90,18 +113,22 @@ describe("repair: planning one round", function () {
   });
 
   it("applies one edit two errors both ask for once (two uses of one missing import)", function () {
-    const imp = (): Diagnostic => error("undeclared `Rc`", help("consider importing", at(1, 1, 1, "use std::rc::Rc;\n", "maybe_incorrect")));
+    const imp = (): Diagnostic =>
+      error("undeclared `Rc`", help("consider importing", at(1, 1, 1, "use std::rc::Rc;\n", "maybe_incorrect")));
     expect(repaired(SOURCE, [imp(), imp()])).to.equal(`use std::rc::Rc;\n${SOURCE}`);
   });
 
   it("leaves an edit overlapping an earlier one for a later round", function () {
-    const d = [error("e1", help("a", at(2, 13, 14, "6", "machine_applicable"))), error("e2", help("b", at(2, 13, 14, "7", "machine_applicable")))];
+    const d = [
+      error("e1", help("a", at(2, 13, 14, "6", "machine_applicable"))),
+      error("e2", help("b", at(2, 13, 14, "7", "machine_applicable"))),
+    ];
     expect(repaired(SOURCE, d)).to.equal(SOURCE.replace("= 5", "= 6"));
   });
 
   it("a deletion (empty replacement) across a line end", function () {
     const d = [error("e", help("remove this", at(2, 14, 5, "", "machine_applicable", 3)))];
-    expect(repaired(SOURCE, d)).to.equal("fn main() {\n    let x = 5println!(\"{}\", x);\n}\n");
+    expect(repaired(SOURCE, d)).to.equal('fn main() {\n    let x = 5println!("{}", x);\n}\n');
   });
 
   it("regression: columns count characters, not UTF-16 units or bytes (non-ASCII and astral text before the edit)", function () {
@@ -123,7 +150,9 @@ describe("repair: planning one round", function () {
       const line = filler.repeat(512 * 1024);
       const source = `${line}\n`;
       const length = [...line].length;
-      const d = Array.from({ length: 4000 }, (_, i) => error(`e${i}`, help("h", at(1, length - i, length - i + 1, "y", "machine_applicable"))));
+      const d = Array.from({ length: 4000 }, (_, i) =>
+        error(`e${i}`, help("h", at(1, length - i, length - i + 1, "y", "machine_applicable"))),
+      );
       const started = performance.now();
       const planned = planRepairEdits(source, d, true);
       // the character-by-character walk this replaced took 103 s for the plain line
@@ -133,7 +162,10 @@ describe("repair: planning one round", function () {
   });
 
   it("a span outside the source is not applied, nor the rest of its fix", function () {
-    const d = [error("e", help("a", at(2, 14, 14, ";", "machine_applicable"), at(99, 1, 1, "x", "machine_applicable"))), error("f", help("b", at(2, 1, 200, "", "machine_applicable")))];
+    const d = [
+      error("e", help("a", at(2, 14, 14, ";", "machine_applicable"), at(99, 1, 1, "x", "machine_applicable"))),
+      error("f", help("b", at(2, 1, 200, "", "machine_applicable"))),
+    ];
     expect(planRepairEdits(SOURCE, d, true)).to.deep.equal([]);
   });
 });
@@ -265,7 +297,9 @@ describe("repair: README", function () {
     const machine = count("machine_applicable");
     const withMaybe = machine + count("maybe_incorrect");
     expect(readme).to.contain(`on the ${REPAIR_CASES.length} broken scripts`);
-    expect(readme).to.contain(`\`MACHINE_APPLICABLE\` suggestions alone repair ${machine}, with single-candidate \`MAYBE_INCORRECT\` ones ${withMaybe}.`);
+    expect(readme).to.contain(
+      `\`MACHINE_APPLICABLE\` suggestions alone repair ${machine}, with single-candidate \`MAYBE_INCORRECT\` ones ${withMaybe}.`,
+    );
     for (const c of REPAIR_CASES) expect(c.repaired === undefined, c.name).to.equal(c.needs === "none");
   });
 });

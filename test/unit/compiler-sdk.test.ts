@@ -21,8 +21,19 @@ async function runWasm(wasm: Buffer, stdin: string, dir: string): Promise<{ code
   const { openSync, closeSync } = await import("node:fs");
   const fds = [openSync(files[0]!, "r"), openSync(files[1]!, "w"), openSync(files[2]!, "w")];
   try {
-    const wasi = new WASI({ version: "preview1", args: ["main"], env: {}, stdin: fds[0], stdout: fds[1], stderr: fds[2], returnOnExit: true });
-    const instance = await WebAssembly.instantiate(await WebAssembly.compile(new Uint8Array(wasm)), wasi.getImportObject() as WebAssembly.Imports);
+    const wasi = new WASI({
+      version: "preview1",
+      args: ["main"],
+      env: {},
+      stdin: fds[0],
+      stdout: fds[1],
+      stderr: fds[2],
+      returnOnExit: true,
+    });
+    const instance = await WebAssembly.instantiate(
+      await WebAssembly.compile(new Uint8Array(wasm)),
+      wasi.getImportObject() as WebAssembly.Imports,
+    );
     const code = wasi.start(instance);
     return { code, stdout: await readFile(files[1]!, "utf8"), stderr: await readFile(files[2]!, "utf8") };
   } finally {
@@ -49,7 +60,11 @@ describe("script SDK (build/sdk)", function () {
     const src = path.join(dir, "main.rs");
     const out = path.join(dir, "main.wasm");
     await writeFile(src, source);
-    const r = await execa(RUSTC, ["--edition", "2021", "--crate-type", "bin", "-O", "--target", sdk.target, ...sdk.rustcArgs, "-o", out, src], { reject: false });
+    const r = await execa(
+      RUSTC,
+      ["--edition", "2021", "--crate-type", "bin", "-O", "--target", sdk.target, ...sdk.rustcArgs, "-o", out, src],
+      { reject: false },
+    );
     if (r.exitCode !== 0) throw new Error(`rustc failed:\n${r.stderr}`);
     return readFile(out);
   }

@@ -6,7 +6,11 @@ import { ModuleStore } from "../../src/cache/module-store.js";
 import { Compiler } from "../../src/compiler/compiler.js";
 import { silentLogger } from "../../src/logger.js";
 
-const exists = (p: string): Promise<boolean> => stat(p).then(() => true, () => false);
+const exists = (p: string): Promise<boolean> =>
+  stat(p).then(
+    () => true,
+    () => false,
+  );
 
 describe("Compiler start-up", function () {
   it("removes compile dirs a killed daemon left in the temp dir, but not young ones", async function () {

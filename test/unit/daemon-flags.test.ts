@@ -79,10 +79,25 @@ describe("daemon flags", function () {
     if (none instanceof Error || "help" in none) throw new Error(String(none));
     expect(none.config.ceilings.networkHosts).to.deep.equal([]);
     expect(none.config.privateNetworks).to.deep.equal([]);
-    const flags = parseFlags(["--allow-network-host", "https://api.example.com", "--allow-network-host", "http://*.internal.example:8080", "--allow-private-network", "10.1.0.0/16", "--allow-private-network", "::1"]);
+    const flags = parseFlags([
+      "--allow-network-host",
+      "https://api.example.com",
+      "--allow-network-host",
+      "http://*.internal.example:8080",
+      "--allow-private-network",
+      "10.1.0.0/16",
+      "--allow-private-network",
+      "::1",
+    ]);
     if (flags instanceof Error || "help" in flags) throw new Error(String(flags));
-    expect(flags.config.ceilings.networkHosts.map((p) => p.text)).to.deep.equal(["https://api.example.com", "http://*.internal.example:8080"]);
-    expect(flags.config.privateNetworks.map((r) => [r.text, r.family, r.prefix])).to.deep.equal([["10.1.0.0/16", 4, 16], ["::1", 6, 128]]);
+    expect(flags.config.ceilings.networkHosts.map((p) => p.text)).to.deep.equal([
+      "https://api.example.com",
+      "http://*.internal.example:8080",
+    ]);
+    expect(flags.config.privateNetworks.map((r) => [r.text, r.family, r.prefix])).to.deep.equal([
+      ["10.1.0.0/16", 4, 16],
+      ["::1", 6, 128],
+    ]);
   });
 
   it("rejects a malformed host pattern or CIDR at start, naming the flag", function () {
@@ -116,7 +131,9 @@ describe("daemon flags", function () {
   it("refuses an admin socket on TCP, on the main socket's path, or a group without a socket", function () {
     expect(String(parseFlags(["--admin-listen", "127.0.0.1:7000"]))).to.contain("never TCP");
     expect(String(parseFlags(["--admin-listen", "unix:relative.sock"]))).to.contain("--admin-listen takes unix://");
-    expect(String(parseFlags(["--listen", "unix:///tmp/s.sock", "--admin-listen", "unix:///tmp/s.sock"]))).to.contain("another socket than --listen");
+    expect(String(parseFlags(["--listen", "unix:///tmp/s.sock", "--admin-listen", "unix:///tmp/s.sock"]))).to.contain(
+      "another socket than --listen",
+    );
     expect(String(parseFlags(["--admin-socket-group", "wheel"]))).to.contain("needs --admin-listen");
     expect(String(parseFlags(["--admin-listen", "unix:///tmp/a.sock", "--admin-socket-group", "a b"]))).to.contain("group name or gid");
   });
@@ -124,7 +141,12 @@ describe("daemon flags", function () {
   it("caps args and env at the limits.ts defaults, or at --max-args, --max-args-bytes, --max-env-vars, --max-env-bytes", function () {
     const defaults = parseFlags([]);
     if (defaults instanceof Error || "help" in defaults) throw new Error(String(defaults));
-    expect(defaults.config.requestLimits).to.deep.equal({ maxArgs: MAX_ARGS, maxArgsBytes: MAX_ARGS_BYTES, maxEnvVars: MAX_ENV_VARS, maxEnvBytes: MAX_ENV_BYTES });
+    expect(defaults.config.requestLimits).to.deep.equal({
+      maxArgs: MAX_ARGS,
+      maxArgsBytes: MAX_ARGS_BYTES,
+      maxEnvVars: MAX_ENV_VARS,
+      maxEnvBytes: MAX_ENV_BYTES,
+    });
     const set = parseFlags(["--max-args", "1", "--max-args-bytes", "2", "--max-env-vars", "3", "--max-env-bytes", "4"]);
     if (set instanceof Error || "help" in set) throw new Error(String(set));
     expect(set.config.requestLimits).to.deep.equal({ maxArgs: 1, maxArgsBytes: 2, maxEnvVars: 3, maxEnvBytes: 4 });
@@ -142,6 +164,13 @@ describe("the README's flag table", function () {
     const table = readme.slice(readme.indexOf("## Running the daemon for real"), readme.indexOf("## Architecture"));
     const flagsIn = (text: string): string[] => [...new Set([...text.matchAll(/--[a-z][a-z-]+/g)].map((m) => m[0]))].sort();
     const usage = flagsIn(USAGE).filter((f) => f !== "--help");
-    expect(flagsIn(table.split("\n").filter((l) => l.startsWith("| `--")).join("\n"))).to.deep.equal(usage);
+    expect(
+      flagsIn(
+        table
+          .split("\n")
+          .filter((l) => l.startsWith("| `--"))
+          .join("\n"),
+      ),
+    ).to.deep.equal(usage);
   });
 });

@@ -1,6 +1,13 @@
 import { readFileSync } from "node:fs";
 import { expect } from "chai";
-import { asExplained, flattenDiagnostics, hasErrors, limitDiagnostics, parseRustcDiagnostics, type Diagnostic } from "../../src/compiler/diagnostics.js";
+import {
+  asExplained,
+  flattenDiagnostics,
+  hasErrors,
+  limitDiagnostics,
+  parseRustcDiagnostics,
+  type Diagnostic,
+} from "../../src/compiler/diagnostics.js";
 
 // Captured from Debian rustc 1.63: `rustc --error-format=json --edition 2021 --target wasm32-wasi
 // --crate-type bin -O -C strip=symbols X.rs 2> X.stderr.txt` run inside test/fixtures/compiler.
@@ -19,8 +26,26 @@ describe("parseRustcDiagnostics", () => {
     expect(d?.code).to.equal("E0308");
     expect(d?.message).to.equal("mismatched types");
     expect(d?.spans).to.deep.equal([
-      { lineStart: 2, columnStart: 18, lineEnd: 2, columnEnd: 25, primary: true, label: "expected `i32`, found `&str`", suggestedReplacement: "", applicability: "none" },
-      { lineStart: 2, columnStart: 12, lineEnd: 2, columnEnd: 15, primary: false, label: "expected due to this", suggestedReplacement: "", applicability: "none" },
+      {
+        lineStart: 2,
+        columnStart: 18,
+        lineEnd: 2,
+        columnEnd: 25,
+        primary: true,
+        label: "expected `i32`, found `&str`",
+        suggestedReplacement: "",
+        applicability: "none",
+      },
+      {
+        lineStart: 2,
+        columnStart: 12,
+        lineEnd: 2,
+        columnEnd: 15,
+        primary: false,
+        label: "expected due to this",
+        suggestedReplacement: "",
+        applicability: "none",
+      },
     ]);
     expect(d?.rendered).to.contain("error[E0308]: mismatched types").and.contain("e0308.rs:2:18");
     expect(hasErrors(ds)).to.equal(true);
@@ -93,7 +118,7 @@ describe("parseRustcDiagnostics", () => {
   });
 
   it("matches the user file by resolved path and ignores everything that is not rustc JSON", () => {
-    const stderr = ["warning: something printed by a wrapper", "{not json", fixture("e0308"), "{\"unrelated\":true}"].join("\n");
+    const stderr = ["warning: something printed by a wrapper", "{not json", fixture("e0308"), '{"unrelated":true}'].join("\n");
     const ds = parseRustcDiagnostics(stderr, { userFile: "./e0308.rs", lineOffset: 0 });
     expect(ds).to.have.length(1);
     expect(ds[0]?.spans).to.have.length(2);
@@ -102,14 +127,38 @@ describe("parseRustcDiagnostics", () => {
 
   it("maps a span in a foreign macro to its call site in the user's file, without the foreign suggestion", () => {
     const line = JSON.stringify({
-      message: "boom", code: null, level: "error", rendered: "error: boom\n", children: [],
-      spans: [{
-        file_name: "<std macros>", line_start: 1, line_end: 1, column_start: 1, column_end: 5, is_primary: true, label: "here", suggested_replacement: "x",
-        expansion: { span: { file_name: "main.rs", line_start: 7, line_end: 7, column_start: 3, column_end: 9 } },
-      }],
+      message: "boom",
+      code: null,
+      level: "error",
+      rendered: "error: boom\n",
+      children: [],
+      spans: [
+        {
+          file_name: "<std macros>",
+          line_start: 1,
+          line_end: 1,
+          column_start: 1,
+          column_end: 5,
+          is_primary: true,
+          label: "here",
+          suggested_replacement: "x",
+          expansion: { span: { file_name: "main.rs", line_start: 7, line_end: 7, column_start: 3, column_end: 9 } },
+        },
+      ],
     });
     const [d] = parseRustcDiagnostics(line, { userFile: "main.rs", lineOffset: 0 });
-    expect(d?.spans).to.deep.equal([{ lineStart: 7, columnStart: 3, lineEnd: 7, columnEnd: 9, primary: true, label: "here", suggestedReplacement: "", applicability: "none" }]);
+    expect(d?.spans).to.deep.equal([
+      {
+        lineStart: 7,
+        columnStart: 3,
+        lineEnd: 7,
+        columnEnd: 9,
+        primary: true,
+        label: "here",
+        suggestedReplacement: "",
+        applicability: "none",
+      },
+    ]);
   });
 
   it("rates each suggestion as rustc does: `;` machine-applicable, a similar name maybe-incorrect, an extra argument with placeholders", () => {
@@ -128,11 +177,36 @@ describe("parseRustcDiagnostics", () => {
   it("a suggestion rustc did not rate is `unknown`, one it rated in a way we do not know too", () => {
     const line = (applicability: unknown): string =>
       JSON.stringify({
-        message: "m", code: null, level: "error", rendered: "", spans: [],
-        children: [{ message: "help", code: null, level: "help", children: [], spans: [{ file_name: "main.rs", line_start: 1, line_end: 1, column_start: 1, column_end: 2, is_primary: true, suggested_replacement: "x", suggestion_applicability: applicability }] }],
+        message: "m",
+        code: null,
+        level: "error",
+        rendered: "",
+        spans: [],
+        children: [
+          {
+            message: "help",
+            code: null,
+            level: "help",
+            children: [],
+            spans: [
+              {
+                file_name: "main.rs",
+                line_start: 1,
+                line_end: 1,
+                column_start: 1,
+                column_end: 2,
+                is_primary: true,
+                suggested_replacement: "x",
+                suggestion_applicability: applicability,
+              },
+            ],
+          },
+        ],
       });
     for (const rating of ["Unspecified", null, "SomethingNew"]) {
-      expect(parseRustcDiagnostics(line(rating), { userFile: "main.rs", lineOffset: 0 })[0]?.children[0]?.spans[0]?.applicability).to.equal("unknown");
+      expect(parseRustcDiagnostics(line(rating), { userFile: "main.rs", lineOffset: 0 })[0]?.children[0]?.spans[0]?.applicability).to.equal(
+        "unknown",
+      );
     }
   });
 
@@ -153,7 +227,15 @@ describe("parseRustcDiagnostics", () => {
   });
 
   it("limits diagnostics to a byte budget, keeping errors over warnings in their order and counting the rest", () => {
-    const d = (severity: Diagnostic["severity"], message: string): Diagnostic => ({ severity, code: "", message, spans: [], rendered: "x".repeat(100), children: [], explanation: "" });
+    const d = (severity: Diagnostic["severity"], message: string): Diagnostic => ({
+      severity,
+      code: "",
+      message,
+      spans: [],
+      rendered: "x".repeat(100),
+      children: [],
+      explanation: "",
+    });
     const all = [d("warning", "w1"), d("error", "e1"), d("warning", "w2"), d("error", "e2"), d("warning", "w3")];
     expect(limitDiagnostics(all, 1_000_000)).to.deep.equal(all);
     const size = Buffer.byteLength(JSON.stringify(all[0]));

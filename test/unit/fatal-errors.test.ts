@@ -59,7 +59,10 @@ describe("fatal error handler", function () {
     expect(stalled.writableNeedDrain).to.equal(true);
     const exit = exitWithin(2_000);
     const started = Date.now();
-    fatalErrorHandler({ logger: loggerInto(new PassThrough()), output: stalled, exit: exit.exit, flushTimeoutMs: 100 })("uncaught exception", new Error("x"));
+    fatalErrorHandler({ logger: loggerInto(new PassThrough()), output: stalled, exit: exit.exit, flushTimeoutMs: 100 })(
+      "uncaught exception",
+      new Error("x"),
+    );
     expect(await exit.code).to.equal(FATAL_EXIT_CODE);
     expect(Date.now() - started).to.be.within(90, 1_500);
   });

@@ -12,7 +12,13 @@ type Wabt = Awaited<ReturnType<typeof wabtInit>>;
 let wabt: Wabt;
 
 function assemble(wat: string): Uint8Array {
-  const module = wabt.parseWat("test.wat", wat, { bulk_memory: true, reference_types: true, sign_extension: true, sat_float_to_int: true, mutable_globals: true });
+  const module = wabt.parseWat("test.wat", wat, {
+    bulk_memory: true,
+    reference_types: true,
+    sign_extension: true,
+    sat_float_to_int: true,
+    mutable_globals: true,
+  });
   try {
     module.resolveNames();
     module.validate();
@@ -23,7 +29,11 @@ function assemble(wat: string): Uint8Array {
 }
 
 /** Instantiates a metered module and runs its start function: the fuel it consumed, trap or not, and whether fuel ran out. */
-function runMetered(wasm: Uint8Array, limit = UNLIMITED, exports?: (instance: WebAssembly.Instance) => void): { fuel: bigint; exhausted: boolean; trapped: boolean } {
+function runMetered(
+  wasm: Uint8Array,
+  limit = UNLIMITED,
+  exports?: (instance: WebAssembly.Instance) => void,
+): { fuel: bigint; exhausted: boolean; trapped: boolean } {
   const metered = meterFuel(wasm);
   if (!metered.ok) throw new Error(metered.error);
   const instance = new WebAssembly.Instance(new WebAssembly.Module(metered.wasm), {});
@@ -148,16 +158,21 @@ describe("fuel metering", () => {
   });
 
   it("a function left by a branch to its own label (br, br_if, br_table) still hands its fuel to its caller", () => {
-    const metered = meterFuel(assemble(`(module
+    const metered = meterFuel(
+      assemble(`(module
       (func $out (result i32) i32.const 7 br 0)
       (func $outif (param i32) (result i32) i32.const 5 local.get 0 br_if 0 drop i32.const 6)
       (func $tbl (param i32) (result i32) (block $b (result i32) i32.const 9 local.get 0 br_table $b 1) i32.const 1 i32.add)
       (func (export "run") (param i32) (result i32)
-        call $out local.get 0 call $outif i32.add local.get 0 call $tbl i32.add))`));
+        call $out local.get 0 call $outif i32.add local.get 0 call $tbl i32.add))`),
+    );
     if (!metered.ok) throw new Error(metered.error);
     const module = new WebAssembly.Module(metered.wasm);
     // run: entry, call, local.get, call, add, local.get, call, add = 8; $out 3; $outif 4 taken, 5 not; $tbl 4 out, 6 through $b.
-    for (const [arg, value, fuel] of [[1, 21, 8n + 3n + 4n + 4n], [0, 23, 8n + 3n + 5n + 6n]] as const) {
+    for (const [arg, value, fuel] of [
+      [1, 21, 8n + 3n + 4n + 4n],
+      [0, 23, 8n + 3n + 5n + 6n],
+    ] as const) {
       const instance = new WebAssembly.Instance(module, {});
       startMetered(instance, UNLIMITED);
       expect((instance.exports["run"] as (n: number) => number)(arg)).to.equal(value);

@@ -8,7 +8,18 @@
 import { expect } from "chai";
 import fc from "fast-check";
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -46,10 +57,39 @@ const SUBS_COUNT = 4;
 
 /** Paths the guest may name: ordinary, escaping, absolute, odd, invalid UTF-8, too long. */
 const PATHS: readonly (string | readonly number[])[] = [
-  ".", "", "f.txt", "sub", "sub/g.txt", "sub/", "new.txt", "newdir", "newdir/x", "sub/../f.txt", "./././f.txt",
-  "..", "../", "../outside", "sub/../..", "up/secret.txt", "up", "abs", "abs/passwd", "loop", "dangling",
-  "/", "/etc/passwd", "//", "f.txt/", "f.txt\0../x", "a".repeat(300), "x/".repeat(200), "sub/g.txt/..",
-  [0xff, 0xfe], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0x2e, 0x2e, 0xc0, 0xaf, 0x2e, 0x2e],
+  ".",
+  "",
+  "f.txt",
+  "sub",
+  "sub/g.txt",
+  "sub/",
+  "new.txt",
+  "newdir",
+  "newdir/x",
+  "sub/../f.txt",
+  "./././f.txt",
+  "..",
+  "../",
+  "../outside",
+  "sub/../..",
+  "up/secret.txt",
+  "up",
+  "abs",
+  "abs/passwd",
+  "loop",
+  "dangling",
+  "/",
+  "/etc/passwd",
+  "//",
+  "f.txt/",
+  "f.txt\0../x",
+  "a".repeat(300),
+  "x/".repeat(200),
+  "sub/g.txt/..",
+  [0xff, 0xfe],
+  [0xc0, 0xaf],
+  [0xed, 0xa0, 0x80],
+  [0x2e, 0x2e, 0xc0, 0xaf, 0x2e, 0x2e],
 ];
 
 /** Where each path string lives in guest memory, and its length. */
@@ -74,7 +114,11 @@ function le64(n: bigint): number[] {
 /** iovec arrays: ordinary ones, an empty one, one crossing the end of memory, one far outside it. */
 const IOV_ARRAYS: readonly (readonly [number, number])[][] = [
   [[IO_AT, 64]],
-  [[IO_AT, 16], [IO_AT + 0x1000, 4096], [IO_AT + 0x3000, 0]],
+  [
+    [IO_AT, 16],
+    [IO_AT + 0x1000, 4096],
+    [IO_AT + 0x3000, 0],
+  ],
   [[IO_AT, 0]],
   [[MEMORY_BYTES - 16, 64]],
   [[0xfffffff0, 16]],
@@ -127,32 +171,61 @@ const fdArb = fc.oneof(
 const outArb = fc.oneof(
   { weight: 6, arbitrary: fc.integer({ min: 0, max: SCRATCH_BYTES / 8 - 8 }).map((k) => SCRATCH_AT + k * 8) },
   { weight: 1, arbitrary: fc.integer({ min: 0, max: 7 }).map((k) => SCRATCH_AT + 1 + k) },
-  { weight: 2, arbitrary: fc.constantFrom(MEMORY_BYTES - 1, MEMORY_BYTES - 4, MEMORY_BYTES - 8, MEMORY_BYTES - 20, MEMORY_BYTES, 0xffffffff, 0x80000000) },
+  {
+    weight: 2,
+    arbitrary: fc.constantFrom(
+      MEMORY_BYTES - 1,
+      MEMORY_BYTES - 4,
+      MEMORY_BYTES - 8,
+      MEMORY_BYTES - 20,
+      MEMORY_BYTES,
+      0xffffffff,
+      0x80000000,
+    ),
+  },
   { weight: 1, arbitrary: u32.filter((n) => n >= MEMORY_BYTES) },
 );
 /** Small flag words and bit masks, and any u32. */
-const flagsArb = fc.oneof({ weight: 4, arbitrary: fc.integer({ min: 0, max: 0x3f }) }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 0xffff }) }, { weight: 1, arbitrary: u32 });
+const flagsArb = fc.oneof(
+  { weight: 4, arbitrary: fc.integer({ min: 0, max: 0x3f }) },
+  { weight: 1, arbitrary: fc.integer({ min: 0, max: 0xffff }) },
+  { weight: 1, arbitrary: u32 },
+);
 /** 64-bit values: sizes, offsets, cookies, timestamps, rights; small ones mostly. */
 const u64Arb = fc.oneof(
   { weight: 4, arbitrary: fc.bigInt({ min: 0n, max: 4096n }) },
-  { weight: 2, arbitrary: fc.constantFrom(0n, 1n, (1n << 29n) - 1n, (1n << 31n) - 1n, 1n << 32n, (1n << 63n) - 1n, 1n << 63n, (1n << 64n) - 1n) },
+  {
+    weight: 2,
+    arbitrary: fc.constantFrom(0n, 1n, (1n << 29n) - 1n, (1n << 31n) - 1n, 1n << 32n, (1n << 63n) - 1n, 1n << 63n, (1n << 64n) - 1n),
+  },
   { weight: 1, arbitrary: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }) },
 );
 /** A (pointer, length) of a path string, or nonsense. */
 const pathArb = fc.oneof(
   { weight: 8, arbitrary: fc.constantFrom(...PATH_SLOTS).map((s) => [s.ptr, s.len] as const) },
-  { weight: 1, arbitrary: fc.tuple(fc.constantFrom(...PATH_SLOTS), fc.integer({ min: 0, max: 5000 })).map(([s, len]) => [s.ptr, len] as const) },
+  {
+    weight: 1,
+    arbitrary: fc.tuple(fc.constantFrom(...PATH_SLOTS), fc.integer({ min: 0, max: 5000 })).map(([s, len]) => [s.ptr, len] as const),
+  },
   { weight: 1, arbitrary: fc.tuple(u32, u32) },
 );
 /** A (pointer, count) of an iovec array, or nonsense. */
 const iovsArb = fc.oneof(
   { weight: 6, arbitrary: fc.constantFrom(...IOV_SLOTS).map((s) => [s.ptr, s.count] as const) },
-  { weight: 1, arbitrary: fc.tuple(fc.constantFrom(...IOV_SLOTS), fc.constantFrom(0, 0x20000000, 0xffffffff)).map(([s, n]) => [s.ptr, n] as const) },
+  {
+    weight: 1,
+    arbitrary: fc.tuple(fc.constantFrom(...IOV_SLOTS), fc.constantFrom(0, 0x20000000, 0xffffffff)).map(([s, n]) => [s.ptr, n] as const),
+  },
   { weight: 1, arbitrary: fc.tuple(u32, u32) },
 );
 /** A (pointer, length) of a buffer the host writes into. */
 const bufArb = fc.oneof(
-  { weight: 6, arbitrary: fc.tuple(fc.integer({ min: 0, max: IO_BYTES - 0x2000 }), fc.integer({ min: 0, max: 0x2000 })).map(([o, l]) => [IO_AT + o, l] as const) },
+  {
+    weight: 6,
+    arbitrary: fc
+      .tuple(fc.integer({ min: 0, max: IO_BYTES - 0x2000 }), fc.integer({ min: 0, max: 0x2000 }))
+      .map(([o, l]) => [IO_AT + o, l] as const),
+  },
   { weight: 1, arbitrary: fc.constantFrom([MEMORY_BYTES - 8, 64] as const, [IO_AT, 0xffffffff] as const, [0xffffff00, 16] as const) },
   { weight: 1, arbitrary: fc.tuple(u32, u32) },
 );
@@ -160,7 +233,14 @@ const bufArb = fc.oneof(
 const pollArb = fc.oneof(
   { weight: 4, arbitrary: fc.tuple(fc.constant(SUBS_AT), outArb, fc.integer({ min: 0, max: SUBS_COUNT })) },
   { weight: 1, arbitrary: fc.tuple(fc.constant(SUBS_AT), outArb, fc.constantFrom(0x10000000, 0xffffffff)) },
-  { weight: 1, arbitrary: fc.tuple(u32.filter((n) => n >= MEMORY_BYTES), outArb, fc.integer({ min: 1, max: SUBS_COUNT })) },
+  {
+    weight: 1,
+    arbitrary: fc.tuple(
+      u32.filter((n) => n >= MEMORY_BYTES),
+      outArb,
+      fc.integer({ min: 1, max: SUBS_COUNT }),
+    ),
+  },
 );
 
 type Arg = number | bigint;
@@ -168,22 +248,52 @@ type Role = "fd" | "out" | "flags" | "u64" | "path" | "iovs" | "buf" | "poll";
 
 /** The arguments of every preview1 function, by role (path/iovs/buf take two i32s, poll three). */
 const SIGNATURES: Readonly<Record<Preview1Function, readonly Role[]>> = {
-  args_get: ["out", "out"], args_sizes_get: ["out", "out"], environ_get: ["out", "out"], environ_sizes_get: ["out", "out"],
-  clock_res_get: ["flags", "out"], clock_time_get: ["flags", "u64", "out"],
-  fd_advise: ["fd", "u64", "u64", "flags"], fd_allocate: ["fd", "u64", "u64"], fd_close: ["fd"], fd_datasync: ["fd"],
-  fd_fdstat_get: ["fd", "out"], fd_fdstat_set_flags: ["fd", "flags"], fd_fdstat_set_rights: ["fd", "u64", "u64"],
-  fd_filestat_get: ["fd", "out"], fd_filestat_set_size: ["fd", "u64"], fd_filestat_set_times: ["fd", "u64", "u64", "flags"],
-  fd_pread: ["fd", "iovs", "u64", "out"], fd_prestat_get: ["fd", "out"], fd_prestat_dir_name: ["fd", "buf"],
-  fd_pwrite: ["fd", "iovs", "u64", "out"], fd_read: ["fd", "iovs", "out"], fd_readdir: ["fd", "buf", "u64", "out"],
-  fd_renumber: ["fd", "fd"], fd_seek: ["fd", "u64", "flags", "out"], fd_sync: ["fd"], fd_tell: ["fd", "out"],
+  args_get: ["out", "out"],
+  args_sizes_get: ["out", "out"],
+  environ_get: ["out", "out"],
+  environ_sizes_get: ["out", "out"],
+  clock_res_get: ["flags", "out"],
+  clock_time_get: ["flags", "u64", "out"],
+  fd_advise: ["fd", "u64", "u64", "flags"],
+  fd_allocate: ["fd", "u64", "u64"],
+  fd_close: ["fd"],
+  fd_datasync: ["fd"],
+  fd_fdstat_get: ["fd", "out"],
+  fd_fdstat_set_flags: ["fd", "flags"],
+  fd_fdstat_set_rights: ["fd", "u64", "u64"],
+  fd_filestat_get: ["fd", "out"],
+  fd_filestat_set_size: ["fd", "u64"],
+  fd_filestat_set_times: ["fd", "u64", "u64", "flags"],
+  fd_pread: ["fd", "iovs", "u64", "out"],
+  fd_prestat_get: ["fd", "out"],
+  fd_prestat_dir_name: ["fd", "buf"],
+  fd_pwrite: ["fd", "iovs", "u64", "out"],
+  fd_read: ["fd", "iovs", "out"],
+  fd_readdir: ["fd", "buf", "u64", "out"],
+  fd_renumber: ["fd", "fd"],
+  fd_seek: ["fd", "u64", "flags", "out"],
+  fd_sync: ["fd"],
+  fd_tell: ["fd", "out"],
   fd_write: ["fd", "iovs", "out"],
-  path_create_directory: ["fd", "path"], path_filestat_get: ["fd", "flags", "path", "out"],
-  path_filestat_set_times: ["fd", "flags", "path", "u64", "u64", "flags"], path_link: ["fd", "flags", "path", "fd", "path"],
-  path_open: ["fd", "flags", "path", "flags", "u64", "u64", "flags", "out"], path_readlink: ["fd", "path", "buf", "out"],
-  path_remove_directory: ["fd", "path"], path_rename: ["fd", "path", "fd", "path"], path_symlink: ["path", "fd", "path"],
-  path_unlink_file: ["fd", "path"], poll_oneoff: ["poll", "out"], proc_exit: ["flags"], proc_raise: ["flags"], sched_yield: [],
-  random_get: ["buf"], sock_accept: ["fd", "flags", "out"], sock_recv: ["fd", "iovs", "flags", "out", "out"],
-  sock_send: ["fd", "iovs", "flags", "out"], sock_shutdown: ["fd", "flags"],
+  path_create_directory: ["fd", "path"],
+  path_filestat_get: ["fd", "flags", "path", "out"],
+  path_filestat_set_times: ["fd", "flags", "path", "u64", "u64", "flags"],
+  path_link: ["fd", "flags", "path", "fd", "path"],
+  path_open: ["fd", "flags", "path", "flags", "u64", "u64", "flags", "out"],
+  path_readlink: ["fd", "path", "buf", "out"],
+  path_remove_directory: ["fd", "path"],
+  path_rename: ["fd", "path", "fd", "path"],
+  path_symlink: ["path", "fd", "path"],
+  path_unlink_file: ["fd", "path"],
+  poll_oneoff: ["poll", "out"],
+  proc_exit: ["flags"],
+  proc_raise: ["flags"],
+  sched_yield: [],
+  random_get: ["buf"],
+  sock_accept: ["fd", "flags", "out"],
+  sock_recv: ["fd", "iovs", "flags", "out", "out"],
+  sock_send: ["fd", "iovs", "flags", "out"],
+  sock_shutdown: ["fd", "flags"],
 };
 
 const ROLE_ARBS: Record<Role, fc.Arbitrary<readonly Arg[]>> = {
@@ -205,14 +315,29 @@ interface FuzzCall {
 
 /** How often each function is called relative to the others: opens (which make fds to use) and I/O more, proc_exit (which ends the run) less. */
 const CALL_WEIGHTS: Partial<Record<Preview1Function, number>> = {
-  path_open: 8, fd_read: 3, fd_write: 3, fd_pread: 2, fd_pwrite: 2, fd_readdir: 2, fd_seek: 2, path_create_directory: 2,
-  path_rename: 2, path_link: 2, path_symlink: 2, path_unlink_file: 2, fd_close: 0.5, fd_renumber: 0.5, proc_exit: 0.2,
+  path_open: 8,
+  fd_read: 3,
+  fd_write: 3,
+  fd_pread: 2,
+  fd_pwrite: 2,
+  fd_readdir: 2,
+  fd_seek: 2,
+  path_create_directory: 2,
+  path_rename: 2,
+  path_link: 2,
+  path_symlink: 2,
+  path_unlink_file: 2,
+  fd_close: 0.5,
+  fd_renumber: 0.5,
+  proc_exit: 0.2,
 };
 /** Default weight of a function not listed in CALL_WEIGHTS. */
 const DEFAULT_CALL_WEIGHT = 1;
 
 const callArb: fc.Arbitrary<FuzzCall> = fc
-  .oneof(...PREVIEW1_FUNCTIONS.map((fn) => ({ weight: Math.round((CALL_WEIGHTS[fn] ?? DEFAULT_CALL_WEIGHT) * 5), arbitrary: fc.constant(fn) })))
+  .oneof(
+    ...PREVIEW1_FUNCTIONS.map((fn) => ({ weight: Math.round((CALL_WEIGHTS[fn] ?? DEFAULT_CALL_WEIGHT) * 5), arbitrary: fc.constant(fn) })),
+  )
   .chain((fn) => fc.tuple(...SIGNATURES[fn].map((r) => ROLE_ARBS[r])).map((parts) => ({ fn, args: parts.flat() })));
 
 /**
@@ -222,7 +347,9 @@ const callArb: fc.Arbitrary<FuzzCall> = fc
  */
 const IMPORTS: readonly FuncImport[] = (["fd_write", ...PREVIEW1_FUNCTIONS] as const).map((name) => ({
   name,
-  params: SIGNATURES[name].flatMap((r) => (r === "u64" ? [I64] : r === "path" || r === "iovs" || r === "buf" ? [I32, I32] : r === "poll" ? [I32, I32, I32] : [I32])),
+  params: SIGNATURES[name].flatMap((r) =>
+    r === "u64" ? [I64] : r === "path" || r === "iovs" || r === "buf" ? [I32, I32] : r === "poll" ? [I32, I32, I32] : [I32],
+  ),
   results: [I32],
 }));
 
@@ -334,7 +461,9 @@ function checkRun(calls: readonly FuzzCall[]): void {
     const outsideBefore = treeHash(tree.outside);
     const fdsBefore = openFdCount();
     const run = runCalls(tree, calls);
-    expect(["exited", "output_limit"], `the host failed instead of answering with an errno: ${JSON.stringify(run.result)}`).to.include(run.result.outcome);
+    expect(["exited", "output_limit"], `the host failed instead of answering with an errno: ${JSON.stringify(run.result)}`).to.include(
+      run.result.outcome,
+    );
     expect(openFdCount(), "host fds left open after the run").to.equal(fdsBefore);
     expect(treeHash(tree.ro), "the read-only mount changed").to.equal(roBefore);
     expect(treeHash(tree.outside), "something outside the mounts changed").to.equal(outsideBefore);

@@ -4,13 +4,29 @@ import { SandboxError } from "../../src/errors/sandbox-error.js";
 import { ExecuteResponse, Outcome } from "../../src/gen/grpc/sandbox/v1/sandbox.js";
 import { errorInfoOf, toServiceError } from "../../src/grpc/status.js";
 import { checkUnaryResponseFits, executeResponseFrom, outputEvents } from "../../src/grpc/translate.js";
-import { MAX_GRPC_MESSAGE_BYTES, MAX_STREAM_EVENT_OUTPUT_BYTES, MAX_UNARY_OUTPUT_BYTES, UNARY_RESPONSE_RESERVE_BYTES } from "../../src/limits.js";
+import {
+  MAX_GRPC_MESSAGE_BYTES,
+  MAX_STREAM_EVENT_OUTPUT_BYTES,
+  MAX_UNARY_OUTPUT_BYTES,
+  UNARY_RESPONSE_RESERVE_BYTES,
+} from "../../src/limits.js";
 import type { RunResult } from "../../src/runtime/execution.js";
 import type { ExecuteResult } from "../../src/sandbox.js";
 
 /** A run result with defaults for every field not given. */
 const run = (fields: Partial<RunResult> & Pick<RunResult, "outcome">): ExecuteResult => ({
-  exitCode: 0, stdout: new Uint8Array(0), stderr: new Uint8Array(0), message: "", denials: [], durationUs: 5, fuelConsumed: 0, denialCount: 0, moduleId: "m", diagnostics: [], compileDurationUs: 0, ...fields,
+  exitCode: 0,
+  stdout: new Uint8Array(0),
+  stderr: new Uint8Array(0),
+  message: "",
+  denials: [],
+  durationUs: 5,
+  fuelConsumed: 0,
+  denialCount: 0,
+  moduleId: "m",
+  diagnostics: [],
+  compileDurationUs: 0,
+  ...fields,
 });
 
 describe("translate: ExecuteResponse", () => {
@@ -33,7 +49,9 @@ describe("translate: ExecuteResponse", () => {
   it("a response that would not fit in one message is a catalogued UNARY_OUTPUT_TOO_LARGE, not a bare transport error", () => {
     // allocUnsafeSlow: the pages are never touched, so these cost address space, not memory
     const half = Buffer.allocUnsafeSlow(MAX_GRPC_MESSAGE_BYTES / 2);
-    const fits = executeResponseFrom(run({ outcome: "exited", stdout: half.subarray(0, MAX_UNARY_OUTPUT_BYTES), stderr: half.subarray(0, MAX_UNARY_OUTPUT_BYTES) }));
+    const fits = executeResponseFrom(
+      run({ outcome: "exited", stdout: half.subarray(0, MAX_UNARY_OUTPUT_BYTES), stderr: half.subarray(0, MAX_UNARY_OUTPUT_BYTES) }),
+    );
     expect(() => checkUnaryResponseFits(fits)).to.not.throw();
     const over = executeResponseFrom(run({ outcome: "exited", stdout: half, stderr: half }));
     let caught: unknown;

@@ -61,7 +61,15 @@ describe("hermetic rustc (bubblewrap)", function () {
   const hermetic = (source: string, memoryLimitBytes?: number): Promise<Outcome> =>
     compileWith(
       (workDir, args) =>
-        hermeticCommand({ bwrap, rustc: RUSTC, sysroot: "/usr", workDir, readOnlyPaths: [], args, ...(memoryLimitBytes ? { memoryLimitBytes } : {}) }),
+        hermeticCommand({
+          bwrap,
+          rustc: RUSTC,
+          sysroot: "/usr",
+          workDir,
+          readOnlyPaths: [],
+          args,
+          ...(memoryLimitBytes ? { memoryLimitBytes } : {}),
+        }),
       source,
     );
 
@@ -73,7 +81,10 @@ describe("hermetic rustc (bubblewrap)", function () {
   function expectCompileError(o: Outcome, pattern: RegExp): void {
     expect(o.exitCode).to.not.equal(0);
     const ds = parseRustcDiagnostics(o.stderr, { userFile: "main.rs", lineOffset: 0 });
-    expect(ds.some((d) => d.severity === "error" && pattern.test(d.message)), o.stderr).to.equal(true);
+    expect(
+      ds.some((d) => d.severity === "error" && pattern.test(d.message)),
+      o.stderr,
+    ).to.equal(true);
   }
 
   it("compiles an ordinary program", async function () {
@@ -83,7 +94,10 @@ describe("hermetic rustc (bubblewrap)", function () {
   });
 
   it("control: without the sandbox, include_str! of the secret file embeds it (so the checks below can fail)", async function () {
-    const o = await compileWith((_w, args) => insecureCommand({ rustc: RUSTC, args }), `fn main() { println!("{}", include_str!("${secretFile}")); }`);
+    const o = await compileWith(
+      (_w, args) => insecureCommand({ rustc: RUSTC, args }),
+      `fn main() { println!("{}", include_str!("${secretFile}")); }`,
+    );
     expect(o.exitCode, o.stderr).to.equal(0);
     expect(o.wasm?.includes(Buffer.from(secret))).to.equal(true);
   });
@@ -94,7 +108,7 @@ describe("hermetic rustc (bubblewrap)", function () {
     expectNoLeak(o);
   });
 
-  it("include_str!(\"/etc/passwd\") fails: the sandbox has no /etc", async function () {
+  it('include_str!("/etc/passwd") fails: the sandbox has no /etc', async function () {
     const o = await hermetic(`fn main() { println!("{}", include_str!("/etc/passwd")); }`);
     expectCompileError(o, /couldn't read/);
     expect(o.stderr).to.not.match(/root:x:0:0/);
@@ -112,7 +126,7 @@ describe("hermetic rustc (bubblewrap)", function () {
     expectNoLeak(o);
   });
 
-  it("#[path = \"/etc/hostname\"] mod fails", async function () {
+  it('#[path = "/etc/hostname"] mod fails', async function () {
     const o = await hermetic(`#[path = "/etc/hostname"] mod x;\nfn main() {}`);
     expectCompileError(o, /file not found for module|couldn't read/);
   });
@@ -125,7 +139,10 @@ describe("hermetic rustc (bubblewrap)", function () {
   });
 
   it("control: rustc run with the daemon's environment embeds env!(SECRET) (so the check above can fail)", async function () {
-    const o = await compileWith((_w, args) => ({ file: RUSTC, args, env: { ...process.env } as Record<string, string> }), `fn main() { println!("{}", env!("${SECRET_ENV}")); }`);
+    const o = await compileWith(
+      (_w, args) => ({ file: RUSTC, args, env: { ...process.env } as Record<string, string> }),
+      `fn main() { println!("{}", env!("${SECRET_ENV}")); }`,
+    );
     expect(o.exitCode, o.stderr).to.equal(0);
     expect(o.wasm?.includes(Buffer.from(secret))).to.equal(true);
   });
@@ -141,7 +158,15 @@ describe("hermetic rustc (bubblewrap)", function () {
     if (!sdk) throw new Error("no SDK: run scripts/build-sdk");
     const source = `use sandbox_sdk::prelude::*;\n#[derive(Serialize, Deserialize)] struct P { x: u32 }\nfn main() { run(|p: P| Ok(P { x: p.x + 1 })) }`;
     const o = await compileWith(
-      (workDir, args) => hermeticCommand({ bwrap, rustc: RUSTC, sysroot: "/usr", workDir, readOnlyPaths: sdk.readOnlyPaths, args: [...args, ...sdk.rustcArgs] }),
+      (workDir, args) =>
+        hermeticCommand({
+          bwrap,
+          rustc: RUSTC,
+          sysroot: "/usr",
+          workDir,
+          readOnlyPaths: sdk.readOnlyPaths,
+          args: [...args, ...sdk.rustcArgs],
+        }),
       source,
     );
     expect(o.exitCode, o.stderr).to.equal(0);
@@ -155,7 +180,10 @@ describe("hermetic rustc (bubblewrap)", function () {
   });
 
   it("--insecure-compile's command still clears the environment and caps memory", async function () {
-    const capped = await compileWith((_w, args) => insecureCommand({ rustc: RUSTC, args, memoryLimitBytes: 64 * 1024 * 1024 }), `fn main() {}`);
+    const capped = await compileWith(
+      (_w, args) => insecureCommand({ rustc: RUSTC, args, memoryLimitBytes: 64 * 1024 * 1024 }),
+      `fn main() {}`,
+    );
     expect(capped.exitCode).to.not.equal(0);
     const cmd = insecureCommand({ rustc: RUSTC, args: ["x.rs"] });
     expect(Object.keys(cmd.env).sort()).to.deep.equal(["LC_ALL", "PATH"]);

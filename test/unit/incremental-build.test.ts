@@ -36,7 +36,10 @@ describe("scripts/build: rebuilds what changed, never leaves a stale dist/", fun
     for (const sub of ["src/cli", "test", "bench"]) await mkdir(path.join(dir, sub), { recursive: true });
     await writeFile(path.join(dir, "src/limits.ts"), LIMITS);
     // The two entry points the build marks executable; one uses the generated code.
-    await writeFile(path.join(dir, "src/cli/sandboxd.ts"), 'import { Policy } from "../gen/pb/sandbox/v1/sandbox.js";\nimport { SHUTDOWN_GRACE_MS } from "../limits.js";\nexport const probe = [Policy, SHUTDOWN_GRACE_MS];\n');
+    await writeFile(
+      path.join(dir, "src/cli/sandboxd.ts"),
+      'import { Policy } from "../gen/pb/sandbox/v1/sandbox.js";\nimport { SHUTDOWN_GRACE_MS } from "../limits.js";\nexport const probe = [Policy, SHUTDOWN_GRACE_MS];\n',
+    );
     await writeFile(path.join(dir, "src/cli/sandboxctl.ts"), "export {};\n");
     const first = await build(dir);
     expect(first).to.contain("generating src/gen").and.to.contain("compiling TypeScript");

@@ -5,7 +5,15 @@ describe("logger", () => {
   function capture(level?: string): { lines: () => Record<string, unknown>[]; logger: ReturnType<typeof createLogger> } {
     const out: string[] = [];
     const logger = createLogger(level, (text) => void out.push(text));
-    return { logger, lines: () => out.join("").split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) };
+    return {
+      logger,
+      lines: () =>
+        out
+          .join("")
+          .split("\n")
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as Record<string, unknown>),
+    };
   }
 
   it("writes one JSON object per line with level, message, fields and an ISO timestamp", () => {

@@ -75,6 +75,9 @@ describe("ModuleBlocklist", function () {
     const reopened = await ModuleBlocklist.open(cacheDir);
     expect(reopened.ids()).to.deep.equal([A]);
     expect(await readdir(cacheDir)).to.deep.equal([BLOCKLIST_FILE]);
-    expect(JSON.parse(await readFile(path.join(cacheDir, BLOCKLIST_FILE), "utf8"))).to.deep.equal({ version: 1, blocked: { [A]: { blockedUnixMs: 1, reason: "kept" } } });
+    expect(JSON.parse(await readFile(path.join(cacheDir, BLOCKLIST_FILE), "utf8"))).to.deep.equal({
+      version: 1,
+      blocked: { [A]: { blockedUnixMs: 1, reason: "kept" } },
+    });
   });
 });

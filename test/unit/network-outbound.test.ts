@@ -63,7 +63,8 @@ describe("network: outbound requests (main thread)", function () {
     };
   }
   const head = (url: string): Uint8Array => new TextEncoder().encode(JSON.stringify({ url }));
-  const go = (url: string, c: OutboundContext): ReturnType<typeof performOutbound> => performOutbound(head(url), new Uint8Array(0), c, new AbortController().signal);
+  const go = (url: string, c: OutboundContext): ReturnType<typeof performOutbound> =>
+    performOutbound(head(url), new Uint8Array(0), c, new AbortController().signal);
 
   it("connects to the address the name was vetted at, resolving it once, and sends the name as Host", async () => {
     const reply = await go(`http://api.test:${server.port}/echo`, ctx([`http://api.test:${server.port}`]));
@@ -77,7 +78,9 @@ describe("network: outbound requests (main thread)", function () {
     const before = server.seen.length;
     const reply = await go(`http://api.test:${server.port}/echo`, ctx([`http://api.test:${server.port}`], []));
     expect(reply).to.deep.equal({
-      ok: false, result: HttpResult.DENIED, message: "api.test resolved to 127.0.0.1 (loopback)",
+      ok: false,
+      result: HttpResult.DENIED,
+      message: "api.test resolved to 127.0.0.1 (loopback)",
       denial: { path: `http://api.test:${server.port}/echo`, reason: "api.test resolved to 127.0.0.1 (loopback)" },
     });
     expect(server.seen.length).to.equal(before);
@@ -95,7 +98,9 @@ describe("network: outbound requests (main thread)", function () {
     const c = ctx([`http://api.test:${server.port}`, `http://rebind.test:${server.port}`], [LOOPBACK]);
     const reply = await go(`http://api.test:${server.port}/to-rebind`, c);
     expect(reply).to.deep.include({ ok: false, result: HttpResult.DENIED });
-    expect((reply as { message: string }).message).to.equal(`redirect from http://api.test:${server.port}/to-rebind: rebind.test resolved to 10.0.0.1 (private)`);
+    expect((reply as { message: string }).message).to.equal(
+      `redirect from http://api.test:${server.port}/to-rebind: rebind.test resolved to 10.0.0.1 (private)`,
+    );
     expect(lookups).to.deep.equal(["api.test", "rebind.test"]);
   });
 
@@ -108,7 +113,11 @@ describe("network: outbound requests (main thread)", function () {
     const followed = await go(`http://api.test:${server.port}/to-other`, open);
     expect(followed).to.deep.include({ ok: true, url: `http://other.test:${server.port}/echo` });
     expect(open.usage.requests).to.equal(2);
-    expect(logs.map((l) => [l.host, l.status])).to.deep.equal([["api.test", 301], ["api.test", 301], ["other.test", 200]]);
+    expect(logs.map((l) => [l.host, l.status])).to.deep.equal([
+      ["api.test", 301],
+      ["api.test", 301],
+      ["other.test", 200],
+    ]);
   });
 
   it("a server that closes the connection mid-body is FAILED at once, not a wait for the request timeout", async () => {

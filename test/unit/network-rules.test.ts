@@ -1,5 +1,12 @@
 import { expect } from "chai";
-import { addressRefusal, parseCidr, resolveAndVet, type CidrRange, type ResolvedAddress, type Resolver } from "../../src/runtime/net/address-rules.js";
+import {
+  addressRefusal,
+  parseCidr,
+  resolveAndVet,
+  type CidrRange,
+  type ResolvedAddress,
+  type Resolver,
+} from "../../src/runtime/net/address-rules.js";
 import { findMatch, parseHostPattern, patternCovers, type HostPattern } from "../../src/policy/host-patterns.js";
 import { checkUrl, headerRefusal, parseRequestHead } from "../../src/runtime/net/outbound-request.js";
 
@@ -108,13 +115,30 @@ describe("network: address rules", () => {
       "loop.test": ["127.0.0.1", "::1"],
       "empty.test": [],
     });
-    expect(await resolveAndVet("public.test", resolver, [])).to.deep.equal({ ok: true, addresses: [{ address: "93.184.216.34", family: 4 }] });
-    expect(await resolveAndVet("rebind.test", resolver, [])).to.deep.equal({ ok: false, denied: true, reason: "rebind.test resolved to 127.0.0.1 (loopback)" });
-    expect(await resolveAndVet("metadata.test", resolver, [])).to.deep.include({ denied: true, reason: "metadata.test resolved to 169.254.169.254 (link-local, cloud metadata)" });
+    expect(await resolveAndVet("public.test", resolver, [])).to.deep.equal({
+      ok: true,
+      addresses: [{ address: "93.184.216.34", family: 4 }],
+    });
+    expect(await resolveAndVet("rebind.test", resolver, [])).to.deep.equal({
+      ok: false,
+      denied: true,
+      reason: "rebind.test resolved to 127.0.0.1 (loopback)",
+    });
+    expect(await resolveAndVet("metadata.test", resolver, [])).to.deep.include({
+      denied: true,
+      reason: "metadata.test resolved to 169.254.169.254 (link-local, cloud metadata)",
+    });
     expect(await resolveAndVet("mapped.test", resolver, [cidr("10.0.0.0/8")])).to.deep.include({ denied: true });
-    expect(await resolveAndVet("loop.test", resolver, [cidr("127.0.0.0/8")])).to.deep.include({ denied: true, reason: "loop.test resolved to ::1 (loopback)" });
+    expect(await resolveAndVet("loop.test", resolver, [cidr("127.0.0.0/8")])).to.deep.include({
+      denied: true,
+      reason: "loop.test resolved to ::1 (loopback)",
+    });
     expect(await resolveAndVet("loop.test", resolver, [cidr("127.0.0.0/8"), cidr("::1/128")])).to.deep.include({ ok: true });
-    expect(await resolveAndVet("nowhere.test", resolver, [])).to.deep.equal({ ok: false, denied: false, reason: "nowhere.test does not resolve (ENOTFOUND)" });
+    expect(await resolveAndVet("nowhere.test", resolver, [])).to.deep.equal({
+      ok: false,
+      denied: false,
+      reason: "nowhere.test does not resolve (ENOTFOUND)",
+    });
     expect(await resolveAndVet("empty.test", resolver, [])).to.deep.include({ ok: false, denied: false });
   });
 
@@ -132,11 +156,22 @@ describe("network: request heads", () => {
   const head = (v: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(v));
 
   it("parses method, URL, headers and follow_redirects, with GET and following as defaults", () => {
-    const r = parseRequestHead(head({ url: "https://api.example.com/x#frag", headers: [["Accept", "a"], ["Accept", "b"]] }));
+    const r = parseRequestHead(
+      head({
+        url: "https://api.example.com/x#frag",
+        headers: [
+          ["Accept", "a"],
+          ["Accept", "b"],
+        ],
+      }),
+    );
     if (!("method" in r)) throw new Error(r.message);
     expect(r.method).to.equal("GET");
     expect(r.url.href).to.equal("https://api.example.com/x");
-    expect(r.headers).to.deep.equal([["Accept", "a"], ["Accept", "b"]]);
+    expect(r.headers).to.deep.equal([
+      ["Accept", "a"],
+      ["Accept", "b"],
+    ]);
     expect(r.followRedirects).to.equal(true);
   });
 
@@ -161,7 +196,18 @@ describe("network: request heads", () => {
   }
 
   it("refuses the headers the host sets, in any case", () => {
-    for (const name of ["Host", "connection", "Keep-Alive", "Proxy-Authorization", "proxy-anything", "Transfer-Encoding", "Upgrade", "TE", "HTTP2-Settings", "Content-Length"]) {
+    for (const name of [
+      "Host",
+      "connection",
+      "Keep-Alive",
+      "Proxy-Authorization",
+      "proxy-anything",
+      "Transfer-Encoding",
+      "Upgrade",
+      "TE",
+      "HTTP2-Settings",
+      "Content-Length",
+    ]) {
       expect(headerRefusal(name, "x"), name).to.contain("set by the host");
     }
     expect(headerRefusal("Authorization", "Bearer x")).to.equal(undefined);

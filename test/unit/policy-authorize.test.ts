@@ -56,11 +56,27 @@ describe("policy authorize", () => {
       keys,
       allowUnsigned: false,
       ceilings: {
-        maxMemoryBytes: 512 * MIB, maxTimeoutMs: 60_000, maxOutputBytes: 32 * MIB, maxWriteBytes: 8 * MIB,
-        maxHttpRequests: 50, maxHttpResponseBytes: 4 * MIB, maxHttpTimeoutMs: 30_000, maxFuel: 1_000_000, networkHosts: patterns("https://api.example.com", "https://*.example.org", "http://127.0.0.1:8080"),
+        maxMemoryBytes: 512 * MIB,
+        maxTimeoutMs: 60_000,
+        maxOutputBytes: 32 * MIB,
+        maxWriteBytes: 8 * MIB,
+        maxHttpRequests: 50,
+        maxHttpResponseBytes: 4 * MIB,
+        maxHttpTimeoutMs: 30_000,
+        maxFuel: 1_000_000,
+        networkHosts: patterns("https://api.example.com", "https://*.example.org", "http://127.0.0.1:8080"),
         allowedRoots: [root],
       },
-      defaults: { memoryLimitBytes: 128 * MIB, timeoutMs: 5_000, maxOutputBytes: MIB, maxWriteBytes: 2 * MIB, maxHttpRequests: 10, maxHttpResponseBytes: MIB, httpTimeoutMs: 3_000, fuelLimit: 0 },
+      defaults: {
+        memoryLimitBytes: 128 * MIB,
+        timeoutMs: 5_000,
+        maxOutputBytes: MIB,
+        maxWriteBytes: 2 * MIB,
+        maxHttpRequests: 10,
+        maxHttpResponseBytes: MIB,
+        httpTimeoutMs: 3_000,
+        fuelLimit: 0,
+      },
       nowMs: NOW_UNIX * 1000,
       ...overrides,
     };
@@ -75,22 +91,25 @@ describe("policy authorize", () => {
     it("grants its mounts (host paths resolved) and limits", async () => {
       let signedBytes: Uint8Array = new Uint8Array(0);
       const grant = await authorize(
-        keep((s) => (signedBytes = s.policy), signed(
-          valid({
-            moduleId: MODULE_A,
-            mounts: [
-              { hostPath: join(root, "ro"), guestPath: "/in", writable: false },
-              { hostPath: join(root, "rw"), guestPath: "/out", writable: true },
-            ],
-            memoryLimitBytes: 64 * MIB,
-            timeoutMs: 2_000,
-            maxOutputBytes: 4096,
-            network: true,
-            allowedHosts: ["https://api.example.com", "https://eu.example.org"],
-            maxHttpRequests: 5,
-          }),
-          k1,
-        )),
+        keep(
+          (s) => (signedBytes = s.policy),
+          signed(
+            valid({
+              moduleId: MODULE_A,
+              mounts: [
+                { hostPath: join(root, "ro"), guestPath: "/in", writable: false },
+                { hostPath: join(root, "rw"), guestPath: "/out", writable: true },
+              ],
+              memoryLimitBytes: 64 * MIB,
+              timeoutMs: 2_000,
+              maxOutputBytes: 4096,
+              network: true,
+              allowedHosts: ["https://api.example.com", "https://eu.example.org"],
+              maxHttpRequests: 5,
+            }),
+            k1,
+          ),
+        ),
         ctx(),
       );
       const realRoot = await realpath(root);
@@ -122,7 +141,13 @@ describe("policy authorize", () => {
 
     it("gets the daemon defaults where it says 0", async () => {
       const grant = await authorize(signed(valid(), k1), ctx());
-      expect(grant).to.include({ memoryLimitBytes: 128 * MIB, timeoutMs: 5_000, maxOutputBytes: MIB, network: undefined, boundModuleId: "" });
+      expect(grant).to.include({
+        memoryLimitBytes: 128 * MIB,
+        timeoutMs: 5_000,
+        maxOutputBytes: MIB,
+        network: undefined,
+        boundModuleId: "",
+      });
       expect(grant.mounts).to.deep.equal([]);
     });
 
@@ -138,7 +163,10 @@ describe("policy authorize", () => {
     });
 
     it("mounts through a symlink that stays inside a root, as its real path", async () => {
-      const grant = await authorize(signed(valid({ mounts: [{ hostPath: join(root, "alias"), guestPath: "/a", writable: false }] }), k1), ctx());
+      const grant = await authorize(
+        signed(valid({ mounts: [{ hostPath: join(root, "alias"), guestPath: "/a", writable: false }] }), k1),
+        ctx(),
+      );
       expect(grant.mounts[0]?.hostPath).to.equal(join(await realpath(root), "ro"));
     });
   });
@@ -223,7 +251,10 @@ describe("policy authorize", () => {
 
   describe("check 3: validity window", () => {
     it("refuses an expired policy with POLICY_EXPIRED (PERMISSION_DENIED)", async () => {
-      const err = await expectRefused(authorize(signed(valid({ expiresAtUnix: NOW_UNIX - HOUR_SECONDS / 2 }), k1), ctx()), "POLICY_EXPIRED");
+      const err = await expectRefused(
+        authorize(signed(valid({ expiresAtUnix: NOW_UNIX - HOUR_SECONDS / 2 }), k1), ctx()),
+        "POLICY_EXPIRED",
+      );
       expect(err.code).to.equal(Code.PermissionDenied);
     });
 
@@ -310,20 +341,40 @@ describe("policy authorize", () => {
     });
 
     it("refuses allowed_hosts without network: true as POLICY_MALFORMED", async () => {
-      const err = await expectRefused(authorize(signed(valid({ allowedHosts: ["https://api.example.com"] }), k1), ctx()), "POLICY_MALFORMED");
+      const err = await expectRefused(
+        authorize(signed(valid({ allowedHosts: ["https://api.example.com"] }), k1), ctx()),
+        "POLICY_MALFORMED",
+      );
       expect(err.message).to.contain("network is false");
     });
 
-    for (const entry of ["api.example.com", "ftp://api.example.com", "https://api.example.com/v1", "https://user@api.example.com", "https://*", "https://*.1.2", "https://api.example.com:0", "https://api.example.com:99999", "https://*.[::1]", ""]) {
+    for (const entry of [
+      "api.example.com",
+      "ftp://api.example.com",
+      "https://api.example.com/v1",
+      "https://user@api.example.com",
+      "https://*",
+      "https://*.1.2",
+      "https://api.example.com:0",
+      "https://api.example.com:99999",
+      "https://*.[::1]",
+      "",
+    ]) {
       it(`refuses the malformed allowed_hosts entry ${JSON.stringify(entry)} as POLICY_MALFORMED`, async () => {
         await expectRefused(authorize(signed(net([entry]), k1), ctx()), "POLICY_MALFORMED");
       });
     }
 
     it("grants entries within the operator's patterns, with the daemon's defaults for the limits", async () => {
-      const grant = await authorize(signed(net(["https://API.example.com:443", "https://a.b.example.org", "https://*.x.example.org", "http://127.0.0.1:8080"]), k1), ctx());
+      const grant = await authorize(
+        signed(net(["https://API.example.com:443", "https://a.b.example.org", "https://*.x.example.org", "http://127.0.0.1:8080"]), k1),
+        ctx(),
+      );
       expect(grant.network?.allowedHosts.map((p) => `${p.scheme}://${p.wildcard ? "*." : ""}${p.host}:${p.port}`)).to.deep.equal([
-        "https://api.example.com:443", "https://a.b.example.org:443", "https://*.x.example.org:443", "http://127.0.0.1:8080",
+        "https://api.example.com:443",
+        "https://a.b.example.org:443",
+        "https://*.x.example.org:443",
+        "http://127.0.0.1:8080",
       ]);
       expect(grant.network).to.include({ maxRequests: 10, maxResponseBytes: MIB, requestTimeoutMs: 3_000 });
     });
@@ -362,7 +413,8 @@ describe("policy authorize", () => {
     });
 
     it("accepts MAX_POLICY_MOUNTS mounts and refuses one more with POLICY_TOO_LARGE", async () => {
-      const mounts = (n: number) => Array.from({ length: n }, (_, i) => ({ hostPath: join(root, "ro"), guestPath: `/m${i}`, writable: false }));
+      const mounts = (n: number) =>
+        Array.from({ length: n }, (_, i) => ({ hostPath: join(root, "ro"), guestPath: `/m${i}`, writable: false }));
       const grant = await authorize(signed(valid({ mounts: mounts(MAX_POLICY_MOUNTS) }), k1), ctx());
       expect(grant.mounts).to.have.length(MAX_POLICY_MOUNTS);
       const err = await expectRefused(authorize(signed(valid({ mounts: mounts(MAX_POLICY_MOUNTS + 1) }), k1), ctx()), "POLICY_TOO_LARGE");

@@ -31,7 +31,12 @@ interface ProtoField {
 function declared(fullName: string): unknown[] {
   const definition = loadSync("sandbox/v1/sandbox.proto", { includeDirs: [PROTO_ROOT], keepCase: true });
   const type = (definition[fullName] as { type: { field: ProtoField[] } }).type;
-  return type.field.map((f) => [f.number, f.name, WIRE_TYPE_OF[f.type], f.type === "TYPE_MESSAGE" ? declared(`sandbox.v1.${f.typeName.replace(/^.*\./, "")}`) : undefined]);
+  return type.field.map((f) => [
+    f.number,
+    f.name,
+    WIRE_TYPE_OF[f.type],
+    f.type === "TYPE_MESSAGE" ? declared(`sandbox.v1.${f.typeName.replace(/^.*\./, "")}`) : undefined,
+  ]);
 }
 
 function known(message: KnownMessage): unknown[] {
@@ -82,11 +87,14 @@ describe("policy fields this daemon knows", function () {
   }
 
   it("name an unknown field inside a mount, with the mount's index", function () {
-    const mount = (m: Partial<Mount>, extra?: Uint8Array): Uint8Array => Buffer.concat([Mount.encode(Mount.fromPartial(m)).finish(), extra ?? new Uint8Array()]);
+    const mount = (m: Partial<Mount>, extra?: Uint8Array): Uint8Array =>
+      Buffer.concat([Mount.encode(Mount.fromPartial(m)).finish(), extra ?? new Uint8Array()]);
     const writer = new BinaryWriter();
     writer.tag(3, WireType.Varint).int64(2_000_000_000);
     writer.tag(5, WireType.LengthDelimited).bytes(mount({ hostPath: "/srv/a", guestPath: "/a" }));
-    writer.tag(5, WireType.LengthDelimited).bytes(mount({ hostPath: "/srv/b", guestPath: "/b" }, new BinaryWriter().tag(4, WireType.Varint).bool(true).finish()));
+    writer
+      .tag(5, WireType.LengthDelimited)
+      .bytes(mount({ hostPath: "/srv/b", guestPath: "/b" }, new BinaryWriter().tag(4, WireType.Varint).bool(true).finish()));
     const unknown = findUnknownField(writer.finish(), KNOWN_POLICY_FIELDS);
     expect(unknown).to.deep.include({ path: "Policy.mounts[1]", fieldNumber: 4 });
     expect(unknown?.message).to.contain("Policy.mounts[1] has field 4");

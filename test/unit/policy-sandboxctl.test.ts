@@ -92,7 +92,17 @@ describe("policy sandboxctl (compiled CLI)", () => {
       timeout_ms: 1500,
     };
     const out = join(tmp.path, "signed.json");
-    const signedRun = await sandboxctl("policy", "sign", "--key", join(keys, "authority-1.key"), "--id", "authority-1", "--out", out, await writePolicy("rt.json", input));
+    const signedRun = await sandboxctl(
+      "policy",
+      "sign",
+      "--key",
+      join(keys, "authority-1.key"),
+      "--id",
+      "authority-1",
+      "--out",
+      out,
+      await writePolicy("rt.json", input),
+    );
     expect(signedRun.code, signedRun.stderr).to.equal(0);
     const file = JSON.parse(await readFile(out, "utf8")) as Record<string, unknown>;
     expect(Object.keys(file).sort()).to.deep.equal(["keyId", "policy", "signature"]);
@@ -112,8 +122,21 @@ describe("policy sandboxctl (compiled CLI)", () => {
     const grant = await authorize(parsed.value, {
       keys: await TrustedKeys.load(keys),
       allowUnsigned: false,
-      ceilings: { ...defaultConfig().ceilings, maxMemoryBytes: 1 << 30, maxTimeoutMs: 60_000, maxOutputBytes: 1 << 20, maxWriteBytes: 1 << 20, allowedRoots: [tmp.path] },
-      defaults: { ...defaultConfig().defaults, memoryLimitBytes: 1 << 26, timeoutMs: 1000, maxOutputBytes: 1 << 16, maxWriteBytes: 1 << 16 },
+      ceilings: {
+        ...defaultConfig().ceilings,
+        maxMemoryBytes: 1 << 30,
+        maxTimeoutMs: 60_000,
+        maxOutputBytes: 1 << 20,
+        maxWriteBytes: 1 << 20,
+        allowedRoots: [tmp.path],
+      },
+      defaults: {
+        ...defaultConfig().defaults,
+        memoryLimitBytes: 1 << 26,
+        timeoutMs: 1000,
+        maxOutputBytes: 1 << 16,
+        maxWriteBytes: 1 << 16,
+      },
       nowMs: Date.now(),
     });
     expect(grant).to.include({ policyId: "round-trip", timeoutMs: 1500 });
@@ -121,7 +144,17 @@ describe("policy sandboxctl (compiled CLI)", () => {
   });
 
   it("sign --expires-in sets the expiry from now", async () => {
-    const r = await sandboxctl("policy", "sign", "--key", join(keys, "authority-1.key"), "--id", "authority-1", "--expires-in", "600", await writePolicy("ei.json", { policyId: "ei" }));
+    const r = await sandboxctl(
+      "policy",
+      "sign",
+      "--key",
+      join(keys, "authority-1.key"),
+      "--id",
+      "authority-1",
+      "--expires-in",
+      "600",
+      await writePolicy("ei.json", { policyId: "ei" }),
+    );
     expect(r.code, r.stderr).to.equal(0);
     const parsed = parseSignedPolicyFile(r.stdout);
     if (!parsed.ok) expect.fail(parsed.error);
@@ -161,11 +194,26 @@ describe("policy sandboxctl (compiled CLI)", () => {
 
   it("sign refuses a policy over the daemon's size limits: too many mounts, or too many bytes", async () => {
     const key = ["--key", join(keys, "authority-1.key"), "--id", "authority-1"];
-    const mounts = (n: number, length: number) => Array.from({ length: n }, (_, i) => ({ hostPath: `/srv/${"d".repeat(length)}`, guestPath: `/m${i}` }));
-    const many = await sandboxctl("policy", "sign", ...key, await writePolicy("many.json", { policyId: "many", expiresAtUnix: nowUnix() + 60, mounts: mounts(MAX_POLICY_MOUNTS + 1, 1) }));
+    const mounts = (n: number, length: number) =>
+      Array.from({ length: n }, (_, i) => ({ hostPath: `/srv/${"d".repeat(length)}`, guestPath: `/m${i}` }));
+    const many = await sandboxctl(
+      "policy",
+      "sign",
+      ...key,
+      await writePolicy("many.json", { policyId: "many", expiresAtUnix: nowUnix() + 60, mounts: mounts(MAX_POLICY_MOUNTS + 1, 1) }),
+    );
     expect(many.code).to.equal(1);
     expect(many.stderr).to.contain("POLICY_TOO_LARGE");
-    const long = await sandboxctl("policy", "sign", ...key, await writePolicy("long.json", { policyId: "long", expiresAtUnix: nowUnix() + 60, mounts: mounts(MAX_POLICY_MOUNTS, MAX_POLICY_BYTES / MAX_POLICY_MOUNTS) }));
+    const long = await sandboxctl(
+      "policy",
+      "sign",
+      ...key,
+      await writePolicy("long.json", {
+        policyId: "long",
+        expiresAtUnix: nowUnix() + 60,
+        mounts: mounts(MAX_POLICY_MOUNTS, MAX_POLICY_BYTES / MAX_POLICY_MOUNTS),
+      }),
+    );
     expect(long.code).to.equal(1);
     expect(long.stderr).to.contain("POLICY_TOO_LARGE");
     expect(many.stdout + long.stdout).to.equal("");
@@ -174,7 +222,15 @@ describe("policy sandboxctl (compiled CLI)", () => {
   describe("verify exits non-zero with the reason", () => {
     let good: string;
     before(async () => {
-      const r = await sandboxctl("policy", "sign", "--key", join(keys, "authority-1.key"), "--id", "authority-1", await writePolicy("v.json", { policyId: "v", expiresAtUnix: nowUnix() + 3600 }));
+      const r = await sandboxctl(
+        "policy",
+        "sign",
+        "--key",
+        join(keys, "authority-1.key"),
+        "--id",
+        "authority-1",
+        await writePolicy("v.json", { policyId: "v", expiresAtUnix: nowUnix() + 3600 }),
+      );
       expect(r.code, r.stderr).to.equal(0);
       good = r.stdout;
     });
@@ -208,7 +264,7 @@ describe("policy sandboxctl (compiled CLI)", () => {
     });
 
     it("for a file that is not a signed policy", async () => {
-      const r = await verifyText("{\"policy\": 5}");
+      const r = await verifyText('{"policy": 5}');
       expect(r.code).to.equal(1);
     });
   });
@@ -256,7 +312,14 @@ describe("policy sandboxctl (compiled CLI)", () => {
     await writeFile(pyFile, py.stdout);
     const verified = await sandboxctl("policy", "verify", "--keys", keys, pyFile);
     expect(verified.code, verified.stderr).to.equal(0);
-    expect(JSON.parse(verified.stdout)).to.include({ policyId: "from-python", network: true, memoryLimitBytes: 3 * 2 ** 32, maxHttpRequests: 7, httpTimeoutMs: 1234, fuelLimit: 2 ** 40 });
+    expect(JSON.parse(verified.stdout)).to.include({
+      policyId: "from-python",
+      network: true,
+      memoryLimitBytes: 3 * 2 ** 32,
+      maxHttpRequests: 7,
+      httpTimeoutMs: 1234,
+      fuelLimit: 2 ** 40,
+    });
     expect(JSON.parse(verified.stdout).allowedHosts).to.deep.equal(["https://api.example.com", "http://*.example.org:8080"]);
   });
 });

@@ -177,7 +177,9 @@ describe("policy trusted keys", () => {
       await keys.reload();
       expect(Date.now() - started).to.be.within(RELOAD_BUDGET_MS - 10, RELOAD_BUDGET_MS + 1_000);
       expect(keys.ids()).to.deep.equal(["old"]);
-      expect(problems.join("\n")).to.contain(`took longer than ${RELOAD_BUDGET_MS} ms`).and.to.contain("keeping the 1 key(s) loaded before");
+      expect(problems.join("\n"))
+        .to.contain(`took longer than ${RELOAD_BUDGET_MS} ms`)
+        .and.to.contain("keeping the 1 key(s) loaded before");
     } finally {
       await release();
     }

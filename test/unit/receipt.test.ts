@@ -25,7 +25,8 @@ describe("receipts", () => {
     await tmp.remove();
   });
 
-  const receipt = (extra: Partial<Receipt> = {}): Receipt => Receipt.fromPartial({ executionId: "e", moduleId: "m", outcome: Outcome.OUTCOME_EXITED, exitCode: 0, fuelConsumed: 42, ...extra });
+  const receipt = (extra: Partial<Receipt> = {}): Receipt =>
+    Receipt.fromPartial({ executionId: "e", moduleId: "m", outcome: Outcome.OUTCOME_EXITED, exitCode: 0, fuelConsumed: 42, ...extra });
 
   it("the key id is the key file's name without .key; a receipt signs and verifies as-is", () => {
     expect(signer.keyId).to.equal("daemon-receipts");
@@ -62,7 +63,10 @@ describe("receipts", () => {
     await writeFile(file, privateKey.export({ type: "pkcs8", format: "pem" }));
     const junk = Buffer.from([0xff, 0xff, 0xff]);
     const { sign } = await import("node:crypto");
-    const check = verifyReceipt({ receipt: junk, keyId: "junk", signature: sign(null, junk, privateKey) }, publicKey.export({ type: "spki", format: "pem" }).toString());
+    const check = verifyReceipt(
+      { receipt: junk, keyId: "junk", signature: sign(null, junk, privateKey) },
+      publicKey.export({ type: "spki", format: "pem" }).toString(),
+    );
     expect(check.ok).to.equal(false);
     if (!check.ok) expect(check.error).to.match(/do not decode as a Receipt/);
   });
@@ -78,14 +82,32 @@ describe("receipts", () => {
   });
 
   it("args and env: the canonical encoding is independent of env order and tells args from env", () => {
-    const a = argsEnvSha256(["x"], new Map([["B", "2"], ["A", "1"]]));
-    expect(Buffer.from(a)).to.deep.equal(Buffer.from(argsEnvSha256(["x"], new Map([["A", "1"], ["B", "2"]]))));
+    const a = argsEnvSha256(
+      ["x"],
+      new Map([
+        ["B", "2"],
+        ["A", "1"],
+      ]),
+    );
+    expect(Buffer.from(a)).to.deep.equal(
+      Buffer.from(
+        argsEnvSha256(
+          ["x"],
+          new Map([
+            ["A", "1"],
+            ["B", "2"],
+          ]),
+        ),
+      ),
+    );
     expect(Buffer.from(argsEnvSha256(["x", "y"], new Map()))).to.not.deep.equal(Buffer.from(argsEnvSha256(["xy"], new Map())));
     expect(Buffer.from(argsEnvSha256(["A", "1"], new Map()))).to.not.deep.equal(Buffer.from(argsEnvSha256([], new Map([["A", "1"]]))));
     // The documented layout, spelled out.
     const u32 = (n: number): Buffer => Buffer.from([n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff]);
     const s = (t: string): Buffer => Buffer.concat([u32(Buffer.byteLength(t)), Buffer.from(t)]);
-    const expected = createHash("sha256").update(Buffer.concat([u32(1), s("x"), u32(2), s("A"), s("1"), s("B"), s("2")])).digest();
+    const expected = createHash("sha256")
+      .update(Buffer.concat([u32(1), s("x"), u32(2), s("A"), s("1"), s("B"), s("2")]))
+      .digest();
     expect(Buffer.from(a)).to.deep.equal(expected);
   });
 

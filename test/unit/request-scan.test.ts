@@ -31,7 +31,10 @@ describe("ExecuteRequest wire scan (args and env caps before decoding)", functio
     const bytes = encode({
       target: { $case: "moduleId", value: "m" },
       args: ["a", "", "ünï"],
-      env: new Map([["K", "v"], ["EMPTY", ""]]),
+      env: new Map([
+        ["K", "v"],
+        ["EMPTY", ""],
+      ]),
       stdin: Buffer.from("ignored"),
       policy: { policy: Buffer.from("p"), keyId: "k", signature: Buffer.from("s") },
     });
@@ -49,8 +52,29 @@ describe("ExecuteRequest wire scan (args and env caps before decoding)", functio
   });
 
   it("refuses one env var over the count cap, and one byte of keys and values over the bytes cap", function () {
-    expect(scanExecuteRequest(encode({ env: new Map([["A", ""], ["B", ""]]) }), SMALL).refused).to.equal(undefined);
-    expect(scanExecuteRequest(encode({ env: new Map([["A", ""], ["B", ""], ["C", ""]]) }), SMALL).refused?.reason).to.equal("ENV_TOO_LARGE");
+    expect(
+      scanExecuteRequest(
+        encode({
+          env: new Map([
+            ["A", ""],
+            ["B", ""],
+          ]),
+        }),
+        SMALL,
+      ).refused,
+    ).to.equal(undefined);
+    expect(
+      scanExecuteRequest(
+        encode({
+          env: new Map([
+            ["A", ""],
+            ["B", ""],
+            ["C", ""],
+          ]),
+        }),
+        SMALL,
+      ).refused?.reason,
+    ).to.equal("ENV_TOO_LARGE");
     expect(scanExecuteRequest(encode({ env: new Map([["KEY", "VALUE"]]) }), SMALL).refused).to.equal(undefined);
     expect(scanExecuteRequest(encode({ env: new Map([["KEY", "VALUES"]]) }), SMALL).refused?.reason).to.equal("ENV_TOO_LARGE");
   });
@@ -112,7 +136,10 @@ describe("ExecuteRequest wire scan (args and env caps before decoding)", functio
       ["unknown varint fields", repeated([0x78, 0], budget + 1)],
       ["empty stdin fields (each one a Buffer to the decoder)", repeated([0x1a, 0], budget + 1)],
       ["fields inside one group", Uint8Array.from([0x7b, ...repeated([0x78, 0], budget), 0x7c])],
-      ["fields inside the SignedPolicy", Uint8Array.from([0x32, 0x80 | ((budget * 2) & 0x7f), (budget * 2) >> 7, ...repeated([0x78, 0], budget)])],
+      [
+        "fields inside the SignedPolicy",
+        Uint8Array.from([0x32, 0x80 | ((budget * 2) & 0x7f), (budget * 2) >> 7, ...repeated([0x78, 0], budget)]),
+      ],
     ];
     for (const [what, bytes] of cases) {
       const { refused } = scanExecuteRequest(bytes, SMALL);
@@ -131,7 +158,9 @@ describe("ExecuteRequest wire scan (args and env caps before decoding)", functio
   it("the server's decoder refuses over the caps without decoding, and the handler's translation throws that refusal", function () {
     const decode = executeRequestDecoder((b) => ExecuteRequest.decode(b), SMALL);
     const request = decode(Buffer.from(encode({ target: { $case: "moduleId", value: "m" }, args: ["a", "b", "c", "d"] })));
-    expect(() => executeInputFrom(request)).to.throw().with.property("reason", "ARGS_TOO_LARGE");
+    expect(() => executeInputFrom(request))
+      .to.throw()
+      .with.property("reason", "ARGS_TOO_LARGE");
     const fine = decode(Buffer.from(encode({ target: { $case: "moduleId", value: "m" }, args: ["a"] })));
     expect(executeInputFrom(fine).args).to.deep.equal(["a"]);
   });
@@ -145,7 +174,7 @@ function seeded(seed: number): (n: number) => number {
     let t = state;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) % n);
+    return ((t ^ (t >>> 14)) >>> 0) % n;
   };
 }
 
@@ -156,14 +185,31 @@ function randomMessage(random: (n: number) => number, depth: number): number[] {
   for (let i = 0; i < fields; i++) {
     const word = (): number[] => [...Buffer.from("abcdefgh".slice(0, random(6)))];
     switch (random(depth > 0 ? 12 : 9)) {
-      case 0: case 1: out.push(...ld(0x22, word())); break; // an arg
-      case 2: out.push(...ld(0x0a, word())); break; // module_id, or an entry's key
-      case 3: out.push(...ld(0x12, word())); break; // source, or an entry's value
-      case 4: out.push(0x08 + 8 * random(8), random(200) & 0x7f); break; // some varint field
-      case 5: out.push(0x0d, 1, 2, 3, 4); break; // fixed32
-      case 6: out.push(END_GROUP); break; // stray end-group
-      case 7: out.push(0x2b, ...ld(0x22, word()), 0x2c); break; // a group (field 5, start/end) holding an arg
-      case 8: if (random(4) === 0) out.push(0); break; // a zero tag
+      case 0:
+      case 1:
+        out.push(...ld(0x22, word()));
+        break; // an arg
+      case 2:
+        out.push(...ld(0x0a, word()));
+        break; // module_id, or an entry's key
+      case 3:
+        out.push(...ld(0x12, word()));
+        break; // source, or an entry's value
+      case 4:
+        out.push(0x08 + 8 * random(8), random(200) & 0x7f);
+        break; // some varint field
+      case 5:
+        out.push(0x0d, 1, 2, 3, 4);
+        break; // fixed32
+      case 6:
+        out.push(END_GROUP);
+        break; // stray end-group
+      case 7:
+        out.push(0x2b, ...ld(0x22, word()), 0x2c);
+        break; // a group (field 5, start/end) holding an arg
+      case 8:
+        if (random(4) === 0) out.push(0);
+        break; // a zero tag
       default: {
         const inner = randomMessage(random, depth - 1);
         if (inner.length < 128) out.push(random(2) === 0 ? 0x2a : 0x32, inner.length, ...inner); // env entry or policy

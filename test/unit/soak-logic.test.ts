@@ -8,7 +8,14 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { rssDriftMiB, sharedLogProblems } from "../../soak/invariants.js";
 import { expectedEcho, fnv1a32 } from "../../soak/kinds.js";
-import { DEFAULT_CONCURRENCY, DEFAULT_DURATION_MS, parseDuration, parseSoakArgs, QUICK_CONCURRENCY, QUICK_DURATION_MS } from "../../soak/options.js";
+import {
+  DEFAULT_CONCURRENCY,
+  DEFAULT_DURATION_MS,
+  parseDuration,
+  parseSoakArgs,
+  QUICK_CONCURRENCY,
+  QUICK_DURATION_MS,
+} from "../../soak/options.js";
 import { Rng } from "../../soak/rng.js";
 
 describe("soak: command line, generator and checks", function () {
@@ -22,10 +29,20 @@ describe("soak: command line, generator and checks", function () {
   });
 
   it("defaults to a 10-minute soak, --quick to a short one, and takes --seed, --concurrency and --out", () => {
-    expect(parseSoakArgs([], "/r.json", () => 7)).to.deep.equal({ quick: false, durationMs: DEFAULT_DURATION_MS, concurrency: DEFAULT_CONCURRENCY, seed: 7, out: "/r.json" });
+    expect(parseSoakArgs([], "/r.json", () => 7)).to.deep.equal({
+      quick: false,
+      durationMs: DEFAULT_DURATION_MS,
+      concurrency: DEFAULT_CONCURRENCY,
+      seed: 7,
+      out: "/r.json",
+    });
     expect(parseSoakArgs(["--quick"], "/r.json", () => 7)).to.include({ durationMs: QUICK_DURATION_MS, concurrency: QUICK_CONCURRENCY });
     expect(parseSoakArgs(["--seed", "0", "--concurrency", "3", "--duration", "2m", "--out", "x.json"], "/r.json", () => 7)).to.deep.equal({
-      quick: false, durationMs: 120_000, concurrency: 3, seed: 0, out: "x.json",
+      quick: false,
+      durationMs: 120_000,
+      concurrency: 3,
+      seed: 0,
+      out: "x.json",
     });
     expect(String(parseSoakArgs(["--concurrency", "0"], "/r.json", () => 7))).to.match(/--concurrency takes an integer of at least 1/);
     expect(String(parseSoakArgs(["--seed", "4294967296"], "/r.json", () => 7))).to.match(/--seed takes an integer/);
@@ -66,12 +83,20 @@ describe("soak: command line, generator and checks", function () {
 
     it("accepts interleaved whole lines, each exactly once", async () => {
       await writeFile(path.join(dir, "log.txt"), "a:0\nb:0\na:1\nb:1\n");
-      expect(await sharedLogProblems(path.join(dir, "log.txt"), [{ tag: "a", lines: 2 }, { tag: "b", lines: 2 }])).to.deep.equal([]);
+      expect(
+        await sharedLogProblems(path.join(dir, "log.txt"), [
+          { tag: "a", lines: 2 },
+          { tag: "b", lines: 2 },
+        ]),
+      ).to.deep.equal([]);
     });
 
     it("reports a torn line, a missing line, a doubled line and a partial last line", async () => {
       await writeFile(path.join(dir, "log.txt"), "a:0\na:0\nb:a:1\n0\nb:1");
-      const problems = await sharedLogProblems(path.join(dir, "log.txt"), [{ tag: "a", lines: 2 }, { tag: "b", lines: 2 }]);
+      const problems = await sharedLogProblems(path.join(dir, "log.txt"), [
+        { tag: "a", lines: 2 },
+        { tag: "b", lines: 2 },
+      ]);
       expect(problems).to.include("the log does not end with a whole line");
       expect(problems).to.include('unexpected line "b:a:1"');
       expect(problems).to.include("a:0 appears 2 times");

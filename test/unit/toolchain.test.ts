@@ -9,7 +9,10 @@ import { DEBIAN_RUSTC, LINK_PROBE_SOURCE, probeToolchain, toolchainProblemIn } f
 /** Diagnostics of a real Debian rustc build of `source` for wasm32-wasi, with `extra` flags. */
 async function rustcDiagnostics(dir: string, source: string, extra: string[] = []) {
   await writeFile(path.join(dir, "main.rs"), source);
-  const r = await execa(DEBIAN_RUSTC, ["--error-format=json", "--target", "wasm32-wasi", ...extra, "-o", "main.wasm", "main.rs"], { cwd: dir, reject: false });
+  const r = await execa(DEBIAN_RUSTC, ["--error-format=json", "--target", "wasm32-wasi", ...extra, "-o", "main.wasm", "main.rs"], {
+    cwd: dir,
+    reject: false,
+  });
   expect(r.exitCode, "the build was meant to fail").to.not.equal(0);
   return parseRustcDiagnostics(r.stderr, { userFile: "main.rs", lineOffset: 0 });
 }
@@ -24,14 +27,20 @@ describe("toolchain: what a failed build says is missing", function () {
   afterEach(() => rm(dir, { recursive: true, force: true }));
 
   it("a linker rustc cannot run is lld-14's absence", async () => {
-    const problem = toolchainProblemIn(await rustcDiagnostics(dir, LINK_PROBE_SOURCE, ["-C", "linker=/nonexistent/rust-lld"]), "wasm32-wasi");
+    const problem = toolchainProblemIn(
+      await rustcDiagnostics(dir, LINK_PROBE_SOURCE, ["-C", "linker=/nonexistent/rust-lld"]),
+      "wasm32-wasi",
+    );
     expect(problem?.packages).to.deep.equal(["lld-14"]);
     expect(problem?.message).to.contain("apt-get install lld-14");
   });
 
   it("a sysroot without the target's std is libstd-rust-dev-wasm32's absence", async () => {
     await mkdir(path.join(dir, "empty-sysroot"));
-    const problem = toolchainProblemIn(await rustcDiagnostics(dir, LINK_PROBE_SOURCE, ["--sysroot", path.join(dir, "empty-sysroot")]), "wasm32-wasi");
+    const problem = toolchainProblemIn(
+      await rustcDiagnostics(dir, LINK_PROBE_SOURCE, ["--sysroot", path.join(dir, "empty-sysroot")]),
+      "wasm32-wasi",
+    );
     expect(problem?.packages).to.deep.equal(["libstd-rust-dev-wasm32"]);
   });
 

@@ -24,10 +24,10 @@ describe("unified diff", function () {
   }
 
   it("an insertion at the top and a change further down, with three lines of context", function () {
-    const before = "fn main() {\n    let mut m = HashMap::new();\n    m.insert(1, 2)\n    println!(\"{:?}\", m);\n}\n";
+    const before = 'fn main() {\n    let mut m = HashMap::new();\n    m.insert(1, 2)\n    println!("{:?}", m);\n}\n';
     const after = `use std::collections::HashMap;\n\n${before.replace("m.insert(1, 2)", "m.insert(1, 2);")}`;
     expect(unifiedDiff(before, after, "s.rs", "s.rs")).to.equal(
-      "--- s.rs\n+++ s.rs\n@@ -1,5 +1,7 @@\n+use std::collections::HashMap;\n+\n fn main() {\n     let mut m = HashMap::new();\n-    m.insert(1, 2)\n+    m.insert(1, 2);\n     println!(\"{:?}\", m);\n }\n",
+      '--- s.rs\n+++ s.rs\n@@ -1,5 +1,7 @@\n+use std::collections::HashMap;\n+\n fn main() {\n     let mut m = HashMap::new();\n-    m.insert(1, 2)\n+    m.insert(1, 2);\n     println!("{:?}", m);\n }\n',
     );
   });
 
@@ -52,7 +52,9 @@ describe("unified diff", function () {
 
   it("patch turns the old text into the new one (generated pairs)", function () {
     const line = fc.constantFrom("a", "b", "c", "fn main() {", "}", "", "    x;");
-    const text = fc.array(line, { maxLength: 12 }).chain((ls) => fc.boolean().map((nl) => ls.join("\n") + (nl && ls.length > 0 ? "\n" : "")));
+    const text = fc
+      .array(line, { maxLength: 12 })
+      .chain((ls) => fc.boolean().map((nl) => ls.join("\n") + (nl && ls.length > 0 ? "\n" : "")));
     fc.assert(
       fc.property(text, text, (before, after) => {
         const diff = unifiedDiff(before, after, "x", "x");

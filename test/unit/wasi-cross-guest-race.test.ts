@@ -44,7 +44,10 @@ describe("WASI: a guest moving a shared directory into its own mount while anoth
   let privateDir: string;
   let wasmPath: string;
   const lock = processNamespaceLock();
-  const mountsOfA = (): WasiMount[] => [{ hostPath: shared, guestPath: "/w", writable: true }, { hostPath: privateDir, guestPath: "/o", writable: true }];
+  const mountsOfA = (): WasiMount[] => [
+    { hostPath: shared, guestPath: "/w", writable: true },
+    { hostPath: privateDir, guestPath: "/o", writable: true },
+  ];
   const mountsOfB = (): WasiMount[] => [{ hostPath: shared, guestPath: "/w", writable: true }];
 
   before(() => {
@@ -69,14 +72,38 @@ describe("WASI: a guest moving a shared directory into its own mount while anoth
     }
   }
 
-  const ops = ["create", "create-in-held-dir", "mkdir", "symlink", "link", "rename", "unlink", "rmdir", "truncate", "set-times",
-    "write-fd", "set-len-fd", "allocate-fd", "set-times-fd"];
+  const ops = [
+    "create",
+    "create-in-held-dir",
+    "mkdir",
+    "symlink",
+    "link",
+    "rename",
+    "unlink",
+    "rmdir",
+    "truncate",
+    "set-times",
+    "write-fd",
+    "set-len-fd",
+    "allocate-fd",
+    "set-times-fd",
+  ];
   for (const op of ops) {
     it(`regression: B's ${op} never acts inside A's private mount`, async () => {
       prepare(op);
       const watch = watchMovedDir(join(shared, "d"), privateDir);
-      const a = startGuestWorker({ wasmPath, args: ["move-loop", "/w/d", "/o/d", String(RACE_MS)], mounts: mountsOfA(), namespaceLock: lock });
-      const b = startGuestWorker({ wasmPath, args: ["mutate-loop", op, "/w/d", "d", String(RACE_MS)], mounts: mountsOfB(), namespaceLock: lock });
+      const a = startGuestWorker({
+        wasmPath,
+        args: ["move-loop", "/w/d", "/o/d", String(RACE_MS)],
+        mounts: mountsOfA(),
+        namespaceLock: lock,
+      });
+      const b = startGuestWorker({
+        wasmPath,
+        args: ["mutate-loop", op, "/w/d", "d", String(RACE_MS)],
+        mounts: mountsOfB(),
+        namespaceLock: lock,
+      });
       const [ra, rb] = await Promise.all([a.done, b.done]);
       await Promise.all([a.worker.terminate(), b.worker.terminate()]);
       const report = await watch.stop();
@@ -84,7 +111,13 @@ describe("WASI: a guest moving a shared directory into its own mount while anoth
       expect(rb.outcome, rb.stdout).to.equal("exited");
       const roundTrips = Number(/^ok (\d+)\n$/.exec(ra.stdout)?.[1]);
       const mutate = parseMutate(rb.stdout);
-      const figures = JSON.stringify({ roundTrips, done: mutate.done, errors: [...mutate.errors], whileAway: report.whileAway, inside: report.inside });
+      const figures = JSON.stringify({
+        roundTrips,
+        done: mutate.done,
+        errors: [...mutate.errors],
+        whileAway: report.whileAway,
+        inside: report.inside,
+      });
       // The race really ran both ways.
       expect(roundTrips).to.be.greaterThan(50);
       expect(report.moves, "inotify lost events: the count below would mean nothing").to.equal(2 * roundTrips);
@@ -95,8 +128,12 @@ describe("WASI: a guest moving a shared directory into its own mount while anoth
       for (const errno of mutate.errors.keys()) expect([ENOENT, ENOTCAPABLE]).to.include(errno);
       if (op.endsWith("-fd") || op === "create-in-held-dir") {
         expect(mutate.errors.get(ENOTCAPABLE) ?? 0).to.be.greaterThan(0);
-        const why = op === "create-in-held-dir" ? /directory descriptor was moved outside the mount/ : /moved outside the mount after it was opened/;
-        expect(rb.denials.some((x) => why.test(x)), rb.denials.slice(0, 3).join("\n")).to.equal(true);
+        const why =
+          op === "create-in-held-dir" ? /directory descriptor was moved outside the mount/ : /moved outside the mount after it was opened/;
+        expect(
+          rb.denials.some((x) => why.test(x)),
+          rb.denials.slice(0, 3).join("\n"),
+        ).to.equal(true);
       }
     });
   }
@@ -112,8 +149,16 @@ describe("WASI: a guest moving a shared directory into its own mount while anoth
        while (Date.now() < end) { renameSync(w.from, w.to); renameSync(w.to, w.from); }`,
       { eval: true, workerData: { from: join(shared, "d"), to: join(outside, "d"), ms: RACE_MS } },
     );
-    const moverDone = new Promise((resolve, reject) => { mover.once("exit", resolve); mover.once("error", reject); });
-    const b = startGuestWorker({ wasmPath, args: ["mutate-loop", "create", "/w/d", "d", String(RACE_MS)], mounts: mountsOfB(), namespaceLock: lock });
+    const moverDone = new Promise((resolve, reject) => {
+      mover.once("exit", resolve);
+      mover.once("error", reject);
+    });
+    const b = startGuestWorker({
+      wasmPath,
+      args: ["mutate-loop", "create", "/w/d", "d", String(RACE_MS)],
+      mounts: mountsOfB(),
+      namespaceLock: lock,
+    });
     const rb = await b.done;
     await b.worker.terminate();
     await moverDone;

@@ -33,8 +33,7 @@ describe("WASI host: filesystem grants cannot be escaped", function () {
   });
   afterEach(() => rmSync(root, { recursive: true, force: true }));
 
-  const run = (...args: string[]): GuestRun =>
-    runGuest(probe, args, { mounts: [{ hostPath: mount, guestPath: "/data", writable: true }] });
+  const run = (...args: string[]): GuestRun => runGuest(probe, args, { mounts: [{ hostPath: mount, guestPath: "/data", writable: true }] });
 
   const expectRefused = (r: GuestRun, errno: number = Errno.NOTCAPABLE): void => {
     expect(r.stdout).to.equal(`err ${errno}\n`);
@@ -44,7 +43,11 @@ describe("WASI host: filesystem grants cannot be escaped", function () {
   it("`..` cannot climb out of the mount (read, write, mkdir)", () => {
     const r = run("read", "/data/../secret.txt");
     expectRefused(r);
-    expect(r.denials).to.deep.include({ operation: "path_open", path: "/data/../secret.txt", reason: "`..` leads outside the granted directory" });
+    expect(r.denials).to.deep.include({
+      operation: "path_open",
+      path: "/data/../secret.txt",
+      reason: "`..` leads outside the granted directory",
+    });
     expectRefused(run("read", "/data/sub/../../secret.txt"));
     expectRefused(run("write", "/data/../canary", "x"));
     expectRefused(run("mkdir", "/data/sub/../../canary-dir"));
@@ -125,7 +128,8 @@ describe("WASI host: filesystem grants cannot be escaped", function () {
     writeFileSync(join(mount, "d", "secret.txt"), "inside copy");
     symlinkSync(root, join(mount, "d-link"));
     const stop = new Int32Array(new SharedArrayBuffer(4));
-    const swapper = new Worker(`
+    const swapper = new Worker(
+      `
       const { renameSync } = require("node:fs");
       const { workerData: { mount, stop } } = require("node:worker_threads");
       let swaps = 0;
@@ -139,7 +143,9 @@ describe("WASI host: filesystem grants cannot be escaped", function () {
         } catch {}
       }
       require("node:worker_threads").parentPort.postMessage(swaps);
-    `, { eval: true, workerData: { mount, stop } });
+    `,
+      { eval: true, workerData: { mount, stop } },
+    );
     const swaps = new Promise<number>((resolve) => swapper.once("message", resolve));
     await new Promise((r) => setTimeout(r, 50));
     const r = run("race", "/data/d/secret.txt", "3000");

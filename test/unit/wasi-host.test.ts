@@ -31,23 +31,35 @@ describe("WASI host: process, stdio, clocks, limits", function () {
   });
 
   it("gives args exactly as requested, argv[0] included", () => {
-    const run = runGuest(probe, ["args", "two words", "", "ünï\"code"]);
+    const run = runGuest(probe, ["args", "two words", "", 'ünï"code']);
     expect(run.stdout).to.equal(`ok ["probe.wasm", "args", "two words", "", "ünï\\"code"]\n`);
   });
 
   it("gives exactly the requested environment and nothing of the daemon's", () => {
-    const run = runGuest(probe, ["env"], { env: new Map([["A", "1"], ["EMPTY", ""], ["EQ", "x=y"]]) });
+    const run = runGuest(probe, ["env"], {
+      env: new Map([
+        ["A", "1"],
+        ["EMPTY", ""],
+        ["EQ", "x=y"],
+      ]),
+    });
     expect(run.stdout).to.equal(`ok ["A=1", "EMPTY=", "EQ=x=y"]\n`);
   });
 
   it("gives an env var named __proto__ (and constructor, toString) like any other", () => {
-    const run = runGuest(probe, ["env"], { env: new Map([["__proto__", "p"], ["constructor", "c"], ["toString", "t"]]) });
+    const run = runGuest(probe, ["env"], {
+      env: new Map([
+        ["__proto__", "p"],
+        ["constructor", "c"],
+        ["toString", "t"],
+      ]),
+    });
     expect(run.stdout).to.equal(`ok ["__proto__=p", "constructor=c", "toString=t"]\n`);
   });
 
   it("feeds stdin", () => {
-    const run = runGuest(probe, ["stdin"], { stdin: new TextEncoder().encode("{\"k\": [1,2]}") });
-    expect(run.stdout).to.equal("ok {\"k\": [1,2]}\n");
+    const run = runGuest(probe, ["stdin"], { stdin: new TextEncoder().encode('{"k": [1,2]}') });
+    expect(run.stdout).to.equal('ok {"k": [1,2]}\n');
   });
 
   it("sleeps for real in poll_oneoff and flushes before blocking", () => {

@@ -2,7 +2,12 @@ import { expect } from "chai";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import {
-  acquireExclusive, acquireShared, createNamespaceLock, namespaceLockHolder, releaseExclusive, releaseNamespaceLockHeldBy,
+  acquireExclusive,
+  acquireShared,
+  createNamespaceLock,
+  namespaceLockHolder,
+  releaseExclusive,
+  releaseNamespaceLockHeldBy,
   releaseShared,
 } from "../../src/runtime/wasi/namespace-lock.js";
 import type { LockJob, LockReport } from "../fixtures/wasi/lock-worker.js";

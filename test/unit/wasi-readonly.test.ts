@@ -39,9 +39,13 @@ describe("WASI host: read-only mounts", function () {
     rmSync(root, { recursive: true, force: true });
   });
 
-  const run = (...args: string[]): GuestRun => runGuest(probe, args, {
-    mounts: [{ hostPath: ro, guestPath: "/ro", writable: false }, { hostPath: rw, guestPath: "/rw", writable: true }],
-  });
+  const run = (...args: string[]): GuestRun =>
+    runGuest(probe, args, {
+      mounts: [
+        { hostPath: ro, guestPath: "/ro", writable: false },
+        { hostPath: rw, guestPath: "/rw", writable: true },
+      ],
+    });
 
   const cases: [string, string[], number, string, string?][] = [
     ["create a file", ["create", "/ro/new"], Errno.PERM, "path_open", "new"],

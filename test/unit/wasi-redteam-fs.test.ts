@@ -43,7 +43,10 @@ class Script {
   }
   open(fd: number, path: string | number[], oflags = 0, base = DIR_BASE, fdflags = 0, follow = false): this {
     const p = typeof path === "string" ? this.str(path) : path;
-    this.calls.push({ imp: 1, args: [...i32(fd), ...i32(follow ? 1 : 0), ...p, ...i32(oflags), ...i64(base), ...i64(ALL), ...i32(fdflags), ...i32(SCRATCH)] });
+    this.calls.push({
+      imp: 1,
+      args: [...i32(fd), ...i32(follow ? 1 : 0), ...p, ...i32(oflags), ...i64(base), ...i64(ALL), ...i32(fdflags), ...i32(SCRATCH)],
+    });
     return this;
   }
   close(fd: number): this {
@@ -76,8 +79,15 @@ class Script {
   run(mounts: WasiMount[]): number[] {
     const out: Uint8Array[] = [];
     const host = new WasiHost({
-      args: ["redteam.wasm"], env: new Map(), stdin: new Uint8Array(0), mounts, memoryLimitBytes: 1 << 20, maxOutputBytes: 1 << 20,
-      onStdout: (b) => out.push(Buffer.from(b)), onStderr: () => undefined, onDenial: () => undefined,
+      args: ["redteam.wasm"],
+      env: new Map(),
+      stdin: new Uint8Array(0),
+      mounts,
+      memoryLimitBytes: 1 << 20,
+      maxOutputBytes: 1 << 20,
+      onStdout: (b) => out.push(Buffer.from(b)),
+      onStderr: () => undefined,
+      onDenial: () => undefined,
     });
     const result = host.run(new WebAssembly.Module(scriptedGuest(IMPORTS, this.calls, this.strings)));
     expect(result).to.deep.equal({ outcome: "exited", exitCode: 0 });
@@ -111,7 +121,8 @@ describe("WASI red team: filesystem", function () {
 
   it("path_open of '.', '', '/', '//', './', 'sub/..', 'sub/../..' and a path with NUL", () => {
     const s = new Script();
-    for (const p of [".", "", "/", "//", "./", "sub/..", "sub/../..", "sub/./../sub/.", "sub\0/../../secret.txt"]) s.open(3, p, Oflags.DIRECTORY).close(4);
+    for (const p of [".", "", "/", "//", "./", "sub/..", "sub/../..", "sub/./../sub/.", "sub\0/../../secret.txt"])
+      s.open(3, p, Oflags.DIRECTORY).close(4);
     const errnos = s.run(rw()).filter((_, i) => i % 2 === 0);
     expect(errnos).to.deep.equal([0, Errno.NOENT, Errno.NOTCAPABLE, Errno.NOTCAPABLE, 0, 0, Errno.NOTCAPABLE, 0, Errno.INVAL]);
   });
@@ -125,7 +136,11 @@ describe("WASI red team: filesystem", function () {
     symlinkSync("l2", join(mount, "l1"));
     symlinkSync("l1", join(mount, "l2"));
     symlinkSync("l3/x", join(mount, "l3"));
-    const s = new Script().open(3, "l1", 0, DIR_BASE, 0, true).open(3, "l3", 0, DIR_BASE, 0, true).open(3, "l1/x").open(3, "a/".repeat(2000));
+    const s = new Script()
+      .open(3, "l1", 0, DIR_BASE, 0, true)
+      .open(3, "l3", 0, DIR_BASE, 0, true)
+      .open(3, "l1/x")
+      .open(3, "a/".repeat(2000));
     expect(s.run(rw())).to.deep.equal([Errno.LOOP, Errno.LOOP, Errno.LOOP, Errno.NOENT]);
   });
 
@@ -135,7 +150,8 @@ describe("WASI red team: filesystem", function () {
     symlinkSync("/proc/self/root", join(mount, "abs"));
     symlinkSync("../../../../../../../../proc/self/root", join(mount, "rel"));
     const s = new Script()
-      .open(3, "proc/self/fd/3", 0, Rights.FD_READ).close(4)
+      .open(3, "proc/self/fd/3", 0, Rights.FD_READ)
+      .close(4)
       .open(3, "abs/etc/passwd", 0, Rights.FD_READ, 0, true)
       .open(3, "rel/etc/passwd", 0, Rights.FD_READ, 0, true)
       .open(3, "proc/self/fd/3/../../../../secret.txt", 0, Rights.FD_READ);
@@ -164,8 +180,10 @@ describe("WASI red team: filesystem", function () {
     await new Promise<void>((resolve) => server.listen(join(mount, "sock"), resolve));
     try {
       const s = new Script()
-        .open(3, "fifo", 0, Rights.FD_READ).open(3, "fifo", 0, Rights.FD_WRITE)
-        .open(3, "sock", 0, Rights.FD_READ).open(3, "sock", 0, RW)
+        .open(3, "fifo", 0, Rights.FD_READ)
+        .open(3, "fifo", 0, Rights.FD_WRITE)
+        .open(3, "sock", 0, Rights.FD_READ)
+        .open(3, "sock", 0, RW)
         .readdir(3, 0n);
       const errnos = s.run(rw());
       for (const e of errnos.slice(0, 4)) expect([Errno.NOTCAPABLE, Errno.NXIO]).to.include(e);
@@ -178,7 +196,10 @@ describe("WASI red team: filesystem", function () {
   it("a closed preopen's number is reused for a plain file, which is no longer a preopen nor a directory", () => {
     mkdirSync(join(root, "ro"));
     writeFileSync(join(root, "ro", "x"), "ro");
-    const mounts: WasiMount[] = [{ hostPath: join(root, "ro"), guestPath: "/ro", writable: false }, { hostPath: mount, guestPath: "/data", writable: true }];
+    const mounts: WasiMount[] = [
+      { hostPath: join(root, "ro"), guestPath: "/ro", writable: false },
+      { hostPath: mount, guestPath: "/data", writable: true },
+    ];
     const s = new Script().close(3).open(4, "x", Oflags.CREAT, RW).prestat(3).open(3, "x", 0, Rights.FD_READ);
     // fd 3 is now a file: no PATH_OPEN right, so a lookup through it is ENOTCAPABLE.
     expect(s.run(mounts)).to.deep.equal([0, 0, Errno.BADF, Errno.NOTCAPABLE]);
@@ -188,7 +209,10 @@ describe("WASI red team: filesystem", function () {
 
   it("fd_renumber onto a preopen: the writable mount takes the number, the read-only one stays untouched", () => {
     mkdirSync(join(root, "ro"));
-    const mounts: WasiMount[] = [{ hostPath: join(root, "ro"), guestPath: "/ro", writable: false }, { hostPath: mount, guestPath: "/data", writable: true }];
+    const mounts: WasiMount[] = [
+      { hostPath: join(root, "ro"), guestPath: "/ro", writable: false },
+      { hostPath: mount, guestPath: "/data", writable: true },
+    ];
     const s = new Script().renumber(4, 3).open(3, "y", Oflags.CREAT, RW).close(4).renumber(3, 3).renumber(3, 99).renumber(99, 3).prestat(4);
     expect(s.run(mounts)).to.deep.equal([0, 0, 0, 0, Errno.BADF, Errno.BADF, Errno.BADF]);
     expect(existsSync(join(mount, "y"))).to.equal(true);
@@ -197,7 +221,12 @@ describe("WASI red team: filesystem", function () {
 
   it("regression: fd_readdir with a cookie of u64::MAX (-1 as i64) or past the end returns nothing instead of crashing the host", () => {
     writeFileSync(join(mount, "a"), "");
-    const s = new Script().readdir(3, (1n << 64n) - 1n).readdir(3, 1n << 53n).readdir(3, 0n, 30).readdir(3, 3n).readdir(3, 2n);
+    const s = new Script()
+      .readdir(3, (1n << 64n) - 1n)
+      .readdir(3, 1n << 53n)
+      .readdir(3, 0n, 30)
+      .readdir(3, 3n)
+      .readdir(3, 2n);
     expect(s.run(rw())).to.deep.equal([0, 0, 0, 0, 0]);
   });
 
@@ -210,12 +239,17 @@ describe("WASI red team: filesystem", function () {
   it("regression: a held directory moved into another mount takes no create in it (O_CREAT acted before the check)", () => {
     mkdirSync(join(mount, "a", "b"), { recursive: true });
     mkdirSync(join(root, "other"));
-    const mounts: WasiMount[] = [{ hostPath: mount, guestPath: "/data", writable: true }, { hostPath: join(root, "other"), guestPath: "/other", writable: true }];
+    const mounts: WasiMount[] = [
+      { hostPath: mount, guestPath: "/data", writable: true },
+      { hostPath: join(root, "other"), guestPath: "/other", writable: true },
+    ];
     // fd 5 = /data/a/b; then /data/a moves to /other/moved (same filesystem, so rename works).
     const s = new Script()
       .open(3, "a/b", Oflags.DIRECTORY)
       .rename(3, "a", 3, "c")
-      .open(5, "..", Oflags.DIRECTORY).open(5, ".", Oflags.DIRECTORY).close(6)
+      .open(5, "..", Oflags.DIRECTORY)
+      .open(5, ".", Oflags.DIRECTORY)
+      .close(6)
       .rename(3, "c", 4, "moved")
       .open(5, "x", Oflags.CREAT, RW)
       .open(5, "../../secret.txt", 0, Rights.FD_READ);
@@ -228,14 +262,17 @@ describe("WASI red team: filesystem", function () {
     symlinkSync("f", join(mount, "link"));
     symlinkSync("nowhere", join(mount, "dangling"));
     const s = new Script()
-      .open(3, "f", Oflags.CREAT, RW).close(4) // exists: opened as is, not truncated
-      .open(3, "new", Oflags.CREAT, RW).close(4)
+      .open(3, "f", Oflags.CREAT, RW)
+      .close(4) // exists: opened as is, not truncated
+      .open(3, "new", Oflags.CREAT, RW)
+      .close(4)
       .open(3, "sub", Oflags.CREAT, Rights.FD_READ) // a directory
       .open(3, "sub", Oflags.CREAT, RW)
       .open(3, "link", Oflags.CREAT, RW) // symlinks are never followed by the kernel
       .open(3, "dangling", Oflags.CREAT, RW)
       .open(3, "f", Oflags.CREAT | Oflags.EXCL, RW)
-      .open(3, "f", Oflags.CREAT | Oflags.TRUNC, RW).close(4);
+      .open(3, "f", Oflags.CREAT | Oflags.TRUNC, RW)
+      .close(4);
     expect(s.run(rw())).to.deep.equal([0, 0, 0, 0, Errno.ISDIR, Errno.ISDIR, Errno.LOOP, Errno.LOOP, Errno.EXIST, 0, 0]);
     expect(readFileSync(join(mount, "f"), "utf8")).to.equal("");
     expect(existsSync(join(mount, "new"))).to.equal(true);

@@ -28,7 +28,9 @@ describe("WASI red team: a mount swapped between policy check and run", function
     // Guest A (writable on allowed/jobs) swaps 42 for a relative symlink; the daemon never saw it.
     renameSync(join(root, "allowed", "jobs", "42"), join(root, "allowed", "jobs", "42-old"));
     symlinkSync("../../outside", join(root, "allowed", "jobs", "42"));
-    const r = runGuest(loadGuest("probe"), ["read", "/data/data.txt"], { mounts: [{ hostPath: checked, guestPath: "/data", writable: true }] });
+    const r = runGuest(loadGuest("probe"), ["read", "/data/data.txt"], {
+      mounts: [{ hostPath: checked, guestPath: "/data", writable: true }],
+    });
     expect(r.stdout).to.not.contain("OUTSIDE SECRET");
     expect(r.result.outcome).to.equal("trap");
     expect(r.result.outcome === "trap" ? r.result.message : "").to.match(/changed since/);
@@ -36,7 +38,9 @@ describe("WASI red team: a mount swapped between policy check and run", function
 
   it("the checked directory itself is served when nothing moved", () => {
     const checked = join(root, "allowed", "jobs", "42", "input");
-    const r = runGuest(loadGuest("probe"), ["read", "/data/data.txt"], { mounts: [{ hostPath: checked, guestPath: "/data", writable: false }] });
+    const r = runGuest(loadGuest("probe"), ["read", "/data/data.txt"], {
+      mounts: [{ hostPath: checked, guestPath: "/data", writable: false }],
+    });
     expect(r.stdout).to.equal("ok job input\n");
   });
 });

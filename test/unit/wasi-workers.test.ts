@@ -28,7 +28,9 @@ describe("WASI host in worker threads", function () {
     await Promise.all([a.worker.terminate(), b.worker.terminate()]);
     expect(ra).to.deep.equal({ outcome: "exited", stdout: "ok\n", denials: [] });
     expect(rb).to.deep.equal({ outcome: "exited", stdout: "ok\n", denials: [] });
-    const log = readFileSync(join(dir, "log"), "utf8").split("\n").filter((l) => l !== "");
+    const log = readFileSync(join(dir, "log"), "utf8")
+      .split("\n")
+      .filter((l) => l !== "");
     expect(log).to.have.length(2 * lines);
     for (const tag of ["A", "B"]) {
       expect(log.filter((l) => l.startsWith(`${tag} `))).to.deep.equal(Array.from({ length: lines }, (_, i) => `${tag} ${i}`));
@@ -38,7 +40,8 @@ describe("WASI host in worker threads", function () {
   it("terminating a worker mid-run closes every host fd its guest held (Node owns them; nobody closes them twice)", async () => {
     const before = openFdCount();
     const g = startGuest({
-      wasmPath, args: ["open-and-sleep", "/data/f", "25", "60000"],
+      wasmPath,
+      args: ["open-and-sleep", "/data/f", "25", "60000"],
       mounts: [{ hostPath: dir, guestPath: "/data", writable: false }],
     });
     await g.spoke; // the guest holds 25 files plus its preopen and is asleep

@@ -1,5 +1,12 @@
 import { expect } from "chai";
-import { capMemory, importMemory, MEMORY_IMPORT_MODULE, MEMORY_IMPORT_NAME, memoryForRun, WASM_PAGE_BYTES } from "../../src/runtime/wasm/memory-cap.js";
+import {
+  capMemory,
+  importMemory,
+  MEMORY_IMPORT_MODULE,
+  MEMORY_IMPORT_NAME,
+  memoryForRun,
+  WASM_PAGE_BYTES,
+} from "../../src/runtime/wasm/memory-cap.js";
 import { validateCommandModule } from "../../src/runtime/wasm/validate.js";
 import { HTTP_FUNCTIONS, HTTP_MODULE } from "../../src/runtime/net/http-abi.js";
 import { buildModule as buildGuest, call, DROP, I32, I64, i32, WASI, type FuncImport } from "../fixtures/hostile/wasm-builder.js";
@@ -90,7 +97,10 @@ describe("wasm: capMemory", () => {
 
   it("returns an error when the initial memory already exceeds the limit", () => {
     const r = capMemory(buildModule({ memory: { min: 10 } }), 4 * WASM_PAGE_BYTES);
-    expect(r).to.deep.equal({ ok: false, error: `the module's initial memory (${10 * WASM_PAGE_BYTES} bytes) exceeds the memory limit (${4 * WASM_PAGE_BYTES} bytes)` });
+    expect(r).to.deep.equal({
+      ok: false,
+      error: `the module's initial memory (${10 * WASM_PAGE_BYTES} bytes) exceeds the memory limit (${4 * WASM_PAGE_BYTES} bytes)`,
+    });
   });
 
   it("returns errors for malformed binaries instead of throwing", () => {
@@ -125,7 +135,10 @@ describe("wasm: validateCommandModule", () => {
   it("reports imports from other modules and names preview1 does not have", () => {
     const problems = validate({
       memory: { min: 1 },
-      imports: [{ module: "env", name: "f" }, { module: "wasi_snapshot_preview1", name: "no_such_call" }],
+      imports: [
+        { module: "env", name: "f" },
+        { module: "wasi_snapshot_preview1", name: "no_such_call" },
+      ],
     });
     expect(problems).to.deep.equal([
       `import env.f: only wasi_snapshot_preview1 and ${HTTP_MODULE} imports are provided`,
@@ -164,7 +177,9 @@ describe("wasm: importMemory", () => {
   }
 
   it("turns the defined memory into an import with the same limits, in a module without imports", () => {
-    const r = importMemory(buildGuest({ memory: { min: 2, max: 40 }, data: [{ offset: 70_000, bytes: [9] }], funcs: [{ params: [], results: [], body: [] }] }));
+    const r = importMemory(
+      buildGuest({ memory: { min: 2, max: 40 }, data: [{ offset: 70_000, bytes: [9] }], funcs: [{ params: [], results: [], body: [] }] }),
+    );
     if (!r.ok) throw new Error(r.error);
     expect(r.memory).to.deep.equal({ initialPages: 2, maximumPages: 40 });
     const instance = run(r.wasm, { initial: 2, maximum: 3 });
@@ -173,7 +188,11 @@ describe("wasm: importMemory", () => {
   });
 
   it("appends to an existing import section without moving function indices", () => {
-    const wasm = buildGuest({ imports: [WASI.fd_write], memory: { min: 1 }, funcs: [{ params: [], results: [], body: [...i32(1), ...i32(0), ...i32(0), ...i32(0), ...call(0), ...DROP] }] });
+    const wasm = buildGuest({
+      imports: [WASI.fd_write],
+      memory: { min: 1 },
+      funcs: [{ params: [], results: [], body: [...i32(1), ...i32(0), ...i32(0), ...i32(0), ...call(0), ...DROP] }],
+    });
     const r = importMemory(wasm);
     if (!r.ok) throw new Error(r.error);
     expect(r.memory).to.deep.equal({ initialPages: 1, maximumPages: undefined });
@@ -194,7 +213,13 @@ describe("wasm: importMemory", () => {
   });
 
   it("says whether the module has a wasm start function (which runs when it is instantiated)", () => {
-    const wasm = buildGuest({ memory: { min: 1 }, funcs: [{ params: [], results: [], body: [] }, { params: [], results: [], body: [] }] });
+    const wasm = buildGuest({
+      memory: { min: 1 },
+      funcs: [
+        { params: [], results: [], body: [] },
+        { params: [], results: [], body: [] },
+      ],
+    });
     const plain = importMemory(wasm);
     if (!plain.ok) throw new Error(plain.error);
     expect(plain.startFunction).to.equal(false);
@@ -210,6 +235,8 @@ describe("wasm: importMemory", () => {
 
   it("returns errors for malformed binaries instead of throwing", () => {
     expect(importMemory(Uint8Array.from([1, 2, 3])).ok).to.equal(false);
-    expect(importMemory(buildGuest({ memory: { min: 1 }, funcs: [{ params: [], results: [], body: [] }] }).slice(0, 20)).ok).to.equal(false);
+    expect(importMemory(buildGuest({ memory: { min: 1 }, funcs: [{ params: [], results: [], body: [] }] }).slice(0, 20)).ok).to.equal(
+      false,
+    );
   });
 });

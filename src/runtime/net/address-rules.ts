@@ -46,7 +46,8 @@ export function parseCidr(text: string): CidrRange | Error {
   const prefix = /^[0-9]{1,3}$/.test(prefixText) ? Number(prefixText) : NaN;
   if (!(prefix >= 0 && prefix <= bits)) return new Error(`${JSON.stringify(text)}: the prefix length must be 0 to ${bits}`);
   const hostBits = BigInt(bits - prefix);
-  if ((parsed.value & ((1n << hostBits) - 1n)) !== 0n) return new Error(`${JSON.stringify(text)}: bits are set after the /${prefix} prefix`);
+  if ((parsed.value & ((1n << hostBits) - 1n)) !== 0n)
+    return new Error(`${JSON.stringify(text)}: bits are set after the /${prefix} prefix`);
   return { text, family: parsed.family, network: parsed.value, prefix };
 }
 

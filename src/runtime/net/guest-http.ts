@@ -72,8 +72,10 @@ export function guestHttpImports(options: GuestHttpOptions): Record<keyof typeof
       const head = u8.slice(headPtr, headPtr + Math.min(headLen, MAX_HTTP_REQUEST_HEAD_BYTES));
       const refuse = (result: typeof HttpResult.DENIED | typeof HttpResult.INVALID, reason: string): number =>
         finish(out, { ok: false, result, message: reason, denial: { path: urlOfHead(head), reason } });
-      if (headLen > MAX_HTTP_REQUEST_HEAD_BYTES) return refuse(HttpResult.INVALID, `the request head is larger than ${MAX_HTTP_REQUEST_HEAD_BYTES} bytes`);
-      if (bodyLen > MAX_HTTP_REQUEST_BODY_BYTES) return refuse(HttpResult.INVALID, `the request body is larger than ${MAX_HTTP_REQUEST_BODY_BYTES} bytes`);
+      if (headLen > MAX_HTTP_REQUEST_HEAD_BYTES)
+        return refuse(HttpResult.INVALID, `the request head is larger than ${MAX_HTTP_REQUEST_HEAD_BYTES} bytes`);
+      if (bodyLen > MAX_HTTP_REQUEST_BODY_BYTES)
+        return refuse(HttpResult.INVALID, `the request body is larger than ${MAX_HTTP_REQUEST_BODY_BYTES} bytes`);
       if (options.transport === undefined) return refuse(HttpResult.DENIED, "the policy does not grant network access");
       const body = u8.slice(bodyPtr, bodyPtr + bodyLen);
       options.flush?.();

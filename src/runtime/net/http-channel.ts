@@ -92,7 +92,12 @@ export class HttpChannelClient {
       if (left <= 0) {
         // The daemon's timer ends the run at this moment too; on a loaded machine it can fire late, and the
         // guest must not carry on (and exit cleanly) past its time.
-        return { ok: false, result: HttpResult.TIMEOUT, message: `wall-clock limit of ${this.timeoutMs} ms exceeded while waiting for an HTTP response`, runOutOfTime: true };
+        return {
+          ok: false,
+          result: HttpResult.TIMEOUT,
+          message: `wall-clock limit of ${this.timeoutMs} ms exceeded while waiting for an HTTP response`,
+          runOutOfTime: true,
+        };
       }
       Atomics.wait(signal, REPLIED, 0, Math.min(left, WAIT_SLICE_MS));
       Atomics.store(signal, REPLIED, 0);
@@ -104,7 +109,10 @@ export class HttpChannelClient {
  * Main side: answers each call on `end` with `handle`, until closed. Closing aborts the calls in flight
  * (the run ended: time limit, cancel or exit) and drops their replies.
  */
-export function serveHttpChannel(end: HttpChannelEnd, handle: (call: HttpCall, signal: AbortSignal) => Promise<HttpReply>): { close(): void } {
+export function serveHttpChannel(
+  end: HttpChannelEnd,
+  handle: (call: HttpCall, signal: AbortSignal) => Promise<HttpReply>,
+): { close(): void } {
   const abort = new AbortController();
   end.port.on("message", (call: HttpCall) => {
     void handle(call, abort.signal).then((reply) => {

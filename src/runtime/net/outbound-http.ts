@@ -9,7 +9,12 @@ import http, { type IncomingMessage } from "node:http";
 import https from "node:https";
 import type { LookupAddress, LookupOneOptions } from "node:dns";
 import { performance } from "node:perf_hooks";
-import { MAX_HTTP_REDIRECTS, MAX_HTTP_REQUEST_BODY_BYTES, MAX_HTTP_REQUEST_HEAD_BYTES, MAX_HTTP_RESPONSE_HEAD_BYTES } from "../../limits.js";
+import {
+  MAX_HTTP_REDIRECTS,
+  MAX_HTTP_REQUEST_BODY_BYTES,
+  MAX_HTTP_REQUEST_HEAD_BYTES,
+  MAX_HTTP_RESPONSE_HEAD_BYTES,
+} from "../../limits.js";
 import type { NetworkGrant } from "../../policy/authorize.js";
 import { canonicalHost, findMatch, isIpLiteral, portOf } from "../../policy/host-patterns.js";
 import { resolveAndVet, type CidrRange, type ResolvedAddress, type Resolver } from "./address-rules.js";
@@ -54,9 +59,16 @@ export interface OutboundContext {
 }
 
 /** Does one guest request (head JSON and body as the guest wrote them), following redirects, and never throws. */
-export async function performOutbound(head: Uint8Array, body: Uint8Array, ctx: OutboundContext, runSignal: AbortSignal): Promise<HttpReply> {
-  if (head.byteLength > MAX_HTTP_REQUEST_HEAD_BYTES) return invalid(urlOfHead(head), `the request head is larger than ${MAX_HTTP_REQUEST_HEAD_BYTES} bytes`);
-  if (body.byteLength > MAX_HTTP_REQUEST_BODY_BYTES) return invalid(urlOfHead(head), `the request body is larger than ${MAX_HTTP_REQUEST_BODY_BYTES} bytes`);
+export async function performOutbound(
+  head: Uint8Array,
+  body: Uint8Array,
+  ctx: OutboundContext,
+  runSignal: AbortSignal,
+): Promise<HttpReply> {
+  if (head.byteLength > MAX_HTTP_REQUEST_HEAD_BYTES)
+    return invalid(urlOfHead(head), `the request head is larger than ${MAX_HTTP_REQUEST_HEAD_BYTES} bytes`);
+  if (body.byteLength > MAX_HTTP_REQUEST_BODY_BYTES)
+    return invalid(urlOfHead(head), `the request body is larger than ${MAX_HTTP_REQUEST_BODY_BYTES} bytes`);
   const parsed = parseRequestHead(head);
   if (!("method" in parsed)) return invalid(parsed.url, parsed.message);
   const timeoutMs = ctx.grant.requestTimeoutMs;
@@ -66,7 +78,8 @@ export async function performOutbound(head: Uint8Array, body: Uint8Array, ctx: O
   try {
     return await follow(parsed, body, ctx, signal);
   } catch (e: unknown) {
-    if (timeout.signal.aborted) return { ok: false, result: HttpResult.TIMEOUT, message: `no complete response within the ${timeoutMs} ms request timeout` };
+    if (timeout.signal.aborted)
+      return { ok: false, result: HttpResult.TIMEOUT, message: `no complete response within the ${timeoutMs} ms request timeout` };
     return { ok: false, result: HttpResult.FAILED, message: describeError(e) };
   } finally {
     clearTimeout(timer);
@@ -95,7 +108,9 @@ async function follow(first: OutboundRequest, firstBody: Uint8Array, ctx: Outbou
     } else {
       const vetted = await resolveAndVet(host, ctx.resolver, ctx.opened);
       if (!vetted.ok) {
-        return vetted.denied ? denied(url.href, `${where}${vetted.reason}`) : { ok: false, result: HttpResult.FAILED, message: `${where}${vetted.reason}` };
+        return vetted.denied
+          ? denied(url.href, `${where}${vetted.reason}`)
+          : { ok: false, result: HttpResult.FAILED, message: `${where}${vetted.reason}` };
       }
       addresses = vetted.addresses;
     }
@@ -133,17 +148,26 @@ async function follow(first: OutboundRequest, firstBody: Uint8Array, ctx: Outbou
     ctx.log({ host, method: request.method, status, bytes: received.bytes, ms: Math.round(performance.now() - started) });
     if (received.body === undefined) {
       ctx.usage.responseBytes = ctx.grant.maxResponseBytes;
-      return limit(url.href, `the response body exceeds the ${room} bytes left of the run's ${ctx.grant.maxResponseBytes} (max_http_response_bytes)`);
+      return limit(
+        url.href,
+        `the response body exceeds the ${room} bytes left of the run's ${ctx.grant.maxResponseBytes} (max_http_response_bytes)`,
+      );
     }
     ctx.usage.responseBytes += received.bytes;
     const headers: [string, string][] = [];
-    for (let i = 0; i + 1 < response.rawHeaders.length; i += 2) headers.push([response.rawHeaders[i] as string, response.rawHeaders[i + 1] as string]);
+    for (let i = 0; i + 1 < response.rawHeaders.length; i += 2)
+      headers.push([response.rawHeaders[i] as string, response.rawHeaders[i + 1] as string]);
     return { ok: true, status, headers, url: url.href, body: received.body };
   }
 }
 
 /** The next hop of a redirect: its URL re-checked, method and body as browsers change them, credentials kept only within the origin. */
-function redirected(request: OutboundRequest, body: Uint8Array, status: number, location: string): { request: OutboundRequest; body: Uint8Array } | string {
+function redirected(
+  request: OutboundRequest,
+  body: Uint8Array,
+  status: number,
+  location: string,
+): { request: OutboundRequest; body: Uint8Array } | string {
   let text: string;
   try {
     text = new URL(location, request.url).href;
@@ -158,21 +182,38 @@ function redirected(request: OutboundRequest, body: Uint8Array, status: number, 
     const lower = name.toLowerCase();
     return (sameOrigin || !CREDENTIAL_HEADERS.has(lower)) && (!toGet || !BODY_HEADERS.has(lower));
   });
-  return { request: { method: toGet ? "GET" : request.method, url, headers, followRedirects: true }, body: toGet ? new Uint8Array(0) : body };
+  return {
+    request: { method: toGet ? "GET" : request.method, url, headers, followRedirects: true },
+    body: toGet ? new Uint8Array(0) : body,
+  };
 }
 
 /** Sends one request to exactly `addresses` (the lookup is pinned: Node never resolves the name again). */
-function send(request: OutboundRequest, body: Uint8Array, addresses: readonly ResolvedAddress[], signal: AbortSignal): Promise<IncomingMessage> {
+function send(
+  request: OutboundRequest,
+  body: Uint8Array,
+  addresses: readonly ResolvedAddress[],
+  signal: AbortSignal,
+): Promise<IncomingMessage> {
   const url = request.url;
   const host = canonicalHost(url);
   const first = addresses[0] as ResolvedAddress;
-  const lookup = (_hostname: string, options: LookupOneOptions & { all?: boolean }, callback: (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void): void => {
-    if (options.all) callback(null, addresses.map((a) => ({ address: a.address, family: a.family })));
+  const lookup = (
+    _hostname: string,
+    options: LookupOneOptions & { all?: boolean },
+    callback: (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void,
+  ): void => {
+    if (options.all)
+      callback(
+        null,
+        addresses.map((a) => ({ address: a.address, family: a.family })),
+      );
     else callback(null, first.address, first.family);
   };
   // Headers go as a flat array, to keep the guest's order and repeated names exactly; Node then adds no Host of its own.
   const headers: [string, string][] = [["Host", url.host], ...request.headers.map(([n, v]): [string, string] => [n, v])];
-  if (body.byteLength > 0 || !["GET", "HEAD", "DELETE", "OPTIONS"].includes(request.method)) headers.push(["Content-Length", String(body.byteLength)]);
+  if (body.byteLength > 0 || !["GET", "HEAD", "DELETE", "OPTIONS"].includes(request.method))
+    headers.push(["Content-Length", String(body.byteLength)]);
   const options: http.RequestOptions = {
     method: request.method,
     hostname: host.startsWith("[") ? host.slice(1, -1) : host,

@@ -20,7 +20,14 @@ export interface OutboundRequest {
 
 /** Header names a guest may not set (lowercase), and any name starting with `proxy-`. */
 export const FORBIDDEN_REQUEST_HEADERS: ReadonlySet<string> = new Set([
-  "connection", "content-length", "host", "http2-settings", "keep-alive", "te", "transfer-encoding", "upgrade",
+  "connection",
+  "content-length",
+  "host",
+  "http2-settings",
+  "keep-alive",
+  "te",
+  "transfer-encoding",
+  "upgrade",
 ]);
 
 /** Methods a guest may use; CONNECT would open a tunnel, TRACE echoes credentials back. */
@@ -62,7 +69,8 @@ export function parseRequestHead(head: Uint8Array): OutboundRequest | RequestPro
   const unknown = Object.keys(fields).filter((k) => !["method", "url", "headers", "follow_redirects"].includes(k));
   if (unknown.length > 0) return problem(`the request head has unknown field(s): ${unknown.join(", ")}`);
   const method = fields["method"] ?? "GET";
-  if (typeof method !== "string" || !ALLOWED_METHODS.has(method)) return problem(`method ${JSON.stringify(method)} is not one of ${[...ALLOWED_METHODS].join(", ")}`);
+  if (typeof method !== "string" || !ALLOWED_METHODS.has(method))
+    return problem(`method ${JSON.stringify(method)} is not one of ${[...ALLOWED_METHODS].join(", ")}`);
   if (typeof fields["url"] !== "string") return problem("the request head needs a string url");
   const url = checkUrl(fields["url"]);
   if (typeof url === "string") return problem(url);
@@ -92,7 +100,8 @@ export function checkUrl(text: string): URL | string {
   } catch {
     return `${JSON.stringify(text)} is not an absolute URL`;
   }
-  if (url.protocol !== "http:" && url.protocol !== "https:") return `scheme ${url.protocol.slice(0, -1)} is not supported (only http and https)`;
+  if (url.protocol !== "http:" && url.protocol !== "https:")
+    return `scheme ${url.protocol.slice(0, -1)} is not supported (only http and https)`;
   if (url.username !== "" || url.password !== "") return "credentials in the URL are not sent; use an Authorization header";
   url.hash = "";
   return url;
@@ -107,6 +116,7 @@ export function headerRefusal(name: string, value: string): string | undefined {
     return `header ${JSON.stringify(name)} is invalid: ${e instanceof Error ? e.message : String(e)}`;
   }
   const lower = name.toLowerCase();
-  if (FORBIDDEN_REQUEST_HEADERS.has(lower) || lower.startsWith("proxy-")) return `header ${JSON.stringify(name)} is set by the host, not the script`;
+  if (FORBIDDEN_REQUEST_HEADERS.has(lower) || lower.startsWith("proxy-"))
+    return `header ${JSON.stringify(name)} is set by the host, not the script`;
   return undefined;
 }

@@ -101,30 +101,66 @@ export const ALL_RIGHTS = (1n << 30n) - 1n;
 
 /** Rights that change the filesystem; stripped from every descriptor of a read-only mount. */
 export const MUTATING_RIGHTS =
-  Rights.FD_DATASYNC | Rights.FD_WRITE | Rights.FD_ALLOCATE | Rights.PATH_CREATE_DIRECTORY |
-  Rights.PATH_CREATE_FILE | Rights.PATH_LINK_SOURCE | Rights.PATH_LINK_TARGET |
-  Rights.PATH_RENAME_SOURCE | Rights.PATH_RENAME_TARGET | Rights.PATH_FILESTAT_SET_SIZE |
-  Rights.PATH_FILESTAT_SET_TIMES | Rights.FD_FILESTAT_SET_SIZE | Rights.FD_FILESTAT_SET_TIMES | Rights.FD_SYNC |
-  Rights.PATH_SYMLINK | Rights.PATH_REMOVE_DIRECTORY | Rights.PATH_UNLINK_FILE;
+  Rights.FD_DATASYNC |
+  Rights.FD_WRITE |
+  Rights.FD_ALLOCATE |
+  Rights.PATH_CREATE_DIRECTORY |
+  Rights.PATH_CREATE_FILE |
+  Rights.PATH_LINK_SOURCE |
+  Rights.PATH_LINK_TARGET |
+  Rights.PATH_RENAME_SOURCE |
+  Rights.PATH_RENAME_TARGET |
+  Rights.PATH_FILESTAT_SET_SIZE |
+  Rights.PATH_FILESTAT_SET_TIMES |
+  Rights.FD_FILESTAT_SET_SIZE |
+  Rights.FD_FILESTAT_SET_TIMES |
+  Rights.FD_SYNC |
+  Rights.PATH_SYMLINK |
+  Rights.PATH_REMOVE_DIRECTORY |
+  Rights.PATH_UNLINK_FILE;
 
 /** Rights that make sense on a regular file descriptor. */
 export const FILE_RIGHTS =
-  Rights.FD_DATASYNC | Rights.FD_READ | Rights.FD_SEEK | Rights.FD_FDSTAT_SET_FLAGS | Rights.FD_SYNC |
-  Rights.FD_TELL | Rights.FD_WRITE | Rights.FD_ADVISE | Rights.FD_ALLOCATE | Rights.FD_FILESTAT_GET |
-  Rights.FD_FILESTAT_SET_SIZE | Rights.FD_FILESTAT_SET_TIMES | Rights.POLL_FD_READWRITE;
+  Rights.FD_DATASYNC |
+  Rights.FD_READ |
+  Rights.FD_SEEK |
+  Rights.FD_FDSTAT_SET_FLAGS |
+  Rights.FD_SYNC |
+  Rights.FD_TELL |
+  Rights.FD_WRITE |
+  Rights.FD_ADVISE |
+  Rights.FD_ALLOCATE |
+  Rights.FD_FILESTAT_GET |
+  Rights.FD_FILESTAT_SET_SIZE |
+  Rights.FD_FILESTAT_SET_TIMES |
+  Rights.POLL_FD_READWRITE;
 
 /** Rights that make sense on a directory descriptor. */
 export const DIR_RIGHTS =
-  Rights.FD_FDSTAT_SET_FLAGS | Rights.FD_SYNC | Rights.FD_DATASYNC | Rights.PATH_CREATE_DIRECTORY |
-  Rights.PATH_CREATE_FILE | Rights.PATH_LINK_SOURCE | Rights.PATH_LINK_TARGET | Rights.PATH_OPEN |
-  Rights.FD_READDIR | Rights.PATH_READLINK | Rights.PATH_RENAME_SOURCE | Rights.PATH_RENAME_TARGET |
-  Rights.PATH_FILESTAT_GET | Rights.PATH_FILESTAT_SET_SIZE | Rights.PATH_FILESTAT_SET_TIMES |
-  Rights.FD_FILESTAT_GET | Rights.FD_FILESTAT_SET_TIMES | Rights.PATH_SYMLINK | Rights.PATH_REMOVE_DIRECTORY |
+  Rights.FD_FDSTAT_SET_FLAGS |
+  Rights.FD_SYNC |
+  Rights.FD_DATASYNC |
+  Rights.PATH_CREATE_DIRECTORY |
+  Rights.PATH_CREATE_FILE |
+  Rights.PATH_LINK_SOURCE |
+  Rights.PATH_LINK_TARGET |
+  Rights.PATH_OPEN |
+  Rights.FD_READDIR |
+  Rights.PATH_READLINK |
+  Rights.PATH_RENAME_SOURCE |
+  Rights.PATH_RENAME_TARGET |
+  Rights.PATH_FILESTAT_GET |
+  Rights.PATH_FILESTAT_SET_SIZE |
+  Rights.PATH_FILESTAT_SET_TIMES |
+  Rights.FD_FILESTAT_GET |
+  Rights.FD_FILESTAT_SET_TIMES |
+  Rights.PATH_SYMLINK |
+  Rights.PATH_REMOVE_DIRECTORY |
   Rights.PATH_UNLINK_FILE;
 
 /** Rights of the stdio descriptors. */
-export const STDIO_RIGHTS = Rights.FD_READ | Rights.FD_WRITE | Rights.FD_FDSTAT_SET_FLAGS |
-  Rights.FD_FILESTAT_GET | Rights.POLL_FD_READWRITE;
+export const STDIO_RIGHTS =
+  Rights.FD_READ | Rights.FD_WRITE | Rights.FD_FDSTAT_SET_FLAGS | Rights.FD_FILESTAT_GET | Rights.POLL_FD_READWRITE;
 
 /** oflags (u16). */
 export const Oflags = { CREAT: 1, DIRECTORY: 2, EXCL: 4, TRUNC: 8 } as const;

@@ -2,21 +2,60 @@ import { execFileSync } from "node:child_process";
 import * as nodeFs from "node:fs";
 import { resolve as resolvePath } from "node:path";
 import {
-  DEFAULT_MAX_CREATED_ENTRIES, DEFAULT_MAX_WRITE_BYTES, MAX_OPEN_FDS, NAMESPACE_LOCK_WAIT_MS, NAMESPACE_LOCK_WRITE_CHUNK_BYTES,
+  DEFAULT_MAX_CREATED_ENTRIES,
+  DEFAULT_MAX_WRITE_BYTES,
+  MAX_OPEN_FDS,
+  NAMESPACE_LOCK_WAIT_MS,
+  NAMESPACE_LOCK_WRITE_CHUNK_BYTES,
 } from "../../limits.js";
 import {
-  DIR_RIGHTS, DIRENT_SIZE, Errno, EventType, FILE_RIGHTS, FILESTAT_SIZE, Fdflags, Filetype, Fstflags,
-  LOOKUP_SYMLINK_FOLLOW, MUTATING_RIGHTS, Oflags, Rights, Whence,
+  DIR_RIGHTS,
+  DIRENT_SIZE,
+  Errno,
+  EventType,
+  FILE_RIGHTS,
+  FILESTAT_SIZE,
+  Fdflags,
+  Filetype,
+  Fstflags,
+  LOOKUP_SYMLINK_FOLLOW,
+  MUTATING_RIGHTS,
+  Oflags,
+  Rights,
+  Whence,
 } from "./abi.js";
 import { errnoOf } from "./errno.js";
 import {
-  acquireExclusive, acquireShared, namespaceLockHolder, processNamespaceLock, releaseExclusive, releaseShared,
+  acquireExclusive,
+  acquireShared,
+  namespaceLockHolder,
+  processNamespaceLock,
+  releaseExclusive,
+  releaseShared,
 } from "./namespace-lock.js";
 import type { GuestMemory, WasiHostOptions } from "./host.js";
 
 const {
-  O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_EXCL, O_TRUNC, O_APPEND, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK, O_DSYNC, O_SYNC,
-  S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK,
+  O_RDONLY,
+  O_WRONLY,
+  O_RDWR,
+  O_CREAT,
+  O_EXCL,
+  O_TRUNC,
+  O_APPEND,
+  O_DIRECTORY,
+  O_NOFOLLOW,
+  O_NONBLOCK,
+  O_DSYNC,
+  O_SYNC,
+  S_IFMT,
+  S_IFREG,
+  S_IFDIR,
+  S_IFLNK,
+  S_IFCHR,
+  S_IFBLK,
+  S_IFIFO,
+  S_IFSOCK,
 } = nodeFs.constants;
 
 /** Symlinks expanded in one resolution before it fails with ELOOP, as Linux's MAXSYMLINKS. */
@@ -76,14 +115,22 @@ function at(fd: number, name: string): string {
 
 function filetypeOfMode(mode: number): number {
   switch (mode & S_IFMT) {
-    case S_IFREG: return Filetype.REGULAR_FILE;
-    case S_IFDIR: return Filetype.DIRECTORY;
-    case S_IFLNK: return Filetype.SYMBOLIC_LINK;
-    case S_IFCHR: return Filetype.CHARACTER_DEVICE;
-    case S_IFBLK: return Filetype.BLOCK_DEVICE;
-    case S_IFSOCK: return Filetype.SOCKET_STREAM;
-    case S_IFIFO: return Filetype.UNKNOWN;
-    default: return Filetype.UNKNOWN;
+    case S_IFREG:
+      return Filetype.REGULAR_FILE;
+    case S_IFDIR:
+      return Filetype.DIRECTORY;
+    case S_IFLNK:
+      return Filetype.SYMBOLIC_LINK;
+    case S_IFCHR:
+      return Filetype.CHARACTER_DEVICE;
+    case S_IFBLK:
+      return Filetype.BLOCK_DEVICE;
+    case S_IFSOCK:
+      return Filetype.SOCKET_STREAM;
+    case S_IFIFO:
+      return Filetype.UNKNOWN;
+    default:
+      return Filetype.UNKNOWN;
   }
 }
 
@@ -153,8 +200,17 @@ export class WasiFs {
       const rights = m.writable ? DIR_RIGHTS : DIR_RIGHTS & ~MUTATING_RIGHTS;
       const inheriting = m.writable ? DIR_RIGHTS | FILE_RIGHTS : (DIR_RIGHTS | FILE_RIGHTS) & ~MUTATING_RIGHTS;
       this.install({
-        hostFd: fd, isDir: true, mount, guestPath: m.guestPath, rightsBase: rights, rightsInheriting: inheriting,
-        fdflags: 0, access: O_RDONLY, position: 0, preopenName: encoder.encode(m.guestPath), dirents: undefined,
+        hostFd: fd,
+        isDir: true,
+        mount,
+        guestPath: m.guestPath,
+        rightsBase: rights,
+        rightsInheriting: inheriting,
+        fdflags: 0,
+        access: O_RDONLY,
+        position: 0,
+        preopenName: encoder.encode(m.guestPath),
+        dirents: undefined,
       });
     }
     return undefined;
@@ -326,7 +382,10 @@ export class WasiFs {
     }
     const trailingSlash = path.endsWith("/");
     // Pending components, last one first, so a symlink's target can be pushed in front of the rest.
-    const pending = path.split("/").filter((c) => c !== "").reverse();
+    const pending = path
+      .split("/")
+      .filter((c) => c !== "")
+      .reverse();
     let cur = d.hostFd;
     let owned = false;
     let depth = 0;
@@ -503,7 +562,8 @@ export class WasiFs {
    */
   private openFinal(r: Resolved, flags: number): { fd: number; created: boolean } {
     const target = at(r.dirFd, r.name);
-    if ((flags & O_CREAT) === 0 || (flags & O_EXCL) !== 0) return { fd: this.openHost(target, flags, 0o666), created: (flags & O_CREAT) !== 0 };
+    if ((flags & O_CREAT) === 0 || (flags & O_EXCL) !== 0)
+      return { fd: this.openHost(target, flags, 0o666), created: (flags & O_CREAT) !== 0 };
     for (let attempt = 0; ; attempt++) {
       try {
         return { fd: this.openHost(target, flags | O_EXCL, 0o666), created: true };
@@ -573,16 +633,18 @@ export class WasiFs {
    * delegated to coreutils touch (utimensat with UTIME_OMIT) on the same /proc path; that costs a process
    * spawn, which only guests setting sub-microsecond times or a single timestamp pay.
    */
-  private setTimes(target: string, noFollow: boolean, current: () => nodeFs.BigIntStats, atim: bigint, mtim: bigint,
-    flags: number): void {
-    if (((flags & Fstflags.ATIM) !== 0 && (flags & Fstflags.ATIM_NOW) !== 0) ||
-        ((flags & Fstflags.MTIM) !== 0 && (flags & Fstflags.MTIM_NOW) !== 0) || (flags & ~15) !== 0) {
+  private setTimes(target: string, noFollow: boolean, current: () => nodeFs.BigIntStats, atim: bigint, mtim: bigint, flags: number): void {
+    if (
+      ((flags & Fstflags.ATIM) !== 0 && (flags & Fstflags.ATIM_NOW) !== 0) ||
+      ((flags & Fstflags.MTIM) !== 0 && (flags & Fstflags.MTIM_NOW) !== 0) ||
+      (flags & ~15) !== 0
+    ) {
       throw new GuestErrno(Errno.INVAL);
     }
     const setA = (flags & (Fstflags.ATIM | Fstflags.ATIM_NOW)) !== 0;
     const setM = (flags & (Fstflags.MTIM | Fstflags.MTIM_NOW)) !== 0;
     if (!setA && !setM) return;
-    const coarse = (flags & Fstflags.ATIM) !== 0 && atim % 1000n !== 0n || (flags & Fstflags.MTIM) !== 0 && mtim % 1000n !== 0n;
+    const coarse = ((flags & Fstflags.ATIM) !== 0 && atim % 1000n !== 0n) || ((flags & Fstflags.MTIM) !== 0 && mtim % 1000n !== 0n);
     if (setA && setM && !coarse) {
       const now = Date.now() / 1000;
       const a = (flags & Fstflags.ATIM_NOW) !== 0 ? now : Number(atim / 1000n) / 1e6;
@@ -598,7 +660,14 @@ export class WasiFs {
     current(); // surfaces ENOENT and friends with the right errno before spawning anything
     const stamp = (ns: bigint): string => `@${ns / 1_000_000_000n}.${(ns % 1_000_000_000n).toString().padStart(9, "0")}`;
     const touch = (which: "-a" | "-m", now: boolean, ns: bigint): void => {
-      const args = ["-c", which, ...(noFollow ? ["-h"] : []), ...(now ? [] : ["-d", stamp(ns)]), "--", target.replace("/proc/self/", `/proc/${process.pid}/`)];
+      const args = [
+        "-c",
+        which,
+        ...(noFollow ? ["-h"] : []),
+        ...(now ? [] : ["-d", stamp(ns)]),
+        "--",
+        target.replace("/proc/self/", `/proc/${process.pid}/`),
+      ];
       try {
         execFileSync("touch", args, { stdio: "ignore" });
       } catch {
@@ -664,7 +733,8 @@ export class WasiFs {
         const len = Math.min(buf.length - off, NAMESPACE_LOCK_WRITE_CHUNK_BYTES);
         try {
           off += this.mutateFile(operation, d, () =>
-            nodeFs.writeSync(d.hostFd, buf, off, len, position === null ? null : position + n + off));
+            nodeFs.writeSync(d.hostFd, buf, off, len, position === null ? null : position + n + off),
+          );
         } catch (e: unknown) {
           // Charged in full above: give back what was never written.
           this.writeBytesLeft += total - (n + off);
@@ -863,7 +933,8 @@ export class WasiFs {
       }
       // The magic link, followed, is exactly the file we hold.
       this.mutateFile("fd_filestat_set_times", d, () =>
-        this.setTimes(`/proc/self/fd/${d.hostFd}`, false, () => nodeFs.fstatSync(d.hostFd, { bigint: true }), atim, mtim, flags));
+        this.setTimes(`/proc/self/fd/${d.hostFd}`, false, () => nodeFs.fstatSync(d.hostFd, { bigint: true }), atim, mtim, flags),
+      );
       return Errno.SUCCESS;
     });
   }
@@ -1028,14 +1099,23 @@ export class WasiFs {
   // ---- path_* -------------------------------------------------------------------------------------
 
   /** path_open. */
-  path_open(fd: number, dirflags: number, pathPtr: number, pathLen: number, oflags: number, base: bigint,
-    inheriting: bigint, fdflags: number, out: number): number {
+  path_open(
+    fd: number,
+    dirflags: number,
+    pathPtr: number,
+    pathLen: number,
+    oflags: number,
+    base: bigint,
+    inheriting: bigint,
+    fdflags: number,
+    out: number,
+  ): number {
     return this.guard(() => {
       const d = this.get(fd);
       const path = this.readPath(pathPtr, pathLen);
       this.requireRights(d, Rights.PATH_OPEN);
-      const wantWrite = (base & (Rights.FD_WRITE | Rights.FD_ALLOCATE | Rights.FD_FILESTAT_SET_SIZE)) !== 0n ||
-        (fdflags & Fdflags.APPEND) !== 0;
+      const wantWrite =
+        (base & (Rights.FD_WRITE | Rights.FD_ALLOCATE | Rights.FD_FILESTAT_SET_SIZE)) !== 0n || (fdflags & Fdflags.APPEND) !== 0;
       const creates = (oflags & (Oflags.CREAT | Oflags.TRUNC)) !== 0;
       if (wantWrite || creates) this.requireWritable("path_open", d, path);
       if ((oflags & Oflags.CREAT) !== 0) this.requireRights(d, Rights.PATH_CREATE_FILE);
@@ -1045,65 +1125,79 @@ export class WasiFs {
         return Errno.MFILE;
       }
       const follow = (dirflags & LOOKUP_SYMLINK_FOLLOW) !== 0;
-      return this.shared("path_open", d, path, () => this.withPath("path_open", d, path, follow, (r) => {
-        let flags = O_NONBLOCK; // never hang on a FIFO the mount may contain; regular files ignore it
-        if ((oflags & Oflags.DIRECTORY) !== 0) flags |= O_DIRECTORY;
-        if ((oflags & Oflags.CREAT) !== 0) flags |= O_CREAT;
-        if ((oflags & Oflags.EXCL) !== 0) flags |= O_EXCL;
-        if ((oflags & Oflags.TRUNC) !== 0) flags |= O_TRUNC;
-        if ((fdflags & Fdflags.APPEND) !== 0) flags |= O_APPEND;
-        if ((fdflags & Fdflags.DSYNC) !== 0) flags |= O_DSYNC;
-        if ((fdflags & (Fdflags.SYNC | Fdflags.RSYNC)) !== 0) flags |= O_SYNC;
-        const wantRead = (base & (Rights.FD_READ | Rights.FD_READDIR)) !== 0n;
-        // A directory asked for with write rights gets EISDIR from the kernel, as POSIX wants.
-        if (wantWrite || (oflags & Oflags.TRUNC) !== 0) flags |= wantRead ? O_RDWR : O_WRONLY;
-        else flags |= O_RDONLY;
-        if (r.trailingSlash && (oflags & Oflags.CREAT) !== 0) return Errno.ISDIR;
-        if (r.trailingSlash) flags |= O_DIRECTORY;
-        if ((oflags & Oflags.CREAT) !== 0 && !this.exists(r)) this.chargeCreate("path_open", d, path);
-        let opened: { fd: number; created: boolean };
-        try {
-          opened = this.openFinal(r, flags);
-        } catch (e: unknown) {
-          // O_NOFOLLOW on a symlink says ELOOP; for a directory lookup, "not a directory" is the POSIX answer.
-          if (e instanceof GuestErrno && e.errno === Errno.LOOP && (oflags & Oflags.DIRECTORY) !== 0) return Errno.NOTDIR;
-          throw e;
-        }
-        let keep = false;
-        try {
-          if (!this.insideMount(opened.fd, d.mount)) {
-            // Only a process outside the daemon can get here (guests' renames wait for the lock): see keepCreatedInside.
-            if (opened.created) {
-              try {
-                this.unlinkIfSame(r, nodeFs.fstatSync(opened.fd, { bigint: true }));
-              } catch {
-                // Already gone or replaced: nothing of ours is left to remove.
+      return this.shared("path_open", d, path, () =>
+        this.withPath("path_open", d, path, follow, (r) => {
+          let flags = O_NONBLOCK; // never hang on a FIFO the mount may contain; regular files ignore it
+          if ((oflags & Oflags.DIRECTORY) !== 0) flags |= O_DIRECTORY;
+          if ((oflags & Oflags.CREAT) !== 0) flags |= O_CREAT;
+          if ((oflags & Oflags.EXCL) !== 0) flags |= O_EXCL;
+          if ((oflags & Oflags.TRUNC) !== 0) flags |= O_TRUNC;
+          if ((fdflags & Fdflags.APPEND) !== 0) flags |= O_APPEND;
+          if ((fdflags & Fdflags.DSYNC) !== 0) flags |= O_DSYNC;
+          if ((fdflags & (Fdflags.SYNC | Fdflags.RSYNC)) !== 0) flags |= O_SYNC;
+          const wantRead = (base & (Rights.FD_READ | Rights.FD_READDIR)) !== 0n;
+          // A directory asked for with write rights gets EISDIR from the kernel, as POSIX wants.
+          if (wantWrite || (oflags & Oflags.TRUNC) !== 0) flags |= wantRead ? O_RDWR : O_WRONLY;
+          else flags |= O_RDONLY;
+          if (r.trailingSlash && (oflags & Oflags.CREAT) !== 0) return Errno.ISDIR;
+          if (r.trailingSlash) flags |= O_DIRECTORY;
+          if ((oflags & Oflags.CREAT) !== 0 && !this.exists(r)) this.chargeCreate("path_open", d, path);
+          let opened: { fd: number; created: boolean };
+          try {
+            opened = this.openFinal(r, flags);
+          } catch (e: unknown) {
+            // O_NOFOLLOW on a symlink says ELOOP; for a directory lookup, "not a directory" is the POSIX answer.
+            if (e instanceof GuestErrno && e.errno === Errno.LOOP && (oflags & Oflags.DIRECTORY) !== 0) return Errno.NOTDIR;
+            throw e;
+          }
+          let keep = false;
+          try {
+            if (!this.insideMount(opened.fd, d.mount)) {
+              // Only a process outside the daemon can get here (guests' renames wait for the lock): see keepCreatedInside.
+              if (opened.created) {
+                try {
+                  this.unlinkIfSame(r, nodeFs.fstatSync(opened.fd, { bigint: true }));
+                } catch {
+                  // Already gone or replaced: nothing of ours is left to remove.
+                }
               }
+              this.deny(
+                "path_open",
+                d,
+                path,
+                `the opened file lies outside the mount${opened.created ? "; the file it created there was removed" : ""}`,
+              );
+              return Errno.NOTCAPABLE;
             }
-            this.deny("path_open", d, path, `the opened file lies outside the mount${opened.created ? "; the file it created there was removed" : ""}`);
-            return Errno.NOTCAPABLE;
+            const st = nodeFs.fstatSync(opened.fd);
+            const isDir = st.isDirectory();
+            if (!isDir && !st.isFile()) {
+              this.deny("path_open", d, path, "only regular files and directories can be opened");
+              return Errno.NOTCAPABLE;
+            }
+            const mask = (isDir ? DIR_RIGHTS : FILE_RIGHTS) & (d.mount.writable ? ~0n : ~MUTATING_RIGHTS);
+            const joined = `${d.guestPath.endsWith("/") ? d.guestPath : `${d.guestPath}/`}${path}`;
+            const newFd = this.install({
+              hostFd: opened.fd,
+              isDir,
+              mount: d.mount,
+              guestPath: joined,
+              rightsBase: base & d.rightsInheriting & mask,
+              rightsInheriting: inheriting & d.rightsInheriting,
+              fdflags: fdflags & ~Fdflags.NONBLOCK,
+              access: flags & (O_WRONLY | O_RDWR),
+              position: 0,
+              preopenName: undefined,
+              dirents: undefined,
+            });
+            keep = true;
+            this.memory().view.setUint32(out, newFd, true);
+            return Errno.SUCCESS;
+          } finally {
+            if (!keep) this.closeHost(opened.fd);
           }
-          const st = nodeFs.fstatSync(opened.fd);
-          const isDir = st.isDirectory();
-          if (!isDir && !st.isFile()) {
-            this.deny("path_open", d, path, "only regular files and directories can be opened");
-            return Errno.NOTCAPABLE;
-          }
-          const mask = (isDir ? DIR_RIGHTS : FILE_RIGHTS) & (d.mount.writable ? ~0n : ~MUTATING_RIGHTS);
-          const joined = `${d.guestPath.endsWith("/") ? d.guestPath : `${d.guestPath}/`}${path}`;
-          const newFd = this.install({
-            hostFd: opened.fd, isDir, mount: d.mount, guestPath: joined,
-            rightsBase: base & d.rightsInheriting & mask, rightsInheriting: inheriting & d.rightsInheriting,
-            fdflags: fdflags & ~Fdflags.NONBLOCK, access: flags & (O_WRONLY | O_RDWR), position: 0,
-            preopenName: undefined, dirents: undefined,
-          });
-          keep = true;
-          this.memory().view.setUint32(out, newFd, true);
-          return Errno.SUCCESS;
-        } finally {
-          if (!keep) this.closeHost(opened.fd);
-        }
-      }));
+        }),
+      );
     });
   }
 
@@ -1114,14 +1208,16 @@ export class WasiFs {
       const path = this.readPath(pathPtr, pathLen);
       this.requireWritable("path_create_directory", d, path);
       this.requireRights(d, Rights.PATH_CREATE_DIRECTORY);
-      return this.shared("path_create_directory", d, path, () => this.withPath("path_create_directory", d, path, false, (r) => {
-        if (r.name === ".") return Errno.EXIST;
-        this.chargeCreate("path_create_directory", d, path);
-        nodeFs.mkdirSync(at(r.dirFd, r.name), 0o777);
-        // rmdir removes only an empty directory: never anything someone put in its place.
-        this.keepCreatedInside("path_create_directory", d, path, r, () => nodeFs.rmdirSync(at(r.dirFd, r.name)));
-        return Errno.SUCCESS;
-      }));
+      return this.shared("path_create_directory", d, path, () =>
+        this.withPath("path_create_directory", d, path, false, (r) => {
+          if (r.name === ".") return Errno.EXIST;
+          this.chargeCreate("path_create_directory", d, path);
+          nodeFs.mkdirSync(at(r.dirFd, r.name), 0o777);
+          // rmdir removes only an empty directory: never anything someone put in its place.
+          this.keepCreatedInside("path_create_directory", d, path, r, () => nodeFs.rmdirSync(at(r.dirFd, r.name)));
+          return Errno.SUCCESS;
+        }),
+      );
     });
   }
 
@@ -1131,33 +1227,35 @@ export class WasiFs {
       const d = this.get(fd);
       const path = this.readPath(pathPtr, pathLen);
       this.requireRights(d, Rights.PATH_FILESTAT_GET);
-      return this.shared("path_filestat_get", d, path, () => this.withPath("path_filestat_get", d, path, (flags & LOOKUP_SYMLINK_FOLLOW) !== 0, (r) => {
-        const st = this.lstatAt(r);
-        if (r.trailingSlash && !st.isDirectory()) return Errno.NOTDIR;
-        this.writeFilestat(out, st);
-        return Errno.SUCCESS;
-      }));
+      return this.shared("path_filestat_get", d, path, () =>
+        this.withPath("path_filestat_get", d, path, (flags & LOOKUP_SYMLINK_FOLLOW) !== 0, (r) => {
+          const st = this.lstatAt(r);
+          if (r.trailingSlash && !st.isDirectory()) return Errno.NOTDIR;
+          this.writeFilestat(out, st);
+          return Errno.SUCCESS;
+        }),
+      );
     });
   }
 
   /** path_filestat_set_times (never follows into the host: the final symlink, if followed, was expanded by us). */
-  path_filestat_set_times(fd: number, flags: number, pathPtr: number, pathLen: number, atim: bigint, mtim: bigint,
-    fst: number): number {
+  path_filestat_set_times(fd: number, flags: number, pathPtr: number, pathLen: number, atim: bigint, mtim: bigint, fst: number): number {
     return this.guard(() => {
       const d = this.get(fd);
       const path = this.readPath(pathPtr, pathLen);
       this.requireWritable("path_filestat_set_times", d, path);
       this.requireRights(d, Rights.PATH_FILESTAT_SET_TIMES);
-      return this.shared("path_filestat_set_times", d, path, () => this.withPath("path_filestat_set_times", d, path, (flags & LOOKUP_SYMLINK_FOLLOW) !== 0, (r) => {
-        this.setTimes(at(r.dirFd, r.name), true, () => this.lstatAt(r), atim, mtim, fst);
-        return Errno.SUCCESS;
-      }));
+      return this.shared("path_filestat_set_times", d, path, () =>
+        this.withPath("path_filestat_set_times", d, path, (flags & LOOKUP_SYMLINK_FOLLOW) !== 0, (r) => {
+          this.setTimes(at(r.dirFd, r.name), true, () => this.lstatAt(r), atim, mtim, fst);
+          return Errno.SUCCESS;
+        }),
+      );
     });
   }
 
   /** path_link: hard links only within granted, writable mounts. */
-  path_link(oldFd: number, oldFlags: number, oldPtr: number, oldLen: number, newFd: number, newPtr: number,
-    newLen: number): number {
+  path_link(oldFd: number, oldFlags: number, oldPtr: number, oldLen: number, newFd: number, newPtr: number, newLen: number): number {
     return this.guard(() => {
       const od = this.get(oldFd);
       const nd = this.get(newFd);
@@ -1167,17 +1265,20 @@ export class WasiFs {
       this.requireWritable("path_link", nd, newPath);
       this.requireRights(od, Rights.PATH_LINK_SOURCE);
       this.requireRights(nd, Rights.PATH_LINK_TARGET);
-      return this.shared("path_link", nd, newPath, () => this.withPath("path_link", od, oldPath, (oldFlags & LOOKUP_SYMLINK_FOLLOW) !== 0, (ro) =>
-        this.withPath("path_link", nd, newPath, false, (rn) => {
-          const st = this.lstatAt(ro);
-          if (st.isDirectory()) return Errno.PERM;
-          if (ro.trailingSlash) return Errno.NOTDIR;
-          if (rn.trailingSlash) return this.exists(rn) ? Errno.EXIST : Errno.NOENT;
-          this.chargeCreate("path_link", nd, newPath);
-          nodeFs.linkSync(at(ro.dirFd, ro.name), at(rn.dirFd, rn.name));
-          this.keepCreatedInside("path_link", nd, newPath, rn, () => this.unlinkIfSame(rn, st));
-          return Errno.SUCCESS;
-        })));
+      return this.shared("path_link", nd, newPath, () =>
+        this.withPath("path_link", od, oldPath, (oldFlags & LOOKUP_SYMLINK_FOLLOW) !== 0, (ro) =>
+          this.withPath("path_link", nd, newPath, false, (rn) => {
+            const st = this.lstatAt(ro);
+            if (st.isDirectory()) return Errno.PERM;
+            if (ro.trailingSlash) return Errno.NOTDIR;
+            if (rn.trailingSlash) return this.exists(rn) ? Errno.EXIST : Errno.NOENT;
+            this.chargeCreate("path_link", nd, newPath);
+            nodeFs.linkSync(at(ro.dirFd, ro.name), at(rn.dirFd, rn.name));
+            this.keepCreatedInside("path_link", nd, newPath, rn, () => this.unlinkIfSame(rn, st));
+            return Errno.SUCCESS;
+          }),
+        ),
+      );
     });
   }
 
@@ -1187,14 +1288,16 @@ export class WasiFs {
       const d = this.get(fd);
       const path = this.readPath(pathPtr, pathLen);
       this.requireRights(d, Rights.PATH_READLINK);
-      return this.shared("path_readlink", d, path, () => this.withPath("path_readlink", d, path, false, (r) => {
-        const target = nodeFs.readlinkSync(at(r.dirFd, r.name), { encoding: "buffer" });
-        const n = Math.min(target.length, bufLen);
-        const { view, u8 } = this.memory();
-        u8.set(target.subarray(0, n), buf);
-        view.setUint32(out, n, true);
-        return Errno.SUCCESS;
-      }));
+      return this.shared("path_readlink", d, path, () =>
+        this.withPath("path_readlink", d, path, false, (r) => {
+          const target = nodeFs.readlinkSync(at(r.dirFd, r.name), { encoding: "buffer" });
+          const n = Math.min(target.length, bufLen);
+          const { view, u8 } = this.memory();
+          u8.set(target.subarray(0, n), buf);
+          view.setUint32(out, n, true);
+          return Errno.SUCCESS;
+        }),
+      );
     });
   }
 
@@ -1205,13 +1308,15 @@ export class WasiFs {
       const path = this.readPath(pathPtr, pathLen);
       this.requireWritable("path_remove_directory", d, path);
       this.requireRights(d, Rights.PATH_REMOVE_DIRECTORY);
-      return this.shared("path_remove_directory", d, path, () => this.withPath("path_remove_directory", d, path, false, (r) => {
-        if (r.name === ".") return Errno.INVAL;
-        const st = this.lstatAt(r);
-        if (!st.isDirectory()) return Errno.NOTDIR;
-        nodeFs.rmdirSync(at(r.dirFd, r.name));
-        return Errno.SUCCESS;
-      }));
+      return this.shared("path_remove_directory", d, path, () =>
+        this.withPath("path_remove_directory", d, path, false, (r) => {
+          if (r.name === ".") return Errno.INVAL;
+          const st = this.lstatAt(r);
+          if (!st.isDirectory()) return Errno.NOTDIR;
+          nodeFs.rmdirSync(at(r.dirFd, r.name));
+          return Errno.SUCCESS;
+        }),
+      );
     });
   }
 
@@ -1227,15 +1332,18 @@ export class WasiFs {
       this.requireRights(od, Rights.PATH_RENAME_SOURCE);
       this.requireRights(nd, Rights.PATH_RENAME_TARGET);
       // The one call that moves directories (and files) between mounts: it runs alone, see namespace-lock.ts.
-      return this.exclusive("path_rename", nd, newPath, () => this.withPath("path_rename", od, oldPath, false, (ro) =>
-        this.withPath("path_rename", nd, newPath, false, (rn) => {
-          if (ro.name === "." || rn.name === ".") return Errno.BUSY;
-          if (ro.trailingSlash || rn.trailingSlash) {
-            if (!this.lstatAt(ro).isDirectory()) return Errno.NOTDIR;
-          }
-          nodeFs.renameSync(at(ro.dirFd, ro.name), at(rn.dirFd, rn.name));
-          return Errno.SUCCESS;
-        })));
+      return this.exclusive("path_rename", nd, newPath, () =>
+        this.withPath("path_rename", od, oldPath, false, (ro) =>
+          this.withPath("path_rename", nd, newPath, false, (rn) => {
+            if (ro.name === "." || rn.name === ".") return Errno.BUSY;
+            if (ro.trailingSlash || rn.trailingSlash) {
+              if (!this.lstatAt(ro).isDirectory()) return Errno.NOTDIR;
+            }
+            nodeFs.renameSync(at(ro.dirFd, ro.name), at(rn.dirFd, rn.name));
+            return Errno.SUCCESS;
+          }),
+        ),
+      );
     });
   }
 
@@ -1252,16 +1360,18 @@ export class WasiFs {
         this.deny("path_symlink", d, path, `symlink target ${target} is absolute, outside the mount`);
         return Errno.PERM;
       }
-      return this.shared("path_symlink", d, path, () => this.withPath("path_symlink", d, path, false, (r) => {
-        if (r.name === ".") return Errno.EXIST;
-        if (r.trailingSlash) return this.exists(r) ? Errno.EXIST : Errno.NOENT;
-        this.chargeCreate("path_symlink", d, path);
-        nodeFs.symlinkSync(target, at(r.dirFd, r.name));
-        this.keepCreatedInside("path_symlink", d, path, r, () => {
-          if (nodeFs.readlinkSync(at(r.dirFd, r.name)) === target) nodeFs.unlinkSync(at(r.dirFd, r.name));
-        });
-        return Errno.SUCCESS;
-      }));
+      return this.shared("path_symlink", d, path, () =>
+        this.withPath("path_symlink", d, path, false, (r) => {
+          if (r.name === ".") return Errno.EXIST;
+          if (r.trailingSlash) return this.exists(r) ? Errno.EXIST : Errno.NOENT;
+          this.chargeCreate("path_symlink", d, path);
+          nodeFs.symlinkSync(target, at(r.dirFd, r.name));
+          this.keepCreatedInside("path_symlink", d, path, r, () => {
+            if (nodeFs.readlinkSync(at(r.dirFd, r.name)) === target) nodeFs.unlinkSync(at(r.dirFd, r.name));
+          });
+          return Errno.SUCCESS;
+        }),
+      );
     });
   }
 
@@ -1272,14 +1382,16 @@ export class WasiFs {
       const path = this.readPath(pathPtr, pathLen);
       this.requireWritable("path_unlink_file", d, path);
       this.requireRights(d, Rights.PATH_UNLINK_FILE);
-      return this.shared("path_unlink_file", d, path, () => this.withPath("path_unlink_file", d, path, false, (r) => {
-        if (r.name === ".") return Errno.ISDIR;
-        const st = this.lstatAt(r);
-        if (st.isDirectory()) return Errno.ISDIR;
-        if (r.trailingSlash) return Errno.NOTDIR;
-        nodeFs.unlinkSync(at(r.dirFd, r.name));
-        return Errno.SUCCESS;
-      }));
+      return this.shared("path_unlink_file", d, path, () =>
+        this.withPath("path_unlink_file", d, path, false, (r) => {
+          if (r.name === ".") return Errno.ISDIR;
+          const st = this.lstatAt(r);
+          if (st.isDirectory()) return Errno.ISDIR;
+          if (r.trailingSlash) return Errno.NOTDIR;
+          nodeFs.unlinkSync(at(r.dirFd, r.name));
+          return Errno.SUCCESS;
+        }),
+      );
     });
   }
 }

@@ -3,8 +3,17 @@ import { HTTP_FUNCTIONS, HTTP_MODULE } from "../net/http-abi.js";
 import { guestHttpImports, type HttpTransport } from "../net/guest-http.js";
 import { randomFillSync } from "node:crypto";
 import {
-  Clock, Errno, EVENT_SIZE, EVENTRW_HANGUP, EventType, Filetype, Rights, STDIO_RIGHTS, SUBCLOCK_ABSTIME,
-  SUBSCRIPTION_SIZE, WASI_MODULE,
+  Clock,
+  Errno,
+  EVENT_SIZE,
+  EVENTRW_HANGUP,
+  EventType,
+  Filetype,
+  Rights,
+  STDIO_RIGHTS,
+  SUBCLOCK_ABSTIME,
+  SUBSCRIPTION_SIZE,
+  WASI_MODULE,
 } from "./abi.js";
 import { WasiFs } from "./fs.js";
 import { PREVIEW1_FUNCTIONS } from "./functions.js";
@@ -13,9 +22,17 @@ import { namespaceLockHolder, processNamespaceLock, releaseNamespaceLockHeldBy }
 export { namespaceLockHolder, processNamespaceLock, releaseNamespaceLockHeldBy };
 
 /** A host directory the guest sees at `guestPath`. */
-export interface WasiMount { readonly hostPath: string; readonly guestPath: string; readonly writable: boolean }
+export interface WasiMount {
+  readonly hostPath: string;
+  readonly guestPath: string;
+  readonly writable: boolean;
+}
 /** One operation the host refused, reported so an agent learns which grant it lacked. */
-export interface WasiDenial { readonly operation: string; readonly path: string; readonly reason: string }
+export interface WasiDenial {
+  readonly operation: string;
+  readonly path: string;
+  readonly reason: string;
+}
 /** Everything one execution of a command module needs. */
 export interface WasiHostOptions {
   readonly args: readonly string[];
@@ -213,14 +230,21 @@ export class WasiHost {
     if (e instanceof TimeLimit) return { outcome: "timeout", message: e.message };
     const message = e instanceof Error ? e.message : String(e);
     if (this.sawAllocFailure) {
-      return { outcome: "memory_limit", message: `guest memory allocation failed at the ${this.options.memoryLimitBytes}-byte memory limit (${message})` };
+      return {
+        outcome: "memory_limit",
+        message: `guest memory allocation failed at the ${this.options.memoryLimitBytes}-byte memory limit (${message})`,
+      };
     }
     if (e instanceof RangeError && /out of memory|allocat/i.test(message)) {
-      return { outcome: "memory_limit", message: `guest memory could not be allocated within the ${this.options.memoryLimitBytes}-byte memory limit (${message})` };
+      return {
+        outcome: "memory_limit",
+        message: `guest memory could not be allocated within the ${this.options.memoryLimitBytes}-byte memory limit (${message})`,
+      };
     }
     if (e instanceof WebAssembly.RuntimeError || e instanceof RangeError) return { outcome: "trap", message };
     // The guest's own uncaught exception is its failure, not ours (it was reported as "host error: [object ...]").
-    if (WasmException !== undefined && e instanceof WasmException) return { outcome: "trap", message: "the guest threw a wasm exception that nothing caught" };
+    if (WasmException !== undefined && e instanceof WasmException)
+      return { outcome: "trap", message: "the guest threw a wasm exception that nothing caught" };
     // A host bug must not take the worker down either; report it as a trap with its text.
     return { outcome: "trap", message: `host error: ${message}` };
   }
@@ -281,7 +305,12 @@ export class WasiHost {
       if (deliver.length > 0) this.options.onStderr(deliver);
       // std writes the marker as one piece of its message: shorter writes cannot hold it, and a flood of
       // them must not cost a Buffer each.
-      if (deliver.length >= ALLOC_FAILURE_MARKER.length && total < 512 && !this.sawAllocFailure && Buffer.from(deliver.buffer, deliver.byteOffset, deliver.length).includes(ALLOC_FAILURE_MARKER)) {
+      if (
+        deliver.length >= ALLOC_FAILURE_MARKER.length &&
+        total < 512 &&
+        !this.sawAllocFailure &&
+        Buffer.from(deliver.buffer, deliver.byteOffset, deliver.length).includes(ALLOC_FAILURE_MARKER)
+      ) {
         this.sawAllocFailure = true;
       }
     }
@@ -399,9 +428,10 @@ export class WasiHost {
       for (let i = 0; i < nsubs; i++) {
         const s = inPtr + i * SUBSCRIPTION_SIZE;
         const timeout = view.getBigUint64(s + 24, true);
-        const expired = (view.getUint16(s + 40, true) & SUBCLOCK_ABSTIME) !== 0
-          ? (this.clockNow(view.getUint32(s + 16, true)) ?? 0n) >= timeout
-          : now + timeout <= t;
+        const expired =
+          (view.getUint16(s + 40, true) & SUBCLOCK_ABSTIME) !== 0
+            ? (this.clockNow(view.getUint32(s + 16, true)) ?? 0n) >= timeout
+            : now + timeout <= t;
         if (expired) writeEvent(view.getBigUint64(s, true), Errno.SUCCESS, EventType.CLOCK, 0n, 0);
       }
     }
@@ -446,17 +476,41 @@ export class WasiHost {
   }
 
   /** Binds `names` to the same-named functions of `tableOf(host)`, as {@link bindPreview1} describes. */
-  private static bind(imports: WasiImports, names: readonly string[], tableOf: (host: WasiHost) => WebAssembly.ModuleImports): WebAssembly.ModuleImports {
+  private static bind(
+    imports: WasiImports,
+    names: readonly string[],
+    tableOf: (host: WasiHost) => WebAssembly.ModuleImports,
+  ): WebAssembly.ModuleImports {
     const namespace: WebAssembly.ModuleImports = {};
     for (const name of names) {
       // Fixed parameters rather than a rest array: no allocation per guest call. No imported function takes more than nine.
-      namespace[name] = (a: unknown, b: unknown, c: unknown, d: unknown, e: unknown, f: unknown, g: unknown, h: unknown, i: unknown): unknown => {
+      namespace[name] = (
+        a: unknown,
+        b: unknown,
+        c: unknown,
+        d: unknown,
+        e: unknown,
+        f: unknown,
+        g: unknown,
+        h: unknown,
+        i: unknown,
+      ): unknown => {
         const host = imports.host;
         // Only a wasm start function can get here, while an instance is made ahead of its run.
         if (host === undefined) throw new WebAssembly.RuntimeError(`${name} called with no run in progress`);
         if (host.ended !== undefined) throw host.ended;
         try {
-          return (tableOf(host)[name] as (...args: unknown[]) => unknown)(u32(a), u32(b), u32(c), u32(d), u32(e), u32(f), u32(g), u32(h), u32(i));
+          return (tableOf(host)[name] as (...args: unknown[]) => unknown)(
+            u32(a),
+            u32(b),
+            u32(c),
+            u32(d),
+            u32(e),
+            u32(f),
+            u32(g),
+            u32(h),
+            u32(i),
+          );
         } catch (error: unknown) {
           if (isGuestMemoryFault(error)) return Errno.FAULT;
           throw error;
@@ -536,8 +590,10 @@ export class WasiHost {
         return fs.fd_read(fd, iovs, iovsLen, nread);
       },
       fd_fdstat_get: (fd: number, out: number) => (fs.stdioOf(fd) >= 0 ? stdioFdstat(fs.stdioOf(fd), out) : fs.fd_fdstat_get(fd, out)),
-      fd_fdstat_set_flags: (fd: number, flags: number) => (fs.stdioOf(fd) >= 0 ? (flags === 0 ? Errno.SUCCESS : Errno.NOTSUP) : fs.fd_fdstat_set_flags(fd, flags)),
-      fd_fdstat_set_rights: (fd: number, base: bigint, inh: bigint) => (fs.stdioOf(fd) >= 0 ? Errno.SUCCESS : fs.fd_fdstat_set_rights(fd, base, inh)),
+      fd_fdstat_set_flags: (fd: number, flags: number) =>
+        fs.stdioOf(fd) >= 0 ? (flags === 0 ? Errno.SUCCESS : Errno.NOTSUP) : fs.fd_fdstat_set_flags(fd, flags),
+      fd_fdstat_set_rights: (fd: number, base: bigint, inh: bigint) =>
+        fs.stdioOf(fd) >= 0 ? Errno.SUCCESS : fs.fd_fdstat_set_rights(fd, base, inh),
       fd_filestat_get: (fd: number, out: number) => {
         if (fs.stdioOf(fd) < 0) return fs.fd_filestat_get(fd, out);
         const { u8, view } = this.refresh();
@@ -546,28 +602,45 @@ export class WasiHost {
         return Errno.SUCCESS;
       },
       fd_close: (fd: number) => fs.fd_close(fd),
-      fd_seek: (fd: number, offset: bigint, whence: number, out: number) => (fs.stdioOf(fd) >= 0 ? Errno.SPIPE : fs.fd_seek(fd, offset, whence, out)),
+      fd_seek: (fd: number, offset: bigint, whence: number, out: number) =>
+        fs.stdioOf(fd) >= 0 ? Errno.SPIPE : fs.fd_seek(fd, offset, whence, out),
       fd_tell: (fd: number, out: number) => (fs.stdioOf(fd) >= 0 ? Errno.SPIPE : fs.fd_tell(fd, out)),
-      fd_advise: (fd: number, offset: bigint, len: bigint, advice: number) => (fs.stdioOf(fd) >= 0 ? Errno.SPIPE : fs.fd_advise(fd, offset, len, advice)),
+      fd_advise: (fd: number, offset: bigint, len: bigint, advice: number) =>
+        fs.stdioOf(fd) >= 0 ? Errno.SPIPE : fs.fd_advise(fd, offset, len, advice),
       fd_allocate: (fd: number, offset: bigint, len: bigint) => (fs.stdioOf(fd) >= 0 ? Errno.NOTSUP : fs.fd_allocate(fd, offset, len)),
       fd_datasync: (fd: number) => (fs.stdioOf(fd) >= 0 ? Errno.INVAL : fs.fd_datasync(fd)),
       fd_sync: (fd: number) => (fs.stdioOf(fd) >= 0 ? Errno.INVAL : fs.fd_sync(fd)),
       fd_filestat_set_size: (fd: number, size: bigint) => (fs.stdioOf(fd) >= 0 ? Errno.INVAL : fs.fd_filestat_set_size(fd, size)),
-      fd_filestat_set_times: (fd: number, atim: bigint, mtim: bigint, flags: number) => (fs.stdioOf(fd) >= 0 ? Errno.NOTCAPABLE : fs.fd_filestat_set_times(fd, atim, mtim, flags)),
-      fd_pread: (fd: number, iovs: number, iovsLen: number, offset: bigint, nread: number) => (fs.stdioOf(fd) >= 0 ? Errno.SPIPE : fs.fd_pread(fd, iovs, iovsLen, offset, nread)),
-      fd_pwrite: (fd: number, iovs: number, iovsLen: number, offset: bigint, nwritten: number) => (fs.stdioOf(fd) >= 0 ? Errno.SPIPE : fs.fd_pwrite(fd, iovs, iovsLen, offset, nwritten)),
+      fd_filestat_set_times: (fd: number, atim: bigint, mtim: bigint, flags: number) =>
+        fs.stdioOf(fd) >= 0 ? Errno.NOTCAPABLE : fs.fd_filestat_set_times(fd, atim, mtim, flags),
+      fd_pread: (fd: number, iovs: number, iovsLen: number, offset: bigint, nread: number) =>
+        fs.stdioOf(fd) >= 0 ? Errno.SPIPE : fs.fd_pread(fd, iovs, iovsLen, offset, nread),
+      fd_pwrite: (fd: number, iovs: number, iovsLen: number, offset: bigint, nwritten: number) =>
+        fs.stdioOf(fd) >= 0 ? Errno.SPIPE : fs.fd_pwrite(fd, iovs, iovsLen, offset, nwritten),
       fd_prestat_get: (fd: number, out: number) => fs.fd_prestat_get(fd, out),
       fd_prestat_dir_name: (fd: number, path: number, len: number) => fs.fd_prestat_dir_name(fd, path, len),
-      fd_readdir: (fd: number, buf: number, len: number, cookie: bigint, out: number) => (fs.stdioOf(fd) >= 0 ? Errno.NOTDIR : fs.fd_readdir(fd, buf, len, cookie, out)),
+      fd_readdir: (fd: number, buf: number, len: number, cookie: bigint, out: number) =>
+        fs.stdioOf(fd) >= 0 ? Errno.NOTDIR : fs.fd_readdir(fd, buf, len, cookie, out),
       fd_renumber: (from: number, to: number) => fs.fd_renumber(from, to),
       path_create_directory: (fd: number, p: number, l: number) => fs.path_create_directory(fd, p, l),
       path_filestat_get: (fd: number, flags: number, p: number, l: number, out: number) => fs.path_filestat_get(fd, flags, p, l, out),
       path_filestat_set_times: (fd: number, flags: number, p: number, l: number, atim: bigint, mtim: bigint, fst: number) =>
         fs.path_filestat_set_times(fd, flags, p, l, atim, mtim, fst),
-      path_link: (ofd: number, oflags: number, op: number, ol: number, nfd: number, np: number, nl: number) => fs.path_link(ofd, oflags, op, ol, nfd, np, nl),
-      path_open: (fd: number, dirflags: number, p: number, l: number, oflags: number, base: bigint, inh: bigint, fdflags: number, out: number) =>
-        fs.path_open(fd, dirflags, p, l, oflags, base, inh, fdflags, out),
-      path_readlink: (fd: number, p: number, l: number, buf: number, bufLen: number, out: number) => fs.path_readlink(fd, p, l, buf, bufLen, out),
+      path_link: (ofd: number, oflags: number, op: number, ol: number, nfd: number, np: number, nl: number) =>
+        fs.path_link(ofd, oflags, op, ol, nfd, np, nl),
+      path_open: (
+        fd: number,
+        dirflags: number,
+        p: number,
+        l: number,
+        oflags: number,
+        base: bigint,
+        inh: bigint,
+        fdflags: number,
+        out: number,
+      ) => fs.path_open(fd, dirflags, p, l, oflags, base, inh, fdflags, out),
+      path_readlink: (fd: number, p: number, l: number, buf: number, bufLen: number, out: number) =>
+        fs.path_readlink(fd, p, l, buf, bufLen, out),
       path_remove_directory: (fd: number, p: number, l: number) => fs.path_remove_directory(fd, p, l),
       path_rename: (fd: number, op: number, ol: number, nfd: number, np: number, nl: number) => fs.path_rename(fd, op, ol, nfd, np, nl),
       path_symlink: (op: number, ol: number, fd: number, np: number, nl: number) => fs.path_symlink(op, ol, fd, np, nl),

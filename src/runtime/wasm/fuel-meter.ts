@@ -38,7 +38,19 @@ const START_SECTION = 8;
 const CODE_SECTION = 10;
 /** Where each known section goes in a module (the data count and tag sections do not follow their ids). */
 const SECTION_ORDER: ReadonlyMap<number, number> = new Map([
-  [1, 1], [2, 2], [3, 3], [4, 4], [5, 5], [13, 6], [6, 7], [7, 8], [8, 9], [9, 10], [12, 11], [10, 12], [11, 13],
+  [1, 1],
+  [2, 2],
+  [3, 3],
+  [4, 4],
+  [5, 5],
+  [13, 6],
+  [6, 7],
+  [7, 8],
+  [8, 9],
+  [9, 10],
+  [12, 11],
+  [10, 12],
+  [11, 13],
 ]);
 const VALUE_TYPES = new Set([0x7f, 0x7e, 0x7d, 0x7c, 0x7b, 0x70, 0x6f]);
 const I32 = 0x7f;
@@ -50,7 +62,11 @@ class MeterError extends Error {}
 
 class Reader {
   pos: number;
-  constructor(readonly bytes: Uint8Array, pos = 0, readonly end = bytes.length) {
+  constructor(
+    readonly bytes: Uint8Array,
+    pos = 0,
+    readonly end = bytes.length,
+  ) {
     this.pos = pos;
   }
   get done(): boolean {
@@ -146,7 +162,17 @@ interface Section {
 }
 
 function meter(wasm: Uint8Array): MeterResult {
-  if (wasm.length < 8 || wasm[0] !== 0 || wasm[1] !== 0x61 || wasm[2] !== 0x73 || wasm[3] !== 0x6d || wasm[4] !== 1 || wasm[5] !== 0 || wasm[6] !== 0 || wasm[7] !== 0) {
+  if (
+    wasm.length < 8 ||
+    wasm[0] !== 0 ||
+    wasm[1] !== 0x61 ||
+    wasm[2] !== 0x73 ||
+    wasm[3] !== 0x6d ||
+    wasm[4] !== 1 ||
+    wasm[5] !== 0 ||
+    wasm[6] !== 0 ||
+    wasm[7] !== 0
+  ) {
     throw new MeterError("not a wasm core module binary");
   }
   const sections: Section[] = [];
@@ -180,7 +206,14 @@ function meter(wasm: Uint8Array): MeterResult {
     sections.splice(startIndex, 1);
   }
 
-  const exportEntries: number[] = [...nameBytes(FUEL_COUNTER_EXPORT), 0x03, ...u32(counter), ...nameBytes(FUEL_EXHAUSTED_EXPORT), 0x03, ...u32(flag)];
+  const exportEntries: number[] = [
+    ...nameBytes(FUEL_COUNTER_EXPORT),
+    0x03,
+    ...u32(counter),
+    ...nameBytes(FUEL_EXHAUSTED_EXPORT),
+    0x03,
+    ...u32(flag),
+  ];
   let exportCount = 2;
   if (startFunc !== undefined) {
     exportEntries.push(...nameBytes(FUEL_START_EXPORT), 0x00, ...u32(startFunc));
@@ -287,7 +320,13 @@ function insertSection(sections: Section[], section: Section): void {
   else sections.splice(at, 0, section);
 }
 
-function meterCode(body: Uint8Array, funcTypes: readonly number[], paramCounts: readonly number[], counter: number, flag: number): Uint8Array {
+function meterCode(
+  body: Uint8Array,
+  funcTypes: readonly number[],
+  paramCounts: readonly number[],
+  counter: number,
+  flag: number,
+): Uint8Array {
   const r = new Reader(body);
   const count = r.u32();
   if (count !== funcTypes.length) throw new MeterError("the code and function sections disagree");
@@ -352,7 +391,25 @@ function meterFunction(r: Reader, params: number, counter: number, flag: number)
     body.push(0x23, ...u32(counter), 0x21, ...u32(cache));
   };
   const check = (): void => {
-    body.push(0x20, ...u32(cache), 0x42, 0, 0x59, 0x04, EMPTY_BLOCK, 0x20, ...u32(cache), 0x24, ...u32(counter), 0x41, 1, 0x24, ...u32(flag), 0x00, 0x0b);
+    body.push(
+      0x20,
+      ...u32(cache),
+      0x42,
+      0,
+      0x59,
+      0x04,
+      EMPTY_BLOCK,
+      0x20,
+      ...u32(cache),
+      0x24,
+      ...u32(counter),
+      0x41,
+      1,
+      0x24,
+      ...u32(flag),
+      0x00,
+      0x0b,
+    );
   };
   // Function entry: wasmtime charges 1 and checks.
   load();
@@ -416,7 +473,8 @@ function meterFunction(r: Reader, params: number, counter: number, flag: number)
         saveBefore = r.u32() === depth;
         kind = Kind.Flush;
         break;
-      case 0x0e: { // br_table
+      case 0x0e: {
+        // br_table
         const n = r.u32();
         for (let i = 0; i <= n; i++) if (r.u32() === depth) saveBefore = true;
         kind = Kind.Flush;
@@ -437,12 +495,19 @@ function meterFunction(r: Reader, params: number, counter: number, flag: number)
         break;
       case 0x1b: // select
         break;
-      case 0x1c: { // select t*
+      case 0x1c: {
+        // select t*
         const n = r.u32();
         for (let i = 0; i < n; i++) valueType(r);
         break;
       }
-      case 0x20: case 0x21: case 0x22: case 0x23: case 0x24: case 0x25: case 0x26:
+      case 0x20:
+      case 0x21:
+      case 0x22:
+      case 0x23:
+      case 0x24:
+      case 0x25:
+      case 0x26:
         r.u32();
         break;
       case 0x3f: // memory.size
@@ -476,15 +541,38 @@ function meterFunction(r: Reader, params: number, counter: number, flag: number)
         const sub = r.u32();
         if (sub <= 7) break; // saturating truncations
         switch (sub) {
-          case 8: r.u32(); memoryIndex(r); break; // memory.init
-          case 9: r.u32(); break; // data.drop
-          case 10: memoryIndex(r); memoryIndex(r); break; // memory.copy
-          case 11: memoryIndex(r); break; // memory.fill
-          case 12: r.u32(); r.u32(); break; // table.init
-          case 13: r.u32(); break; // elem.drop
-          case 14: r.u32(); r.u32(); break; // table.copy
-          case 15: case 16: case 17: r.u32(); break; // table.grow, table.size, table.fill
-          default: throw new MeterError(`operator 0xfc ${sub}`);
+          case 8:
+            r.u32();
+            memoryIndex(r);
+            break; // memory.init
+          case 9:
+            r.u32();
+            break; // data.drop
+          case 10:
+            memoryIndex(r);
+            memoryIndex(r);
+            break; // memory.copy
+          case 11:
+            memoryIndex(r);
+            break; // memory.fill
+          case 12:
+            r.u32();
+            r.u32();
+            break; // table.init
+          case 13:
+            r.u32();
+            break; // elem.drop
+          case 14:
+            r.u32();
+            r.u32();
+            break; // table.copy
+          case 15:
+          case 16:
+          case 17:
+            r.u32();
+            break; // table.grow, table.size, table.fill
+          default:
+            throw new MeterError(`operator 0xfc ${sub}`);
         }
         bulkCost = BULK_COST_PER_UNIT.get(sub);
         break;

@@ -78,9 +78,11 @@ export function capMemory(wasm: Uint8Array, maxBytes: number): { ok: true; wasm:
     const end = start + size.value;
     if (end > wasm.length) return { ok: false, error: `section at byte ${pos} runs past the end of the binary` };
     const rewritten =
-      id === MEMORY_SECTION_ID ? rewriteMemorySection(wasm.subarray(start, end), capPages)
-      : id === TABLE_SECTION_ID ? rewriteTableSection(wasm.subarray(start, end))
-      : undefined;
+      id === MEMORY_SECTION_ID
+        ? rewriteMemorySection(wasm.subarray(start, end), capPages)
+        : id === TABLE_SECTION_ID
+          ? rewriteTableSection(wasm.subarray(start, end))
+          : undefined;
     if (rewritten === undefined) {
       parts.push(wasm.subarray(pos, end));
     } else {
@@ -208,8 +210,12 @@ export function importMemory(
   }
   if (memory !== undefined) {
     const entry = Uint8Array.from([
-      ...name(MEMORY_IMPORT_MODULE), ...name(MEMORY_IMPORT_NAME), MEMORY_IMPORT_KIND, memoryFlags,
-      ...writeU32(memory.initialPages), ...(memory.maximumPages === undefined ? [] : writeU32(memory.maximumPages)),
+      ...name(MEMORY_IMPORT_MODULE),
+      ...name(MEMORY_IMPORT_NAME),
+      MEMORY_IMPORT_KIND,
+      memoryFlags,
+      ...writeU32(memory.initialPages),
+      ...(memory.maximumPages === undefined ? [] : writeU32(memory.maximumPages)),
     ]);
     const existing = sections.find((s) => s.id === IMPORT_SECTION_ID);
     if (existing) {
@@ -258,13 +264,15 @@ function parseMemorySection(body: Uint8Array): { ok: true; memory: MemoryLimits;
     next = m.next;
   }
   if (next !== body.length) return { ok: false, error: "trailing bytes in memory section" };
-  if (min.value > MAX_MEMORY32_PAGES) return { ok: false, error: `the module's initial memory (${min.value} pages) exceeds wasm32's 4 GiB` };
+  if (min.value > MAX_MEMORY32_PAGES)
+    return { ok: false, error: `the module's initial memory (${min.value} pages) exceeds wasm32's 4 GiB` };
   return { ok: true, memory: { initialPages: min.value, maximumPages: max }, flags };
 }
 
 function checkHeader(wasm: Uint8Array): string | undefined {
   if (wasm.length < 8 || wasm[0] !== 0 || wasm[1] !== 0x61 || wasm[2] !== 0x73 || wasm[3] !== 0x6d) return "not a wasm binary (bad magic)";
-  if (wasm[4] !== 1 || wasm[5] !== 0 || wasm[6] !== 0 || wasm[7] !== 0) return "unsupported wasm binary version (components are not supported)";
+  if (wasm[4] !== 1 || wasm[5] !== 0 || wasm[6] !== 0 || wasm[7] !== 0)
+    return "unsupported wasm binary version (components are not supported)";
   return undefined;
 }
 

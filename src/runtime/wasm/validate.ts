@@ -41,13 +41,23 @@ function httpSignatureProblems(wasm: Uint8Array): string[] {
     if (imp.module !== HTTP_MODULE || !Object.hasOwn(HTTP_FUNCTIONS, imp.name)) continue;
     const expected = HTTP_FUNCTIONS[imp.name as keyof typeof HTTP_FUNCTIONS];
     if (signature(imp.params, imp.results) !== signature(expected.params, expected.results)) {
-      problems.push(`import ${imp.module}.${imp.name}: its type is ${signature(imp.params, imp.results)}, not ${signature(expected.params, expected.results)}`);
+      problems.push(
+        `import ${imp.module}.${imp.name}: its type is ${signature(imp.params, imp.results)}, not ${signature(expected.params, expected.results)}`,
+      );
     }
   }
   return problems;
 }
 
-const VALUE_TYPE_NAMES: Readonly<Record<number, string>> = { 0x7f: "i32", 0x7e: "i64", 0x7d: "f32", 0x7c: "f64", 0x7b: "v128", 0x70: "funcref", 0x6f: "externref" };
+const VALUE_TYPE_NAMES: Readonly<Record<number, string>> = {
+  0x7f: "i32",
+  0x7e: "i64",
+  0x7d: "f32",
+  0x7c: "f64",
+  0x7b: "v128",
+  0x70: "funcref",
+  0x6f: "externref",
+};
 
 function signature(params: readonly number[], results: readonly number[]): string {
   const names = (types: readonly number[]): string => types.map((t) => VALUE_TYPE_NAMES[t] ?? `0x${t.toString(16)}`).join(", ");
