@@ -38,7 +38,20 @@ import { DEFAULT_WORKERS, Sandbox } from "./sandbox.js";
 import { SandboxServer, type ListenAddress } from "./grpc/server.js";
 import { AdminServer } from "./grpc/admin-server.js";
 import { resolveGroup } from "./unix-group.js";
+import type { DaemonMetrics } from "./metrics/daemon-metrics.js";
+import type { MetricsEndpoint } from "./metrics/metrics-server.js";
 import type { ConnectionLimits } from "./grpc/connection-listener.js";
+
+/** Mode of the main unix socket with --socket-mode unset: the daemon's user only. */
+export const DEFAULT_SOCKET_MODE = 0o600;
+/** Mode of the main unix socket with --socket-group and no --socket-mode: that group may connect too. */
+export const DEFAULT_GROUP_SOCKET_MODE = 0o660;
+
+/** Who may connect to the main unix socket: its mode, and the group (name or gid) to give it. */
+export interface SocketAccess {
+  readonly mode: number;
+  readonly group?: string;
+}
 
 /**
  * How long after it starts serving the daemon probes the toolchain (rustc start-ups, loading the
@@ -81,6 +94,10 @@ export interface DaemonConfig {
   readonly requestLimits: RequestLimits;
   /** --receipt-key: the Ed25519 private key (PEM PKCS#8) that signs a receipt of every execution; none when absent. */
   readonly receiptKeyFile?: string;
+  /** --socket-mode, --socket-group: applied to a unix socket before the daemon says it listens. */
+  readonly socketAccess?: SocketAccess;
+  /** --metrics-listen HOST:PORT: serve Prometheus metrics there; none when absent. */
+  readonly metricsListen?: { readonly host: string; readonly port: number };
 }
 
 /** Defaults for every setting but the listen address. */
@@ -168,6 +185,8 @@ export class Daemon {
     readonly address: string,
     private readonly logger: Logger,
     private readonly admin: AdminServer | undefined,
+    /** The metrics endpoint, when --metrics-listen was given. */
+    readonly metrics: MetricsEndpoint | undefined,
   ) {}
 
   /** Loads keys, starts workers, binds the listen address, then detects the toolchain. Serves before the workers are up: calls wait for one. */
@@ -194,6 +213,7 @@ export class Daemon {
       startProbe();
     };
     const keys = await TrustedKeys.load(config.trustedKeysDir, (message) => logger.warn(message));
+    if (config.trustedKeysDir !== undefined) logger.info("trusted keys loaded", { dir: config.trustedKeysDir, keyIds: keys.ids() });
     if (config.allowUnsigned) logger.warn("--allow-unsigned: requests without a policy run with default limits and no mounts");
     // Before serving: a daemon told to sign receipts must not run anything without them.
     const receiptSigner = config.receiptKeyFile === undefined ? undefined : await ReceiptSigner.load(config.receiptKeyFile);
@@ -219,11 +239,25 @@ export class Daemon {
       ...(receiptSigner ? { receiptSigner } : {}),
     });
     let admin: AdminServer | undefined;
+    let metrics: MetricsEndpoint | undefined;
     try {
       // Before the main socket: once a client sees "listening", the admin socket is there too.
       if (config.adminSocketPath) admin = await listenAdmin(sandbox, config.adminSocketPath, config.adminSocketGroup, logger);
-      const server = new SandboxServer(sandbox, logger, config.requestLimits, config.connections);
-      const address = await server.listen(config.listen);
+      let meters: DaemonMetrics | undefined;
+      if (config.metricsListen) {
+        // Imported only when asked for: prom-client is a noticeable share of a start-up otherwise.
+        const [{ DaemonMetrics }, { serveMetrics }] = await Promise.all([
+          import("./metrics/daemon-metrics.js"),
+          import("./metrics/metrics-server.js"),
+        ]);
+        meters = new DaemonMetrics(sandbox, config.workers);
+        metrics = await serveMetrics(meters.registry, config.metricsListen.host, config.metricsListen.port);
+        logger.info(`sandboxd metrics on http://${metrics.address}/metrics`, { metricsAddress: metrics.address });
+      }
+      const server = new SandboxServer(sandbox, logger, config.requestLimits, config.connections, meters);
+      const access =
+        config.listen.kind === "unix" ? await resolveSocketAccess(config.socketAccess ?? { mode: DEFAULT_SOCKET_MODE }) : undefined;
+      const address = await server.listen(config.listen, access);
       logger.info(`sandboxd listening on ${address}`, { address, workers: config.workers, cacheDir: config.cacheDir });
       sandbox.startWorkers();
       setTimeout(requestProbe, TOOLCHAIN_PROBE_DELAY_MS).unref();
@@ -231,8 +265,9 @@ export class Daemon {
       void sandbox.compileUnavailable().then((reason) => {
         if (reason) server.markCompileUnavailable();
       });
-      return new Daemon(sandbox, server, address, logger, admin);
+      return new Daemon(sandbox, server, address, logger, admin, metrics);
     } catch (e: unknown) {
+      await metrics?.close();
       await admin?.close(0);
       await sandbox.close();
       throw e;
@@ -243,6 +278,7 @@ export class Daemon {
   async stop(graceMs = SHUTDOWN_GRACE_MS): Promise<void> {
     this.logger.info("sandboxd stopping");
     await Promise.all([this.server.close(graceMs), this.admin?.close(graceMs)]);
+    await this.metrics?.close();
     await this.sandbox.close();
     this.logger.info("sandboxd stopped");
   }
@@ -256,4 +292,12 @@ async function listenAdmin(sandbox: Sandbox, socketPath: string, group: string |
   const address = await admin.listen({ path: socketPath, gid });
   logger.info(`sandboxd admin socket on ${address}`, { address, ...(gid === undefined ? { mode: "0600" } : { mode: "0660", gid }) });
   return admin;
+}
+
+/** The socket's mode and the gid its group name resolves to. */
+async function resolveSocketAccess(access: SocketAccess): Promise<{ mode: number; gid?: number }> {
+  if (access.group === undefined) return { mode: access.mode };
+  const gid = await resolveGroup(access.group);
+  if (gid instanceof Error) throw new Error(`--socket-group: ${gid.message}`);
+  return { mode: access.mode, gid };
 }

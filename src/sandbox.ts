@@ -33,7 +33,7 @@ import { memoryForRun, WASM_PAGE_BYTES } from "./runtime/wasm/memory-cap.js";
 import { WorkerPool } from "./runtime/pool.js";
 import type { SignedReceipt } from "./gen/pb/sandbox/v1/sandbox.js";
 import { argsEnvSha256, OutputDigest, RECEIPT_OUTCOMES, sha256, type ReceiptSigner } from "./receipt/receipt.js";
-import { DAEMON_VERSION } from "./version.js";
+import { SANDBOXD_VERSION } from "./version.js";
 import type { CidrRange } from "./runtime/net/address-rules.js";
 
 /** Warm workers when the operator does not say: enough for the cores plus guests that sleep. */
@@ -101,18 +101,54 @@ export interface ExecuteHooks extends RunListener {
  * guest's run time alone (0 when it never ran); `compileDurationUs` the time spent compiling.
  */
 export type ExecuteResult = (
-  | (RunResult & { readonly moduleId: string; readonly diagnostics: readonly Diagnostic[]; readonly compileDurationUs: number })
+  | (RunResult & {
+      readonly moduleId: string;
+      readonly diagnostics: readonly Diagnostic[];
+      readonly compileDurationUs: number;
+      readonly audit: ExecuteAudit;
+    })
   | {
       readonly outcome: "compile_error";
       readonly moduleId: "";
       readonly diagnostics: readonly Diagnostic[];
       readonly durationUs: 0;
       readonly compileDurationUs: number;
+      readonly audit: ExecuteAudit;
     }
 ) & {
   /** The signed receipt of this execution, when the daemon has a receipt key. */
   readonly receipt?: SignedReceipt;
 };
+
+/** What an operator's audit log and metrics say about a run, beside its result. */
+export interface ExecuteAudit {
+  /** The id `started` carried; empty when the run never started (a compile error). */
+  readonly executionId: string;
+  /** The policy's id and signing key ("" for an unsigned run). */
+  readonly policyId: string;
+  readonly keyId: string;
+  /** For a source target, whether the compiled module (or failure) came from the cache. */
+  readonly compileCacheHit: boolean | undefined;
+  /** Whether the compiled module was already in memory (undefined when no module was needed). */
+  readonly memoryHit: boolean | undefined;
+}
+
+/** What the Info RPC reports: the daemon's effective settings and its state now. */
+export interface SandboxInfo {
+  readonly toolchain: {
+    readonly rustc: string;
+    readonly version: string;
+    readonly target: string;
+    readonly unavailableReason: string;
+    readonly insecureCompile: boolean;
+  };
+  readonly defaults: PolicyDefaults;
+  readonly ceilings: PolicyCeilings;
+  readonly trustedKeyIds: readonly string[];
+  readonly allowUnsigned: boolean;
+  readonly cache: { readonly entries: number; readonly bytes: number; readonly maxBytes: number };
+  readonly workers: { readonly workers: number; readonly busy: number; readonly queued: number; readonly maxQueued: number };
+}
 
 /** The daemon's core: compiler, module cache, policy checks and the worker pool. */
 export class Sandbox {
@@ -240,17 +276,22 @@ export class Sandbox {
     let moduleId: string;
     let diagnostics: readonly Diagnostic[] = [];
     let compileDurationUs = 0;
+    let compileCacheHit: boolean | undefined;
+    const keyId = input.policy?.keyId ?? "";
     if ("source" in input.target) {
       const compileStarted = performance.now();
       const compiled = await (await this.needCompiler()).compile(input.target.source, signal, (cacheHit) => hooks?.onCompiling?.(cacheHit));
       compileDurationUs = elapsedUs(compileStarted);
+      compileCacheHit = compiled.cacheHit;
       if (!compiled.ok) {
+        const audit = { executionId: "", policyId: grant.policyId, keyId, compileCacheHit, memoryHit: undefined };
         const failed = {
           outcome: "compile_error",
           moduleId: "",
           diagnostics: compiled.diagnostics,
           durationUs: 0,
           compileDurationUs,
+          audit,
         } as const;
         return receipts ? { ...failed, receipt: receipts.sign(failed, Date.now()) } : failed;
       }
@@ -261,7 +302,15 @@ export class Sandbox {
     }
     bindToModule(grant, moduleId);
     this.blocklist.check(moduleId);
-    const compiled = await this.registry.get(moduleId, () => loadStoredModule(this.store, moduleId), grant.fuelLimit > 0);
+    let memoryHit = true;
+    const compiled = await this.registry.get(
+      moduleId,
+      () => {
+        memoryHit = false;
+        return loadStoredModule(this.store, moduleId);
+      },
+      grant.fuelLimit > 0,
+    );
     const memory = compiled.memory && memoryForRun(compiled.memory, grant.memoryLimitBytes);
     if (compiled.memory && !memory) {
       throw new SandboxError(
@@ -305,6 +354,7 @@ export class Sandbox {
       moduleId,
       diagnostics,
       compileDurationUs,
+      audit: { executionId, policyId: grant.policyId, keyId, compileCacheHit, memoryHit },
     };
     return receipts ? { ...done, receipt: receipts.sign(done, startedAtMs) } : done;
   }
@@ -312,6 +362,44 @@ export class Sandbox {
   private needCompiler(): Promise<Compiler> {
     this.options.requestToolchain?.();
     return this.compiler;
+  }
+
+  /** The effective settings and the state of the cache and workers (waits for the toolchain probe). */
+  async info(): Promise<SandboxInfo> {
+    const compiler = await this.needCompiler().catch(() => undefined);
+    const described = compiler?.describe();
+    const unavailable = compiler ? compiler.unavailable : new SandboxError("INTERNAL", "the compiler failed to initialise");
+    return {
+      toolchain: {
+        rustc: described?.toolchain?.rustc ?? "",
+        // `rustc -vV` starts with the one line people quote ("rustc 1.63.0").
+        version: described?.toolchain?.version.split("\n")[0] ?? "",
+        target: described?.toolchain?.target ?? "",
+        unavailableReason: unavailable?.message ?? "",
+        insecureCompile: described?.insecure ?? false,
+      },
+      defaults: this.options.defaults,
+      ceilings: this.options.ceilings,
+      trustedKeyIds: this.options.keys.ids(),
+      allowUnsigned: this.options.allowUnsigned,
+      cache: this.store.stats(),
+      workers: {
+        workers: this.options.workers,
+        busy: this.pool.busy,
+        queued: this.pool.queued,
+        maxQueued: this.options.maxQueuedExecutions,
+      },
+    };
+  }
+
+  /** Guests running now and executions waiting for a worker, for metrics (no waiting on anything). */
+  workerLoad(): { readonly busy: number; readonly queued: number } {
+    return { busy: this.pool.busy, queued: this.pool.queued };
+  }
+
+  /** Ids of the keys trusted now, sorted. */
+  trustedKeyIds(): string[] {
+    return this.options.keys.ids();
   }
 
   /** Replaces the trusted keys' contents from disk (SIGHUP). */
@@ -381,7 +469,7 @@ class ReceiptBuilder {
       denialCount: ran ? result.denialCount : 0,
       startedAtUnixMs: startedAtMs,
       durationUs: result.durationUs,
-      daemonVersion: DAEMON_VERSION,
+      daemonVersion: SANDBOXD_VERSION,
     });
   }
 }

@@ -1,7 +1,7 @@
-/** The daemon's version, as its package.json states it (receipts name it). */
+/** sandboxd's version, as package.json states it, for `--version` and the Info RPC. */
 import { readFileSync } from "node:fs";
 
-/** sandboxd's version, e.g. "0.1.0". */
-export const DAEMON_VERSION: string = (
+/** The version in package.json (read once, from the installed tree beside dist/). */
+export const SANDBOXD_VERSION: string = (
   JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }
 ).version;

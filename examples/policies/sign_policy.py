@@ -4,14 +4,17 @@ package plus a hand-rolled protobuf encoding of sandbox.v1.Policy (no protobuf
 dependency). Writes the same signed policy file as `sandboxctl policy sign`.
 
     pip install cryptography
-    python3 sign_policy.py KEY.key KEY_ID policy.json > signed.json
+    python3 sign_policy.py KEY.key KEY_ID policy.json [EXPIRES_IN_SECONDS] > signed.json
 
 KEY.key is a PKCS#8 PEM Ed25519 private key (what `sandboxctl keygen` writes).
 policy.json is a Policy in JSON, field names in snake_case or camelCase.
+EXPIRES_IN_SECONDS sets expires_at_unix to now + that many seconds, as
+`sandboxctl policy sign --expires-in` does.
 """
 import base64
 import json
 import sys
+import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -78,12 +81,17 @@ def encode_policy(p: dict) -> bytes:
 
 def main() -> None:
     key_file, key_id, policy_file = sys.argv[1:4]
+    expires_in = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     with open(key_file, "rb") as f:
         key = load_pem_private_key(f.read(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         sys.exit(f"{key_file} is not an Ed25519 private key")
     with open(policy_file) as f:
-        policy = encode_policy(json.load(f))
+        fields = json.load(f)
+    if expires_in > 0:
+        fields.pop("expiresAtUnix", None)
+        fields["expires_at_unix"] = int(time.time()) + expires_in
+    policy = encode_policy(fields)
     signed = {
         "policy": base64.b64encode(policy).decode(),
         "keyId": key_id,

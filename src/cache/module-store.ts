@@ -296,7 +296,7 @@ export class ModuleStore {
 
   /** Stores bytes under moduleId atomically, then evicts least recently used entries beyond the cap. */
   async put(moduleId: string, bytes: Uint8Array, meta: Uint8Array = new Uint8Array(0)): Promise<void> {
-    while (this.removing) await this.removing.catch(() => undefined);
+    while (this.removing !== undefined) await this.removing.catch(() => undefined);
     const putting = this.write(moduleId, bytes, meta);
     this.puts.add(putting);
     try {
@@ -356,7 +356,7 @@ export class ModuleStore {
   }
 
   private async exclusively<T>(work: () => Promise<T>): Promise<T> {
-    while (this.removing) await this.removing.catch(() => undefined);
+    while (this.removing !== undefined) await this.removing.catch(() => undefined);
     const run = (async () => {
       await Promise.allSettled([...this.puts]);
       return work();

@@ -5,57 +5,81 @@
  */
 import { parseArgs } from "node:util";
 import path from "node:path";
-import { defaultConfig, defaultSocketPath, type DaemonConfig } from "../daemon.js";
+import {
+  defaultConfig,
+  defaultSocketPath,
+  DEFAULT_GROUP_SOCKET_MODE,
+  DEFAULT_SOCKET_MODE,
+  type DaemonConfig,
+  type SocketAccess,
+} from "../daemon.js";
+import { parseMetricsListen } from "../metrics/metrics-server.js";
 import { DEFAULT_CONNECTION_LIMITS, parseListenAddress } from "../grpc/server.js";
 import { parseHostPatterns } from "../policy/host-patterns.js";
 import { parseCidr, type CidrRange } from "../runtime/net/address-rules.js";
-import { MAX_ARGS, MAX_ARGS_BYTES, MAX_ENV_BYTES, MAX_ENV_VARS } from "../limits.js";
+import {
+  COMPILE_MAX_QUEUED,
+  COMPILE_MEMORY_LIMIT_BYTES,
+  COMPILE_TIMEOUT_MS,
+  DEFAULT_CACHE_MAX_BYTES,
+  MAX_ARGS,
+  MAX_ARGS_BYTES,
+  MAX_ENV_BYTES,
+  MAX_ENV_VARS,
+} from "../limits.js";
 
-/** The --help text. */
+/** The built-in settings --help shows as defaults. */
+const D = defaultConfig();
+
+/** The --help text: every flag with its default. */
 export const USAGE = `usage: sandboxd [options]
 
   --listen ADDR            unix:///path/to.sock or HOST:PORT (default unix://${defaultSocketPath()})
   --cache-dir DIR          compiled module cache (default $CACHE_DIRECTORY, $XDG_CACHE_HOME/sandboxd or ~/.cache/sandboxd)
-  --trusted-keys DIR       directory of <key_id>.pub Ed25519 public keys (PEM SPKI); SIGHUP reloads it
+  --trusted-keys DIR       directory of <key_id>.pub Ed25519 public keys (PEM SPKI); SIGHUP reloads it (default: none, so only --allow-unsigned runs)
   --allow-unsigned         run requests without a policy (no mounts, default limits): development only
   --allow-mount-root DIR   host directory under which policies may mount (repeatable; none by default)
-  --max-memory-bytes N     ceiling on a policy's memory_limit_bytes
-  --max-timeout-ms N       ceiling on a policy's timeout_ms
-  --max-output-bytes N     ceiling on a policy's max_output_bytes
-  --max-write-bytes N      ceiling on a policy's max_write_bytes (bytes a run may add to its writable mounts)
-  --max-created-entries N  files, directories and links one run may create in its writable mounts
+  --max-memory-bytes N     ceiling on a policy's memory_limit_bytes (default ${D.ceilings.maxMemoryBytes}; a policy's default ${D.defaults.memoryLimitBytes})
+  --max-timeout-ms N       ceiling on a policy's timeout_ms (default ${D.ceilings.maxTimeoutMs})
+  --max-output-bytes N     ceiling on a policy's max_output_bytes (default ${D.ceilings.maxOutputBytes}; a policy's default ${D.defaults.maxOutputBytes})
+  --max-write-bytes N      ceiling on a policy's max_write_bytes, bytes a run may add to its writable mounts (default ${D.ceilings.maxWriteBytes}; a policy's default ${D.defaults.maxWriteBytes})
+  --max-created-entries N  files, directories and links one run may create in its writable mounts (default ${D.maxCreatedEntries})
   --allow-network-host PATTERN  scheme://host[:port] (or scheme://*.domain) policies may let scripts reach over HTTP(S)
                            (repeatable; none by default, so no policy can grant network)
   --allow-private-network CIDR  loopback/private/link-local range scripts' requests may reach after all (repeatable)
-  --max-http-requests N    ceiling on a policy's max_http_requests (outbound requests per run)
-  --max-http-response-bytes N  ceiling on a policy's max_http_response_bytes (response bytes per run)
-  --max-http-timeout-ms N  ceiling on a policy's http_timeout_ms (one request, redirects included)
-  --default-timeout-ms N   wall-clock limit of runs whose policy does not set one (and of unsigned runs)
-  --max-fuel N             ceiling on a policy's fuel_limit (fuel counted as wasmtime counts it)
+  --max-http-requests N    ceiling on a policy's max_http_requests, outbound requests per run (default ${D.ceilings.maxHttpRequests})
+  --max-http-response-bytes N  ceiling on a policy's max_http_response_bytes, response bytes per run (default ${D.ceilings.maxHttpResponseBytes})
+  --max-http-timeout-ms N  ceiling on a policy's http_timeout_ms, one request with its redirects (default ${D.ceilings.maxHttpTimeoutMs})
+  --default-timeout-ms N   wall-clock limit of runs whose policy does not set one, and of unsigned runs (default ${D.defaults.timeoutMs})
+  --max-fuel N             ceiling on a policy's fuel_limit, fuel counted as wasmtime counts it (default: none)
   --default-fuel-limit N   fuel limit of runs whose policy does not set one (default: none, runs are not metered)
   --receipt-key FILE       Ed25519 private key (PEM PKCS#8) signing a receipt of every execution; key id = file name without .key
   --max-args N             arguments one Execute may carry (default ${MAX_ARGS})
   --max-args-bytes N       total bytes of those arguments (default ${MAX_ARGS_BYTES})
   --max-env-vars N         environment variables one Execute may carry (default ${MAX_ENV_VARS})
   --max-env-bytes N        total bytes of their keys and values (default ${MAX_ENV_BYTES})
-  --cache-max-bytes N      size cap of the on-disk module cache (least recently used entries are evicted)
-  --memory-cache-max-bytes N  size of the compiled modules kept in memory (least recently used are dropped)
+  --cache-max-bytes N      size cap of the on-disk module cache; least recently used entries are evicted (default ${DEFAULT_CACHE_MAX_BYTES})
+  --memory-cache-max-bytes N  size of the compiled modules kept in memory; least recently used are dropped (default ${D.moduleMemoryMaxBytes})
   --insecure-compile       compile even without bubblewrap (scripts can then read host files at compile time)
   --bwrap PATH             bubblewrap binary (default: bwrap on PATH, /usr/bin/bwrap)
-  --compile-timeout-ms N   wall-clock budget of one rustc run
-  --compile-memory-bytes N address-space cap of one rustc run
+  --compile-timeout-ms N   wall-clock budget of one rustc run (default ${COMPILE_TIMEOUT_MS})
+  --compile-memory-bytes N address-space cap of one rustc run (default ${COMPILE_MEMORY_LIMIT_BYTES})
   --compile-concurrency N  rustc runs at once (default: the number of cores)
-  --compile-max-queued N   compiles waiting for a slot beyond which Compile is RESOURCE_EXHAUSTED
+  --compile-max-queued N   compiles waiting for a slot beyond which Compile is RESOURCE_EXHAUSTED (default ${COMPILE_MAX_QUEUED})
   --rustc PATH             rustc to use (default: the first of PATH's rustc and /usr/bin/rustc with a WASI target)
-  --workers N              warm worker threads running guests
-  --max-queued-executions N  executions waiting for a worker beyond which Execute is RESOURCE_EXHAUSTED
-  --max-buffered-bytes N   bytes held for queued stdin and unread streamed output; beyond it Execute is RESOURCE_EXHAUSTED
+  --workers N              warm worker threads running guests (default ${D.workers}: the cores, at least 4)
+  --max-queued-executions N  executions waiting for a worker beyond which Execute is RESOURCE_EXHAUSTED (default ${D.maxQueuedExecutions})
+  --max-buffered-bytes N   bytes held for queued stdin and unread streamed output; beyond it Execute is RESOURCE_EXHAUSTED (default ${D.maxBufferedBytes})
   --max-connections N      client connections open at once; more are closed on arrival (default ${DEFAULT_CONNECTION_LIMITS.maxConnections})
   --connection-idle-timeout-ms N
                            close a connection with no call in flight for N ms (default ${DEFAULT_CONNECTION_LIMITS.idleTimeoutMs})
   --admin-listen unix:///PATH  serve AdminService (module cache management) on this socket only (mode 0600)
   --admin-socket-group GROUP   let this group (name or gid) use the admin socket too (mode 0660)
+  --socket-mode MODE       octal mode of the --listen unix socket (default 0600, or 0660 with --socket-group)
+  --socket-group GROUP     give the --listen socket to this group (name or gid; the daemon must be a member)
+  --metrics-listen HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics (default: off)
   --log-level LEVEL        error, warn, info (default) or debug
+  --version                print the version
   -h, --help               this text
 `;
 
@@ -107,6 +131,9 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         "connection-idle-timeout-ms": { type: "string" },
         "admin-listen": { type: "string" },
         "admin-socket-group": { type: "string" },
+        "socket-mode": { type: "string" },
+        "socket-group": { type: "string" },
+        "metrics-listen": { type: "string" },
         "log-level": { type: "string", default: "info" },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -167,11 +194,17 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
   if (admin instanceof Error) return admin;
   if (listen.kind === "unix" && admin.adminSocketPath === listen.path)
     return new Error("--admin-listen must be another socket than --listen");
+  const access = parseSocketAccess(v["socket-mode"], v["socket-group"], listen.kind === "unix");
+  if (access instanceof Error) return access;
+  const metricsListen = v["metrics-listen"] === undefined ? undefined : parseMetricsListen(v["metrics-listen"]);
+  if (metricsListen instanceof Error) return metricsListen;
   return {
     logLevel: v["log-level"],
     config: {
       ...base,
       listen,
+      ...(access ? { socketAccess: access } : {}),
+      ...(metricsListen ? { metricsListen } : {}),
       cacheDir: v["cache-dir"] ? path.resolve(v["cache-dir"]) : base.cacheDir,
       trustedKeysDir: v["trusted-keys"] ? path.resolve(v["trusted-keys"]) : undefined,
       allowUnsigned: v["allow-unsigned"],
@@ -246,4 +279,18 @@ function parseAdminFlags(
   if (group !== undefined && !/^(\d+|[A-Za-z_][A-Za-z0-9_.-]*\$?)$/.test(group))
     return new Error(`--admin-socket-group takes a group name or gid, got ${JSON.stringify(group)}`);
   return { adminSocketPath: address.path, ...(group === undefined ? {} : { adminSocketGroup: group }) };
+}
+
+/** --socket-mode and --socket-group, for a unix --listen only; a group alone means 0660. */
+function parseSocketAccess(mode: string | undefined, group: string | undefined, unix: boolean): SocketAccess | undefined | Error {
+  if (mode === undefined && group === undefined) return undefined;
+  if (!unix) return new Error("--socket-mode and --socket-group apply to a unix --listen socket only");
+  if (group !== undefined && !/^(\d+|[A-Za-z_][A-Za-z0-9_.-]*\$?)$/.test(group))
+    return new Error(`--socket-group takes a group name or gid, got ${JSON.stringify(group)}`);
+  let parsedMode = group === undefined ? DEFAULT_SOCKET_MODE : DEFAULT_GROUP_SOCKET_MODE;
+  if (mode !== undefined) {
+    if (!/^0?[0-7]{3}$/.test(mode)) return new Error(`--socket-mode takes an octal mode such as 0660, got ${JSON.stringify(mode)}`);
+    parsedMode = parseInt(mode, 8);
+  }
+  return { mode: parsedMode, ...(group === undefined ? {} : { group }) };
 }

@@ -6,8 +6,8 @@
  * admin socket. A thin adapter: all checks live in src/policy/ and the daemon.
  */
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from "node:crypto";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { basename, join } from "node:path";
 import { parseArgs } from "node:util";
 import { SandboxError } from "../errors/sandbox-error.js";
 import { Policy } from "../gen/pb/sandbox/v1/sandbox.js";
@@ -18,8 +18,10 @@ import { formatSignedPolicyFile, parseSignedPolicyFile, signPolicy } from "../po
 import { keyIdProblem, PUBLIC_KEY_SUFFIX, TrustedKeys } from "../policy/trusted-keys.js";
 import { checkValidity } from "../policy/validity.js";
 import { checkMountCount, checkPolicyBytes, verifySignedPolicy } from "../policy/verify-signature.js";
+import { SANDBOXD_VERSION } from "../version.js";
 import { ADMIN_USAGE, adminCommand } from "./sandboxctl-admin.js";
 import { RECEIPT_USAGE, receiptCommand } from "./sandboxctl-receipt.js";
+import { CLIENT_USAGE, clientCommand, noDaemonExit } from "./sandboxctl-client.js";
 import { REPAIR_USAGE, repairCommand } from "./sandboxctl-repair.js";
 import { UsageError } from "./usage-error.js";
 
@@ -35,27 +37,41 @@ const EXIT_FAILED = 1;
 /** Exit status for a malformed command line. */
 const EXIT_USAGE = 2;
 
+/** Commands that talk to a running daemon's main socket (src/cli/sandboxctl-client.ts). */
+const CLIENT_COMMANDS = new Set(["compile", "run", "module-id", "health", "info"]);
+
+/** Units --expires-in takes after its number, in seconds. */
+const DURATION_UNITS_S: Readonly<Record<string, number>> = { s: 1, m: 60, h: 3600, d: 86_400 };
+
 const USAGE = `usage:
+${CLIENT_USAGE}
   sandboxctl keygen --id ID --out DIR
       writes DIR/ID.key (PKCS#8 PEM, mode 0600) and DIR/ID.pub (SPKI PEM); never overwrites
-  sandboxctl policy sign --key FILE.key --id ID [--expires-in SECONDS] [--out FILE] POLICY.json
+  sandboxctl policy sign --key FILE.key [--id ID] [--expires-in DURATION] [--out FILE] POLICY.json
       signs a policy written as JSON in the shape of sandbox.v1.Policy (camelCase or snake_case);
-      --expires-in sets expires_at_unix to now + SECONDS; prints to stdout unless --out is given
+      --id defaults to the key file's name (ID.key); --expires-in sets expires_at_unix to now + DURATION
+      (90s, 15m, 1h, 7d, or plain seconds); prints to stdout unless --out is given
   sandboxctl policy verify --keys DIR [--now UNIX_SECONDS] SIGNED.json
       checks key, signature, encoding and validity window; prints the decoded policy as JSON
 ${ADMIN_USAGE}
 ${RECEIPT_USAGE}
 ${REPAIR_USAGE}
+  sandboxctl --version
 See docs/policy.md and README.md ("Managing the module cache").`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, sub] = argv;
+  if (command === "compile" && argv.includes("--repair")) return repairCommand(argv.slice(1));
+  if (command !== undefined && CLIENT_COMMANDS.has(command)) return clientCommand(command, argv.slice(1));
+  if (command === "--version" || command === "version") {
+    process.stdout.write(`sandboxctl ${SANDBOXD_VERSION}\n`);
+    return 0;
+  }
   if (command === "keygen") return keygen(argv.slice(1));
   if (command === "policy" && sub === "sign") return policySign(argv.slice(2));
   if (command === "policy" && sub === "verify") return policyVerify(argv.slice(2));
   if (command === "admin") return adminCommand(argv.slice(1));
   if (command === "receipt") return receiptCommand(argv.slice(1));
-  if (command === "compile" && argv.includes("--repair")) return repairCommand(argv.slice(1));
   if (command === "help" || command === "--help" || command === "-h") {
     process.stdout.write(USAGE + "\n");
     return 0;
@@ -75,8 +91,14 @@ async function keygen(args: string[]): Promise<number> {
   const pubFile = join(out, id + PUBLIC_KEY_SUFFIX);
   // "wx": refuse to overwrite; replacing a signing key by accident would orphan every policy signed with it.
   // The mode is applied at creation, so the private key is never readable by others even for an instant.
-  await writeFile(keyFile, privateKey.export({ type: "pkcs8", format: "pem" }), { mode: PRIVATE_KEY_MODE, flag: "wx" });
-  await writeFile(pubFile, publicKey.export({ type: "spki", format: "pem" }), { mode: PUBLIC_KEY_MODE, flag: "wx" });
+  for (const file of [keyFile, pubFile]) {
+    if (await stat(file).catch(() => undefined))
+      return failed(
+        `${file} already exists; keygen never replaces a key (every policy signed with it would stop verifying). Pick another --id or remove it yourself`,
+      );
+  }
+  await writeKeyFile(keyFile, privateKey.export({ type: "pkcs8", format: "pem" }), PRIVATE_KEY_MODE);
+  await writeKeyFile(pubFile, publicKey.export({ type: "spki", format: "pem" }), PUBLIC_KEY_MODE);
   process.stderr.write(`wrote ${keyFile} (private, keep secret) and ${pubFile} (copy into the daemon's --trusted-keys directory)\n`);
   return 0;
 }
@@ -88,7 +110,7 @@ async function policySign(args: string[]): Promise<number> {
     true,
   );
   const keyFile = required(values.key, "--key");
-  const id = required(values.id, "--id");
+  const id = values.id ?? basename(keyFile).replace(/\.key$/, "");
   const problem = keyIdProblem(id);
   if (problem !== undefined) throw new UsageError(problem);
   const input = single(positionals, "POLICY.json");
@@ -99,9 +121,15 @@ async function policySign(args: string[]): Promise<number> {
   if (!parsed.ok) return failed(`${input}: ${parsed.error}`);
   const policy = parsed.value;
   if (values["expires-in"] !== undefined) {
-    const seconds = Number(values["expires-in"]);
-    if (!Number.isSafeInteger(seconds) || seconds <= 0) throw new UsageError("--expires-in must be a positive whole number of seconds");
+    const seconds = parseDurationS(values["expires-in"]);
+    if (seconds instanceof Error) throw new UsageError(seconds.message);
     policy.expiresAtUnix = Math.floor(Date.now() / 1000) + seconds;
+  }
+  if (policy.expiresAtUnix === 0) {
+    throw new SandboxError(
+      "POLICY_EXPIRED",
+      `${input} has no expires_at_unix; an expiry is required: sign it at use with --expires-in (e.g. --expires-in 15m)`,
+    );
   }
   // Refuse to sign what every daemon would refuse anyway: better to learn it here than at run time.
   checkValidity(policy, Date.now());
@@ -137,6 +165,26 @@ async function policyVerify(args: string[]): Promise<number> {
   process.stdout.write(JSON.stringify(Policy.toJSON(policy), null, 2) + "\n");
   process.stderr.write(`OK: signed by "${parsed.value.keyId}", valid until ${new Date(policy.expiresAtUnix * 1000).toISOString()}\n`);
   return 0;
+}
+
+/** Parses `90s`, `15m`, `1h`, `7d` or plain seconds into a positive number of seconds. */
+export function parseDurationS(text: string): number | Error {
+  const match = /^(\d+)([smhd]?)$/.exec(text.trim());
+  const seconds = match ? Number(match[1]) * (DURATION_UNITS_S[match[2] || "s"] ?? 1) : NaN;
+  if (!Number.isSafeInteger(seconds) || seconds <= 0)
+    return new Error(`--expires-in takes a positive duration such as 90s, 15m, 1h or 7d (or seconds), got ${JSON.stringify(text)}`);
+  return seconds;
+}
+
+/** Writes a new key file with its mode from the start; "wx" refuses a file that appeared since the check. */
+async function writeKeyFile(file: string, pem: string | Buffer, mode: number): Promise<void> {
+  try {
+    await writeFile(file, pem, { mode, flag: "wx" });
+  } catch (e: unknown) {
+    if ((e as NodeJS.ErrnoException).code === "EEXIST")
+      throw new Error(`${file} already exists; keygen never replaces a key`, { cause: e });
+    throw e;
+  }
 }
 
 type Options = NonNullable<Parameters<typeof parseArgs>[0]>["options"];
@@ -197,7 +245,10 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (e: unknown) => {
-    if (e instanceof UsageError) {
+    const noDaemon = noDaemonExit(e);
+    if (noDaemon !== undefined) {
+      process.exitCode = noDaemon;
+    } else if (e instanceof UsageError) {
       process.stderr.write(`sandboxctl: ${e.message}\n\n${USAGE}\n`);
       process.exitCode = EXIT_USAGE;
     } else if (e instanceof SandboxError) {

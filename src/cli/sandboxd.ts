@@ -7,11 +7,17 @@
  */
 import type { Daemon } from "../daemon.js";
 import { guardDebugSignals } from "./debug-signals.js";
+import { sdNotify } from "./sd-notify.js";
 
 async function main(): Promise<void> {
   // First, before the rest of the daemon loads (most of a second): until this
   // runs, SIGUSR1 would open an unauthenticated debugger on 127.0.0.1:9229.
   const debugSignals = guardDebugSignals();
+  if (process.argv.slice(2).includes("--version")) {
+    const { SANDBOXD_VERSION } = await import("../version.js");
+    process.stdout.write(`sandboxd ${SANDBOXD_VERSION}\n`);
+    return;
+  }
   const [{ createLogger }, { Daemon }, { parseFlags, USAGE }, { exitOnFatalErrors }] = await Promise.all([
     import("../logger.js"),
     import("../daemon.js"),
@@ -45,7 +51,11 @@ async function main(): Promise<void> {
     // During start-up the stop happens as soon as the daemon is up (see below).
     if (daemon) exitAfterStopping(daemon);
   };
+  const notify = (state: string): void => {
+    void sdNotify(state).then((e) => e && logger.warn("telling systemd failed", { state, error: e.message }));
+  };
   const exitAfterStopping = (running: Daemon): void => {
+    notify("STOPPING=1");
     running.stop().then(
       () => process.exit(0),
       (e: unknown) => {
@@ -58,8 +68,9 @@ async function main(): Promise<void> {
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGHUP", () => {
     if (!daemon) return;
-    daemon.sandbox.reloadKeys().then(
-      () => logger.info("trusted keys reloaded"),
+    const reloading = daemon;
+    reloading.sandbox.reloadKeys().then(
+      () => logger.info("trusted keys reloaded", { keyIds: reloading.sandbox.trustedKeyIds() }),
       (e: unknown) => logger.error("reloading trusted keys failed", { error: String(e) }),
     );
   });
@@ -79,6 +90,8 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   if (stopSignal) exitAfterStopping(daemon);
+  // Type=notify: dependent units start only now, when the socket accepts calls.
+  else notify(`READY=1\nSTATUS=listening on ${daemon.address}`);
 }
 
 await main();

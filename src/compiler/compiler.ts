@@ -252,6 +252,11 @@ export class Compiler {
     return compiler;
   }
 
+  /** The rustc this compiler runs, if one was found, and whether it runs without bubblewrap. */
+  describe(): { readonly toolchain: Toolchain | undefined; readonly insecure: boolean } {
+    return { toolchain: this.toolchain, insecure: !this.options.bwrap && this.options.insecureCompile === true };
+  }
+
   /** Why Compile cannot work on this host (missing toolchain, linker, std or bubblewrap), or undefined. */
   get unavailable(): SandboxError | undefined {
     return this.unavailableReason ?? this.sandboxMissing();

@@ -11,7 +11,6 @@ import { Server, ServerCredentials, type ConnectionInjector, type ServerUnaryCal
 import { createServer, type Server as NetServer, type Socket } from "node:net";
 import { chmod, chown, mkdtemp, rename, rm, unlink } from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import type { Logger } from "../logger.js";
 import { PEER_CREDENTIALS_TIMEOUT_MS } from "../limits.js";
 import type { ModuleAdmin } from "../admin/module-admin.js";
@@ -21,8 +20,8 @@ import { peerCredentials } from "./peer-credentials.js";
 import { prepareSocketPath } from "./server.js";
 import { tolerantDecoder } from "./translate.js";
 
-/** The admin contract, loaded at run time for reflection on the admin socket. */
-const PROTO_ROOT = fileURLToPath(new URL("../../../proto/", import.meta.url));
+/** The operator's service, as reflection on the admin socket lists it. */
+const ADMIN_SERVICE_NAME = "sandbox.v1.AdminService";
 
 /** Admin socket mode: the daemon's user only (root can always connect). */
 const ADMIN_SOCKET_MODE = 0o600;
@@ -72,9 +71,9 @@ export class AdminServer {
    * created in a private directory beside its path, fixed up, then renamed into place.
    */
   async listen(options: AdminListenOptions): Promise<string> {
-    // Imported here, not at the top: a daemon without an admin socket never loads the proto parsers.
-    const [{ loadSync }, { ReflectionService }] = await Promise.all([import("@grpc/proto-loader"), import("@grpc/reflection")]);
-    new ReflectionService(loadSync("sandbox/v1/admin.proto", { includeDirs: [PROTO_ROOT] })).addToServer(this.server);
+    // Imported here, not at the top: a daemon without an admin socket never loads the descriptors.
+    const { addReflection, DescriptorIndex } = await import("./reflection-service.js");
+    addReflection(this.server, DescriptorIndex.load([ADMIN_SERVICE_NAME]));
     await prepareSocketPath(options.path);
     const privateDir = await mkdtemp(path.join(path.dirname(options.path), ".admin-"));
     try {

@@ -11,6 +11,7 @@ import {
   type ExecuteEvent,
   type ExecuteRequest,
   type ExecuteResponse,
+  type InfoResponse,
 } from "../gen/grpc/sandbox/v1/sandbox.js";
 
 /** One streamed event with its arrival time since the call started. */
@@ -28,6 +29,8 @@ export interface SandboxClient {
   execute(request: Partial<ExecuteRequest>, options?: Partial<CallOptions>): Promise<ExecuteResponse>;
   /** Runs StreamOutput to its end, collecting every event with its arrival time. */
   stream(request: Partial<ExecuteRequest>, options?: Partial<CallOptions>): Promise<TimedEvent[]>;
+  /** The daemon's version, toolchain, limits, keys, cache and workers. */
+  info(options?: Partial<CallOptions>): Promise<InfoResponse>;
   close(): void;
 }
 
@@ -53,6 +56,7 @@ export function connect(target: string, options: ChannelOptions = {}): SandboxCl
         call.on("error", (e: ServiceError) => reject(e));
         call.on("end", () => resolve(events));
       }),
+    info: (options = {}) => new Promise((resolve, reject) => raw.info({}, new Metadata(), options, (e, v) => (e ? reject(e) : resolve(v)))),
     close: () => raw.close(),
   };
 }

@@ -1,7 +1,6 @@
 import { Server, ServerCredentials } from "@grpc/grpc-js";
-import { fileURLToPath } from "node:url";
 import { createConnection, type ListenOptions } from "node:net";
-import { lstat, mkdir, unlink } from "node:fs/promises";
+import { chmod, chown, lstat, mkdir, unlink } from "node:fs/promises";
 import path from "node:path";
 import { SandboxError } from "../errors/sandbox-error.js";
 import type { Logger } from "../logger.js";
@@ -10,20 +9,23 @@ import { SandboxServiceService } from "../gen/grpc/sandbox/v1/sandbox.js";
 import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from "../request-limits.js";
 import type { Sandbox } from "../sandbox.js";
 import { ConnectionListener, type ConnectionLimits } from "./connection-listener.js";
+import type { DaemonMetrics } from "../metrics/daemon-metrics.js";
+import { auditLog, observers } from "./call-audit.js";
+import { metricsInterceptor } from "./metrics-interceptor.js";
 import { HealthService } from "./health-service.js";
 import { serializeExecuteEvent } from "./output-event-encoding.js";
 import { sandboxService } from "./service.js";
-import { compileRequestDecoder, executeRequestDecoder } from "./translate.js";
+import { compileRequestDecoder, executeRequestDecoder, tolerantDecoder } from "./translate.js";
 
 /** Fully qualified name of our service, as health checks and reflection know it. */
 export const SERVICE_NAME = "sandbox.v1.SandboxService";
 
-/** The contract, loaded at run time for server reflection (grpcurl, Postman, ...). */
-const PROTO_ROOT = fileURLToPath(new URL("../../../proto/", import.meta.url));
+/** The standard health service, which reflection describes too. */
+const HEALTH_SERVICE_NAME = "grpc.health.v1.Health";
 
 /**
- * How long after it starts serving the server loads reflection: parsing the proto blocks the event
- * loop for a while, and the first calls (a supervisor's health check) should not wait behind it.
+ * How long after it starts serving the server loads reflection: reading the descriptors takes the
+ * event loop for a moment, and the first calls (a supervisor's health check) should not wait behind it.
  */
 const REFLECTION_DELAY_MS = 250;
 
@@ -70,8 +72,10 @@ export class SandboxServer {
     private readonly logger: Logger,
     requestLimits: RequestLimits = DEFAULT_REQUEST_LIMITS,
     limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS,
+    metrics?: DaemonMetrics,
   ) {
     this.server = new Server({
+      ...(metrics ? { interceptors: [metricsInterceptor(metrics)] } : {}),
       "grpc.max_receive_message_length": MAX_GRPC_MESSAGE_BYTES,
       "grpc.max_send_message_length": MAX_GRPC_MESSAGE_BYTES,
       // A connection with no call in flight gets GOAWAY; the listener then frees its descriptor even if the peer never answers.
@@ -89,25 +93,43 @@ export class SandboxServer {
         requestDeserialize: executeRequestDecoder(base.streamOutput.requestDeserialize, requestLimits),
         responseSerialize: serializeExecuteEvent,
       },
+      info: { ...base.info, requestDeserialize: tolerantDecoder(base.info.requestDeserialize) },
     };
-    this.server.addService(service, sandboxService(sandbox, logger, this.shutdown.signal));
+    const audit = auditLog(logger);
+    const observe = metrics ? observers(audit, (record) => metrics.observe(record)) : audit;
+    this.server.addService(service, sandboxService(sandbox, logger, this.shutdown.signal, observe));
     this.health = new HealthService({ "": "NOT_SERVING", [SERVICE_NAME]: "NOT_SERVING" });
     this.health.addToServer(this.server);
   }
 
   /**
    * Adds server reflection, which lets generic clients discover the service without a copy of the proto.
-   * Loaded once the daemon serves: parsing the proto with its loaders is most of a start-up otherwise.
+   * Loaded once the daemon serves, so the first calls never wait behind reading the descriptors.
    */
   private async addReflection(): Promise<void> {
-    const [{ loadSync }, { ReflectionService }] = await Promise.all([import("@grpc/proto-loader"), import("@grpc/reflection")]);
-    new ReflectionService(loadSync("sandbox/v1/sandbox.proto", { includeDirs: [PROTO_ROOT] })).addToServer(this.server);
+    const { addReflection, DescriptorIndex } = await import("./reflection-service.js");
+    addReflection(this.server, DescriptorIndex.load([SERVICE_NAME, HEALTH_SERVICE_NAME]));
   }
 
   /** Binds and starts serving; returns the bound address (with the real port for HOST:0). */
-  async listen(address: ListenAddress): Promise<string> {
+  async listen(address: ListenAddress, access?: { readonly mode: number; readonly gid?: number }): Promise<string> {
     if (address.kind === "unix") await prepareSocketPath(address.path);
     const port = await this.connections.listen(listenOptions(address));
+    // Before anyone is told it listens: until now only the daemon's user could connect (a fresh
+    // socket's mode comes from the umask, and connecting needs write permission).
+    if (address.kind === "unix" && access) {
+      try {
+        if (access.gid !== undefined) await chown(address.path, -1, access.gid);
+        await chmod(address.path, access.mode);
+      } catch (e: unknown) {
+        this.connections.stopAccepting();
+        await unlink(address.path).catch(() => undefined);
+        throw new Error(
+          `cannot give ${address.path} mode ${access.mode.toString(8)}${access.gid === undefined ? "" : ` and group ${access.gid}`}: ${e instanceof Error ? e.message : String(e)}`,
+          { cause: e },
+        );
+      }
+    }
     this.bound = address;
     this.health.setStatus("", "SERVING");
     this.health.setStatus(SERVICE_NAME, this.compileAvailable ? "SERVING" : "NOT_SERVING");

@@ -14,9 +14,12 @@ import type {
   ExecuteEvent,
   ExecuteRequest,
   ExecuteResponse,
+  InfoRequest,
+  InfoResponse,
   SandboxServiceServer,
 } from "../gen/grpc/sandbox/v1/sandbox.js";
-import type { Sandbox } from "../sandbox.js";
+import type { ExecuteResult, Sandbox } from "../sandbox.js";
+import { auditLog, type CallObserver, type CallRecord } from "./call-audit.js";
 import { toServiceError } from "./status.js";
 import {
   checkUnaryResponseFits,
@@ -24,7 +27,9 @@ import {
   compileResponseFrom,
   executeInputFrom,
   executeResponseFrom,
+  infoResponseFrom,
   outputEvents,
+  rejectRefused,
 } from "./translate.js";
 
 /** The abort reason of every call the client cancelled. */
@@ -112,8 +117,52 @@ function streamWriter(
   };
 }
 
-/** Builds the SandboxService implementation around a core. */
-export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: AbortSignal): SandboxServiceServer {
+/** A record's fields that a call without a run leaves empty. */
+const EMPTY_RECORD = { moduleId: "", executionId: "", policyId: "", keyId: "", durationUs: 0, compileDurationUs: 0, denials: [] } as const;
+
+/** The record of a run that returned a result. */
+function runRecord(method: CallRecord["method"], peer: string, result: ExecuteResult): CallRecord {
+  const a = result.audit;
+  return {
+    method,
+    peer,
+    moduleId: result.moduleId,
+    executionId: a.executionId,
+    policyId: a.policyId,
+    keyId: a.keyId,
+    outcome: result.outcome,
+    ...(result.outcome === "exited" ? { exitCode: result.exitCode } : {}),
+    durationUs: result.durationUs,
+    compileDurationUs: result.compileDurationUs,
+    ...(a.compileCacheHit === undefined ? {} : { cacheHit: a.compileCacheHit }),
+    ...(a.memoryHit === undefined ? {} : { memoryHit: a.memoryHit }),
+    denials: "denials" in result ? result.denials.map((d) => d.operation) : [],
+  };
+}
+
+/** The record of a call refused or failed before it had a result. */
+function refusedRecord(method: CallRecord["method"], peer: string, request: Partial<ExecuteRequest>, e: unknown): CallRecord {
+  const error = SandboxError.from(e);
+  const target = request.target;
+  return {
+    ...EMPTY_RECORD,
+    method,
+    peer,
+    moduleId: target?.$case === "moduleId" ? target.value : "",
+    keyId: request.policy?.keyId ?? "",
+    outcome: "refused",
+    reason: error.reason,
+    detail: error.message,
+  };
+}
+
+/** Builds the SandboxService implementation around a core; `observe` hears of every Compile, Execute and StreamOutput. */
+export function sandboxService(
+  sandbox: Sandbox,
+  logger: Logger,
+  shutdown: AbortSignal,
+  observe: CallObserver = auditLog(logger),
+): SandboxServiceServer {
   const live = new Set<AbortController>();
   // Not AbortSignal.any: on Node 20 every signal it makes stays in the source's dependants forever (nodejs/node#55351).
   shutdown.addEventListener(
@@ -140,12 +189,22 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
       try {
         const result = await sandbox.compile(compileInputFrom(call.request), signal);
         const durationUs = elapsedUs(started);
-        if (logger.isInfoEnabled()) {
-          const repaired = result.repair && { repairedModuleId: result.repair.moduleId, repairRounds: result.repair.rounds };
-          logger.info("compile", { moduleId: result.moduleId, ok: result.ok, cacheHit: result.cacheHit, durationUs, ...repaired });
-        }
+        const outcome = result.ok ? "compiled" : "compile_failed";
+        const repaired = result.repair && { repairedModuleId: result.repair.moduleId, repairRounds: result.repair.rounds };
+        observe({
+          ...EMPTY_RECORD,
+          method: "Compile",
+          peer: call.getPeer(),
+          moduleId: result.moduleId,
+          outcome,
+          durationUs,
+          compileDurationUs: durationUs,
+          cacheHit: result.cacheHit,
+          ...repaired,
+        });
         callback(null, compileResponseFrom(result, durationUs));
       } catch (e: unknown) {
+        observe({ ...refusedRecord("Compile", call.getPeer(), {}, e), compileDurationUs: elapsedUs(started) });
         callback(fail("compile", e) as ServiceError, null);
       } finally {
         release();
@@ -158,10 +217,10 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
         const result = await sandbox.execute(executeInputFrom(call.request), signal);
         const response = executeResponseFrom(result);
         checkUnaryResponseFits(response);
-        if (logger.isInfoEnabled())
-          logger.info("execute", { moduleId: result.moduleId, outcome: result.outcome, durationUs: result.durationUs });
+        observe(runRecord("Execute", call.getPeer(), result));
         callback(null, response);
       } catch (e: unknown) {
+        observe(refusedRecord("Execute", call.getPeer(), call.request, e));
         callback(fail("execute", e) as ServiceError, null);
       } finally {
         release();
@@ -185,15 +244,24 @@ export function sandboxService(sandbox: Sandbox, logger: Logger, shutdown: Abort
           onStderr: (chunk) => sendOutput("stderr", chunk),
           onDenial: (denial) => void send({ $case: "denial", value: { ...denial } }),
         });
-        if (logger.isInfoEnabled())
-          logger.info("stream", { moduleId: result.moduleId, outcome: result.outcome, durationUs: result.durationUs });
+        observe(runRecord("StreamOutput", call.getPeer(), result));
         // A source that did not compile never started: the stream is `compiling` then `finished`.
         void send({ $case: "finished", value: executeResponseFrom(result) });
         call.end();
       } catch (e: unknown) {
+        observe(refusedRecord("StreamOutput", call.getPeer(), call.request, e));
         call.emit("error", fail("streamOutput", e));
       } finally {
         release();
+      }
+    },
+
+    async info(call: ServerUnaryCall<InfoRequest, InfoResponse>, callback: sendUnaryData<InfoResponse>) {
+      try {
+        rejectRefused(call.request);
+        callback(null, infoResponseFrom(await sandbox.info()));
+      } catch (e: unknown) {
+        callback(fail("info", e) as ServiceError, null);
       }
     },
   };

@@ -11,13 +11,15 @@ import {
   type ExecuteEvent,
   type ExecuteRequest,
   ExecuteResponse,
+  type InfoResponse,
   type Repair,
   Outcome,
   Severity,
   type Span,
 } from "../gen/grpc/sandbox/v1/sandbox.js";
 import type { RequestLimits } from "../request-limits.js";
-import type { CompileInput, CompileOutcome, ExecuteInput, ExecuteResult } from "../sandbox.js";
+import type { CompileInput, CompileOutcome, ExecuteInput, ExecuteResult, SandboxInfo } from "../sandbox.js";
+import { SANDBOXD_VERSION } from "../version.js";
 import { scanCompileRequest, scanExecuteRequest } from "./request-scan.js";
 
 const SEVERITIES: Record<CoreDiagnostic["severity"], Severity> = {
@@ -246,4 +248,29 @@ function diagnosticFrom(d: CoreDiagnostic): Diagnostic {
 
 function spanFrom(s: CoreSpan): Span {
   return { ...s, applicability: APPLICABILITIES[s.applicability] };
+}
+
+/** The Info RPC's answer for what the core reports. */
+export function infoResponseFrom(info: SandboxInfo): InfoResponse {
+  return {
+    version: SANDBOXD_VERSION,
+    toolchain: { available: info.toolchain.unavailableReason === "", ...info.toolchain },
+    defaults: {
+      memoryBytes: info.defaults.memoryLimitBytes,
+      timeoutMs: info.defaults.timeoutMs,
+      outputBytes: info.defaults.maxOutputBytes,
+      writeBytes: info.defaults.maxWriteBytes,
+    },
+    ceilings: {
+      memoryBytes: info.ceilings.maxMemoryBytes,
+      timeoutMs: info.ceilings.maxTimeoutMs,
+      outputBytes: info.ceilings.maxOutputBytes,
+      writeBytes: info.ceilings.maxWriteBytes,
+    },
+    trustedKeyIds: [...info.trustedKeyIds],
+    allowUnsigned: info.allowUnsigned,
+    allowedMountRoots: [...info.ceilings.allowedRoots],
+    cache: { entries: info.cache.entries, sizeBytes: info.cache.bytes, maxBytes: info.cache.maxBytes },
+    workers: { ...info.workers },
+  };
 }

@@ -2,16 +2,10 @@ import { realpath, stat } from "node:fs/promises";
 import { isAbsolute, posix, sep } from "node:path";
 import { SandboxError } from "../errors/sandbox-error.js";
 import type { Mount } from "../gen/pb/sandbox/v1/sandbox.js";
+import type { WasiMount } from "../runtime/wasi/types.js";
 
-/** A mount as the runtime must apply it: host path already resolved, guest path validated. */
-export interface EffectiveMount {
-  /** realpath of the policy's host_path: the directory to expose (symlinks already followed and checked). */
-  hostPath: string;
-  /** Absolute, normalized path the guest sees it at. */
-  guestPath: string;
-  /** Whether the guest may create, modify and remove entries under it. */
-  writable: boolean;
-}
+/** A mount as the runtime must apply it: host path already resolved (realpath, symlinks followed and checked), guest path validated. */
+export type EffectiveMount = WasiMount;
 
 /**
  * Returns why `guestPath` is not an acceptable guest mount point, or undefined if

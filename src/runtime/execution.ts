@@ -1,32 +1,13 @@
+import type { WasiDenial, WasiMount } from "./wasi/types.js";
+
 /** How a run ended, as the core reports it (the gRPC layer maps these to the Outcome enum). */
 export type Outcome = "exited" | "trap" | "timeout" | "memory_limit" | "output_limit" | "cancelled" | "fuel_exhausted";
 
-/** A directory the guest may see, already verified against the policy and the operator's roots. */
-export interface RunMount {
-  readonly hostPath: string;
-  readonly guestPath: string;
-  readonly writable: boolean;
-}
+/** A directory the guest may see, already verified against the policy and the operator's roots (the one mount shape). */
+export type RunMount = WasiMount;
 
-/** A guest operation the policy refused. */
-export interface Denial {
-  readonly operation: string;
-  readonly path: string;
-  readonly reason: string;
-}
-
-/** Everything one execution needs, with every limit resolved. */
-export interface RunSpec {
-  readonly moduleId: string;
-  readonly stdin: Uint8Array;
-  /** Arguments after argv[0]. */
-  readonly args: readonly string[];
-  readonly env: ReadonlyMap<string, string>;
-  readonly mounts: readonly RunMount[];
-  readonly memoryLimitBytes: number;
-  readonly timeoutMs: number;
-  readonly maxOutputBytes: number;
-}
+/** A guest operation the policy refused (the one denial shape). */
+export type Denial = WasiDenial;
 
 /**
  * Live events of a streaming run, in the order the guest produced them. An

@@ -7,7 +7,7 @@ import type { BufferBudget } from "./buffer-budget.js";
 import type { Denial, RunListener, RunResult } from "./execution.js";
 import { openOutboundSession, type OutboundSettings } from "./net/outbound-session.js";
 import { createStreamWindow, credit } from "./stream-window.js";
-import { namespaceLockHolder, processNamespaceLock, releaseNamespaceLockHeldBy } from "./wasi/host.js";
+import { namespaceLockHolder, processNamespaceLock, releaseNamespaceLockHeldBy } from "./wasi/namespace-lock.js";
 import type { WorkerInit } from "./worker.js";
 import {
   CONTROL_HEADER_BYTES,
@@ -411,7 +411,7 @@ export class WorkerPool {
       if (active.window) credit(active.window, bytes);
     };
     const pending = fd === 1 ? listener?.onStdout?.(data) : listener?.onStderr?.(data);
-    if (pending) pending.then(take, take);
+    if (pending instanceof Promise) pending.then(take, take);
     else take();
   }
 

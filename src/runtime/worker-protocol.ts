@@ -1,6 +1,6 @@
 import type { Denial, RunMount } from "./execution.js";
 import type { HttpChannelEnd } from "./net/http-channel.js";
-import type { WasiHostOptions, WasiRunResult } from "./wasi/host.js";
+import type { WasiHostOptions, WasiRunResult } from "./wasi/types.js";
 import type { MessagePort } from "node:worker_threads";
 
 /** What the guest's run is given, as the pool receives it and as the worker gets it. */

@@ -16,7 +16,8 @@ import { HttpChannelClient } from "./net/http-channel.js";
 import { waitAndCharge } from "./stream-window.js";
 import { HTTP_MODULE } from "./net/http-abi.js";
 import { WASI_MODULE } from "./wasi/abi.js";
-import { WasiHost, WasiImports, type WasiRunResult } from "./wasi/host.js";
+import { WasiHost, WasiImports } from "./wasi/host.js";
+import type { WasiRunResult } from "./wasi/types.js";
 import { fuelConsumed, fuelExhausted, startMetered } from "./wasm/fuel-meter.js";
 import { MEMORY_IMPORT_MODULE, MEMORY_IMPORT_NAME } from "./wasm/memory-cap.js";
 import {
@@ -66,7 +67,7 @@ export const RUST_PANIC_EXIT_CODE = 101;
 /**
  * Writes smaller than this are copied into a shared block rather than kept one by one: 16 Mi one-byte
  * writes kept as 16 Mi typed arrays exhausted the worker's heap, so the run died as a trap with all its
- * output lost instead of ending at the output cap (red-team finding).
+ * output lost instead of ending at the output cap.
  */
 const COALESCE_BELOW_BYTES = 4096;
 /** Size of the block small writes are copied into. */

@@ -316,6 +316,8 @@ function applyMutation(b: Buffer, m: Mutation): Buffer {
       out[at] = (out[at]! & ~7) | m.wire;
       return out;
     }
+    default: // "append", handled above before an empty buffer returns early
+      return m satisfies never;
   }
 }
 

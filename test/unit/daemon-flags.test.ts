@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseFlags } from "../../src/cli/daemon-flags.js";
 import { validateConfig } from "../../src/daemon.js";
-import { MAX_ARGS, MAX_ARGS_BYTES, MAX_ENV_BYTES, MAX_ENV_VARS } from "../../src/limits.js";
+import { COMPILE_MEMORY_LIMIT_BYTES, MAX_ARGS, MAX_ARGS_BYTES, MAX_ENV_BYTES, MAX_ENV_VARS } from "../../src/limits.js";
 
 const UNIT = readFileSync(fileURLToPath(new URL("../../../systemd/sandboxd.service", import.meta.url)), "utf8");
 
@@ -17,7 +17,9 @@ function directive(key: string): string {
 
 describe("systemd/sandboxd.service", function () {
   it("starts the daemon with flags the daemon accepts, on the socket under its RuntimeDirectory", function () {
-    const [node, entry, ...args] = directive("ExecStart").split(/\s+/);
+    const [node, entry, ...words] = directive("ExecStart").split(/\s+/);
+    // $SANDBOXD_OPTS comes from the EnvironmentFile, empty unless the operator sets it.
+    const args = words.filter((w) => w !== "$SANDBOXD_OPTS");
     expect(node).to.match(/\/node$/);
     expect(entry).to.equal("/opt/sandboxd/dist/src/cli/sandboxd.js");
     const flags = parseFlags(args);
@@ -35,6 +37,30 @@ describe("systemd/sandboxd.service", function () {
 
   it("restarts the daemon after it exits non-zero, as it does on an uncaught exception", function () {
     expect(directive("Restart")).to.be.oneOf(["on-failure", "always"]);
+  });
+
+  it("is Type=notify (the daemon sends READY=1 through a helper, so NotifyAccess=all) and reads flags from an EnvironmentFile", function () {
+    expect(directive("Type")).to.equal("notify");
+    expect(directive("NotifyAccess")).to.equal("all");
+    expect(directive("EnvironmentFile")).to.equal("-/etc/sandboxd/sandboxd.env");
+    expect(directive("ExecStart")).to.contain("$SANDBOXD_OPTS");
+  });
+
+  it("gives the socket to the unit's group, and sizes MemoryMax from the workers, the memory ceiling and the rustc runs", function () {
+    const args = directive("ExecStart")
+      .split(/\s+/)
+      .slice(2)
+      .filter((w) => w !== "$SANDBOXD_OPTS");
+    const flags = parseFlags(args);
+    if (flags instanceof Error || "help" in flags) throw new Error(String(flags));
+    expect(flags.config.socketAccess).to.deep.equal({ mode: 0o660, group: directive("Group") });
+    const concurrency = flags.config.compile?.concurrency;
+    expect(concurrency, "the unit fixes --compile-concurrency").to.be.a("number");
+    const needed = flags.config.workers * flags.config.ceilings.maxMemoryBytes + concurrency! * COMPILE_MEMORY_LIMIT_BYTES;
+    const max = /^(\d+)G$/.exec(directive("MemoryMax"));
+    expect(max, "MemoryMax in G").to.not.equal(null);
+    expect(Number(max![1]) * 2 ** 30).to.be.at.least(needed + 2 ** 30);
+    expect(Number(directive("TasksMax"))).to.be.at.least(flags.config.workers * 2 + concurrency! * 40);
   });
 });
 

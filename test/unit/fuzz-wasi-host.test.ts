@@ -25,7 +25,8 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { Errno } from "../../src/runtime/wasi/abi.js";
 import { PREVIEW1_FUNCTIONS, type Preview1Function } from "../../src/runtime/wasi/functions.js";
-import { WasiHost, type WasiDenial, type WasiRunResult } from "../../src/runtime/wasi/host.js";
+import { WasiHost } from "../../src/runtime/wasi/host.js";
+import type { WasiDenial, WasiRunResult } from "../../src/runtime/wasi/types.js";
 import { I32, i32, I64, i64, scriptedGuest, type FuncImport, type ScriptedCall } from "../fixtures/hostile/wasm-builder.js";
 import { openFdCount } from "../fixtures/wasi/guest.js";
 import { fuzzParameters, fuzzTestTimeoutMs } from "../helpers/fuzz.js";
@@ -537,19 +538,59 @@ describe("fuzz findings, kept as regression tests", function () {
         { fn: "path_filestat_get", args: [3, 0, fTxt.ptr, fTxt.len, past] },
         { fn: "fd_readdir", args: [3, IO_AT, 256, 0n, past] },
         { fn: "poll_oneoff", args: [SUBS_AT, OUT, 1, past] },
-        open(past), // opens fd 5, then cannot say so
-        open(OUT), // fd 6
-        { fn: "fd_tell", args: [6, past] },
-        { fn: "fd_seek", args: [6, 0n, 0, past] },
-        { fn: "fd_write", args: [6, iov.ptr, iov.count, past] },
-        { fn: "fd_pread", args: [6, iov.ptr, iov.count, 0n, past] },
-        { fn: "fd_close", args: [6] },
+        open(past), // opens nothing: the pointer is checked before the file is opened
+        open(OUT), // fd 5
+        { fn: "fd_tell", args: [5, past] },
+        { fn: "fd_seek", args: [5, 0n, 0, past] },
+        { fn: "fd_write", args: [5, iov.ptr, iov.count, past] },
+        { fn: "fd_pread", args: [5, iov.ptr, iov.count, 0n, past] },
+        { fn: "fd_close", args: [5] },
       ];
       const { result, errnos } = errnosOf(calls);
       expect(result, "the run must go on to its end").to.deep.equal({ outcome: "exited", exitCode: 0 });
       expect(errnos).to.deep.equal(calls.map((c) => (c.args.includes(past) ? FAULT : SUCCESS)));
     });
   }
+
+  it("regression: path_open with its result pointer outside memory opens and creates nothing (it left an fd the guest could never learn of, and the file)", () => {
+    const newTxt = PATH_SLOTS[PATHS.indexOf("new.txt")]!;
+    const CREAT = 1;
+    const { result, errnos, memory } = errnosOf([
+      { fn: "path_open", args: [4, 0, newTxt.ptr, newTxt.len, CREAT, ALL_RIGHTS, ALL_RIGHTS, 0, MEMORY_BYTES] },
+      { fn: "path_open", args: [4, 0, fTxt.ptr, fTxt.len, 0, ALL_RIGHTS, ALL_RIGHTS, 0, OUT] },
+      { fn: "path_filestat_get", args: [4, 0, newTxt.ptr, newTxt.len, OUT + 64] },
+    ]);
+    expect(result).to.deep.equal({ outcome: "exited", exitCode: 0 });
+    expect(errnos).to.deep.equal([FAULT, SUCCESS, Errno.NOENT]);
+    expect(memory.readUInt32LE(OUT), "the next open gets the lowest free fd").to.equal(5);
+  });
+
+  it("regression: fd_read of stdin with its count pointer outside memory consumes no input", () => {
+    const { result, errnos, memory } = errnosOf([
+      { fn: "fd_read", args: [0, iov.ptr, iov.count, MEMORY_BYTES] },
+      { fn: "fd_read", args: [0, iov.ptr, iov.count, OUT] },
+    ]);
+    expect(result).to.deep.equal({ outcome: "exited", exitCode: 0 });
+    expect(errnos).to.deep.equal([FAULT, SUCCESS]);
+    expect(memory.readUInt32LE(OUT)).to.equal("stdin of the fuzz guest".length);
+  });
+
+  it("regression: fd_write to stdout with its count pointer outside memory writes nothing", () => {
+    const calls: FuzzCall[] = [
+      { fn: "fd_write", args: [1, iov.ptr, iov.count, MEMORY_BYTES] },
+      { fn: "fd_fdstat_get", args: [1, OUT] },
+    ];
+    const { result, errnos } = errnosOf(calls);
+    expect(result).to.deep.equal({ outcome: "exited", exitCode: 0 });
+    expect(errnos).to.deep.equal([FAULT, SUCCESS]);
+    const tree = makeTree();
+    try {
+      // Only the final memory dump and the errnos (one per call, one for the dump) reach stdout.
+      expect(runCalls(tree, calls).output.length).to.equal(MEMORY_BYTES + 4 * (calls.length + 1));
+    } finally {
+      rmSync(tree.root, { recursive: true, force: true });
+    }
+  });
 
   it("regression: path_readlink with a buffer length of 2^31 or more reports the bytes it wrote, not 2^32-1", () => {
     const up = PATH_SLOTS[PATHS.indexOf("up")]!;

@@ -13,6 +13,9 @@ import {
 import type { RunResult } from "../../src/runtime/execution.js";
 import type { ExecuteResult } from "../../src/sandbox.js";
 
+/** The audit fields of a run that names no policy. */
+const AUDIT = { executionId: "e", policyId: "", keyId: "", compileCacheHit: undefined, memoryHit: true };
+
 /** A run result with defaults for every field not given. */
 const run = (fields: Partial<RunResult> & Pick<RunResult, "outcome">): ExecuteResult => ({
   exitCode: 0,
@@ -26,6 +29,7 @@ const run = (fields: Partial<RunResult> & Pick<RunResult, "outcome">): ExecuteRe
   moduleId: "m",
   diagnostics: [],
   compileDurationUs: 0,
+  audit: AUDIT,
   ...fields,
 });
 
@@ -37,7 +41,14 @@ describe("translate: ExecuteResponse", () => {
       const r = executeResponseFrom(run({ outcome }));
       expect(ExecuteResponse.decode(ExecuteResponse.encode(r).finish()).exitCode, outcome).to.equal(undefined);
     }
-    const failed = executeResponseFrom({ outcome: "compile_error", moduleId: "", diagnostics: [], durationUs: 0, compileDurationUs: 7 });
+    const failed = executeResponseFrom({
+      outcome: "compile_error",
+      moduleId: "",
+      diagnostics: [],
+      durationUs: 0,
+      compileDurationUs: 7,
+      audit: AUDIT,
+    });
     expect(failed).to.include({ outcome: Outcome.OUTCOME_COMPILE_ERROR, exitCode: undefined, durationUs: 0, compileDurationUs: 7 });
   });
 

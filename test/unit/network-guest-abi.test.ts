@@ -4,7 +4,8 @@ import { guestHttpImports, type HttpTransport } from "../../src/runtime/net/gues
 import { HTTP_FUNCTIONS, HTTP_MODULE, HttpPart, HttpResult } from "../../src/runtime/net/http-abi.js";
 import { createHttpChannel, HttpChannelClient } from "../../src/runtime/net/http-channel.js";
 import type { HttpReply } from "../../src/runtime/net/http-channel.js";
-import { WasiHost, type WasiDenial } from "../../src/runtime/wasi/host.js";
+import { WasiHost } from "../../src/runtime/wasi/host.js";
+import type { WasiDenial } from "../../src/runtime/wasi/types.js";
 import { errnosOf, i32, scriptedGuest, WASI, type FuncImport, type ScriptedCall } from "../fixtures/hostile/wasm-builder.js";
 
 const REQUEST: FuncImport = {

@@ -1,5 +1,5 @@
 import { execFile, spawnSync } from "node:child_process";
-import { readFile, stat, writeFile } from "node:fs/promises";
+import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { expect } from "chai";
@@ -267,6 +267,42 @@ describe("policy sandboxctl (compiled CLI)", () => {
       const r = await verifyText('{"policy": 5}');
       expect(r.code).to.equal(1);
     });
+  });
+
+  it("example policies expired (a fixed expires_at_unix): none is written into an example or the docs, and each signs at use with --expires-in", async () => {
+    const examples = fileURLToPath(new URL("../../../examples/policies/", import.meta.url));
+    const docs = await Promise.all(
+      ["docs/policy.md", "docs/network.md", "README.md"].map((f) =>
+        readFile(fileURLToPath(new URL(`../../../${f}`, import.meta.url)), "utf8"),
+      ),
+    );
+    const jsonBlocks = docs.flatMap((d) => [...d.matchAll(/```json\n([\s\S]*?)```/g)].map((m) => m[1]!));
+    const files = (await readdir(examples)).filter((f) => f.endsWith(".json"));
+    expect(files).to.not.be.empty;
+    for (const text of [...jsonBlocks, ...(await Promise.all(files.map((f) => readFile(join(examples, f), "utf8"))))]) {
+      expect(text, "a fixed expiry in an example").to.not.match(
+        /"(expires_at_unix|expiresAtUnix|not_before_unix|notBeforeUnix)"\s*:\s*"?\d/,
+      );
+    }
+    for (const file of files) {
+      const signed = join(tmp.path, `example-${file}`);
+      const r = await sandboxctl(
+        "policy",
+        "sign",
+        "--key",
+        join(keys, "authority-1.key"),
+        "--expires-in",
+        "15m",
+        "--out",
+        signed,
+        join(examples, file),
+      );
+      expect(r.code, `${file}: ${r.stderr}`).to.equal(0);
+      expect((await sandboxctl("policy", "verify", "--keys", keys, signed)).code, file).to.equal(0);
+    }
+    const unsigned = await sandboxctl("policy", "sign", "--key", join(keys, "authority-1.key"), join(examples, files[0]!));
+    expect(unsigned.code).to.equal(1);
+    expect(unsigned.stderr).to.contain("POLICY_EXPIRED").and.to.contain("--expires-in");
   });
 
   it("docs/policy.md embeds the Python example verbatim", async () => {

@@ -3,7 +3,8 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
-import { processNamespaceLock, type WasiMount } from "../../src/runtime/wasi/host.js";
+import { processNamespaceLock } from "../../src/runtime/wasi/namespace-lock.js";
+import type { WasiMount } from "../../src/runtime/wasi/types.js";
 import { guestWasmPath, startGuestWorker } from "../fixtures/wasi/guest.js";
 import { watchMovedDir } from "../helpers/moved-dir-watch.js";
 

@@ -5,7 +5,8 @@ import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Errno, Fdflags, Oflags, Rights } from "../../src/runtime/wasi/abi.js";
-import { WasiHost, type WasiMount } from "../../src/runtime/wasi/host.js";
+import { WasiHost } from "../../src/runtime/wasi/host.js";
+import type { WasiMount } from "../../src/runtime/wasi/types.js";
 import { errnosOf, I32, i32, i64, scriptedGuest, WASI, type ScriptedCall } from "../fixtures/hostile/wasm-builder.js";
 
 /** Imports of every scripted guest here, by index. */

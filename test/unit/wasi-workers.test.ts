@@ -2,7 +2,7 @@ import { expect } from "chai";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { WasiMount } from "../../src/runtime/wasi/host.js";
+import type { WasiMount } from "../../src/runtime/wasi/types.js";
 import { guestWasmPath, openFdCount, startGuestWorker as startGuest } from "../fixtures/wasi/guest.js";
 
 describe("WASI host in worker threads", function () {

@@ -46,3 +46,21 @@ export function errnoOf(e: unknown): number {
   if (e instanceof Error && "code" in e && typeof e.code === "string") return BY_CODE[e.code] ?? Errno.IO;
   return Errno.IO;
 }
+
+/**
+ * An errno to hand back to the guest, thrown from anywhere inside a call (a bad pointer, a missing right, a
+ * refused path) and turned into the call's return value by the import binding, the one place that does so.
+ */
+export class GuestErrno {
+  constructor(readonly errno: number) {}
+}
+
+/**
+ * The errno a call answers for what it threw: its own GuestErrno, or a Node fs error's code. Anything else
+ * is not the guest's doing (a host bug, or the run ending) and is thrown on, so the run reports it.
+ */
+export function errnoForThrown(e: unknown): number | undefined {
+  if (e instanceof GuestErrno) return e.errno;
+  if (e instanceof Error && "code" in e) return errnoOf(e);
+  return undefined;
+}

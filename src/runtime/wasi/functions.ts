@@ -1,3 +1,5 @@
+import type { Preview1Calls } from "./types.js";
+
 /** Every function of `wasi_snapshot_preview1`; the host provides each one (some return ENOSYS/ENOTCAPABLE by design). */
 export const PREVIEW1_FUNCTIONS = [
   "args_get",
@@ -46,7 +48,11 @@ export const PREVIEW1_FUNCTIONS = [
   "sock_recv",
   "sock_send",
   "sock_shutdown",
-] as const;
+] as const satisfies readonly (keyof Preview1Calls)[];
 
 /** Name of one preview1 function. */
 export type Preview1Function = (typeof PREVIEW1_FUNCTIONS)[number];
+
+/** Fails the build if the interface gains a call this list (which the validator checks imports against) lacks. */
+const everyCallListed: [Exclude<keyof Preview1Calls, Preview1Function>] extends [never] ? true : never = true;
+void everyCallListed;
