@@ -14,6 +14,7 @@ import { detectCompileSetup, REPO_ROOT, type CompileSetup } from "./rustc-baseli
 import {
   measureCompile,
   measureCpuBound,
+  measureFuelAndReceipts,
   measureExecuteAndFloors,
   measureLifecycle,
   measureRepair,
@@ -76,6 +77,7 @@ async function runBenchmark(options: BenchOptions): Promise<void> {
     const modules = await prepareModules(ctx);
     await measureExecuteAndFloors(ctx, modules);
     await measureCpuBound(ctx, modules);
+    await measureFuelAndReceipts(ctx, modules);
     await measureCompile(ctx);
     await measureRepair(ctx);
     await measureStream(ctx, modules);

@@ -3,10 +3,11 @@
  * figures (with goals) into the context; none asserts anything.
  */
 import { spawn } from "node:child_process";
-import { randomUUID } from "node:crypto";
-import { mkdtemp } from "node:fs/promises";
+import { generateKeyPairSync, randomBytes, randomUUID } from "node:crypto";
+import { mkdtemp, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { ModuleStore } from "../src/cache/module-store.js";
+import { argsEnvSha256, ReceiptSigner, sha256 } from "../src/receipt/receipt.js";
 import { Outcome, type ExecuteRequest, type ExecuteResponse } from "../src/gen/pb/sandbox/v1/sandbox.js";
 import { BenchDaemon } from "./bench-daemon.js";
 import type { Sizes } from "./options.js";
@@ -16,7 +17,7 @@ import { NodeWasiRunner } from "./peers/node-wasi.js";
 import type { Figure, Goal, Unit } from "./results.js";
 import { timeRawRustc, type CompileSetup } from "./rustc-baseline.js";
 import { summarize, timeConcurrent, timeSerial, type Summary } from "./stats.js";
-import { fixtureSource, uniqueSource, type BenchPolicy } from "./workloads.js";
+import { BENCH_FUEL_LIMIT, fixtureSource, uniqueSource, type BenchPolicy } from "./workloads.js";
 
 /** Concurrency levels of the Execute throughput figures. */
 export const THROUGHPUT_CONCURRENCY = [1, 8, 32] as const;
@@ -37,6 +38,7 @@ export const GOALS = {
   cacheHitP50Ms: { op: "<=", value: 0.5 },
   coldCompileRatio: { op: "<=", value: 1.1 },
   cpuRatio: { op: "<=", value: 1.05 },
+  fuelOverheadRatio: { op: "<=", value: 1.25 },
   streamMBps: { op: ">=", value: 200 },
   startMs: { op: "<=", value: 300 },
   rssIdleMB: { op: "<=", value: 100 },
@@ -292,6 +294,92 @@ export async function measureCpuBound(ctx: BenchContext, modules: BenchModules):
     ratio("ratio.cpu", 3, "CPU-bound: sandboxd end to end ÷ raw V8", inDaemon, inV8, { goal: GOALS.cpuRatio }),
     ratio("ratio.cpu-guest", 3, "CPU-bound: sandboxd guest time ÷ raw V8", guest, inV8, { goal: GOALS.cpuGuestRatio }),
   );
+}
+
+/**
+ * §3, fuel: the CPU-bound module with a fuel limit (its metered variant) against the same module
+ * under the same policy without one, interleaved, as guest time; then what signing a receipt costs.
+ */
+export async function measureFuelAndReceipts(ctx: BenchContext, modules: BenchModules): Promise<void> {
+  const { sizes, daemon } = ctx;
+  ctx.log(`§3 fuel metering on vs off: ${sizes.cpuRuns} runs each`);
+  const target = { $case: "moduleId" as const, value: modules.cpu.id };
+  const off: number[] = [];
+  const on: number[] = [];
+  let fuel = 0;
+  const runOff = async (): Promise<void> => {
+    off.push(expectExited(await daemon.client.execute({ target, policy: ctx.policy.cpuPolicy }), "cpu_sort unmetered").durationUs / 1000);
+  };
+  const runOn = async (): Promise<void> => {
+    const response = expectExited(await daemon.client.execute({ target, policy: ctx.policy.fuelPolicy }), "cpu_sort metered");
+    fuel = response.fuelConsumed;
+    on.push(response.durationUs / 1000);
+  };
+  // One warm-up each: the metered variant is a module of its own, compiled and tiered up on first use.
+  await runOff();
+  await runOn();
+  off.length = 0;
+  on.length = 0;
+  for (let i = 0; i < sizes.cpuRuns; i++) {
+    await runOff();
+    await runOn();
+  }
+  const offFigure = sampled("fuel.off", 3, "CPU-bound, guest time, signed policy without fuel_limit (not metered)", "ms", summarize(off));
+  const onFigure = sampled("fuel.on", 3, "CPU-bound, guest time, same policy with fuel_limit (metered)", "ms", summarize(on), {
+    note: `fuel_consumed ${fuel}`,
+  });
+  ctx.figures.push(
+    offFigure,
+    onFigure,
+    ratio("ratio.fuel", 3, "Fuel metering overhead: metered ÷ unmetered guest time", onFigure, offFigure, {
+      goal: GOALS.fuelOverheadRatio,
+    }),
+  );
+
+  ctx.log(`§3 receipt signing: ${sizes.latencyRuns} receipts`);
+  const signer = await ReceiptSigner.load(await writeBenchReceiptKey(ctx.dir));
+  const stdout = randomBytes(RECEIPT_BENCH_OUTPUT_BYTES);
+  const signOne = (): void => {
+    signer.sign({
+      executionId: "00000000-0000-4000-8000-000000000000",
+      moduleId: modules.cpu.id,
+      policyId: "sandboxd-bench",
+      policySha256: Buffer.from(sha256(ctx.policy.policy.policy)),
+      policyKeyId: ctx.policy.policy.keyId,
+      stdinSha256: Buffer.from(sha256(new Uint8Array(0))),
+      argsEnvSha256: Buffer.from(argsEnvSha256([], new Map())),
+      stdoutSha256: Buffer.from(sha256(stdout)),
+      stderrSha256: Buffer.from(sha256(new Uint8Array(0))),
+      outcome: Outcome.OUTCOME_EXITED,
+      exitCode: 0,
+      fuelConsumed: fuel,
+      fuelLimit: BENCH_FUEL_LIMIT,
+      denialCount: 0,
+      startedAtUnixMs: Date.now(),
+      durationUs: 1,
+      daemonVersion: "bench",
+    });
+  };
+  await timeSerial(sizes.warmupRuns, signOne);
+  ctx.figures.push(
+    sampled(
+      "receipt.sign",
+      3,
+      `Receipt per run: digests (${RECEIPT_BENCH_OUTPUT_BYTES / 1024} KiB stdout) + encode + Ed25519 sign, in-process`,
+      "ms",
+      summarize(await timeSerial(sizes.latencyRuns, signOne, sizes.serialBudgetMs)),
+    ),
+  );
+}
+
+/** Size of the stdout a benchmarked receipt digests: a typical JSON result. */
+const RECEIPT_BENCH_OUTPUT_BYTES = 4096;
+
+/** Writes a throwaway Ed25519 receipt key under `dir`; returns its path. */
+async function writeBenchReceiptKey(dir: string): Promise<string> {
+  const file = path.join(dir, "bench-receipts.key");
+  await writeFile(file, generateKeyPairSync("ed25519").privateKey.export({ type: "pkcs8", format: "pem" }), { mode: 0o600 });
+  return file;
 }
 
 /** §4: cold Compile against raw rustc (direct and under bubblewrap) per source; cache-hit Compile. */

@@ -34,7 +34,14 @@ export function uniqueSource(source: string, tag: string): string {
 export interface BenchPolicy {
   readonly trustedKeysDir: string;
   readonly policy: SignedPolicy;
+  /** The timeout alone, for Execute (the output cap of `policy` is too large for one response). */
+  readonly cpuPolicy: SignedPolicy;
+  /** cpuPolicy plus a fuel limit no bench run reaches: the run is metered. */
+  readonly fuelPolicy: SignedPolicy;
 }
+
+/** The fuel limit of the bench's metered policy: far above what any fixture consumes. */
+export const BENCH_FUEL_LIMIT = 10 ** 15;
 
 /** Limits of the policy, in proto3 JSON as sandboxctl reads it. */
 export interface BenchPolicyLimits {
@@ -47,38 +54,45 @@ export interface BenchPolicyLimits {
  * Generates a key with `sandboxctl keygen` in `dir`, signs a policy with the given
  * limits with `sandboxctl policy sign`, and trusts the public key in `dir/trusted`.
  */
-export async function makeSignedPolicy(dir: string, limits: BenchPolicyLimits): Promise<BenchPolicy> {
+export async function makeSignedPolicy(dir: string, streamLimits: BenchPolicyLimits): Promise<BenchPolicy> {
   const keysDir = path.join(dir, "authority");
   const trustedKeysDir = path.join(dir, "trusted");
   await mkdir(trustedKeysDir, { recursive: true });
   await run(process.execPath, [SANDBOXCTL_BIN, "keygen", "--id", BENCH_KEY_ID, "--out", keysDir]);
   // The private key stays out of the daemon's key dir: the daemon refuses (and warns about) private keys there.
   await copyFile(path.join(keysDir, `${BENCH_KEY_ID}.pub`), path.join(trustedKeysDir, `${BENCH_KEY_ID}.pub`));
-  const policyJson = path.join(dir, "policy.json");
-  await writeFile(
-    policyJson,
-    JSON.stringify({
-      policy_id: "sandboxd-bench",
-      ...(limits.maxOutputBytes ? { max_output_bytes: limits.maxOutputBytes } : {}),
-      ...(limits.timeoutMs ? { timeout_ms: limits.timeoutMs } : {}),
-      ...(limits.memoryLimitBytes ? { memory_limit_bytes: limits.memoryLimitBytes } : {}),
-    }),
-  );
-  const { stdout } = await run(process.execPath, [
-    SANDBOXCTL_BIN,
-    "policy",
-    "sign",
-    "--key",
-    path.join(keysDir, `${BENCH_KEY_ID}.key`),
-    "--id",
-    BENCH_KEY_ID,
-    "--expires-in",
-    String(POLICY_LIFETIME_S),
-    policyJson,
-  ]);
-  const signed = JSON.parse(stdout) as { policy: string; keyId: string; signature: string };
+  const sign = async (name: string, limits: BenchPolicyLimits, fuelLimit: number | undefined): Promise<SignedPolicy> => {
+    const policyJson = path.join(dir, name);
+    await writeFile(
+      policyJson,
+      JSON.stringify({
+        policy_id: "sandboxd-bench",
+        ...(limits.maxOutputBytes ? { max_output_bytes: limits.maxOutputBytes } : {}),
+        ...(limits.timeoutMs ? { timeout_ms: limits.timeoutMs } : {}),
+        ...(limits.memoryLimitBytes ? { memory_limit_bytes: limits.memoryLimitBytes } : {}),
+        ...(fuelLimit ? { fuel_limit: fuelLimit } : {}),
+      }),
+    );
+    const { stdout } = await run(process.execPath, [
+      SANDBOXCTL_BIN,
+      "policy",
+      "sign",
+      "--key",
+      path.join(keysDir, `${BENCH_KEY_ID}.key`),
+      "--id",
+      BENCH_KEY_ID,
+      "--expires-in",
+      String(POLICY_LIFETIME_S),
+      policyJson,
+    ]);
+    const signed = JSON.parse(stdout) as { policy: string; keyId: string; signature: string };
+    return { policy: Buffer.from(signed.policy, "base64"), keyId: signed.keyId, signature: Buffer.from(signed.signature, "base64") };
+  };
+  const execute: BenchPolicyLimits = streamLimits.timeoutMs ? { timeoutMs: streamLimits.timeoutMs } : {};
   return {
     trustedKeysDir,
-    policy: { policy: Buffer.from(signed.policy, "base64"), keyId: signed.keyId, signature: Buffer.from(signed.signature, "base64") },
+    policy: await sign("policy.json", streamLimits, undefined),
+    cpuPolicy: await sign("cpu-policy.json", execute, undefined),
+    fuelPolicy: await sign("fuel-policy.json", execute, BENCH_FUEL_LIMIT),
   };
 }

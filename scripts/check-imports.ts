@@ -23,7 +23,7 @@ const LAYERS: readonly { readonly name: string; readonly files: RegExp }[] = [
     files:
       /^src\/(errors\/|gen\/pb\/|limits\.ts$|logger\.ts$|elapsed\.ts$|atomic-file\.ts$|unix-group\.ts$|request-limits\.ts$|version\.ts$)/,
   },
-  { name: "core", files: /^src\/(compiler|policy|runtime|cache)\// },
+  { name: "core", files: /^src\/(compiler|policy|runtime|cache|receipt)\// },
   { name: "service", files: /^src\/(sandbox\.ts$|admin\/)/ },
   { name: "adapters", files: /^src\/(grpc\/|gen\/grpc\/|metrics\/)/ },
   { name: "daemon", files: /^src\/daemon\.ts$/ },

@@ -297,6 +297,7 @@ function policySigner(): { publicKeyPem: string; sign: (moduleId: string, rootCo
           memoryLimitBytes: 0,
           timeoutMs: TEST_TIMEOUT_MS,
           maxOutputBytes: 0,
+          fuelLimit: 0,
           maxWriteBytes: 0,
           network: false,
           allowedHosts: [],

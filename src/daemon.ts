@@ -2,6 +2,7 @@
  * Wires the core and the gRPC server from a configuration, and owns their
  * lifetime. The CLI (src/cli/sandboxd.ts) and the tests both start daemons here.
  */
+import { ReceiptSigner } from "./receipt/receipt.js";
 import { homedir } from "node:os";
 import path from "node:path";
 import type { Logger } from "./logger.js";
@@ -10,6 +11,7 @@ import {
   DEFAULT_CEILING_OUTPUT_BYTES,
   DEFAULT_CEILING_TIMEOUT_MS,
   DEFAULT_CEILING_WRITE_BYTES,
+  DEFAULT_CEILING_FUEL,
   DEFAULT_CEILING_HTTP_REQUESTS,
   DEFAULT_CEILING_HTTP_RESPONSE_BYTES,
   DEFAULT_CEILING_HTTP_TIMEOUT_MS,
@@ -93,6 +95,8 @@ export interface DaemonConfig {
   readonly requestLimits: RequestLimits;
   /** --remote-cache, --remote-cache-key, --remote-cache-mode, --remote-cache-timeout-ms; no shared cache when absent. */
   readonly remoteCache?: RemoteCacheSettings;
+  /** --receipt-key: the Ed25519 private key (PEM PKCS#8) that signs a receipt of every execution; none when absent. */
+  readonly receiptKeyFile?: string;
   /** --socket-mode, --socket-group: applied to a unix socket before the daemon says it listens. */
   readonly socketAccess?: SocketAccess;
   /** --metrics-listen HOST:PORT: serve Prometheus metrics there; none when absent. */
@@ -117,6 +121,7 @@ export function defaultConfig(listen: ListenAddress = { kind: "unix", path: defa
       maxTimeoutMs: DEFAULT_CEILING_TIMEOUT_MS,
       maxOutputBytes: DEFAULT_CEILING_OUTPUT_BYTES,
       maxWriteBytes: DEFAULT_CEILING_WRITE_BYTES,
+      maxFuel: DEFAULT_CEILING_FUEL,
       maxHttpRequests: DEFAULT_CEILING_HTTP_REQUESTS,
       maxHttpResponseBytes: DEFAULT_CEILING_HTTP_RESPONSE_BYTES,
       maxHttpTimeoutMs: DEFAULT_CEILING_HTTP_TIMEOUT_MS,
@@ -128,6 +133,7 @@ export function defaultConfig(listen: ListenAddress = { kind: "unix", path: defa
       timeoutMs: DEFAULT_TIMEOUT_MS,
       maxOutputBytes: DEFAULT_MAX_OUTPUT_BYTES,
       maxWriteBytes: DEFAULT_MAX_WRITE_BYTES,
+      fuelLimit: 0,
       maxHttpRequests: DEFAULT_MAX_HTTP_REQUESTS,
       maxHttpResponseBytes: DEFAULT_MAX_HTTP_RESPONSE_BYTES,
       httpTimeoutMs: DEFAULT_HTTP_TIMEOUT_MS,
@@ -161,6 +167,7 @@ export function validateConfig(config: DaemonConfig): Error | undefined {
     ["memory", config.defaults.memoryLimitBytes, config.ceilings.maxMemoryBytes],
     ["output", config.defaults.maxOutputBytes, config.ceilings.maxOutputBytes],
     ["write", config.defaults.maxWriteBytes, config.ceilings.maxWriteBytes],
+    ["fuel", config.defaults.fuelLimit, config.ceilings.maxFuel],
     ["HTTP request count", config.defaults.maxHttpRequests, config.ceilings.maxHttpRequests],
     ["HTTP response bytes", config.defaults.maxHttpResponseBytes, config.ceilings.maxHttpResponseBytes],
     ["HTTP timeout", config.defaults.httpTimeoutMs, config.ceilings.maxHttpTimeoutMs],
@@ -211,6 +218,9 @@ export class Daemon {
     const keys = await TrustedKeys.load(config.trustedKeysDir, (message) => logger.warn(message));
     if (config.trustedKeysDir !== undefined) logger.info("trusted keys loaded", { dir: config.trustedKeysDir, keyIds: keys.ids() });
     if (config.allowUnsigned) logger.warn("--allow-unsigned: requests without a policy run with default limits and no mounts");
+    // Before serving: a daemon told to sign receipts must not run anything without them.
+    const receiptSigner = config.receiptKeyFile === undefined ? undefined : await ReceiptSigner.load(config.receiptKeyFile);
+    if (receiptSigner) logger.info("signing receipts", { receiptKeyId: receiptSigner.keyId });
     const sandbox = await Sandbox.create({
       toolchain,
       requestToolchain: requestProbe,
@@ -230,6 +240,7 @@ export class Daemon {
       ...(config.cacheMaxBytes ? { cacheMaxBytes: config.cacheMaxBytes } : {}),
       requestLimits: config.requestLimits,
       ...(config.remoteCache ? { remoteCache: config.remoteCache } : {}),
+      ...(receiptSigner ? { receiptSigner } : {}),
     });
     let admin: AdminServer | undefined;
     let metrics: MetricsEndpoint | undefined;

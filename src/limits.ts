@@ -84,6 +84,8 @@ export const DEFAULT_CEILING_TIMEOUT_MS = 5 * 60 * 1000;
 export const DEFAULT_MAX_WRITE_BYTES = 64 * 1024 * 1024;
 /** Operator ceiling on a policy's max_write_bytes unless --max-write-bytes says otherwise. */
 export const DEFAULT_CEILING_WRITE_BYTES = 1024 * 1024 * 1024;
+/** Operator ceiling on a policy's fuel_limit (fuel units) unless --max-fuel says otherwise: the largest a JS number holds exactly. */
+export const DEFAULT_CEILING_FUEL = Number.MAX_SAFE_INTEGER;
 /** Files, directories and links one run may create in its writable mounts unless `--max-created-entries` says otherwise. */
 export const DEFAULT_MAX_CREATED_ENTRIES = 10_000;
 /** Operator ceiling on a policy's max_output_bytes unless --max-output-bytes says otherwise. */

@@ -17,14 +17,24 @@ import { RemoteCache, type RemoteCacheSettings } from "./cache/remote-cache.js";
 import type { Diagnostic } from "./compiler/diagnostics.js";
 import { repairSource, type RepairResult } from "./compiler/repair.js";
 import type { ToolchainProbe } from "./compiler/toolchain.js";
-import { authorize, bindToModule, type PolicyCeilings, type PolicyDefaults, type SignedPolicyInput } from "./policy/authorize.js";
+import {
+  authorize,
+  bindToModule,
+  type Grant,
+  type PolicyCeilings,
+  type PolicyDefaults,
+  type SignedPolicyInput,
+} from "./policy/authorize.js";
 import { ModuleBlocklist } from "./policy/module-blocklist.js";
 import type { TrustedKeys } from "./policy/trusted-keys.js";
-import type { RunListener, RunResult } from "./runtime/execution.js";
+import type { Denial, RunListener, RunResult } from "./runtime/execution.js";
 import { BufferBudget } from "./runtime/buffer-budget.js";
 import { ModuleRegistry } from "./runtime/module-registry.js";
 import { memoryForRun, WASM_PAGE_BYTES } from "./runtime/wasm/memory-cap.js";
 import { WorkerPool } from "./runtime/pool.js";
+import type { SignedReceipt } from "./gen/pb/sandbox/v1/sandbox.js";
+import { argsEnvSha256, OutputDigest, RECEIPT_OUTCOMES, sha256, type ReceiptSigner } from "./receipt/receipt.js";
+import { SANDBOXD_VERSION } from "./version.js";
 import type { CidrRange } from "./runtime/net/address-rules.js";
 
 /** Warm workers when the operator does not say: enough for the cores plus guests that sleep. */
@@ -61,6 +71,8 @@ export interface SandboxOptions {
   readonly requestLimits?: RequestLimits;
   /** The module cache shared with other hosts (Redis); none when absent. */
   readonly remoteCache?: RemoteCacheSettings;
+  /** Signs a receipt of every execution; none are made without it. */
+  readonly receiptSigner?: ReceiptSigner;
 }
 
 /** Input of a Compile: Rust source (to repair if it fails, when `repair` says so) or a precompiled module. */
@@ -91,7 +103,7 @@ export interface ExecuteHooks extends RunListener {
  * Result of an Execute: a run result, or a compile error for source targets. `durationUs` is the
  * guest's run time alone (0 when it never ran); `compileDurationUs` the time spent compiling.
  */
-export type ExecuteResult =
+export type ExecuteResult = (
   | (RunResult & {
       readonly moduleId: string;
       readonly diagnostics: readonly Diagnostic[];
@@ -105,7 +117,11 @@ export type ExecuteResult =
       readonly durationUs: 0;
       readonly compileDurationUs: number;
       readonly audit: ExecuteAudit;
-    };
+    }
+) & {
+  /** The signed receipt of this execution, when the daemon has a receipt key. */
+  readonly receipt?: SignedReceipt;
+};
 
 /** What an operator's audit log and metrics say about a run, beside its result. */
 export interface ExecuteAudit {
@@ -264,6 +280,8 @@ export class Sandbox {
         { metadata: { max_output_bytes: String(grant.maxOutputBytes), max_unary_output_bytes: String(MAX_UNARY_OUTPUT_BYTES) } },
       );
     }
+    const executionId = randomUUID();
+    const receipts = this.options.receiptSigner && new ReceiptBuilder(this.options.receiptSigner, executionId, input, grant);
     let moduleId: string;
     let diagnostics: readonly Diagnostic[] = [];
     let compileDurationUs = 0;
@@ -276,7 +294,15 @@ export class Sandbox {
       compileCacheHit = compiled.cacheHit;
       if (!compiled.ok) {
         const audit = { executionId: "", policyId: grant.policyId, keyId, compileCacheHit, memoryHit: undefined };
-        return { outcome: "compile_error", moduleId: "", diagnostics: compiled.diagnostics, durationUs: 0, compileDurationUs, audit };
+        const failed = {
+          outcome: "compile_error",
+          moduleId: "",
+          diagnostics: compiled.diagnostics,
+          durationUs: 0,
+          compileDurationUs,
+          audit,
+        } as const;
+        return receipts ? { ...failed, receipt: receipts.sign(failed, Date.now()) } : failed;
       }
       moduleId = compiled.moduleId;
       diagnostics = compiled.diagnostics;
@@ -286,10 +312,14 @@ export class Sandbox {
     bindToModule(grant, moduleId);
     this.blocklist.check(moduleId);
     let memoryHit = true;
-    const compiled = await this.registry.get(moduleId, () => {
-      memoryHit = false;
-      return loadStoredModule(this.store, moduleId, this.remote);
-    });
+    const compiled = await this.registry.get(
+      moduleId,
+      () => {
+        memoryHit = false;
+        return loadStoredModule(this.store, moduleId, this.remote);
+      },
+      grant.fuelLimit > 0,
+    );
     const memory = compiled.memory && memoryForRun(compiled.memory, grant.memoryLimitBytes);
     if (compiled.memory && !memory) {
       throw new SandboxError(
@@ -298,8 +328,8 @@ export class Sandbox {
       );
     }
     this.store.recordUse(moduleId);
-    const executionId = randomUUID();
     hooks?.onStarted?.(executionId, moduleId);
+    const startedAtMs = Date.now();
     const result = await this.pool.run({
       moduleKey: compiled.key,
       module: compiled.module,
@@ -313,13 +343,14 @@ export class Sandbox {
       maxOutputBytes: grant.maxOutputBytes,
       maxWriteBytes: grant.maxWriteBytes,
       maxCreatedEntries: this.options.maxCreatedEntries,
+      fuelLimit: grant.fuelLimit,
       timeoutMs: grant.timeoutMs,
-      ...(hooks ? { listener: hooks } : {}),
+      ...(hooks ? { listener: receipts ? receipts.watch(hooks) : hooks } : {}),
       ...(signal ? { signal } : {}),
       ...(grant.network ? { network: { grant: grant.network, opened: this.options.privateNetworks, policyId: grant.policyId } } : {}),
     });
     // Field by field rather than a spread: this runs once per call.
-    return {
+    const done: ExecuteResult = {
       outcome: result.outcome,
       exitCode: result.exitCode,
       stdout: result.stdout,
@@ -327,11 +358,14 @@ export class Sandbox {
       message: result.message,
       denials: result.denials,
       durationUs: result.durationUs,
+      fuelConsumed: result.fuelConsumed,
+      denialCount: result.denialCount,
       moduleId,
       diagnostics,
       compileDurationUs,
       audit: { executionId, policyId: grant.policyId, keyId, compileCacheHit, memoryHit },
     };
+    return receipts ? { ...done, receipt: receipts.sign(done, startedAtMs) } : done;
   }
 
   private needCompiler(): Promise<Compiler> {
@@ -389,6 +423,68 @@ export class Sandbox {
     await this.remote?.close();
   }
 }
+
+/**
+ * Gathers what one execution's receipt records: digests of its input when it starts, of its output as
+ * it streams (or whole at the end), then signs the lot. Exists only when the daemon has a receipt key.
+ */
+class ReceiptBuilder {
+  private readonly stdinSha256: Uint8Array;
+  private readonly argsEnvSha256: Uint8Array;
+  private streamed: { readonly stdout: OutputDigest; readonly stderr: OutputDigest } | undefined;
+
+  constructor(
+    private readonly signer: ReceiptSigner,
+    private readonly executionId: string,
+    input: ExecuteInput,
+    private readonly grant: Grant,
+  ) {
+    this.stdinSha256 = sha256(input.stdin);
+    this.argsEnvSha256 = argsEnvSha256(input.args, input.env);
+  }
+
+  /** A listener that digests streamed output on its way to `hooks`, in the order the guest wrote it. */
+  watch(hooks: ExecuteHooks): ExecuteHooks {
+    const streamed = { stdout: new OutputDigest(), stderr: new OutputDigest() };
+    this.streamed = streamed;
+    return {
+      onStdout: (chunk) => {
+        streamed.stdout.update(chunk);
+        return hooks.onStdout?.(chunk);
+      },
+      onStderr: (chunk) => {
+        streamed.stderr.update(chunk);
+        return hooks.onStderr?.(chunk);
+      },
+      ...(hooks.onDenial ? { onDenial: (denial: Denial) => hooks.onDenial?.(denial) } : {}),
+    };
+  }
+
+  sign(result: ExecuteResult, startedAtMs: number): SignedReceipt {
+    const ran = result.outcome !== "compile_error";
+    return this.signer.sign({
+      executionId: this.executionId,
+      moduleId: result.moduleId,
+      policyId: this.grant.policyId,
+      policySha256: Buffer.from(this.grant.signedBy?.policySha256 ?? []),
+      policyKeyId: this.grant.signedBy?.keyId ?? "",
+      stdinSha256: Buffer.from(this.stdinSha256),
+      argsEnvSha256: Buffer.from(this.argsEnvSha256),
+      stdoutSha256: Buffer.from(this.streamed ? this.streamed.stdout.digest() : sha256(ran ? result.stdout : EMPTY)),
+      stderrSha256: Buffer.from(this.streamed ? this.streamed.stderr.digest() : sha256(ran ? result.stderr : EMPTY)),
+      outcome: RECEIPT_OUTCOMES[result.outcome],
+      exitCode: result.outcome === "exited" ? result.exitCode : undefined,
+      fuelConsumed: ran ? result.fuelConsumed : 0,
+      fuelLimit: this.grant.fuelLimit,
+      denialCount: ran ? result.denialCount : 0,
+      startedAtUnixMs: startedAtMs,
+      durationUs: result.durationUs,
+      daemonVersion: SANDBOXD_VERSION,
+    });
+  }
+}
+
+const EMPTY = new Uint8Array(0);
 
 function validateExecuteInput(input: ExecuteInput, limits: RequestLimits): void {
   // Before anything else: the rest of the checks walk every arg and variable.

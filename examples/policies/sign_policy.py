@@ -75,6 +75,7 @@ def encode_policy(p: dict) -> bytes:
     out += int_field(12, int(get(p, "max_http_requests", 0)))
     out += int_field(13, int(get(p, "max_http_response_bytes", 0)))
     out += int_field(14, int(get(p, "http_timeout_ms", 0)))
+    out += int_field(15, int(get(p, "fuel_limit", 0)))
     return out
 
 

@@ -53,6 +53,9 @@ export const USAGE = `usage: sandboxd [options]
   --max-http-response-bytes N  ceiling on a policy's max_http_response_bytes, response bytes per run (default ${D.ceilings.maxHttpResponseBytes})
   --max-http-timeout-ms N  ceiling on a policy's http_timeout_ms, one request with its redirects (default ${D.ceilings.maxHttpTimeoutMs})
   --default-timeout-ms N   wall-clock limit of runs whose policy does not set one, and of unsigned runs (default ${D.defaults.timeoutMs})
+  --max-fuel N             ceiling on a policy's fuel_limit, fuel counted as wasmtime counts it (default: none)
+  --default-fuel-limit N   fuel limit of runs whose policy does not set one (default: none, runs are not metered)
+  --receipt-key FILE       Ed25519 private key (PEM PKCS#8) signing a receipt of every execution; key id = file name without .key
   --max-args N             arguments one Execute may carry (default ${MAX_ARGS})
   --max-args-bytes N       total bytes of those arguments (default ${MAX_ARGS_BYTES})
   --max-env-vars N         environment variables one Execute may carry (default ${MAX_ENV_VARS})
@@ -112,6 +115,9 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         "max-http-response-bytes": { type: "string" },
         "max-http-timeout-ms": { type: "string" },
         "default-timeout-ms": { type: "string" },
+        "max-fuel": { type: "string" },
+        "default-fuel-limit": { type: "string" },
+        "receipt-key": { type: "string" },
         "max-args": { type: "string" },
         "max-args-bytes": { type: "string" },
         "max-env-vars": { type: "string" },
@@ -162,6 +168,8 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
     "max-http-response-bytes",
     "max-http-timeout-ms",
     "default-timeout-ms",
+    "max-fuel",
+    "default-fuel-limit",
     "workers",
     "cache-max-bytes",
     "compile-timeout-ms",
@@ -230,6 +238,7 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         maxTimeoutMs: numbers["max-timeout-ms"] ?? base.ceilings.maxTimeoutMs,
         maxOutputBytes: numbers["max-output-bytes"] ?? base.ceilings.maxOutputBytes,
         maxWriteBytes: numbers["max-write-bytes"] ?? base.ceilings.maxWriteBytes,
+        maxFuel: numbers["max-fuel"] ?? base.ceilings.maxFuel,
         maxHttpRequests: numbers["max-http-requests"] ?? base.ceilings.maxHttpRequests,
         maxHttpResponseBytes: numbers["max-http-response-bytes"] ?? base.ceilings.maxHttpResponseBytes,
         maxHttpTimeoutMs: numbers["max-http-timeout-ms"] ?? base.ceilings.maxHttpTimeoutMs,
@@ -246,8 +255,10 @@ export function parseFlags(argv: readonly string[]): { config: DaemonConfig; log
         maxHttpRequests: Math.min(base.defaults.maxHttpRequests, numbers["max-http-requests"] ?? Infinity),
         maxHttpResponseBytes: Math.min(base.defaults.maxHttpResponseBytes, numbers["max-http-response-bytes"] ?? Infinity),
         httpTimeoutMs: Math.min(base.defaults.httpTimeoutMs, numbers["max-http-timeout-ms"] ?? Infinity),
+        fuelLimit: numbers["default-fuel-limit"] ?? base.defaults.fuelLimit,
       },
       privateNetworks,
+      ...(v["receipt-key"] ? { receiptKeyFile: path.resolve(v["receipt-key"]) } : {}),
       ...(numbers["cache-max-bytes"] ? { cacheMaxBytes: numbers["cache-max-bytes"] } : {}),
       ...admin,
       ...(remoteCache ? { remoteCache } : {}),

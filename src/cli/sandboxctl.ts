@@ -20,6 +20,7 @@ import { checkValidity } from "../policy/validity.js";
 import { checkMountCount, checkPolicyBytes, verifySignedPolicy } from "../policy/verify-signature.js";
 import { SANDBOXD_VERSION } from "../version.js";
 import { ADMIN_USAGE, adminCommand } from "./sandboxctl-admin.js";
+import { RECEIPT_USAGE, receiptCommand } from "./sandboxctl-receipt.js";
 import { CLIENT_USAGE, clientCommand, noDaemonExit } from "./sandboxctl-client.js";
 import { REPAIR_USAGE, repairCommand } from "./sandboxctl-repair.js";
 import { UsageError } from "./usage-error.js";
@@ -53,6 +54,7 @@ ${CLIENT_USAGE}
   sandboxctl policy verify --keys DIR [--now UNIX_SECONDS] SIGNED.json
       checks key, signature, encoding and validity window; prints the decoded policy as JSON
 ${ADMIN_USAGE}
+${RECEIPT_USAGE}
 ${REPAIR_USAGE}
   sandboxctl --version
 See docs/policy.md and README.md ("Managing the module cache").`;
@@ -69,6 +71,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === "policy" && sub === "sign") return policySign(argv.slice(2));
   if (command === "policy" && sub === "verify") return policyVerify(argv.slice(2));
   if (command === "admin") return adminCommand(argv.slice(1));
+  if (command === "receipt") return receiptCommand(argv.slice(1));
   if (command === "help" || command === "--help" || command === "-h") {
     process.stdout.write(USAGE + "\n");
     return 0;

@@ -44,6 +44,7 @@ const OUTCOMES: Record<ExecuteResult["outcome"], Outcome> = {
   memory_limit: Outcome.OUTCOME_MEMORY_LIMIT,
   output_limit: Outcome.OUTCOME_OUTPUT_LIMIT,
   cancelled: Outcome.OUTCOME_CANCELLED,
+  fuel_exhausted: Outcome.OUTCOME_FUEL_EXHAUSTED,
   compile_error: Outcome.OUTCOME_COMPILE_ERROR,
 };
 
@@ -159,6 +160,11 @@ function repairFrom(r: RepairResult): Repair {
 export function executeResponseFrom(result: ExecuteResult): ExecuteResponse {
   // Built field by field, without spreads or copies of what is already plain: this runs once per call.
   const diagnostics = result.diagnostics.length === 0 ? [] : result.diagnostics.map(diagnosticFrom);
+  const receipt = result.receipt && {
+    receipt: asBuffer(result.receipt.receipt),
+    keyId: result.receipt.keyId,
+    signature: asBuffer(result.receipt.signature),
+  };
   if (result.outcome === "compile_error") {
     return {
       outcome: OUTCOMES[result.outcome],
@@ -171,6 +177,8 @@ export function executeResponseFrom(result: ExecuteResult): ExecuteResponse {
       stderr: EMPTY,
       message: "source did not compile",
       denials: [],
+      fuelConsumed: 0,
+      receipt,
     };
   }
   return {
@@ -184,6 +192,8 @@ export function executeResponseFrom(result: ExecuteResult): ExecuteResponse {
     stderr: asBuffer(result.stderr),
     message: result.message,
     denials: result.denials.length === 0 ? [] : result.denials.map((d) => ({ operation: d.operation, path: d.path, reason: d.reason })),
+    fuelConsumed: result.fuelConsumed,
+    receipt,
   };
 }
 

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { SandboxError } from "../errors/sandbox-error.js";
 import type { Policy } from "../gen/pb/sandbox/v1/sandbox.js";
 import { MAX_ALLOWED_HOSTS } from "../limits.js";
@@ -20,6 +21,8 @@ export interface PolicyCeilings {
   maxOutputBytes: number;
   /** Largest max_write_bytes a policy may grant. */
   maxWriteBytes: number;
+  /** Largest fuel_limit a policy may grant, in fuel units. */
+  maxFuel: number;
   /** Largest max_http_requests a policy may grant. */
   maxHttpRequests: number;
   /** Largest max_http_response_bytes a policy may grant. */
@@ -42,6 +45,8 @@ export interface PolicyDefaults {
   maxOutputBytes: number;
   /** Bytes a run may add to its writable mounts when the policy leaves it at 0. */
   maxWriteBytes: number;
+  /** Fuel limit when the policy leaves it at 0; 0 = none (the run is not metered). */
+  fuelLimit: number;
   /** Outbound HTTP requests a run may make when the policy leaves it at 0. */
   maxHttpRequests: number;
   /** Response body bytes a run may receive when the policy leaves it at 0. */
@@ -78,6 +83,10 @@ export interface Grant {
   maxOutputBytes: number;
   /** Bytes the run may add to its writable mounts. */
   maxWriteBytes: number;
+  /** Fuel the run may consume; 0 = no limit, and the run is not metered. */
+  fuelLimit: number;
+  /** SHA-256 of the exact signed policy bytes, and the key that signed them; undefined for an unsigned run. */
+  signedBy: { readonly policySha256: Uint8Array; readonly keyId: string } | undefined;
   /** Outbound HTTP the policy grants; undefined = none. */
   network: NetworkGrant | undefined;
 }
@@ -117,6 +126,8 @@ export async function authorize(signed: SignedPolicyInput | undefined, ctx: Auth
       timeoutMs: ctx.defaults.timeoutMs,
       maxOutputBytes: ctx.defaults.maxOutputBytes,
       maxWriteBytes: ctx.defaults.maxWriteBytes,
+      fuelLimit: ctx.defaults.fuelLimit,
+      signedBy: undefined,
       network: undefined,
     };
   }
@@ -134,6 +145,8 @@ export async function authorize(signed: SignedPolicyInput | undefined, ctx: Auth
     timeoutMs: policy.timeoutMs === 0 ? ctx.defaults.timeoutMs : policy.timeoutMs,
     maxOutputBytes: policy.maxOutputBytes === 0 ? ctx.defaults.maxOutputBytes : policy.maxOutputBytes,
     maxWriteBytes: policy.maxWriteBytes === 0 ? ctx.defaults.maxWriteBytes : policy.maxWriteBytes,
+    fuelLimit: policy.fuelLimit === 0 ? ctx.defaults.fuelLimit : policy.fuelLimit,
+    signedBy: { policySha256: createHash("sha256").update(signed.policy).digest(), keyId: signed.keyId },
     network: policy.network
       ? {
           allowedHosts,
@@ -163,6 +176,7 @@ function checkCeilings(policy: Policy, ceilings: PolicyCeilings): void {
     ["timeout_ms", policy.timeoutMs, ceilings.maxTimeoutMs],
     ["max_output_bytes", policy.maxOutputBytes, ceilings.maxOutputBytes],
     ["max_write_bytes", policy.maxWriteBytes, ceilings.maxWriteBytes],
+    ["fuel_limit", policy.fuelLimit, ceilings.maxFuel],
     ["max_http_requests", policy.maxHttpRequests, ceilings.maxHttpRequests],
     ["max_http_response_bytes", policy.maxHttpResponseBytes, ceilings.maxHttpResponseBytes],
     ["http_timeout_ms", policy.httpTimeoutMs, ceilings.maxHttpTimeoutMs],

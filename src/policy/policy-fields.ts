@@ -49,6 +49,7 @@ export const KNOWN_POLICY_FIELDS: KnownMessage = {
     [12, { name: "max_http_requests", wireType: WireType.Varint }],
     [13, { name: "max_http_response_bytes", wireType: WireType.Varint }],
     [14, { name: "http_timeout_ms", wireType: WireType.Varint }],
+    [15, { name: "fuel_limit", wireType: WireType.Varint }],
   ]),
 };
 

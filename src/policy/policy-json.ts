@@ -29,6 +29,7 @@ export function parsePolicyJson(value: unknown): ParseResult<Policy> {
     timeoutMs: fields.int("timeoutMs", "timeout_ms", "uint32"),
     maxOutputBytes: fields.int("maxOutputBytes", "max_output_bytes", "uint64"),
     maxWriteBytes: fields.int("maxWriteBytes", "max_write_bytes", "uint64"),
+    fuelLimit: fields.int("fuelLimit", "fuel_limit", "uint64"),
     network: fields.bool("network", "network"),
     allowedHosts: [],
     maxHttpRequests: fields.int("maxHttpRequests", "max_http_requests", "uint32"),

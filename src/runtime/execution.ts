@@ -1,7 +1,7 @@
 import type { WasiDenial, WasiMount } from "./wasi/types.js";
 
 /** How a run ended, as the core reports it (the gRPC layer maps these to the Outcome enum). */
-export type Outcome = "exited" | "trap" | "timeout" | "memory_limit" | "output_limit" | "cancelled";
+export type Outcome = "exited" | "trap" | "timeout" | "memory_limit" | "output_limit" | "cancelled" | "fuel_exhausted";
 
 /** A directory the guest may see, already verified against the policy and the operator's roots (the one mount shape). */
 export type RunMount = WasiMount;
@@ -30,4 +30,8 @@ export interface RunResult {
   readonly message: string;
   readonly denials: readonly Denial[];
   readonly durationUs: number;
+  /** Fuel the guest consumed (counted as wasmtime counts it); 0 when the run was not metered. */
+  readonly fuelConsumed: number;
+  /** Denials the policy made, including those beyond the returned list. */
+  readonly denialCount: number;
 }

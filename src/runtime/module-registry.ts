@@ -1,5 +1,9 @@
 import { SandboxError } from "../errors/sandbox-error.js";
+import { meterFuel } from "./wasm/fuel-meter.js";
 import { importMemory, type MemoryLimits } from "./wasm/memory-cap.js";
+
+/** Suffix of the registry (and worker) key of a module's fuel-metered variant. */
+const METERED_KEY_SUFFIX = "+fuel";
 
 /** A module compiled once for every memory limit, ready to post to workers. */
 export interface CompiledModule {
@@ -12,6 +16,8 @@ export interface CompiledModule {
   readonly instantiateAhead: boolean;
   /** Size of the binary it was compiled from: what the registry's byte budget counts. */
   readonly bytes: number;
+  /** Whether this is the fuel-metered variant (see fuel-meter.ts). */
+  readonly metered: boolean;
 }
 
 interface Entry {
@@ -40,44 +46,54 @@ export class ModuleRegistry {
     return this.totalBytes;
   }
 
-  /** The compiled module for an id; `load` supplies the verified bytes on a miss. */
-  get(moduleId: string, load: () => Promise<Uint8Array>): Promise<CompiledModule> {
-    const hit = this.entries.get(moduleId);
+  /**
+   * The compiled module for an id, fuel-metered or not (the two are cached apart, so runs without a
+   * fuel limit keep the uninstrumented module); `load` supplies the verified bytes on a miss.
+   */
+  get(moduleId: string, load: () => Promise<Uint8Array>, metered = false): Promise<CompiledModule> {
+    const key = metered ? moduleId + METERED_KEY_SUFFIX : moduleId;
+    const hit = this.entries.get(key);
     if (hit) {
       // Refresh recency: Map iteration order is insertion order.
-      this.entries.delete(moduleId);
-      this.entries.set(moduleId, hit);
+      this.entries.delete(key);
+      this.entries.set(key, hit);
       return hit.compiled;
     }
-    const entry: Entry = { compiled: this.compile(moduleId, load), bytes: 0 };
-    this.entries.set(moduleId, entry);
+    const entry: Entry = { compiled: this.compile(key, load, metered), bytes: 0 };
+    this.entries.set(key, entry);
     entry.compiled.then(
       (c) => {
-        if (this.entries.get(moduleId) !== entry) return;
+        if (this.entries.get(key) !== entry) return;
         entry.bytes = c.bytes;
         this.totalBytes += c.bytes;
         this.evictBeyondBudget();
       },
       () => {
-        if (this.entries.get(moduleId) === entry) this.entries.delete(moduleId);
+        if (this.entries.get(key) === entry) this.entries.delete(key);
       },
     );
     return entry.compiled;
   }
 
-  /** Drops a module (the operator evicted or blocked it); runs already holding it finish. False when it was not held. */
+  /** Drops a module and its metered variant (the operator evicted or blocked it); runs already holding it finish. False when neither was held. */
   evict(moduleId: string): boolean {
-    const entry = this.entries.get(moduleId);
-    if (!entry) return false;
-    this.entries.delete(moduleId);
-    this.totalBytes -= entry.bytes;
-    this.onEvict(moduleId);
-    return true;
+    const plain = this.drop(moduleId);
+    const metered = this.drop(moduleId + METERED_KEY_SUFFIX);
+    return plain || metered;
   }
 
   /** Drops every module; runs already holding one finish. */
   clear(): void {
-    for (const moduleId of [...this.entries.keys()]) this.evict(moduleId);
+    for (const key of [...this.entries.keys()]) this.drop(key);
+  }
+
+  private drop(key: string): boolean {
+    const entry = this.entries.get(key);
+    if (!entry) return false;
+    this.entries.delete(key);
+    this.totalBytes -= entry.bytes;
+    this.onEvict(key);
+    return true;
   }
 
   /** Drops the least recently used modules until the rest fit, always keeping the newest one. */
@@ -91,13 +107,20 @@ export class ModuleRegistry {
     }
   }
 
-  private async compile(key: string, load: () => Promise<Uint8Array>): Promise<CompiledModule> {
+  private async compile(key: string, load: () => Promise<Uint8Array>, metered: boolean): Promise<CompiledModule> {
     const bytes = await load();
-    const rewritten = importMemory(bytes);
+    let source: Uint8Array = bytes;
+    if (metered) {
+      const instrumented = meterFuel(bytes);
+      if (!instrumented.ok) throw new SandboxError("INVALID_WASM", instrumented.error);
+      source = instrumented.wasm;
+    }
+    const rewritten = importMemory(source);
     if (!rewritten.ok) throw new SandboxError("INVALID_WASM", rewritten.error);
     try {
       const module = await WebAssembly.compile(rewritten.wasm);
-      return { key, module, memory: rewritten.memory, instantiateAhead: !rewritten.startFunction, bytes: bytes.byteLength };
+      // A metered module's start function is an export (see fuel-meter.ts): instantiating it runs no guest code.
+      return { key, module, memory: rewritten.memory, instantiateAhead: !rewritten.startFunction, bytes: bytes.byteLength, metered };
     } catch (e: unknown) {
       throw new SandboxError("INVALID_WASM", `module does not compile: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }

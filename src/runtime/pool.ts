@@ -328,6 +328,7 @@ export class WorkerPool {
       maxOutputBytes: job.maxOutputBytes,
       maxWriteBytes: job.maxWriteBytes,
       maxCreatedEntries: job.maxCreatedEntries,
+      fuelLimit: job.fuelLimit,
     };
     const { control, area } = slot;
     const json = JSON.stringify(header);
@@ -379,8 +380,11 @@ export class WorkerPool {
         message: r.outcome === "exited" ? "" : r.message,
         denials,
         durationUs: m.durationUs,
+        fuelConsumed: m.fuelConsumed,
+        denialCount: m.denials.length + m.deniedBeyondCap,
       };
-      if (r.outcome === "exited" || r.outcome === "output_limit") {
+      // Fuel runs out only at a check in guest code, never inside a host call: nothing is left half done.
+      if (r.outcome === "exited" || r.outcome === "output_limit" || r.outcome === "fuel_exhausted") {
         this.finish(slot, result);
         this.drain(slot);
       } else {
@@ -453,5 +457,5 @@ function exactCopy(bytes: Uint8Array): Uint8Array {
 }
 
 function ended(outcome: RunResult["outcome"], message: string, durationUs: number): RunResult {
-  return { outcome, exitCode: 0, stdout: EMPTY, stderr: EMPTY, message, denials: [], durationUs };
+  return { outcome, exitCode: 0, stdout: EMPTY, stderr: EMPTY, message, denials: [], durationUs, fuelConsumed: 0, denialCount: 0 };
 }

@@ -9,6 +9,8 @@ export interface GuestParameters extends Pick<WasiHostOptions, "env" | "stdin" |
   readonly maxWriteBytes: number;
   /** Files, directories and links the run may create. */
   readonly maxCreatedEntries: number;
+  /** Fuel the run may consume; 0 = not metered (moduleKey then names the uninstrumented module). */
+  readonly fuelLimit: number;
   readonly moduleKey: string;
   /**
    * The worker may instantiate this module ahead of its next run while idle: false when the module
@@ -58,6 +60,9 @@ export type RunHeader = Omit<RunMessage, "type" | "module" | "streamWindow" | "h
   readonly env: readonly (readonly [string, string])[];
 };
 
+/** How a run ended in the worker: as the WASI host saw it, or out of fuel. */
+export type WorkerRunResult = WasiRunResult | { readonly outcome: "fuel_exhausted"; readonly message: string };
+
 /** Main thread → worker: run one module. */
 export interface RunMessage extends GuestParameters {
   readonly type: "run";
@@ -93,7 +98,9 @@ export type FromWorker =
   | {
       readonly type: "done";
       readonly runId: number;
-      readonly result: WasiRunResult;
+      readonly result: WorkerRunResult;
+      /** Fuel the guest consumed; 0 when the run was not metered. */
+      readonly fuelConsumed: number;
       readonly stdout: Uint8Array;
       readonly stderr: Uint8Array;
       readonly denials: readonly Denial[];

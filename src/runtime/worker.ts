@@ -17,6 +17,8 @@ import { waitAndCharge } from "./stream-window.js";
 import { HTTP_MODULE } from "./net/http-abi.js";
 import { WASI_MODULE } from "./wasi/abi.js";
 import { WasiHost, WasiImports } from "./wasi/host.js";
+import type { WasiRunResult } from "./wasi/types.js";
+import { fuelConsumed, fuelExhausted, startMetered } from "./wasm/fuel-meter.js";
 import { MEMORY_IMPORT_MODULE, MEMORY_IMPORT_NAME } from "./wasm/memory-cap.js";
 import {
   CONTROL_HEADER_BYTES,
@@ -32,6 +34,7 @@ import {
   type RunChannel,
   type RunHeader,
   type RunMessage,
+  type WorkerRunResult,
 } from "./worker-protocol.js";
 
 /** Data the pool gives each worker at start. */
@@ -245,6 +248,41 @@ function prepareNext(): void {
   }
 }
 
+/** A panic is a program's failure, not the sandbox's: it is reported as native Rust would (exit 101). */
+function panicAsExit(result: WasiRunResult, panicked: boolean): WorkerRunResult {
+  return result.outcome === "trap" && panicked ? { outcome: "exited", exitCode: RUST_PANIC_EXIT_CODE } : result;
+}
+
+/** The fuel budget of one metered run: set before any guest code runs, read when it ends. */
+class FuelMeter {
+  private instance: WebAssembly.Instance | undefined;
+  private readonly limit: bigint;
+
+  constructor(limit: number) {
+    this.limit = BigInt(limit);
+  }
+
+  /** Sets the instance's budget and runs its start function, if any (see startMetered). */
+  start(instance: WebAssembly.Instance): void {
+    this.instance = instance;
+    startMetered(instance, this.limit);
+  }
+
+  /** The run's outcome if its trap was its fuel running out; undefined otherwise. */
+  exhausted(result: WasiRunResult): WorkerRunResult | undefined {
+    if (result.outcome !== "trap" || this.instance === undefined || !fuelExhausted(this.instance)) return undefined;
+    return {
+      outcome: "fuel_exhausted",
+      message: `the guest used up its fuel limit of ${this.limit} (${this.consumed()} consumed at the check that stopped it)`,
+    };
+  }
+
+  /** Fuel consumed so far; 0 if the instance was never made. */
+  consumed(): number {
+    return this.instance === undefined ? 0 : Number(fuelConsumed(this.instance, this.limit));
+  }
+}
+
 function run(message: RunMessage): void {
   if (message.module) modules.set(message.moduleKey, message.module);
   const module = modules.get(message.moduleKey);
@@ -261,6 +299,7 @@ function run(message: RunMessage): void {
     ahead = undefined;
   }
   last = { key: message.moduleKey, spec, ahead: message.instantiateAhead };
+  const fuel = message.fuelLimit > 0 ? new FuelMeter(message.fuelLimit) : undefined;
   const started = performance.now();
   const hostResult = module
     ? new WasiHost({
@@ -291,14 +330,15 @@ function run(message: RunMessage): void {
           stderr.flush();
         },
       }).runWith(imports, () => {
-        return instance ?? instantiate(module, freshMemory(spec));
+        const fresh = instance ?? instantiate(module, freshMemory(spec));
+        // A metered instance (made now or ahead) has run no guest code yet: its budget is set before any does.
+        fuel?.start(fresh);
+        return fresh;
       })
     : ({ outcome: "trap", message: `internal: module ${message.moduleKey} was never sent to this worker` } as const);
   const durationUs = elapsedUs(started);
   message.http?.channel.port.close();
-  // A panic is a program's failure, not the sandbox's: report it as native Rust would (exit 101).
-  const result =
-    hostResult.outcome === "trap" && stderr.panicked ? ({ outcome: "exited", exitCode: RUST_PANIC_EXIT_CODE } as const) : hostResult;
+  const result = fuel?.exhausted(hostResult) ?? panicAsExit(hostResult, stderr.panicked);
   if (stream) {
     stdout.flush();
     stderr.flush();
@@ -308,7 +348,17 @@ function run(message: RunMessage): void {
   // Both are buffers of their own (or the shared empty one): move them instead of copying.
   const transfer = [out, err].filter((b) => b.byteLength > 0).map((b) => b.buffer as ArrayBuffer);
   port!.postMessage(
-    { type: "done", runId: message.runId, result, stdout: out, stderr: err, denials, deniedBeyondCap, durationUs } satisfies FromWorker,
+    {
+      type: "done",
+      runId: message.runId,
+      result,
+      fuelConsumed: fuel?.consumed() ?? 0,
+      stdout: out,
+      stderr: err,
+      denials,
+      deniedBeyondCap,
+      durationUs,
+    } satisfies FromWorker,
     transfer,
   );
 }

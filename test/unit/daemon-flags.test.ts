@@ -2,6 +2,7 @@ import { expect } from "chai";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseFlags } from "../../src/cli/daemon-flags.js";
+import { validateConfig } from "../../src/daemon.js";
 import { COMPILE_MEMORY_LIMIT_BYTES, MAX_ARGS, MAX_ARGS_BYTES, MAX_ENV_BYTES, MAX_ENV_VARS } from "../../src/limits.js";
 
 const UNIT = readFileSync(fileURLToPath(new URL("../../../systemd/sandboxd.service", import.meta.url)), "utf8");
@@ -75,6 +76,28 @@ describe("daemon flags", function () {
     const flags = parseFlags(["--max-timeout-ms", "5000", "--default-timeout-ms", "9000"]);
     if (flags instanceof Error || "help" in flags) throw new Error(String(flags));
     expect(flags.config.defaults.timeoutMs).to.equal(9000);
+  });
+
+  it("fuel: no default limit and a ceiling of 2^53-1 unless --default-fuel-limit and --max-fuel say otherwise", function () {
+    const none = parseFlags([]);
+    if (none instanceof Error || "help" in none) throw new Error(String(none));
+    expect(none.config.defaults.fuelLimit).to.equal(0);
+    expect(none.config.ceilings.maxFuel).to.equal(Number.MAX_SAFE_INTEGER);
+    expect(none.config.receiptKeyFile).to.equal(undefined);
+    const set = parseFlags(["--max-fuel", "1000000", "--default-fuel-limit", "5000", "--receipt-key", "keys/r.key"]);
+    if (set instanceof Error || "help" in set) throw new Error(String(set));
+    expect(set.config.ceilings.maxFuel).to.equal(1_000_000);
+    expect(set.config.defaults.fuelLimit).to.equal(5000);
+    expect(set.config.receiptKeyFile).to.match(/\/keys\/r\.key$/);
+    expect(validateConfig(set.config)).to.equal(undefined);
+  });
+
+  it("refuses a default fuel limit above --max-fuel at start, and a fuel flag that is not a positive integer", function () {
+    const above = parseFlags(["--max-fuel", "100", "--default-fuel-limit", "101"]);
+    if (above instanceof Error || "help" in above) throw new Error(String(above));
+    expect(validateConfig(above.config)?.message).to.match(/default fuel limit \(101\) exceeds its ceiling \(100\)/);
+    expect(parseFlags(["--max-fuel", "0"])).to.be.instanceOf(Error);
+    expect(parseFlags(["--default-fuel-limit", "1e400"])).to.be.instanceOf(Error);
   });
 
   it("parses --allow-network-host and --allow-private-network, repeatable, none by default", function () {

@@ -24,6 +24,8 @@ const run = (fields: Partial<RunResult> & Pick<RunResult, "outcome">): ExecuteRe
   message: "",
   denials: [],
   durationUs: 5,
+  fuelConsumed: 0,
+  denialCount: 0,
   moduleId: "m",
   diagnostics: [],
   compileDurationUs: 0,

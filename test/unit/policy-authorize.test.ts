@@ -1,6 +1,7 @@
 import { mkdir, symlink, writeFile, realpath } from "node:fs/promises";
 import { join } from "node:path";
 import { expect } from "chai";
+import { createHash } from "node:crypto";
 import { Code } from "../../src/errors/codes.js";
 import { MAX_POLICY_BYTES, MAX_POLICY_MOUNTS, POLICY_CLOCK_SKEW_SECONDS } from "../../src/limits.js";
 import { authorize, bindToModule, type AuthorizeContext, type Grant } from "../../src/policy/authorize.js";
@@ -62,6 +63,7 @@ describe("policy authorize", () => {
         maxHttpRequests: 50,
         maxHttpResponseBytes: 4 * MIB,
         maxHttpTimeoutMs: 30_000,
+        maxFuel: 1_000_000,
         networkHosts: patterns("https://api.example.com", "https://*.example.org", "http://127.0.0.1:8080"),
         allowedRoots: [root],
       },
@@ -73,6 +75,7 @@ describe("policy authorize", () => {
         maxHttpRequests: 10,
         maxHttpResponseBytes: MIB,
         httpTimeoutMs: 3_000,
+        fuelLimit: 0,
       },
       nowMs: NOW_UNIX * 1000,
       ...overrides,
@@ -86,22 +89,26 @@ describe("policy authorize", () => {
 
   describe("a valid policy", () => {
     it("grants its mounts (host paths resolved) and limits", async () => {
+      let signedBytes: Uint8Array = new Uint8Array(0);
       const grant = await authorize(
-        signed(
-          valid({
-            moduleId: MODULE_A,
-            mounts: [
-              { hostPath: join(root, "ro"), guestPath: "/in", writable: false },
-              { hostPath: join(root, "rw"), guestPath: "/out", writable: true },
-            ],
-            memoryLimitBytes: 64 * MIB,
-            timeoutMs: 2_000,
-            maxOutputBytes: 4096,
-            network: true,
-            allowedHosts: ["https://api.example.com", "https://eu.example.org"],
-            maxHttpRequests: 5,
-          }),
-          k1,
+        keep(
+          (s) => (signedBytes = s.policy),
+          signed(
+            valid({
+              moduleId: MODULE_A,
+              mounts: [
+                { hostPath: join(root, "ro"), guestPath: "/in", writable: false },
+                { hostPath: join(root, "rw"), guestPath: "/out", writable: true },
+              ],
+              memoryLimitBytes: 64 * MIB,
+              timeoutMs: 2_000,
+              maxOutputBytes: 4096,
+              network: true,
+              allowedHosts: ["https://api.example.com", "https://eu.example.org"],
+              maxHttpRequests: 5,
+            }),
+            k1,
+          ),
         ),
         ctx(),
       );
@@ -117,6 +124,8 @@ describe("policy authorize", () => {
         timeoutMs: 2_000,
         maxOutputBytes: 4096,
         maxWriteBytes: 2 * MIB,
+        fuelLimit: 0,
+        signedBy: { policySha256: createHash("sha256").update(signedBytes).digest(), keyId: k1.id },
         network: {
           allowedHosts: patterns("https://api.example.com", "https://eu.example.org"),
           maxRequests: 5,
@@ -140,6 +149,12 @@ describe("policy authorize", () => {
         boundModuleId: "",
       });
       expect(grant.mounts).to.deep.equal([]);
+    });
+
+    it("gets its fuel_limit, the daemon's default fuel limit where it says 0, and no metering by default", async () => {
+      expect((await authorize(signed(valid({ fuelLimit: 1_000_000 }), k1), ctx())).fuelLimit).to.equal(1_000_000);
+      expect((await authorize(signed(valid(), k1), ctx({ defaults: { ...ctx().defaults, fuelLimit: 5_000 } }))).fuelLimit).to.equal(5_000);
+      expect((await authorize(signed(valid(), k1), ctx())).fuelLimit).to.equal(0);
     });
 
     it("may ask for exactly the ceilings", async () => {
@@ -176,6 +191,8 @@ describe("policy authorize", () => {
         timeoutMs: 5_000,
         maxOutputBytes: MIB,
         maxWriteBytes: 2 * MIB,
+        fuelLimit: 0,
+        signedBy: undefined,
         network: undefined,
       } satisfies Grant);
     });
@@ -295,6 +312,7 @@ describe("policy authorize", () => {
       ["timeout_ms", { timeoutMs: 60_001 }],
       ["max_output_bytes", { maxOutputBytes: 32 * MIB + 1 }],
       ["max_write_bytes", { maxWriteBytes: 8 * MIB + 1 }],
+      ["fuel_limit", { fuelLimit: 1_000_001 }],
       ["max_http_requests", { maxHttpRequests: 51 }],
       ["max_http_response_bytes", { maxHttpResponseBytes: 4 * MIB + 1 }],
       ["http_timeout_ms", { httpTimeoutMs: 30_001 }],
@@ -494,3 +512,9 @@ describe("policy authorize", () => {
     });
   });
 });
+
+/** Passes `value` through after handing it to `see` (to keep the signed bytes an inline call produced). */
+function keep<T>(see: (value: T) => void, value: T): T {
+  see(value);
+  return value;
+}

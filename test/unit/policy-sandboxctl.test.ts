@@ -337,6 +337,7 @@ describe("policy sandboxctl (compiled CLI)", () => {
       max_http_requests: 7,
       maxHttpResponseBytes: 2 ** 33,
       http_timeout_ms: 1234,
+      fuel_limit: 2 ** 40,
     });
     const py = await run(python, [PYTHON_EXAMPLE, join(keys, "authority-1.key"), "authority-1", input]);
     expect(py.code, py.stderr).to.equal(0);
@@ -353,6 +354,7 @@ describe("policy sandboxctl (compiled CLI)", () => {
       memoryLimitBytes: 3 * 2 ** 32,
       maxHttpRequests: 7,
       httpTimeoutMs: 1234,
+      fuelLimit: 2 ** 40,
     });
     expect(JSON.parse(verified.stdout).allowedHosts).to.deep.equal(["https://api.example.com", "http://*.example.org:8080"]);
   });
