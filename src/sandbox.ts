@@ -33,7 +33,7 @@ import { ModuleRegistry } from "./runtime/module-registry.js";
 import { memoryForRun, WASM_PAGE_BYTES } from "./runtime/wasm/memory-cap.js";
 import { WorkerPool } from "./runtime/pool.js";
 import type { SignedReceipt } from "./gen/pb/sandbox/v1/sandbox.js";
-import { argsEnvSha256, OutputDigest, RECEIPT_OUTCOMES, sha256, type ReceiptSigner } from "./receipt/receipt.js";
+import { argsEnvSha256, OutputDigest, PROTO_OUTCOMES, sha256, type ReceiptSigner } from "./receipt/receipt.js";
 import { SANDBOXD_VERSION } from "./version.js";
 import type { CidrRange } from "./runtime/net/address-rules.js";
 
@@ -472,7 +472,7 @@ class ReceiptBuilder {
       argsEnvSha256: Buffer.from(this.argsEnvSha256),
       stdoutSha256: Buffer.from(this.streamed ? this.streamed.stdout.digest() : sha256(ran ? result.stdout : EMPTY)),
       stderrSha256: Buffer.from(this.streamed ? this.streamed.stderr.digest() : sha256(ran ? result.stderr : EMPTY)),
-      outcome: RECEIPT_OUTCOMES[result.outcome],
+      outcome: PROTO_OUTCOMES[result.outcome],
       exitCode: result.outcome === "exited" ? result.exitCode : undefined,
       fuelConsumed: ran ? result.fuelConsumed : 0,
       fuelLimit: this.grant.fuelLimit,

@@ -13,7 +13,6 @@ import {
   ExecuteResponse,
   type InfoResponse,
   type Repair,
-  Outcome,
   Severity,
   type Span,
 } from "../gen/grpc/sandbox/v1/sandbox.js";
@@ -21,6 +20,7 @@ import type { RequestLimits } from "../request-limits.js";
 import type { CompileInput, CompileOutcome, ExecuteInput, ExecuteResult, SandboxInfo } from "../sandbox.js";
 import { SANDBOXD_VERSION } from "../version.js";
 import { scanCompileRequest, scanExecuteRequest } from "./request-scan.js";
+import { PROTO_OUTCOMES } from "../receipt/receipt.js";
 
 const SEVERITIES: Record<CoreDiagnostic["severity"], Severity> = {
   error: Severity.SEVERITY_ERROR,
@@ -35,17 +35,6 @@ const APPLICABILITIES: Record<CoreSpan["applicability"], Applicability> = {
   maybe_incorrect: Applicability.APPLICABILITY_MAYBE_INCORRECT,
   has_placeholders: Applicability.APPLICABILITY_HAS_PLACEHOLDERS,
   unknown: Applicability.APPLICABILITY_UNKNOWN,
-};
-
-const OUTCOMES: Record<ExecuteResult["outcome"], Outcome> = {
-  exited: Outcome.OUTCOME_EXITED,
-  trap: Outcome.OUTCOME_TRAP,
-  timeout: Outcome.OUTCOME_TIMEOUT,
-  memory_limit: Outcome.OUTCOME_MEMORY_LIMIT,
-  output_limit: Outcome.OUTCOME_OUTPUT_LIMIT,
-  cancelled: Outcome.OUTCOME_CANCELLED,
-  fuel_exhausted: Outcome.OUTCOME_FUEL_EXHAUSTED,
-  compile_error: Outcome.OUTCOME_COMPILE_ERROR,
 };
 
 const EMPTY = Buffer.alloc(0);
@@ -167,7 +156,7 @@ export function executeResponseFrom(result: ExecuteResult): ExecuteResponse {
   };
   if (result.outcome === "compile_error") {
     return {
-      outcome: OUTCOMES[result.outcome],
+      outcome: PROTO_OUTCOMES[result.outcome],
       diagnostics,
       moduleId: result.moduleId,
       durationUs: result.durationUs,
@@ -182,7 +171,7 @@ export function executeResponseFrom(result: ExecuteResult): ExecuteResponse {
     };
   }
   return {
-    outcome: OUTCOMES[result.outcome],
+    outcome: PROTO_OUTCOMES[result.outcome],
     diagnostics,
     moduleId: result.moduleId,
     durationUs: result.durationUs,

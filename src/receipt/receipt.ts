@@ -13,8 +13,8 @@ import type { Outcome as CoreOutcome } from "../runtime/execution.js";
 /** File name suffix of a receipt key; the key id is the name without it. */
 export const RECEIPT_KEY_SUFFIX = ".key";
 
-/** The proto Outcome of each core outcome, as receipts record it. */
-export const RECEIPT_OUTCOMES: Readonly<Record<CoreOutcome | "compile_error", Outcome>> = {
+/** The proto Outcome of each core outcome: what responses carry and receipts record. */
+export const PROTO_OUTCOMES: Readonly<Record<CoreOutcome | "compile_error", Outcome>> = {
   exited: Outcome.OUTCOME_EXITED,
   trap: Outcome.OUTCOME_TRAP,
   timeout: Outcome.OUTCOME_TIMEOUT,
