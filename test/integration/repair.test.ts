@@ -26,6 +26,9 @@ function tableCase(name: string): RepairCase {
   return c;
 }
 
+/** Constants rustc must evaluate to its step limit in the slow repair: ~4 s of rustc on an idle machine. */
+const SLOW_CONSTANTS = 8;
+
 describe("repair: the table of broken scripts (real daemon, real rustc)", function () {
   let daemon: TestDaemon;
   before(async function () {
@@ -143,8 +146,11 @@ describe("repair: rounds, the module, the cache (real daemon, real rustc)", func
   });
 
   it("a client that gives up during a repair stops its rustc, and the daemon serves on", async function () {
-    // Round 2 is slow: the source then type-checks, and rustc evaluates the constant up to its step limit.
-    const slow = `${uniqueLine()}const fn spin(n: u64) -> u64 { let mut i = 0; let mut a = 0; while i < n { a ^= i; i += 1; } a }\nconst X: u64 = spin(30_000_000);\n${tableCase("semicolon_then_mut").broken.replace('println!("{}", total);', 'println!("{} {}", total, X);')}`;
+    // Round 2 is slow: the source then type-checks, and rustc evaluates each constant up to its step limit
+    // (~0.5 s each on an idle machine; one was not enough: the whole repair beat the deadline there).
+    const spins = Array.from({ length: SLOW_CONSTANTS }, (_, i) => `const X${i}: u64 = spin(30_000_000 + ${i});\n`).join("");
+    const sum = Array.from({ length: SLOW_CONSTANTS }, (_, i) => `X${i}`).join(" + ");
+    const slow = `${uniqueLine()}const fn spin(n: u64) -> u64 { let mut i = 0; let mut a = 0; while i < n { a ^= i; i += 1; } a }\n${spins}${tableCase("semicolon_then_mut").broken.replace('println!("{}", total);', `println!("{} {}", total, ${sum});`)}`;
     // The source's own compile is cached first, so any rustc running during the call is the repair's.
     expect((await daemon.compile(src(slow, false))).ok).to.equal(false);
     const call = rejection(
