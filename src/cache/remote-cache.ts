@@ -11,7 +11,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Redis, type RedisOptions } from "ioredis";
+import type { Redis, RedisOptions } from "ioredis";
 import type { Logger } from "../logger.js";
 import {
   MAX_WASM_BYTES,
@@ -188,6 +188,8 @@ export class RemoteCache {
       disableClientInfo: true,
       lazyConnect: false,
     };
+    // Loaded here, not at the top: ioredis costs every daemon ~90 ms and ~30 MB at start, and most run without a shared cache.
+    const { Redis } = await import("ioredis");
     const redis =
       settings.address.kind === "unix" ? new Redis({ ...options, path: settings.address.path }) : new Redis(settings.address.url, options);
     const cache = new RemoteCache(redis, keys, settings.mode, opTimeoutMs, logger);
