@@ -1,4 +1,4 @@
-import { execFile, spawnSync } from "node:child_process";
+import { execFile } from "node:child_process";
 import { createHash, generateKeyPairSync } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -12,6 +12,7 @@ import { verifyReceipt } from "../../src/receipt/receipt.js";
 import { script } from "../helpers/fixtures.js";
 import { moduleTarget, rejection, startDaemon, type TestDaemon } from "../helpers/daemon.js";
 import { makeKey, signed, tempDir, wire, writePublicKeys, type TestKey } from "../unit/policy-fixtures.js";
+import { DEBIAN_PYTHON } from "../helpers/python.js";
 
 const run = promisify(execFile);
 const SANDBOXCTL = fileURLToPath(new URL("../../src/cli/sandboxctl.js", import.meta.url));
@@ -249,14 +250,7 @@ describe("fuel and signed receipts (real daemon)", function () {
     });
 
     it("the Python verifier of docs/receipts.md verifies a real receipt, computes args_env_sha256 alike, and refuses a tampered one", async function () {
-      // scripts/setup installs Debian's python3-cryptography for /usr/bin/python3; a PATH python3 may have its own.
-      const python = ["python3", "/usr/bin/python3"].find(
-        (p) => spawnSync(p, ["-c", "import cryptography"], { encoding: "utf8" }).status === 0,
-      );
-      if (!python) {
-        if (process.env["CI"]) throw new Error("no python3 with the cryptography package; scripts/setup installs python3-cryptography");
-        this.skip();
-      }
+      const python = DEBIAN_PYTHON;
       const stdin = Buffer.from('{"py":true}');
       const env = new Map([
         ["GREETING", "grüß"],
