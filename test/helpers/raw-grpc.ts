@@ -23,9 +23,9 @@ export interface RawSandboxClient {
 
 const identity = (b: Buffer): Buffer => b;
 
-function method(name: string, responseStream: boolean) {
+function method(name: string, responseStream: boolean, service = "sandbox.v1.SandboxService") {
   return {
-    path: `/sandbox.v1.SandboxService/${name}`,
+    path: `/${service}/${name}`,
     requestStream: false,
     responseStream,
     requestSerialize: identity,
@@ -65,4 +65,16 @@ export function rawSandboxClient(socketPath: string, options: Record<string, unk
       }),
     close: () => client.close(),
   };
+}
+
+/** One unary call of `service`'s `name` (e.g. "sandbox.v1.AdminService", "GetModule") with `bytes` as its request. */
+export async function rawUnaryCall(socketPath: string, service: string, name: string, bytes: Buffer): Promise<RawAnswer> {
+  const Raw = makeGenericClientConstructor({ call: method(name, false, service) }, "RawUnary");
+  const client = new Raw(`unix://${socketPath}`, credentials.createInsecure());
+  try {
+    const stub = client as unknown as { call(b: Buffer, m: Metadata, cb: (e: ServiceError | null) => void): void };
+    return await new Promise((resolve) => stub.call(bytes, new Metadata(), (e) => resolve(answer(e))));
+  } finally {
+    client.close();
+  }
 }

@@ -1,4 +1,4 @@
-import { credentials, makeGenericClientConstructor, Metadata, status, type ServiceError } from "@grpc/grpc-js";
+import { status } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { execFile } from "node:child_process";
 import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
@@ -6,7 +6,6 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { errorInfoOf } from "../../src/grpc/status.js";
 import { ModuleOrigin } from "../../src/gen/grpc/sandbox/v1/admin.js";
 import { Outcome, type ExecuteEvent } from "../../src/gen/grpc/sandbox/v1/sandbox.js";
 import { executeRequest } from "../../src/grpc/client.js";
@@ -14,6 +13,7 @@ import { buildModule, call, DROP, i32, store32, WASI } from "../fixtures/hostile
 import { script } from "../helpers/fixtures.js";
 import { moduleTarget, rejection, sourceTarget, startDaemon, type TestDaemon } from "../helpers/daemon.js";
 import { listServices } from "../helpers/reflection.js";
+import { rawUnaryCall } from "../helpers/raw-grpc.js";
 
 const SANDBOXCTL = fileURLToPath(new URL("../../src/cli/sandboxctl.js", import.meta.url));
 const run = promisify(execFile);
@@ -297,27 +297,9 @@ describe("AdminService on the admin socket", function () {
     ];
     for (const [what, attempt, code, reason] of cases) expect(await rejection(attempt()), what).to.deep.include({ code, reason });
     // Bytes that are no protobuf at all.
-    const Raw = makeGenericClientConstructor(
-      {
-        getModule: {
-          path: "/sandbox.v1.AdminService/GetModule",
-          requestStream: false,
-          responseStream: false,
-          requestSerialize: (b: Buffer) => b,
-          requestDeserialize: (b: Buffer) => b,
-          responseSerialize: (b: Buffer) => b,
-          responseDeserialize: (b: Buffer) => b,
-        },
-      },
-      "Raw",
-    );
-    const raw = new Raw(`unix://${daemon.adminSocketPath}`, credentials.createInsecure());
-    const garbage = await new Promise<ServiceError>((resolve) =>
-      raw["getModule"]!(Buffer.from([0x0a, 0xff, 0xff]), (e: ServiceError) => resolve(e)),
-    );
-    raw.close();
+    const garbage = await rawUnaryCall(daemon.adminSocketPath!, "sandbox.v1.AdminService", "GetModule", Buffer.from([0x0a, 0xff, 0xff]));
     expect(garbage.code).to.equal(status.INVALID_ARGUMENT);
-    expect(errorInfoOf(garbage.metadata as Metadata)?.reason).to.equal("INVALID_REQUEST");
+    expect(garbage.reason).to.equal("INVALID_REQUEST");
     // The block with a too-long reason did not happen.
     expect((await admin.getModule(id)).module!.blocked).to.equal(false);
   });

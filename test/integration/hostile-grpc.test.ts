@@ -1,39 +1,12 @@
-import { credentials, makeGenericClientConstructor, Metadata, type ServiceError } from "@grpc/grpc-js";
+import type { ServiceError } from "@grpc/grpc-js";
 import { expect } from "chai";
 import { ExecuteRequest } from "../../src/gen/pb/sandbox/v1/sandbox.js";
 import { executeRequest } from "../../src/grpc/client.js";
 import { moduleTarget, startDaemon, type TestDaemon } from "../helpers/daemon.js";
 import { checkSurvivalAfterEach, helloWasm, register } from "../helpers/hostile.js";
+import { rawSandboxClient } from "../helpers/raw-grpc.js";
 
 const Status = { INVALID_ARGUMENT: 3, RESOURCE_EXHAUSTED: 8, INTERNAL: 13 } as const;
-
-/** A client of SandboxService.Execute that sends whatever bytes it is given as the request. */
-function rawExecuteClient(socketPath: string, options: Record<string, unknown> = {}) {
-  const Raw = makeGenericClientConstructor(
-    {
-      execute: {
-        path: "/sandbox.v1.SandboxService/Execute",
-        requestStream: false,
-        responseStream: false,
-        requestSerialize: (b: Buffer) => b,
-        requestDeserialize: (b: Buffer) => b,
-        responseSerialize: (b: Buffer) => b,
-        responseDeserialize: (b: Buffer) => b,
-      },
-    },
-    "RawSandbox",
-  );
-  const client = new Raw(`unix://${socketPath}`, credentials.createInsecure(), options);
-  const execute = (bytes: Buffer): Promise<{ code: number; details: string }> =>
-    new Promise((resolve) => {
-      (client as unknown as { execute(b: Buffer, m: Metadata, cb: (e: ServiceError | null) => void): void }).execute(
-        bytes,
-        new Metadata(),
-        (e) => resolve(e ? { code: e.code, details: e.details } : { code: 0, details: "" }),
-      );
-    });
-  return { execute, close: () => client.close() };
-}
 
 /** Malformed and oversized requests on the wire, below any typed client, against a real daemon. */
 describe("hostile gRPC requests against a real daemon", function () {
@@ -50,7 +23,7 @@ describe("hostile gRPC requests against a real daemon", function () {
   checkSurvivalAfterEach(() => ({ daemon, pid, helloId }));
 
   it("bytes that are not a protobuf are the client's error: INVALID_ARGUMENT / INVALID_REQUEST, not INTERNAL", async function () {
-    const raw = rawExecuteClient(daemon.socketPath);
+    const raw = rawSandboxClient(daemon.socketPath);
     try {
       for (const bytes of [
         Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
@@ -67,7 +40,7 @@ describe("hostile gRPC requests against a real daemon", function () {
   });
 
   it("a request over the message limit is RESOURCE_EXHAUSTED", async function () {
-    const raw = rawExecuteClient(daemon.socketPath);
+    const raw = rawSandboxClient(daemon.socketPath);
     try {
       const huge = Buffer.from(
         ExecuteRequest.encode(executeRequest({ target: moduleTarget(helloId), stdin: Buffer.alloc(130 * 1024 * 1024) })).finish(),
@@ -80,7 +53,7 @@ describe("hostile gRPC requests against a real daemon", function () {
   });
 
   it("a gzip bomb (200 MB of stdin compressed to a few hundred kB) is RESOURCE_EXHAUSTED, not inflated", async function () {
-    const raw = rawExecuteClient(daemon.socketPath, { "grpc.default_compression_algorithm": 2 });
+    const raw = rawSandboxClient(daemon.socketPath, { "grpc.default_compression_algorithm": 2 });
     try {
       const bomb = Buffer.from(
         ExecuteRequest.encode(executeRequest({ target: moduleTarget(helloId), stdin: Buffer.alloc(200 * 1024 * 1024) })).finish(),
